@@ -1,0 +1,328 @@
+"""The API response cache: real Booking.com responses keyed by tool + canonical arguments.
+
+Storage is one SQLite file (the embedded default). Tables:
+  ``entries(key, function, arguments, response, sources, n_variants)``: what a lookup answers;
+  ``variants(key, response_hash, response, count, first_seen, source)``: every distinct response
+  recorded for a key, so conflicting recordings are kept, not lost;
+  ``meta(name, value)``: format version and the build summary.
+
+Rules:
+  * only successful responses are cached (non-empty; a dict must have no ``error`` key and a
+    ``status`` that is not false); empty and error responses are counted and skipped;
+  * duplicate keys with conflicting responses: all variants are stored; the lookup answers the
+    variant recorded most often, ties going to the first one seen (source order, then file order);
+  * a build writes to a temporary file beside the target and renames it over the target only when
+    complete, so an interrupted build never damages a good cache;
+  * readers open the file read-only (``mode=ro``), one connection per process, so many rollout
+    workers can look up at once.
+
+CLI: ``python -m toolrl.env.cache build --out PATH [--source KIND:PATH ...]`` where KIND is
+``traces`` (eval_100 / bfcl_training files), ``benchmark`` (ComplexFuncBench JSONL) or ``dump``
+(the authors' ``{function: [{arguments, response}]}`` file); with no ``--source`` it builds from the
+two bundled trace files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from toolrl.data import paths
+from toolrl.data.complexfuncbench import RecordedCall, iter_cache_dump, load_benchmark_jsonl
+from toolrl.data.traces import load_trace_file
+from toolrl.env.canonical import canonical_json, cache_key
+
+FORMAT_VERSION = "1"
+SOURCE_KINDS = ("traces", "benchmark", "dump")
+_INSERT_BATCH = 10_000
+
+
+class CacheError(RuntimeError):
+    """The cache file is missing, truncated, corrupted or of another format."""
+
+
+def is_success_response(response: Any) -> bool:
+    """True for a real, usable API response: non-empty, and for dicts no error and status not false."""
+    if response is None or response == "" or response == {} or response == []:
+        return False
+    if isinstance(response, dict):
+        return "error" not in response and response.get("status", True) is not False
+    return isinstance(response, (list, str, int, float))
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    kind: str
+    path: Path
+
+    @classmethod
+    def parse(cls, spec: str) -> "Source":
+        """``KIND:PATH``, or a bare path whose kind is guessed (.jsonl -> benchmark, a JSON list -> traces, an object -> dump)."""
+        kind, sep, rest = spec.partition(":")
+        if sep and kind in SOURCE_KINDS:
+            return cls(kind, Path(rest))
+        path = Path(spec)
+        if path.suffix == ".jsonl":
+            return cls("benchmark", path)
+        with path.open("rb") as handle:
+            head = handle.read(4096).lstrip()
+        return cls("traces" if head.startswith(b"[") else "dump", path)
+
+    def calls(self) -> Iterator[RecordedCall]:
+        if not self.path.is_file():
+            raise FileNotFoundError(f"cache source {self.path} does not exist")
+        if self.kind == "traces":
+            for sample in load_trace_file(self.path):
+                for step in sample.steps:
+                    yield RecordedCall(step.function, step.arguments, step.response)
+        elif self.kind == "benchmark":
+            for sample in load_benchmark_jsonl(self.path):
+                yield from sample.calls
+        elif self.kind == "dump":
+            yield from iter_cache_dump(self.path)
+        else:
+            raise ValueError(f"unknown source kind {self.kind!r}; known: {SOURCE_KINDS}")
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}"
+
+
+def default_sources(data_dir: str | os.PathLike | None = None) -> list[Source]:
+    return [Source("traces", paths.data_file(name, data_dir)) for name in paths.TRACE_FILES]
+
+
+@dataclasses.dataclass
+class BuildSummary:
+    entries: int = 0
+    functions: int = 0
+    bytes: int = 0
+    recorded_calls: int = 0
+    skipped_empty: int = 0
+    skipped_error: int = 0
+    duplicate_keys_same_response: int = 0
+    conflicting_keys: int = 0
+    conflict_rule: str = "most frequently recorded response; ties to the first seen"
+    sources: list[str] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    def format(self) -> str:
+        lines = [
+            f"entries                       {self.entries}",
+            f"functions                     {self.functions}",
+            f"file size (bytes)             {self.bytes}",
+            f"recorded calls read           {self.recorded_calls}",
+            f"skipped: empty response       {self.skipped_empty}",
+            f"skipped: error response       {self.skipped_error}",
+            f"duplicate keys, same response {self.duplicate_keys_same_response}",
+            f"keys with conflicting responses {self.conflicting_keys} (rule: {self.conflict_rule})",
+            f"build time (s)                {self.seconds:.2f}",
+            "sources:",
+        ]
+        lines += [f"  {source}" for source in self.sources]
+        return "\n".join(lines)
+
+
+_SCHEMA = """
+CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE variants(
+  key TEXT NOT NULL, response_hash TEXT NOT NULL, response TEXT NOT NULL,
+  count INTEGER NOT NULL, first_seen INTEGER NOT NULL, source TEXT NOT NULL,
+  PRIMARY KEY(key, response_hash));
+"""
+
+
+def build_cache(out: str | os.PathLike, sources: Iterable[Source]) -> BuildSummary:
+    """Build a cache file from the given sources; atomically replaces ``out`` on success."""
+    start = time.perf_counter()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sources = list(sources)
+    summary = BuildSummary(sources=[str(s) for s in sources])
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        connection = sqlite3.connect(tmp)
+        # The temporary file is thrown away on any failure, so durability during the build is moot.
+        connection.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+        batch: list[tuple] = []
+        order = 0
+        for source in sources:
+            for call in source.calls():
+                summary.recorded_calls += 1
+                if not is_success_response(call.response):
+                    if call.response in ("", None, {}, []):
+                        summary.skipped_empty += 1
+                    else:
+                        summary.skipped_error += 1
+                    continue
+                response = canonical_response_json(call.response)
+                # Responses that differ only in key order are the same response.
+                ordered = json.dumps(call.response, sort_keys=True, ensure_ascii=False)
+                digest = hashlib.blake2b(ordered.encode(), digest_size=16).hexdigest()
+                batch.append((cache_key(call.function, call.arguments), digest, response, order, str(source)))
+                order += 1
+                if len(batch) >= _INSERT_BATCH:
+                    _insert_variants(connection, batch)
+                    batch.clear()
+        _insert_variants(connection, batch)
+        connection.executescript(
+            """
+            CREATE TABLE entries AS
+              SELECT key,
+                     substr(key, 1, instr(key, char(31)) - 1) AS function,
+                     substr(key, instr(key, char(31)) + 1) AS arguments,
+                     response, source AS sources, n_variants
+              FROM (SELECT v.*, COUNT(*) OVER (PARTITION BY key) AS n_variants,
+                           ROW_NUMBER() OVER (PARTITION BY key ORDER BY count DESC, first_seen ASC) AS rank
+                    FROM variants v)
+              WHERE rank = 1;
+            CREATE UNIQUE INDEX entries_key ON entries(key);
+            CREATE INDEX entries_function ON entries(function);
+            """
+        )
+        (summary.entries,) = connection.execute("SELECT COUNT(*) FROM entries").fetchone()
+        (summary.functions,) = connection.execute("SELECT COUNT(DISTINCT function) FROM entries").fetchone()
+        (summary.conflicting_keys,) = connection.execute("SELECT COUNT(*) FROM entries WHERE n_variants > 1").fetchone()
+        (summary.duplicate_keys_same_response,) = connection.execute(
+            "SELECT COUNT(*) FROM variants WHERE count > 1").fetchone()
+        summary.seconds = time.perf_counter() - start
+        meta = {"format_version": FORMAT_VERSION, "summary": json.dumps(dataclasses.asdict(summary)), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        connection.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+        connection.commit()
+        connection.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    summary.bytes = out.stat().st_size
+    return summary
+
+
+def _insert_variants(connection: sqlite3.Connection, rows: list[tuple]) -> None:
+    connection.executemany(
+        """INSERT INTO variants(key, response_hash, response, count, first_seen, source)
+           VALUES (?, ?, ?, 1, ?, ?)
+           ON CONFLICT(key, response_hash) DO UPDATE SET count = count + 1""",
+        rows,
+    )
+
+
+def canonical_response_json(response: Any) -> str:
+    """Responses are stored as recorded (no numeric-string conversion), key order kept."""
+    return json.dumps(response, ensure_ascii=False, separators=(",", ":"))
+
+
+class ResponseCache:
+    """Read-only lookups in a built cache file. One instance per process."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CacheError(f"cache file {self.path} does not exist; build it with `python -m toolrl.env.cache build --out {self.path}`")
+        try:
+            self._connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            page_count = self._connection.execute("PRAGMA page_count").fetchone()[0]
+            page_size = self._connection.execute("PRAGMA page_size").fetchone()[0]
+            meta = dict(self._connection.execute("SELECT name, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as err:
+            raise CacheError(f"cache file {self.path} is not a readable toolrl cache ({err}); rebuild it") from err
+        size = self.path.stat().st_size
+        if page_count * page_size != size:
+            raise CacheError(
+                f"cache file {self.path} is truncated or corrupted: header says {page_count * page_size} bytes, "
+                f"file has {size}; rebuild it")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CacheError(f"cache file {self.path} has format {meta.get('format_version')!r}, expected {FORMAT_VERSION!r}; rebuild it")
+        self.summary = json.loads(meta.get("summary", "{}"))
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            return self._connection.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as err:
+            raise CacheError(f"cache file {self.path} is corrupted ({err}); rebuild it") from err
+
+    def lookup(self, function: str, arguments: dict[str, Any]) -> Any | None:
+        """The cached response of a call, or None on a miss. Raises TypeError for non-JSON arguments."""
+        rows = self._query("SELECT response FROM entries WHERE key = ?", (cache_key(function, arguments),))
+        return json.loads(rows[0][0]) if rows else None
+
+    def variants(self, function: str, arguments: dict[str, Any]) -> list[Any]:
+        """Every distinct response recorded for the call, most frequent first."""
+        rows = self._query("SELECT response FROM variants WHERE key = ? ORDER BY count DESC, first_seen ASC",
+                           (cache_key(function, arguments),))
+        return [json.loads(r[0]) for r in rows]
+
+    def __len__(self) -> int:
+        return self._query("SELECT COUNT(*) FROM entries")[0][0]
+
+    def functions(self) -> dict[str, int]:
+        """Entries per function."""
+        return dict(self._query("SELECT function, COUNT(*) FROM entries GROUP BY function ORDER BY function"))
+
+    def iter_entries(self, function: str | None = None) -> Iterator[tuple[str, dict[str, Any], Any]]:
+        """(function, canonical arguments, response) for every entry, optionally of one function."""
+        sql = "SELECT function, arguments, response FROM entries"
+        params: tuple = ()
+        if function is not None:
+            sql += " WHERE function = ?"
+            params = (function,)
+        for fn, arguments, response in self._query(sql + " ORDER BY key", params):
+            yield fn, json.loads(arguments), json.loads(response)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> "ResponseCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def default_cache_path() -> Path:
+    return paths.toolrl_home() / "booking_cache.sqlite"
+
+
+def open_default_cache(data_dir: str | os.PathLike | None = None, path: str | os.PathLike | None = None) -> ResponseCache:
+    """Open the cache at ``path`` (default: the user cache dir), building it from the bundled traces if absent."""
+    path = Path(path) if path else default_cache_path()
+    if not path.is_file():
+        build_cache(path, default_sources(data_dir))
+    return ResponseCache(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolrl.env.cache", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build a cache file")
+    build.add_argument("--out", required=True, help="the SQLite file to write")
+    build.add_argument("--source", action="append", default=[], help="KIND:PATH with KIND in traces/benchmark/dump (repeatable)")
+    build.add_argument("--data-dir", default=None, help="benchmark data directory for the default sources")
+    info = sub.add_parser("info", help="summarise a cache file")
+    info.add_argument("path")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        sources = [Source.parse(spec) for spec in args.source] or default_sources(args.data_dir)
+        summary = build_cache(args.out, sources)
+        print(f"built {args.out}\n{summary.format()}")
+    else:
+        with ResponseCache(args.path) as cache:
+            print(json.dumps(cache.summary, indent=2))
+            for function, count in cache.functions().items():
+                print(f"{function:40s} {count}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
