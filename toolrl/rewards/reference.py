@@ -1,0 +1,386 @@
+"""Plain-Python reference of the graduated rewards: the oracle the JAX kernels are tested against.
+
+One function per definition of DESIGN.md, "Graduated reward".  Readability over speed: this is the
+spec in code.  Families:
+
+- `paper_reward`: the seed paper's episode formula, flaws included (first step with the name,
+  name-only orchestration, atomic mean over the model's calls).
+- `episode_reward`: our corrected episode reward (one-to-one matching, dependency-aware orchestration,
+  atomic mean over max(#calls, #steps)).
+- `turn_reward`: per assistant turn, graduated pair score s(p, g) and frontier orchestration.
+
+Each takes a `mode`: `graduated` (w_a·atomic + w_o·orchestration), `atomic`, `orchestration`,
+`binary` (1 only when the episode/turn is exactly right), and returns a `Score` with the reward, the
+per-level scores and one `ErrorCode` per predicted call.
+
+Conventions for empty inputs (not covered by the paper): `paper` scores R_atomic = 0 with no calls
+and R_orch = 0 with no golden steps; `episode` and `turn` treat "no golden calls and no predicted
+calls" as exactly right (every part 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any, Mapping, Sequence
+
+from toolrl.rewards.types import (
+    MODES,
+    EpisodeInput,
+    ErrorCode,
+    GoldenStep,
+    PredictedCall,
+    RewardWeights,
+    TurnInput,
+    semantic_success,
+)
+
+_STRIP = re.compile(r"[ ,./\-_*^]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """A reward with its parts.
+
+    Attributes:
+      reward: the scalar reward of the requested mode.
+      levels: per-level scores ("atomic", "orchestration", ... see each family).
+      error_codes: one `ErrorCode` (as int) per predicted call, in order.
+    """
+
+    reward: float
+    levels: dict[str, float]
+    error_codes: tuple[int, ...]
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def normalize_string(s: str) -> str:
+    """String normalisation of the paper: drop ` ,./-_*^` and lower-case."""
+    return _STRIP.sub("", s).lower()
+
+
+def value_type(v: Any) -> str:
+    """Type category of a JSON value: number (int and float agree), str, bool, list, dict, null."""
+    if isinstance(v, bool):  # bool is an int subclass in Python: test it first.
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, (list, tuple)):
+        return "list"
+    if isinstance(v, Mapping):
+        return "dict"
+    if v is None:
+        return "null"
+    return "other"
+
+
+def values_equal(a: Any, b: Any) -> bool:
+    """Equality of argument values: same type category, strings normalised, numbers by value,
+    lists element by element, dicts key by key (keys exact), recursively."""
+    ta, tb = value_type(a), value_type(b)
+    if ta != tb:
+        return False
+    if ta == "str":
+        return normalize_string(a) == normalize_string(b)
+    if ta == "number":
+        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    if ta == "list":
+        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
+    if ta == "dict":
+        return set(a) == set(b) and all(values_equal(a[k], b[k]) for k in a)
+    return a == b
+
+
+# ----------------------------------------------------------------------------- call-level checks
+
+
+def argument_error(call_args: Mapping[str, Any], golden_args: Mapping[str, Any]) -> ErrorCode:
+    """First failing argument check (MISSING_KEY, EXTRA_KEY, WRONG_TYPE, WRONG_VALUE) or OK."""
+    if any(k not in call_args for k in golden_args):
+        return ErrorCode.MISSING_KEY
+    if any(k not in golden_args for k in call_args):
+        return ErrorCode.EXTRA_KEY
+    if any(value_type(call_args[k]) != value_type(golden_args[k]) for k in golden_args):
+        return ErrorCode.WRONG_TYPE
+    if any(not values_equal(call_args[k], golden_args[k]) for k in golden_args):
+        return ErrorCode.WRONG_VALUE
+    return ErrorCode.OK
+
+
+def values_check(call_args: Mapping[str, Any], golden_args: Mapping[str, Any]) -> bool:
+    """Every golden key present, no extra key, every value equal."""
+    return argument_error(call_args, golden_args) == ErrorCode.OK
+
+
+def key_type_ratio(call_args: Mapping[str, Any], golden_args: Mapping[str, Any]) -> float:
+    """|keys(c) ∩ keys(g)| / |keys(g)| · type_acc of the paper; with no golden arguments, 1 only
+    when the call has none either.
+
+    type_acc is the share of shared keys whose types agree, so the product simplifies to
+    (#shared keys with agreeing types) / |keys(g)|: one division, which keeps ties exact (the
+    episode matching compares these numbers) in float32 and float64 alike.
+    """
+    if not golden_args:
+        return 1.0 if not call_args else 0.0
+    agreeing = sum(1 for k in golden_args if k in call_args and value_type(call_args[k]) == value_type(golden_args[k]))
+    return agreeing / len(golden_args)
+
+
+def ast_score(call: PredictedCall, step: GoldenStep, weights: RewardWeights) -> float:
+    """AST score of the paper: w_name·[name] + w_keys·key_type_ratio + w_values·[values check]."""
+    if not call.format_ok or call.name != step.function:
+        return 0.0
+    w_name, w_keys, w_values = weights.ast
+    return w_name + w_keys * key_type_ratio(call.arguments, step.arguments) + w_values * float(
+        values_check(call.arguments, step.arguments)
+    )
+
+
+def call_success(call: PredictedCall) -> bool:
+    """Semantic level: executed and the response is a success."""
+    return call.format_ok and semantic_success(call.executed, call.response)
+
+
+def call_value(call: PredictedCall, step: GoldenStep | None, weights: RewardWeights) -> float:
+    """(AST + semantic) / 2; a call without a golden step scores 0."""
+    if step is None:
+        return 0.0
+    return (ast_score(call, step, weights) + float(call_success(call))) / 2.0
+
+
+def is_full_match(call: PredictedCall, step: GoldenStep) -> bool:
+    """Format, name, and values check all pass (AST score at its maximum)."""
+    return call.format_ok and call.name == step.function and values_check(call.arguments, step.arguments)
+
+
+def _combine(atomic: float, orchestration: float, binary: bool, mode: str, weights: RewardWeights) -> float:
+    """The ablation modes."""
+    if mode == "graduated":
+        return weights.atomic * atomic + weights.orchestration * orchestration
+    if mode == "atomic":
+        return atomic
+    if mode == "orchestration":
+        return orchestration
+    if mode == "binary":
+        return float(binary)
+    raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+
+
+def _call_error(call: PredictedCall, step: GoldenStep | None, repeated: bool, deps_ok: bool) -> ErrorCode:
+    """Error code of an episode-level call matched to `step` (None: unmatched)."""
+    if not call.format_ok:
+        return ErrorCode.FORMAT
+    if step is None:
+        return ErrorCode.REPEATED if repeated else ErrorCode.WRONG_NAME
+    code = argument_error(call.arguments, step.arguments)
+    if code != ErrorCode.OK:
+        return code
+    if not deps_ok:
+        return ErrorCode.DEPENDENCY_VIOLATION
+    if not call_success(call):
+        return ErrorCode.EXEC_FAILED
+    return ErrorCode.OK
+
+
+# ----------------------------------------------------------------------------- paper
+
+
+def paper_reward(ep: EpisodeInput, mode: str = "graduated", weights: RewardWeights = RewardWeights()) -> Score:
+    """The seed paper's reward (DESIGN.md `paper`), reproduced with its known flaws.
+
+    Levels: atomic (R_atomic), orchestration (R_orch).
+    """
+    calls, steps = ep.calls, ep.steps
+
+    def first_step(name: str) -> int | None:
+        return next((j for j, g in enumerate(steps) if g.function == name), None)
+
+    def first_call_position(name: str) -> int | None:
+        return next((i for i, c in enumerate(calls) if c.format_ok and c.name == name), None)
+
+    def deps_before(j: int, i: int) -> bool:
+        """Every step j depends on has its name at a call position before i."""
+        for d in steps[j].depends_on:
+            pos = first_call_position(steps[d].function)
+            if pos is None or pos >= i:
+                return False
+        return True
+
+    values, codes, full = [], [], []
+    for i, c in enumerate(calls):
+        j = first_step(c.name) if c.format_ok else None
+        step = steps[j] if j is not None else None
+        values.append(call_value(c, step, weights))
+        full.append(step is not None and is_full_match(c, step) and call_success(c))
+        codes.append(_call_error(c, step, repeated=False, deps_ok=j is not None and deps_before(j, i)))
+    atomic = sum(values) / len(values) if values else 0.0
+
+    credited = [
+        any(c.format_ok and c.name == g.function and deps_before(j, i) for i, c in enumerate(calls))
+        for j, g in enumerate(steps)
+    ]
+    orchestration = sum(credited) / len(steps) if steps else 0.0
+    binary = bool(calls) and all(full) and all(credited) and bool(steps)
+    reward = _combine(atomic, orchestration, binary, mode, weights)
+    return Score(reward, {"atomic": atomic, "orchestration": orchestration}, tuple(int(x) for x in codes))
+
+
+# ----------------------------------------------------------------------------- episode
+
+
+def match_episode(ep: EpisodeInput, weights: RewardWeights = RewardWeights()) -> list[int | None]:
+    """One-to-one matching of calls to golden steps, in call order.
+
+    Each call takes, among the unconsumed steps with its name, the one with the best AST score
+    (ties to the earliest step); the step is then consumed.  Returns the step index per call.
+    """
+    consumed: set[int] = set()
+    matched: list[int | None] = []
+    for c in ep.calls:
+        candidates = [j for j, g in enumerate(ep.steps) if c.format_ok and g.function == c.name and j not in consumed]
+        if not candidates:
+            matched.append(None)
+            continue
+        best = max(candidates, key=lambda j: (ast_score(c, ep.steps[j], weights), -j))
+        consumed.add(best)
+        matched.append(best)
+    return matched
+
+
+def episode_reward(ep: EpisodeInput, mode: str = "graduated", weights: RewardWeights = RewardWeights()) -> Score:
+    """Our corrected episode reward (DESIGN.md `episode`).
+
+    Levels: atomic = Σ call values / max(#calls, #steps); orchestration = share of golden steps
+    matched at a position after the matches of all steps they depend on.
+    """
+    calls, steps = ep.calls, ep.steps
+    matched = match_episode(ep, weights)
+    position = {j: i for i, j in enumerate(matched) if j is not None}  # step -> call position
+
+    def credited(j: int) -> bool:
+        return j in position and all(d in position and position[d] < position[j] for d in steps[j].depends_on)
+
+    values, codes, full = [], [], []
+    for c, j in zip(calls, matched):
+        step = steps[j] if j is not None else None
+        values.append(call_value(c, step, weights))
+        full.append(step is not None and is_full_match(c, step) and call_success(c))
+        repeated = c.format_ok and any(g.function == c.name for g in steps)
+        codes.append(_call_error(c, step, repeated=repeated, deps_ok=j is not None and credited(j)))
+
+    denominator = max(len(calls), len(steps))
+    atomic = sum(values) / denominator if denominator else 1.0
+    credit = [credited(j) for j in range(len(steps))]
+    orchestration = sum(credit) / len(steps) if steps else float(not calls)
+    binary = len(calls) == len(steps) and all(full) and all(credit)
+    reward = _combine(atomic, orchestration, binary, mode, weights)
+    return Score(reward, {"atomic": atomic, "orchestration": orchestration}, tuple(int(x) for x in codes))
+
+
+# ----------------------------------------------------------------------------- turn
+
+
+def key_f1(call_args: Mapping[str, Any], golden_args: Mapping[str, Any]) -> float:
+    """F1 of the key sets, 2|P∩G| / (|P| + |G|) (one division: exact ties); 1 when both empty."""
+    if not call_args and not golden_args:
+        return 1.0
+    shared = sum(1 for k in call_args if k in golden_args)
+    return 2 * shared / (len(call_args) + len(golden_args))
+
+
+def value_share(call_args: Mapping[str, Any], golden_args: Mapping[str, Any]) -> float:
+    """Share of golden values equal after normalisation (1 when there are no golden arguments)."""
+    if not golden_args:
+        return 1.0
+    return sum(1 for k in golden_args if k in call_args and values_equal(call_args[k], golden_args[k])) / len(golden_args)
+
+
+def turn_pair_score(p: PredictedCall, g: GoldenStep, weights: RewardWeights = RewardWeights()) -> float:
+    """s(p, g) = w0·[format] + w1·[name] + w2·[name]·F1(keys) + w3·[name, keys equal]·value share;
+    each level counts only when the level below holds."""
+    w_format, w_name, w_keys, w_values = weights.turn
+    if not p.format_ok:
+        return 0.0
+    s = w_format
+    if p.name != g.function:
+        return s
+    s += w_name
+    s += w_keys * key_f1(p.arguments, g.arguments)
+    if set(p.arguments) == set(g.arguments):
+        s += w_values * value_share(p.arguments, g.arguments)
+    return s
+
+
+def match_turn(t: TurnInput, weights: RewardWeights = RewardWeights()) -> list[int | None]:
+    """Greedy one-to-one matching by descending s(p, g), ties by predicted index then golden step
+    index.  Returns the matched golden step index per predicted call."""
+    pairs = [(turn_pair_score(p, t.steps[j], weights), i, j) for i, p in enumerate(t.calls) for j in t.turn]
+    pairs.sort(key=lambda x: (-x[0], x[1], x[2]))
+    matched: list[int | None] = [None] * len(t.calls)
+    used: set[int] = set()
+    for _, i, j in pairs:
+        if matched[i] is None and j not in used:
+            matched[i] = j
+            used.add(j)
+    return matched
+
+
+def is_premature(p: PredictedCall, t: TurnInput) -> bool:
+    """Names a golden call of a later turn with a dependency not done yet, and names no golden call
+    of this turn (an attempt at a current call is judged by the atomic part instead)."""
+    if not p.format_ok or any(t.steps[j].function == p.name for j in t.turn):
+        return False
+    return any(
+        t.steps[j].function == p.name and not all(d in t.done for d in t.steps[j].depends_on) for j in t.later
+    )
+
+
+def turn_reward(t: TurnInput, mode: str = "graduated", weights: RewardWeights = RewardWeights()) -> Score:
+    """Our per-turn reward (DESIGN.md `turn`).
+
+    A predicted call is on the frontier when its matched golden call is a full match whose
+    dependencies are all done.  Orchestration = F1(frontier calls, golden calls of the turn) ·
+    (1 − premature / |P|), with F1 = 2·#frontier / (|P| + |G|).
+    Levels: atomic, orchestration, frontier_f1, premature (share of predicted calls).
+    """
+    calls = t.calls
+    n_p, n_g = len(calls), len(t.turn)
+    matched = match_turn(t, weights)
+    atomic_sum = sum(turn_pair_score(p, t.steps[j], weights) for p, j in zip(calls, matched) if j is not None)
+    denominator = max(n_p, n_g)
+    atomic = atomic_sum / denominator if denominator else 1.0
+
+    def deps_done(j: int) -> bool:
+        return all(d in t.done for d in t.steps[j].depends_on)
+
+    frontier = [j is not None and is_full_match(p, t.steps[j]) and deps_done(j) for p, j in zip(calls, matched)]
+    premature = [is_premature(p, t) for p in calls]
+    f1 = 2 * sum(frontier) / (n_p + n_g) if n_p + n_g else 1.0
+    premature_share = sum(premature) / n_p if n_p else 0.0
+    orchestration = f1 * (1.0 - premature_share)
+
+    turn_names = {t.steps[j].function for j in t.turn}
+    codes = []
+    for p, j, pre in zip(calls, matched, premature):
+        if not p.format_ok:
+            code = ErrorCode.FORMAT
+        elif j is None or t.steps[j].function != p.name:
+            code = ErrorCode.PREMATURE if pre else ErrorCode.REPEATED if p.name in turn_names else ErrorCode.WRONG_NAME
+        else:
+            code = argument_error(p.arguments, t.steps[j].arguments)
+            if code == ErrorCode.OK and not deps_done(j):
+                code = ErrorCode.DEPENDENCY_VIOLATION
+        codes.append(int(code))
+
+    binary = sum(frontier) == n_p == n_g
+    reward = _combine(atomic, orchestration, binary, mode, weights)
+    levels = {"atomic": atomic, "orchestration": orchestration, "frontier_f1": f1, "premature": premature_share}
+    return Score(reward, levels, tuple(codes))
+
+
+REFERENCES = {"paper": paper_reward, "episode": episode_reward, "turn": turn_reward}
