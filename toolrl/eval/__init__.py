@@ -1,0 +1,18 @@
+"""Evaluation on ComplexFuncBench: golden turns, the benchmark protocol, metrics, reference policies.
+
+Entry points: :func:`run_evaluation` (config + policy, what ``toolrl.main`` calls), :func:`evaluate`
+(samples + policy + matcher), ``python -m toolrl.eval.score`` (score a predictions JSONL).
+"""
+
+from toolrl.eval.evaluator import evaluate, make_matcher, run_evaluation
+from toolrl.eval.policies import CORRUPTIONS, corrupted_policy, golden_policy, no_calls_policy
+from toolrl.eval.protocol import TurnResult, TurnTask, build_turn_tasks
+from toolrl.eval.report import EvalReport, Metrics
+from toolrl.eval.segment import load_eval_samples
+from toolrl.eval.types import FREE_FUNCTIONS, EvalSample, GoldenCall, GoldenTurn, Policy, PolicyRequest
+
+__all__ = [
+    "CORRUPTIONS", "FREE_FUNCTIONS", "EvalReport", "EvalSample", "GoldenCall", "GoldenTurn", "Metrics", "Policy",
+    "PolicyRequest", "TurnResult", "TurnTask", "build_turn_tasks", "corrupted_policy", "evaluate",
+    "golden_policy", "load_eval_samples", "make_matcher", "no_calls_policy", "run_evaluation",
+]
