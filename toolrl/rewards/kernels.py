@@ -1,0 +1,349 @@
+"""JAX reward kernels: pure, shape-static functions of the arrays built by `toolrl.rewards.encode`.
+
+Each family has a per-example function (`paper_single`, `episode_single`, `turn_single`) that is
+`jax.vmap`-ed over the batch and jitted by `make_kernel(family, mode, weights)`.  A kernel returns
+a dict with
+  reward      float32 [B]
+  levels      dict of float32 [B] ("atomic", "orchestration"; turn adds "frontier_f1", "premature")
+  error_codes int32 [B, C]  (`ErrorCode`; PADDING for empty slots)
+and agrees with `toolrl.rewards.reference` to float32 rounding (tested with hypothesis).
+
+Shapes: C = max_calls, S = max_steps, K = max_keys (see `encode.py`).  Exact ties matter (the
+episode and turn matchings break ties by index), so every score that is compared is computed as in
+the reference from one integer division (a rational with a small denominator), which rounds
+identically for equal rationals in float32 and float64.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from toolrl.rewards.types import FAMILIES, MODES, ErrorCode, RewardWeights
+
+Array = jax.Array
+Batch = dict[str, Array]
+
+_E = ErrorCode
+
+
+def format_ok_from_tokens(token_ids: Array, mask: Array, open_id: int, close_id: int) -> Array:
+    """Format level from token ids: tool-call markers are balanced and not nested.
+
+    Args:
+      token_ids: int [B, T] generated tokens.
+      mask: bool [B, T], True on real (non-padding) tokens.
+      open_id, close_id: token ids of `<tool_call>` and `</tool_call>` (single special tokens in
+        Qwen2-style tokenizers).
+
+    Returns:
+      bool [B]: the running depth (opens minus closes) stays in {0, 1} and ends at 0.
+    """
+    step = jnp.where(mask & (token_ids == open_id), 1, 0) - jnp.where(mask & (token_ids == close_id), 1, 0)
+    depth = jnp.cumsum(step, axis=-1, dtype=jnp.int32)
+    final = jnp.sum(step, axis=-1, dtype=jnp.int32)  # also defined when T == 0
+    return jnp.all((depth >= 0) & (depth <= 1), axis=-1) & (final == 0)
+
+
+format_ok_from_tokens_jit = jax.jit(format_ok_from_tokens, static_argnames=("open_id", "close_id"))
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+def _hash_eq(a: Array, b: Array) -> Array:
+    """Equality of int32-pair hashes along the trailing axis."""
+    return jnp.all(a == b, axis=-1)
+
+
+def _pair_features(x: Batch) -> dict[str, Array]:
+    """Per (call, step) argument comparison of one example.
+
+    Returns [C, S] arrays: name_eq (bool, also requires a parsed call and both slots valid),
+    n_c, n_g (key counts), n_shared (golden keys present in the call), n_type (shared keys whose
+    types agree), n_val (shared keys whose values are equal).
+    """
+    call_ok = x["call_mask"] & x["call_format"]
+    name_eq = _hash_eq(x["call_name"][:, None], x["step_name"][None, :]) & call_ok[:, None] & x["step_mask"][None, :]
+    # [C, S, Kc, Kg]: call key slot kc holds golden key kg.
+    key_eq = (
+        _hash_eq(x["call_keys"][:, None, :, None], x["step_keys"][None, :, None, :])
+        & x["call_key_mask"][:, None, :, None]
+        & x["step_key_mask"][None, :, None, :]
+    )
+    type_eq = key_eq & (x["call_types"][:, None, :, None] == x["step_types"][None, :, None, :])
+    val_eq = key_eq & _hash_eq(x["call_vals"][:, None, :, None], x["step_vals"][None, :, None, :])
+    count = lambda m: jnp.sum(jnp.any(m, axis=2), axis=-1, dtype=jnp.int32)  # keys are unique per dict
+    n_c = jnp.sum(x["call_key_mask"], axis=-1, dtype=jnp.int32)[:, None]
+    n_g = jnp.sum(x["step_key_mask"], axis=-1, dtype=jnp.int32)[None, :]
+    return {
+        "name_eq": name_eq,
+        "n_c": jnp.broadcast_to(n_c, name_eq.shape),
+        "n_g": jnp.broadcast_to(n_g, name_eq.shape),
+        "n_shared": count(key_eq),
+        "n_type": count(type_eq),
+        "n_val": count(val_eq),
+    }
+
+
+def _values_ok(f: dict[str, Array]) -> Array:
+    """Values check [C, S]: every golden key present, no extra key, every value equal."""
+    return (f["n_shared"] == f["n_g"]) & (f["n_shared"] == f["n_c"]) & (f["n_val"] == f["n_g"])
+
+
+def _ast(f: dict[str, Array], w: RewardWeights) -> Array:
+    """AST score [C, S] float32 (0 where the name differs)."""
+    ratio = jnp.where(
+        f["n_g"] > 0,
+        f["n_type"].astype(jnp.float32) / jnp.maximum(f["n_g"], 1).astype(jnp.float32),
+        (f["n_c"] == 0).astype(jnp.float32),
+    )
+    w_name, w_keys, w_values = w.ast
+    ast = w_name + w_keys * ratio + w_values * _values_ok(f).astype(jnp.float32)
+    return jnp.where(f["name_eq"], ast, 0.0)
+
+
+def _argument_code(f: dict[str, Array]) -> Array:
+    """First failing argument check [C, S] int32 (OK when all pass)."""
+    return jnp.select(
+        [
+            f["n_shared"] < f["n_g"],
+            f["n_shared"] < f["n_c"],
+            f["n_type"] < f["n_shared"],
+            f["n_val"] < f["n_shared"],
+        ],
+        [_E.MISSING_KEY, _E.EXTRA_KEY, _E.WRONG_TYPE, _E.WRONG_VALUE],
+        _E.OK,
+    ).astype(jnp.int32)
+
+
+def _take(m: Array, j: Array) -> Array:
+    """m[c, j[c]] for m [C, S], j [C]."""
+    return jnp.take_along_axis(m, j[:, None], axis=1)[:, 0]
+
+
+def _combine(atomic: Array, orch: Array, binary: Array, mode: str, w: RewardWeights) -> Array:
+    if mode == "graduated":
+        return w.atomic * atomic + w.orchestration * orch
+    if mode == "atomic":
+        return atomic
+    if mode == "orchestration":
+        return orch
+    if mode == "binary":
+        return binary.astype(jnp.float32)
+    raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+
+
+def _safe_div(num: Array, den: Array) -> Array:
+    return num.astype(jnp.float32) / jnp.maximum(den, 1).astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------- paper
+
+
+def paper_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
+    """`paper` reward of one episode (see `reference.paper_reward`)."""
+    f = _pair_features(x)
+    name_eq = f["name_eq"]
+    n_calls_max = name_eq.shape[0]
+    call_mask = x["call_mask"]
+    sem = call_mask & x["call_format"] & x["call_success"]
+
+    has = jnp.any(name_eq, axis=1)  # [C]
+    first = jnp.argmax(name_eq, axis=1)  # first golden step with the call's name
+    ast = _take(_ast(f, w), first)
+    value = jnp.where(has, (ast + sem.astype(jnp.float32)) / 2.0, 0.0)
+    n = jnp.sum(call_mask, dtype=jnp.int32)
+    atomic = jnp.where(n > 0, jnp.sum(jnp.where(call_mask, value, 0.0)) / jnp.maximum(n, 1).astype(jnp.float32), 0.0)
+
+    # Orchestration: step j is credited by a call at position i with its name when every step it
+    # depends on has its name at some position < i.
+    pos = jnp.arange(n_calls_max, dtype=jnp.int32)
+    first_pos = jnp.min(jnp.where(name_eq, pos[:, None], n_calls_max), axis=0)  # [S]
+    last_dep = jnp.max(jnp.where(x["step_deps"], first_pos[None, :], -1), axis=1)  # [S]
+    credited = jnp.any(name_eq & (pos[:, None] > last_dep[None, :]), axis=0) & x["step_mask"]
+    n_steps = jnp.sum(x["step_mask"], dtype=jnp.int32)
+    orch = jnp.where(n_steps > 0, _safe_div(jnp.sum(credited, dtype=jnp.int32), n_steps), 0.0)
+
+    full = has & _take(_values_ok(f), first) & sem
+    binary = (n > 0) & (n_steps > 0) & jnp.all(full | ~call_mask) & jnp.all(credited | ~x["step_mask"])
+
+    deps_ok = pos > last_dep[first]
+    arg_code = _take(_argument_code(f), first)
+    codes = jnp.select(
+        [~call_mask, ~x["call_format"], ~has, arg_code != _E.OK, ~deps_ok, ~sem],
+        [_E.PADDING, _E.FORMAT, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION, _E.EXEC_FAILED],
+        _E.OK,
+    ).astype(jnp.int32)
+    return {
+        "reward": _combine(atomic, orch, binary, mode, w),
+        "levels": {"atomic": atomic, "orchestration": orch},
+        "error_codes": codes,
+    }
+
+
+# ----------------------------------------------------------------------------- episode
+
+
+def episode_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
+    """`episode` reward of one episode (see `reference.episode_reward`)."""
+    f = _pair_features(x)
+    name_eq = f["name_eq"]
+    n_calls_max, n_steps_max = name_eq.shape
+    ast = _ast(f, w)
+    call_mask, step_mask = x["call_mask"], x["step_mask"]
+    sem = call_mask & x["call_format"] & x["call_success"]
+
+    # Sequential one-to-one matching in call order: best AST among unconsumed steps with the name,
+    # ties to the earliest (argmax returns the first maximum).
+    def match(consumed: Array, c: Array) -> tuple[Array, tuple[Array, Array]]:
+        cand = name_eq[c] & ~consumed
+        j = jnp.argmax(jnp.where(cand, ast[c], -1.0))
+        has = jnp.any(cand)
+        consumed = consumed | (has & (jnp.arange(n_steps_max) == j))
+        return consumed, (j.astype(jnp.int32), has)
+
+    _, (matched, has) = jax.lax.scan(match, jnp.zeros(n_steps_max, bool), jnp.arange(n_calls_max))
+
+    pos = jnp.arange(n_calls_max, dtype=jnp.int32)
+    onehot = has[:, None] & (matched[:, None] == jnp.arange(n_steps_max)[None, :])  # [C, S]
+    step_matched = jnp.any(onehot, axis=0)
+    big = n_calls_max + 1
+    match_pos = jnp.where(step_matched, jnp.sum(jnp.where(onehot, pos[:, None], 0), axis=0), big)  # [S]
+    deps_before = jnp.all(~x["step_deps"] | (match_pos[None, :] < match_pos[:, None]), axis=1)
+    credited = step_matched & deps_before
+
+    value = jnp.where(has, (_take(ast, matched) + sem.astype(jnp.float32)) / 2.0, 0.0)
+    n = jnp.sum(call_mask, dtype=jnp.int32)
+    n_steps = jnp.sum(step_mask, dtype=jnp.int32)
+    den = jnp.maximum(n, n_steps)
+    atomic = jnp.where(den > 0, jnp.sum(jnp.where(call_mask, value, 0.0)) / jnp.maximum(den, 1).astype(jnp.float32), 1.0)
+    orch = jnp.where(n_steps > 0, _safe_div(jnp.sum(credited, dtype=jnp.int32), n_steps), (n == 0).astype(jnp.float32))
+
+    full = has & _take(_values_ok(f), matched) & sem
+    binary = (n == n_steps) & jnp.all(full | ~call_mask) & jnp.all(credited | ~step_mask)
+
+    name_exists = jnp.any(name_eq, axis=1)
+    arg_code = _take(_argument_code(f), matched)
+    codes = jnp.select(
+        [~call_mask, ~x["call_format"], ~has & name_exists, ~has, arg_code != _E.OK, ~credited[matched], ~sem],
+        [_E.PADDING, _E.FORMAT, _E.REPEATED, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION, _E.EXEC_FAILED],
+        _E.OK,
+    ).astype(jnp.int32)
+    return {
+        "reward": _combine(atomic, orch, binary, mode, w),
+        "levels": {"atomic": atomic, "orchestration": orch},
+        "error_codes": codes,
+    }
+
+
+# ----------------------------------------------------------------------------- turn
+
+
+def turn_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
+    """`turn` reward of one turn (see `reference.turn_reward`)."""
+    f = _pair_features(x)
+    name_eq = f["name_eq"]
+    n_calls_max, n_steps_max = name_eq.shape
+    call_mask, turn_mask = x["call_mask"], x["turn_mask"] & x["step_mask"]
+    fmt = (call_mask & x["call_format"])[:, None]
+
+    # s(p, g), summed in the reference's order: ((w0 + w1) + w2·F1) + w3·share.
+    w_format, w_name, w_keys, w_values = w.turn
+    n_c, n_g, n_shared = f["n_c"], f["n_g"], f["n_shared"]
+    f1 = jnp.where(n_c + n_g > 0, _safe_div(2 * n_shared, n_c + n_g), 1.0)
+    keys_equal = (n_shared == n_c) & (n_shared == n_g)
+    share = jnp.where(n_g > 0, _safe_div(f["n_val"], n_g), 1.0)
+    named = name_eq.astype(jnp.float32)
+    s = (
+        w_format * fmt.astype(jnp.float32)
+        + w_name * named
+        + (w_keys * named) * f1
+        + (w_values * (name_eq & keys_equal).astype(jnp.float32)) * share
+    )
+    valid = call_mask[:, None] & turn_mask[None, :]
+
+    # Greedy one-to-one matching by descending s; ties by (call, step) index = flat index order.
+    def pick(_: int, state: tuple[Array, Array]) -> tuple[Array, Array]:
+        avail, matched = state
+        flat = jnp.argmax(jnp.where(avail, s, -1.0).reshape(-1))
+        c, g = flat // n_steps_max, flat % n_steps_max
+        ok = jnp.any(avail)
+        matched = jnp.where(ok, matched.at[c].set(g.astype(jnp.int32)), matched)
+        avail = jnp.where(ok, avail & (jnp.arange(n_calls_max) != c)[:, None] & (jnp.arange(n_steps_max) != g)[None, :], avail)
+        return avail, matched
+
+    _, matched = jax.lax.fori_loop(
+        0, min(n_calls_max, n_steps_max), pick, (valid, jnp.full(n_calls_max, -1, jnp.int32))
+    )
+    has = matched >= 0
+    g = jnp.maximum(matched, 0)
+
+    n_p = jnp.sum(call_mask, dtype=jnp.int32)
+    n_gold = jnp.sum(turn_mask, dtype=jnp.int32)
+    den = jnp.maximum(n_p, n_gold)
+    atomic_sum = jnp.sum(jnp.where(has, _take(s, g), 0.0))
+    atomic = jnp.where(den > 0, atomic_sum / jnp.maximum(den, 1).astype(jnp.float32), 1.0)
+
+    deps_done = jnp.all(~x["step_deps"] | x["done_mask"][None, :], axis=1)  # [S]
+    full = name_eq & _values_ok(f)  # [C, S]
+    frontier = has & _take(full, g) & deps_done[g]
+    tp = jnp.sum(frontier, dtype=jnp.int32)
+    in_turn = jnp.any(name_eq & turn_mask[None, :], axis=1)
+    later = x["later_mask"] & x["step_mask"] & ~deps_done
+    premature = ~in_turn & jnp.any(name_eq & later[None, :], axis=1)
+    n_pre = jnp.sum(premature, dtype=jnp.int32)
+    f1_turn = jnp.where(n_p + n_gold > 0, _safe_div(2 * tp, n_p + n_gold), 1.0)
+    pre_share = jnp.where(n_p > 0, _safe_div(n_pre, n_p), 0.0)
+    orch = f1_turn * (1.0 - pre_share)
+    binary = (tp == n_p) & (tp == n_gold)
+
+    name_ok = has & _take(name_eq, g)
+    arg_code = _take(_argument_code(f), g)
+    codes = jnp.select(
+        [~call_mask, ~x["call_format"], ~name_ok & premature, ~name_ok & in_turn, ~name_ok, arg_code != _E.OK, ~deps_done[g]],
+        [_E.PADDING, _E.FORMAT, _E.PREMATURE, _E.REPEATED, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION],
+        _E.OK,
+    ).astype(jnp.int32)
+    return {
+        "reward": _combine(atomic, orch, binary, mode, w),
+        "levels": {"atomic": atomic, "orchestration": orch, "frontier_f1": f1_turn, "premature": pre_share},
+        "error_codes": codes,
+    }
+
+
+SINGLE: dict[str, Callable[..., dict[str, Any]]] = {"paper": paper_single, "episode": episode_single, "turn": turn_single}
+
+
+@functools.lru_cache(maxsize=None)
+def make_kernel(family: str, mode: str, weights: RewardWeights = RewardWeights()) -> Callable[[Batch], dict[str, Any]]:
+    """`jax.jit(jax.vmap(single))` for a family and mode; takes the dict of `encode_*` arrays
+    (extra entries such as "overflow" are ignored) and returns reward [B], levels {name: [B]},
+    error_codes [B, C]."""
+    if family not in SINGLE:
+        raise ValueError(f"unknown reward family {family!r}; expected one of {FAMILIES}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    single = functools.partial(SINGLE[family], mode=mode, w=weights)
+    vmapped = jax.vmap(single)
+    keys = _INPUT_KEYS[family]
+
+    @jax.jit
+    def kernel(batch: Batch) -> dict[str, Any]:
+        return vmapped({k: batch[k] for k in keys})
+
+    return lambda batch: kernel({k: batch[k] for k in keys})
+
+
+_EPISODE_KEYS = (
+    "call_mask", "call_format", "call_success", "call_name", "call_keys", "call_vals", "call_types", "call_key_mask",
+    "step_mask", "step_name", "step_keys", "step_vals", "step_types", "step_key_mask", "step_deps",
+)  # fmt: skip
+_INPUT_KEYS = {
+    "paper": _EPISODE_KEYS,
+    "episode": _EPISODE_KEYS,
+    "turn": _EPISODE_KEYS + ("turn_mask", "later_mask", "done_mask"),
+}
