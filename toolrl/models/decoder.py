@@ -1,0 +1,343 @@
+"""Llama / Qwen2 family decoder in Flax NNX.
+
+RMSNorm, rotary position embeddings (with optional Llama-3 / linear frequency scaling), grouped-query
+attention, SwiGLU MLP, optional q/k/v bias (Qwen2) and tied embeddings (SmolLM2, Qwen2.5 <= 3B).
+
+Shapes: B batch, T new tokens, S cache slots, D hidden, H query heads, K kv heads, G = H / K,
+Dh head dim, F MLP width, V vocab. Parameters carry LOGICAL axis names only (``out_sharding``
+metadata); :mod:`toolrl.models.sharding` maps them to the mesh.
+
+Forward contract (used by the sampler and the GRPO trainer)::
+
+    logits, new_cache = model(tokens[B,T] int32, positions[B,T] int32,
+                              attention_mask[B,T] bool, cache=None)
+
+``attention_mask`` is True for real tokens; left or right padding are both fine because the mask
+(and not the position in the row) decides which keys are visible. ``positions`` are the RoPE
+positions (for left padding: ``cumsum(mask) - 1``). Logits are float32 whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from toolrl.models.config import ModelConfig
+
+Array = jax.Array
+
+# Masked attention scores get the most negative finite float instead of -inf: a query row with no
+# visible key (a padding token) then gets a uniform softmax rather than NaNs.
+_MASK_VALUE = float(np.finfo(np.float32).min)
+
+
+# --------------------------------------------------------------------------- pure math
+
+
+def rms_norm(x: Array, scale: Array, eps: float) -> Array:
+    """RMSNorm over the last axis, computed in float32 like HF (then cast back to ``x.dtype``).
+
+    x: [..., D]; scale: [D]. Returns [..., D] in x.dtype.
+    """
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    # HF casts back to the input dtype before multiplying by the weight.
+    return scale.astype(x.dtype) * normed.astype(x.dtype)
+
+
+def rope_inverse_frequencies(config: ModelConfig) -> np.ndarray:
+    """Inverse RoPE frequencies [Dh/2] (float64 numpy, computed once at trace time)."""
+    dh = config.head_dim
+    inv = 1.0 / (config.rope_theta ** (np.arange(0, dh, 2, dtype=np.float64) / dh))
+    s = config.rope_scaling
+    if s is None:
+        return inv
+    if s.kind == "linear":
+        return inv / s.factor
+    # Llama 3: long wavelengths are slowed by `factor`, short ones kept, the band between blended.
+    low_wavelen = s.original_max_position / s.low_freq_factor
+    high_wavelen = s.original_max_position / s.high_freq_factor
+    wavelen = 2 * math.pi / inv
+    scaled = np.where(wavelen > low_wavelen, inv / s.factor, inv)
+    smooth = (s.original_max_position / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    blended = (1 - smooth) * scaled / s.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return np.where(medium, blended, scaled)
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
+    """Rotate ``x`` [B, T, N, Dh] by ``positions`` [B, T] (HF "rotate half" layout, not interleaved)."""
+    # Angles in float32 as HF does, then cast cos/sin to the activation dtype.
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)  # [B, T, Dh/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, T, 1, Dh]
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def grouped_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """Grouped-query attention.
+
+    q: [B, T, H, Dh]; k, v: [B, S, K, Dh]; mask: [B, T, S] bool (True = may attend).
+    Returns [B, T, H, Dh] in q.dtype. Scores and softmax run in float32.
+    """
+    b, t, h, dh = q.shape
+    kv = k.shape[2]
+    qg = q.reshape(b, t, kv, h // kv, dh)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (1.0 / math.sqrt(dh))
+    scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, dh)
+
+
+def token_logprobs(logits: Array, targets: Array) -> Array:
+    """log p(target) under ``logits``: [..., V], [...] -> [...] float32.
+
+    Gathers one logit and subtracts the logsumexp, so no [..., V] log-softmax array is kept.
+    """
+    logits = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1)
+
+
+def left_pad_positions(attention_mask: Array) -> Array:
+    """RoPE positions [B, T] for left- or right-padded rows: index among real tokens (pads get 0)."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+# --------------------------------------------------------------------------- KV cache
+
+
+@struct.dataclass
+class KVCache:
+    """Preallocated key/value cache (a pytree; pass it through jit / while_loop).
+
+    k, v: per layer [B, S, K, Dh] (keys stored after RoPE). mask: [B, S] bool, slots holding real
+    tokens. index: int32 scalar, next slot to write (all rows write the same slots, so prompts are
+    left-padded to a common length).
+    """
+
+    k: tuple[Array, ...]
+    v: tuple[Array, ...]
+    mask: Array
+    index: Array
+
+    @classmethod
+    def init(cls, config: ModelConfig, batch: int, length: int, dtype: jnp.dtype | None = None) -> "KVCache":
+        """An empty cache for ``batch`` rows of ``length`` slots (dtype defaults to the compute dtype)."""
+        dtype = dtype or config.compute_dtype
+        shape = (batch, length, config.num_kv_heads, config.head_dim)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+        return cls(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
+                   mask=jnp.zeros((batch, length), bool), index=jnp.zeros((), jnp.int32))
+
+    @property
+    def length(self) -> int:
+        """S, the number of slots."""
+        return self.mask.shape[1]
+
+
+# --------------------------------------------------------------------------- modules
+
+
+def _param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: tuple[str | None, ...], dtype: jnp.dtype,
+           init: str = "normal") -> nnx.Param:
+    """A parameter with logical axis metadata (not sharded eagerly: ``shard_model`` places it)."""
+    if init == "ones":
+        value = jnp.ones(shape, dtype)
+    elif init == "zeros":
+        value = jnp.zeros(shape, dtype)
+    else:
+        assert rngs is not None
+        value = (0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+    return nnx.Param(value, out_sharding=axes, eager_sharding=False)
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm with a learned scale [D] (logical axis ``norm``)."""
+
+    def __init__(self, dim: int, eps: float, dtype: jnp.dtype):
+        self.scale = _param(None, (dim,), ("norm",), dtype, init="ones")
+        self.eps = eps
+
+    def __call__(self, x: Array) -> Array:
+        return rms_norm(x, self.scale[...], self.eps)
+
+
+class Attention(nnx.Module):
+    """GQA self-attention. Kernels: q [D, H, Dh], k/v [D, K, Dh], o [H, Dh, D]; optional q/k/v bias."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        c, pd = config, config.weight_dtype
+        self.config = config
+        self.q_kernel = _param(rngs, (c.hidden_size, c.num_heads, c.head_dim), ("embed", "heads", "head_dim"), pd)
+        self.k_kernel = _param(rngs, (c.hidden_size, c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), pd)
+        self.v_kernel = _param(rngs, (c.hidden_size, c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), pd)
+        self.o_kernel = _param(rngs, (c.num_heads, c.head_dim, c.hidden_size), ("heads", "head_dim", "embed"), pd)
+        if c.qkv_bias:
+            self.q_bias = _param(None, (c.num_heads, c.head_dim), ("heads", "head_dim"), pd, init="zeros")
+            self.k_bias = _param(None, (c.num_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd, init="zeros")
+            self.v_bias = _param(None, (c.num_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd, init="zeros")
+
+    def __call__(self, x: Array, positions: Array, mask: Array, inv_freq: np.ndarray,
+                 cache_kv: tuple[Array, Array] | None, index: Array | None) -> tuple[Array, tuple[Array, Array] | None]:
+        """x: [B, T, D]; mask: [B, T, S] (S = T without cache). Returns ([B, T, D], updated (k, v) or None)."""
+        dt = x.dtype
+        q = jnp.einsum("btd,dhe->bthe", x, self.q_kernel[...].astype(dt))
+        k = jnp.einsum("btd,dke->btke", x, self.k_kernel[...].astype(dt))
+        v = jnp.einsum("btd,dke->btke", x, self.v_kernel[...].astype(dt))
+        if self.config.qkv_bias:
+            q = q + self.q_bias[...].astype(dt)
+            k = k + self.k_bias[...].astype(dt)
+            v = v + self.v_bias[...].astype(dt)
+        q = apply_rope(q, positions, inv_freq)
+        k = apply_rope(k, positions, inv_freq)
+        new_kv = None
+        if cache_kv is not None:
+            ck, cv = cache_kv
+            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
+            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
+            new_kv = (ck, cv)
+            k, v = ck.astype(dt), cv.astype(dt)
+        out = grouped_attention(q, k, v, mask)
+        return jnp.einsum("bthe,hed->btd", out, self.o_kernel[...].astype(dt)), new_kv
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(x @ gate) * (x @ up)). gate/up [D, F], down [F, D]."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        c, pd = config, config.weight_dtype
+        self.gate_kernel = _param(rngs, (c.hidden_size, c.intermediate_size), ("embed", "mlp"), pd)
+        self.up_kernel = _param(rngs, (c.hidden_size, c.intermediate_size), ("embed", "mlp"), pd)
+        self.down_kernel = _param(rngs, (c.intermediate_size, c.hidden_size), ("mlp", "embed"), pd)
+
+    def __call__(self, x: Array) -> Array:
+        dt = x.dtype
+        gate = x @ self.gate_kernel[...].astype(dt)
+        up = x @ self.up_kernel[...].astype(dt)
+        return (jax.nn.silu(gate) * up) @ self.down_kernel[...].astype(dt)
+
+
+class Block(nnx.Module):
+    """Pre-norm decoder block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, config.weight_dtype)
+        self.attn = Attention(config, rngs)
+        self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, config.weight_dtype)
+        self.mlp = MLP(config, rngs)
+
+    def __call__(self, x, positions, mask, inv_freq, cache_kv, index):
+        h, new_kv = self.attn(self.attn_norm(x), positions, mask, inv_freq, cache_kv, index)
+        x = x + h
+        x = x + self.mlp(self.mlp_norm(x))
+        return x, new_kv
+
+
+class Decoder(nnx.Module):
+    """Causal LM: embedding [V, D], L blocks, final RMSNorm, LM head [D, V] (or the tied embedding)."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs | None = None):
+        rngs = rngs if rngs is not None else nnx.Rngs(0)
+        c = config
+        self.config = config
+        self.embed = _param(rngs, (c.vocab_size, c.hidden_size), ("vocab", "embed"), c.weight_dtype)
+        self.layers = nnx.List([Block(c, rngs) for _ in range(c.num_layers)])
+        self.final_norm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.weight_dtype)
+        if not c.tie_word_embeddings:
+            self.lm_head = _param(rngs, (c.hidden_size, c.vocab_size), ("embed", "vocab"), c.weight_dtype)
+
+    # ----------------------------------------------------------------- pieces
+    def unembedding(self) -> Array:
+        """The LM head matrix [D, V] (the transposed embedding when tied)."""
+        if self.config.tie_word_embeddings:
+            return self.embed[...].T
+        return self.lm_head[...]
+
+    def hidden_states(self, tokens: Array, positions: Array, attention_mask: Array,
+                      cache: KVCache | None = None) -> tuple[Array, KVCache | None]:
+        """Final normed hidden states [B, T, D] (compute dtype) and the updated cache."""
+        c = self.config
+        dt = c.compute_dtype
+        attention_mask = attention_mask.astype(bool)
+        x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
+        t = tokens.shape[1]
+        if cache is None:
+            causal = jnp.tril(jnp.ones((t, t), bool))
+            mask = causal[None] & attention_mask[:, None, :]  # [B, T, T]
+            index = None
+            new_mask = None
+        else:
+            index = cache.index
+            new_mask = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, index))
+            slots = jnp.arange(cache.length)
+            query_slots = index + jnp.arange(t)
+            mask = new_mask[:, None, :] & (slots[None, None, :] <= query_slots[None, :, None])  # [B, T, S]
+        inv_freq = rope_inverse_frequencies(c)
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            kv = None if cache is None else (cache.k[i], cache.v[i])
+            x, updated = layer(x, positions, mask, inv_freq, kv, index)
+            if updated is not None:
+                new_k.append(updated[0])
+                new_v.append(updated[1])
+        x = self.final_norm(x)
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), mask=new_mask, index=index + t)
+        return x, new_cache
+
+    def logits_from_hidden(self, hidden: Array) -> Array:
+        """[..., D] hidden -> [..., V] float32 logits."""
+        w = self.unembedding().astype(hidden.dtype)
+        return jnp.einsum("...d,dv->...v", hidden, w, preferred_element_type=jnp.float32)
+
+    def __call__(self, tokens: Array, positions: Array, attention_mask: Array,
+                 cache: KVCache | None = None) -> tuple[Array, KVCache | None]:
+        """tokens, positions [B, T] int32; attention_mask [B, T] bool -> (logits [B, T, V] f32, cache)."""
+        hidden, new_cache = self.hidden_states(tokens, positions, attention_mask, cache)
+        return self.logits_from_hidden(hidden), new_cache
+
+
+def sequence_logprobs(model: Decoder, tokens: Array, attention_mask: Array, positions: Array | None = None,
+                      chunk_size: int | None = 128) -> Array:
+    """log p(tokens[:, t+1] | tokens[:, :t+1]) for every t: returns [B, T-1] float32.
+
+    The LM head is applied over chunks of ``chunk_size`` positions (``lax.map``), so only
+    [B, chunk, V] logits exist at once — the trainer's memory does not scale with T * V.
+    Entries whose target is padding are meaningless; mask them with ``attention_mask[:, 1:]``.
+    """
+    if positions is None:
+        positions = left_pad_positions(attention_mask)
+    hidden, _ = model.hidden_states(tokens, positions, attention_mask)
+    hidden, targets = hidden[:, :-1], tokens[:, 1:]
+    b, t, d = hidden.shape
+    if chunk_size is None or t <= chunk_size:
+        return token_logprobs(model.logits_from_hidden(hidden), targets)
+    n = -(-t // chunk_size)
+    pad = n * chunk_size - t
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, n, chunk_size, d).swapaxes(0, 1)
+    tgt = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, n, chunk_size).swapaxes(0, 1)
+    w = model.unembedding()
+
+    def chunk(args: tuple[Array, Array]) -> Array:
+        h, y = args
+        logits = jnp.einsum("btd,dv->btv", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
+        return token_logprobs(logits, y)
+
+    out = jax.lax.map(chunk, (hidden, tgt))  # [n, B, chunk]
+    return out.swapaxes(0, 1).reshape(b, n * chunk_size)[:, :t]
+
+
+def init_model(config: ModelConfig, seed: int = 0) -> Decoder:
+    """A randomly initialised decoder (normal(0.02) weights, unit norms, zero biases)."""
+    return Decoder(config, nnx.Rngs(seed))
