@@ -44,7 +44,7 @@ class SynthKnobs:
     domains: tuple[str, ...] = ()  # allowed trace domains (Hotels, Flights, Car-Rental, Attraction, Cross); (): all
     n_distractors: int = 2  # same-domain tools added to the candidate list (fewer when the domain has fewer)
     template_choice: str = "none"  # none: free walk on the graph; uniform / frequency: follow a workflow template
-    max_expansions: int = 400  # search budget of one attempt (states expanded)
+    max_expansions: int = 800  # search budget of one attempt (states expanded); 8-call yield is 100% at 800
 
     def validate(self) -> None:
         if self.n_calls < 1:

@@ -1,0 +1,189 @@
+"""Loading the synthesis inputs and generating trace collections (no TFDS here: pure Python).
+
+* :func:`load_pool`: cache + traces + templates + schemas -> :class:`EntryPool`.
+* :func:`synthesize`: a deduplicated, deterministic list of traces for a mix of knob settings.
+* :func:`split_by_workflow`: train / validation / test, the test split holding out whole workflows.
+* :func:`authors_traces`: the authors' files (bfcl_training, eval_100) as :class:`Trace` objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from toolrl.data import paths
+from toolrl.data.schemas import load_tool_schemas
+from toolrl.data.traces import TraceSample, load_trace_file, load_trace_files
+from toolrl.data.workflows import load_workflow_templates
+from toolrl.env.cache import ResponseCache, open_default_cache
+from toolrl.synth.pool import CROSS_DOMAIN, EntryPool, build_pool
+from toolrl.synth.sampler import ConstrainedSampler, SynthKnobs
+from toolrl.synth.types import Call, Trace, call_levels, workflow_id_of
+
+
+def load_pool(data_dir: str | os.PathLike | None = None, cache_path: str | os.PathLike | None = None,
+              cache: ResponseCache | None = None) -> EntryPool:
+    """The entry pool over the (default) cache, with the graph mined from the bundled traces and templates."""
+    cache = cache or open_default_cache(data_dir, cache_path)
+    samples = [s for group in load_trace_files(data_dir).values() for s in group]
+    templates = load_workflow_templates(paths.data_file(paths.WORKFLOW_TEMPLATES, data_dir))
+    schemas = load_tool_schemas(paths.data_file(paths.TOOL_SCHEMAS, data_dir))
+    return build_pool(cache, samples, templates, schemas)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mix:
+    """How many traces to keep at one knob setting."""
+
+    knobs: SynthKnobs
+    count: int
+
+
+def synthesize(pool: EntryPool, mixes: Sequence[Mix], seed: int = 0, max_attempt_factor: int = 20,
+               progress: Callable[[int], None] | None = None) -> list[Trace]:
+    """Traces for each mix, deduplicated across mixes (by calls + dependencies).
+
+    Deterministic: mix ``m`` uses sampler seed ``(seed, m)`` and attempts 0, 1, ... in order, stopping
+    at ``count`` new traces or ``max_attempt_factor * count`` attempts (a small cache runs out of
+    distinct traces at some settings; the shortfall shows in the returned length).
+    """
+    seen: set[str] = set()
+    out: list[Trace] = []
+    for number, mix in enumerate(mixes):
+        sampler = ConstrainedSampler(pool, mix.knobs, seed=_mix_seed(seed, number))
+        kept = 0
+        for attempt in range(mix.count * max_attempt_factor):
+            if kept >= mix.count:
+                break
+            trace = sampler.sample(attempt)
+            if trace is None or trace.trace_id in seen:
+                continue
+            seen.add(trace.trace_id)
+            out.append(trace)
+            kept += 1
+            if progress:
+                progress(1)
+    return out
+
+
+def _mix_seed(seed: int, number: int) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{seed}/{number}".encode(), digest_size=4).digest(), "little")
+
+
+def _unit(text: str, seed: int) -> float:
+    """A deterministic number in [0, 1) for a string (stable across runs and machines)."""
+    digest = hashlib.blake2b(f"{seed}/{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def split_by_workflow(traces: Sequence[Trace], test_fraction: float = 0.15, validation_fraction: float = 0.1,
+                      seed: int = 0) -> dict[str, list[Trace]]:
+    """``test`` holds whole workflows (tool patterns) out; ``validation`` is drawn per trace from the rest.
+
+    Workflows are ranked by a seeded hash and taken into test until it holds ``test_fraction`` of the
+    traces (at least one workflow when there are two or more), so no test workflow appears in train.
+    """
+    by_workflow: dict[str, list[Trace]] = {}
+    for trace in traces:
+        by_workflow.setdefault(trace.workflow_id, []).append(trace)
+    ranked = sorted(by_workflow, key=lambda w: _unit(w, seed))
+    test_workflows: set[str] = set()
+    held = 0
+    for workflow in ranked:
+        if len(by_workflow) < 2 or held >= test_fraction * len(traces):
+            break
+        if len(test_workflows) == len(by_workflow) - 1:
+            break  # keep at least one workflow for training
+        test_workflows.add(workflow)
+        held += len(by_workflow[workflow])
+    splits: dict[str, list[Trace]] = {"train": [], "validation": [], "test": []}
+    for trace in traces:
+        if trace.workflow_id in test_workflows:
+            splits["test"].append(trace)
+        elif _unit(trace.trace_id, seed + 1) < validation_fraction:
+            splits["validation"].append(trace)
+        else:
+            splits["train"].append(trace)
+    return splits
+
+
+def sample_to_trace(sample: TraceSample) -> Trace:
+    """One of the authors' samples as a :class:`Trace`: its steps scheduled into turns by ``depends_on``.
+
+    Responses are kept as recorded (``""`` where the benchmark lost them). Bindings are not known for
+    these files (the steps only say which earlier steps they need), so ``bindings`` is empty.
+    """
+    deps = [tuple(step.depends_on) for step in sample.steps]
+    levels = call_levels(deps)
+    order = sorted(range(len(deps)), key=lambda i: (levels[i], i))
+    new_index = {old: new for new, old in enumerate(order)}
+    turns: list[list[Call]] = []
+    for old in order:
+        step = sample.steps[old]
+        if len(turns) < levels[old]:
+            turns.append([])
+        turns[-1].append(Call(step.function, dict(step.arguments), step.response))
+    candidates: list[str] = []
+    for step in sample.steps:
+        for tool in step.candidate_tools or (step.function,):
+            if tool not in candidates:
+                candidates.append(tool)
+    domain = sample.domain if sample.domain != "synthetic" else ""
+    trace = Trace(
+        query=sample.query,
+        candidate_tools=tuple(candidates),
+        turns=tuple(tuple(t) for t in turns),
+        depends_on=tuple(tuple(sorted(new_index[d] for d in deps[old])) for old in order),
+        workflow_id=sample.workflow_id,
+        domain=domain,
+        bindings=tuple(() for _ in order),
+        template_id=sample.workflow_id if sample.workflow_id.startswith("workflow_") else "",
+        source=sample.source,
+        trace_id=sample.sample_id,
+    )
+    return trace
+
+
+def authors_traces(name: str, data_dir: str | os.PathLike | None = None,
+                   domains: dict[str, str] | None = None) -> list[Trace]:
+    """``bfcl_training`` or ``eval_100`` as traces. ``domains`` (tool -> domain) fills the domain of
+    synthesized-by-the-authors samples, whose ids carry none."""
+    file = {"bfcl_training": paths.BFCL_TRAINING, "eval_100": paths.EVAL_100}[name]
+    traces = [sample_to_trace(s) for s in load_trace_file(paths.data_file(file, data_dir))]
+    if domains:
+        fixed = []
+        for trace in traces:
+            if not trace.domain:
+                found = {domains.get(c.name, CROSS_DOMAIN) for c in trace.calls}
+                trace = dataclasses.replace(trace, domain=found.pop() if len(found) == 1 else CROSS_DOMAIN)
+            fixed.append(trace)
+        traces = fixed
+    return traces
+
+
+def default_mixes(n_traces: int, complexities: Iterable[int] = (2, 3, 4, 5, 6, 8), n_distractors: int = 3,
+                  template_share: float = 0.3) -> list[Mix]:
+    """An even spread over complexities; ``template_share`` of each grown along workflow templates."""
+    complexities = list(complexities)
+    per = max(1, n_traces // len(complexities))
+    mixes = []
+    for n_calls in complexities:
+        guided = int(round(per * template_share))
+        mixes.append(Mix(SynthKnobs(n_calls=n_calls, n_distractors=n_distractors, template_choice="frequency"), guided))
+        mixes.append(Mix(SynthKnobs(n_calls=n_calls, n_distractors=n_distractors), per - guided))
+    return mixes
+
+
+def pattern_workflow_id(trace: Trace) -> str:
+    return workflow_id_of(trace.pattern)
+
+
+def dependency_rows(trace: Trace) -> np.ndarray:
+    """The flattened ``[n * n]`` golden dependency matrix."""
+    return trace.dependency_matrix().reshape(-1)
+
+
