@@ -1,0 +1,22 @@
+"""SFT only: next-token training on the golden turns of the training traces (the GRPO warm start).
+
+    python -m toolrl.main --config=configs/sft.py
+    python -m toolrl.main --config=configs/grpo.py --config.sft.num_steps=0 \
+        --config.model.init_checkpoint=artifacts/runs/sft       # GRPO from this SFT run
+"""
+
+from toolrl.rl.config import base_config
+
+
+def get_config():
+    config = base_config()
+    config.mode = "sft"
+    config.workdir = "artifacts/runs/sft"
+    config.data.max_steps_per_sample = 3
+    config.rollout.max_seq_len = 640
+    config.sft.num_steps = 50
+    config.sft.batch_size = 4
+    config.sft.learning_rate = 5e-5
+    config.train.num_steps = 0
+    config.train.save_every = 25
+    return config

@@ -1,0 +1,31 @@
+"""The GRPO job on the tiny random model (CharTokenizer): the whole pipeline in seconds, for tests.
+
+    python -m toolrl.main --config=configs/tiny.py
+"""
+
+from toolrl.rl.config import base_config
+
+
+def get_config():
+    config = base_config()
+    config.workdir = "artifacts/runs/tiny"
+    config.model.preset = "tiny"
+    config.data.max_samples = 4
+    config.data.max_steps_per_sample = 3
+    config.data.response_max_chars = 120
+    config.data.tool_view = "signature"
+    config.data.max_distractors = 0
+    config.rollout.group_size = 4
+    config.rollout.prompts_per_step = 2
+    config.rollout.max_turns = 2
+    config.rollout.max_new_tokens = 16
+    config.rollout.max_seq_len = 1024
+    config.sft.num_steps = 2
+    config.sft.batch_size = 2
+    config.sft.learning_rate = 1e-3
+    config.optim.learning_rate = 1e-3
+    config.train.num_steps = 4
+    config.train.save_every = 2
+    config.train.progress = False
+    config.wandb.mode = "offline"
+    return config

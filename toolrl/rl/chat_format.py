@@ -1,0 +1,94 @@
+"""Incremental chat tokenisation for rollouts: prompt, assistant turns and tool responses as segments.
+
+A rollout grows one conversation per row: the prompt (system + user + the assistant header), then
+for each turn the tokens the policy generated (which end with the end-of-turn token) and, when it
+called tools, an environment segment (the tool responses as a message, then the next assistant
+header). Tokenising segment by segment (instead of re-rendering the whole conversation) keeps the
+exact tokens the policy sampled, and tells which tokens are the policy's (trained) and which the
+environment's (masked out of the loss).
+
+The layout is ChatML (SmolLM2, Qwen2): ``<|im_start|>role\\ncontent<|im_end|>\\n``; tool responses
+go in a user-role message inside ``<tool_response>`` tags (as in the Qwen2.5 template).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, Sequence
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> Any: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of `text` without special-token additions (HF tokenizers / transformers / custom)."""
+    try:
+        out = tokenizer.encode(text, add_special_tokens=False)
+    except TypeError:
+        out = tokenizer.encode(text)
+    ids = getattr(out, "ids", out)  # `tokenizers.Encoding` has .ids
+    return [int(i) for i in ids]
+
+
+def decode(tokenizer: Any, ids: Sequence[int]) -> str:
+    try:
+        return tokenizer.decode(list(ids), skip_special_tokens=False)
+    except TypeError:
+        return tokenizer.decode(list(ids))
+
+
+@dataclasses.dataclass
+class ChatFormat:
+    """ChatML segments over a tokenizer.
+
+    Attributes:
+      tokenizer: anything with encode/decode (see `encode`).
+      end_id: the end-of-turn token id the policy emits to finish a turn (``<|im_end|>``); also the
+        generation stop token.
+      pad_id: id used for padding (never attended to, never trained on).
+    """
+
+    tokenizer: Any
+    end_id: int
+    pad_id: int
+
+    def _message(self, role: str, content: str) -> str:
+        return f"<|im_start|>{role}\n{content}<|im_end|>\n"
+
+    def prompt_ids(self, system: str, user: str, history: Sequence[tuple[str, str]] = ()) -> list[int]:
+        """System + user (+ golden history as (assistant text, tool text) pairs) + assistant header."""
+        text = self._message("system", system) + self._message("user", user)
+        for assistant, tool in history:
+            text += self._message("assistant", assistant) + self._tool_message(tool)
+        return encode(self.tokenizer, text + "<|im_start|>assistant\n")
+
+    def _tool_message(self, tool_text: str) -> str:
+        return self._message("user", f"<tool_response>\n{tool_text}\n</tool_response>")
+
+    def env_ids(self, responses: Sequence[str]) -> list[int]:
+        """After a generated turn (which ended with end_id): newline, the tool message, next header."""
+        body = "\n".join(responses)
+        return encode(self.tokenizer, "\n" + self._tool_message(body) + "<|im_start|>assistant\n")
+
+    def assistant_ids(self, text: str) -> list[int]:
+        """A golden assistant turn as the policy should produce it: text then the end token."""
+        return encode(self.tokenizer, text) + [self.end_id]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return decode(self.tokenizer, [i for i in ids if i != self.end_id and i != self.pad_id])
+
+
+def chat_format_for(tokenizer: Any, model_config: Any) -> ChatFormat:
+    """The ChatML format for a tokenizer; the end token is ``<|im_end|>`` when it is one token."""
+    ids = encode(tokenizer, "<|im_end|>")
+    if len(ids) == 1:
+        end_id = ids[0]
+    elif model_config.eos_token_ids:
+        end_id = int(model_config.eos_token_ids[0])
+    else:
+        raise ValueError("cannot find an end-of-turn token: <|im_end|> is not one token and the config has no eos")
+    pad = model_config.pad_token_id
+    return ChatFormat(tokenizer, end_id=end_id, pad_id=int(pad if pad is not None else end_id))

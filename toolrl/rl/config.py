@@ -1,0 +1,206 @@
+"""The training configuration: one `ml_collections.ConfigDict` schema, its defaults, and `validate`.
+
+`configs/*.py` start from `base_config()` and override what they need; every field is documented
+here once. `validate(config)` rejects contradictions with a message naming the fields, before any
+model is loaded.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from toolrl.rl.grpo import AGGREGATIONS
+
+MODES = ("grpo", "sft", "eval")
+ROLLOUT_MODES = ("episode", "turn")
+REWARD_FAMILIES = ("paper", "episode", "turn")
+REWARD_MODES = ("graduated", "atomic", "orchestration", "binary")
+TOOL_VIEWS = ("compact", "signature", "full")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults: the CPU-sized GRPO job on the bundled SmolLM2-135M (see configs/grpo.py)."""
+    c = ml_collections.ConfigDict()
+    c.mode = "grpo"  # "grpo" (SFT warm start if sft.num_steps > 0, then GRPO), "sft" only, or "eval".
+    c.seed = 0  # Seeds data order, sampling and init; resume is exact because all are derived from it.
+    c.workdir = "artifacts/runs/grpo"  # Checkpoints, metrics.jsonl and the W&B run live here.
+    c.distributed = False  # Call jax.distributed.initialize() first (multi-host TPU/GPU slices).
+
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "smollm2_135m"  # Bundled preset name for load_pretrained ("tiny" = random, tests).
+    c.model.path = ""  # HF safetensors directory; overrides `preset` when set.
+    c.model.dtype = "float32"  # Parameter/compute dtype; bfloat16 on TPU/GPU.
+    c.model.init_checkpoint = ""  # An earlier run's workdir (e.g. an SFT run) to start from.
+
+    c.mesh = ml_collections.ConfigDict()
+    # Mesh shape (data, fsdp, tensor); -1 takes the remaining devices. Batch is split over data·fsdp,
+    # parameters over fsdp (and tensor for the heads/mlp axes) by the model's logical-axis rules.
+    c.mesh.data = 1
+    c.mesh.fsdp = -1
+    c.mesh.tensor = 1
+
+    c.data = ml_collections.ConfigDict()
+    c.data.data_dir = ""  # ComplexFuncBench directory; "" = $TOOLRL_DATA_DIR or the bundled one.
+    c.data.train_file = "bfcl_training_3_per_workflow.json"  # Trace file the prompts come from.
+    c.data.max_samples = 0  # Use only the first N samples (0 = all); small values make easy tasks.
+    c.data.max_steps_per_sample = 0  # Drop samples with more golden steps (0 = keep all).
+    # "compact": only the candidate tools, as one line name(param: type, ...) each — short prompts for
+    # the CPU; "full": their JSON schemas, as the benchmark shows them.
+    c.data.tool_view = "compact"  # ("signature": the one-liners without descriptions)
+    c.data.max_distractors = -1  # Candidate tools no golden step uses, kept per prompt (-1 = all).
+    c.data.response_max_chars = 300  # View policy for tool responses in prompts (chars of JSON).
+    c.data.response_max_list_items = 2
+
+    c.rollout = ml_collections.ConfigDict()
+    # "episode": multi-turn rollout against the environment; "turn": one turn from a golden prefix.
+    c.rollout.mode = "episode"
+    c.rollout.group_size = 4  # G samples per prompt (GRPO group).
+    c.rollout.prompts_per_step = 2  # Prompts per GRPO step; the batch is prompts_per_step · G.
+    c.rollout.max_turns = 3  # Assistant turns per episode before it is cut.
+    c.rollout.max_new_tokens = 64  # Tokens per assistant turn.
+    c.rollout.max_seq_len = 512  # Whole episode (prompt + turns + responses), tokens; longer is cut.
+    c.rollout.temperature = 1.0  # Sampling temperature (1.0 = the policy's own distribution: on-policy).
+    c.rollout.top_k = 0  # 0 = full distribution.
+
+    c.reward = ml_collections.ConfigDict()
+    c.reward.family = "episode"  # Registry family: "paper", "episode" or "turn" (DESIGN.md).
+    c.reward.mode = "graduated"  # Ablation mode: "graduated", "atomic", "orchestration", "binary".
+    c.reward.atomic_weight = 0.5  # w_a in R = w_a · R_atomic + w_o · R_orch (paper: 0.5).
+    c.reward.orchestration_weight = 0.5  # w_o (paper: 0.5).
+
+    c.grpo = ml_collections.ConfigDict()
+    c.grpo.epsilon_low = 0.2  # Ratio floor 1 - eps_low (PPO/GRPO).
+    c.grpo.epsilon_high = 0.28  # Ratio ceiling 1 + eps_high (DAPO clip-higher).
+    c.grpo.beta = 0.0  # k3 KL weight to the frozen reference; 0 skips the reference and its memory.
+    c.grpo.aggregation = "token_mean"  # "token_mean" (DAPO), "sequence_mean" (GRPO), "constant" (Dr.GRPO).
+    c.grpo.scale_by_std = True  # Divide advantages by the group std (False = Dr.GRPO).
+    c.grpo.mask_degenerate = True  # Drop groups whose rewards are all equal from the loss.
+    c.grpo.num_iterations = 1  # Updates per rollout batch (mu); >1 makes the ratio/clip matter.
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 2e-6
+    c.optim.warmup_steps = 0
+    c.optim.weight_decay = 0.0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.99
+    c.optim.grad_clip = 1.0  # Global-norm clip; 0 disables.
+
+    c.sft = ml_collections.ConfigDict()
+    c.sft.num_steps = 10  # Warm-start steps on golden turns before GRPO (0 = none).
+    c.sft.batch_size = 4  # Golden episodes per SFT step.
+    c.sft.learning_rate = 5e-5
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 10  # GRPO steps (after the SFT warm start).
+    c.train.save_every = 5  # Checkpoint every N steps (and at the end of each phase).
+    c.train.keep = 2  # Checkpoints kept.
+    c.train.log_every = 1  # Metrics records every N steps.
+    c.train.progress = True  # rich progress bar on stdout.
+
+    c.wandb = ml_collections.ConfigDict()
+    c.wandb.project = "toolrl"
+    c.wandb.entity = ""
+    # "auto": online when the user has logged in to W&B (WANDB_API_KEY or a netrc entry), else
+    # offline; "online", "offline" or "disabled" force it. WANDB_MODE in the environment wins.
+    c.wandb.mode = "auto"
+    c.wandb.run_name = ""
+
+    c.eval = ml_collections.ConfigDict()  # Used when mode == "eval" (see configs/eval.py).
+    return c
+
+
+class ConfigError(ValueError):
+    """An inconsistent configuration; the message names the fields."""
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Rejects inconsistent settings with a message naming the fields. Raises ConfigError."""
+    errors: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            errors.append(message)
+
+    check(config.mode in MODES, f"mode={config.mode!r} must be one of {MODES}")
+    if config.mode == "eval":
+        if errors:
+            raise ConfigError("; ".join(errors))
+        return
+    r, g, o, t, s = config.rollout, config.grpo, config.optim, config.train, config.sft
+    check(r.mode in ROLLOUT_MODES, f"rollout.mode={r.mode!r} must be one of {ROLLOUT_MODES}")
+    check(config.reward.family in REWARD_FAMILIES, f"reward.family={config.reward.family!r} must be one of {REWARD_FAMILIES}")
+    check(config.reward.mode in REWARD_MODES, f"reward.mode={config.reward.mode!r} must be one of {REWARD_MODES}")
+    check(not (r.mode == "turn" and config.reward.family != "turn"),
+          f"rollout.mode='turn' scores single turns: reward.family must be 'turn', got {config.reward.family!r}")
+    check(not (r.mode == "episode" and config.reward.family == "turn"),
+          "rollout.mode='episode' needs an episode reward: reward.family 'paper' or 'episode', not 'turn'")
+    check(r.group_size >= 2, f"rollout.group_size={r.group_size} must be >= 2: GRPO normalises within a group")
+    check(r.prompts_per_step >= 1, f"rollout.prompts_per_step={r.prompts_per_step} must be >= 1")
+    check(r.max_turns >= 1, f"rollout.max_turns={r.max_turns} must be >= 1")
+    check(r.max_new_tokens >= 1, f"rollout.max_new_tokens={r.max_new_tokens} must be >= 1")
+    check(r.max_seq_len > r.max_new_tokens,
+          f"rollout.max_seq_len={r.max_seq_len} must exceed rollout.max_new_tokens={r.max_new_tokens}")
+    check(r.temperature > 0, f"rollout.temperature={r.temperature} must be > 0 (sampling; GRPO needs diverse groups)")
+    check(r.top_k >= 0, f"rollout.top_k={r.top_k} must be >= 0")
+    check(0 <= g.epsilon_low < 1, f"grpo.epsilon_low={g.epsilon_low} must be in [0, 1)")
+    check(g.epsilon_high >= 0, f"grpo.epsilon_high={g.epsilon_high} must be >= 0")
+    check(g.beta >= 0, f"grpo.beta={g.beta} must be >= 0")
+    check(g.aggregation in AGGREGATIONS, f"grpo.aggregation={g.aggregation!r} must be one of {sorted(AGGREGATIONS)}")
+    check(g.num_iterations >= 1, f"grpo.num_iterations={g.num_iterations} must be >= 1")
+    check(o.learning_rate > 0 and s.learning_rate > 0, "optim.learning_rate and sft.learning_rate must be > 0")
+    check(o.warmup_steps >= 0, f"optim.warmup_steps={o.warmup_steps} must be >= 0")
+    check(config.reward.atomic_weight >= 0 and config.reward.orchestration_weight >= 0,
+          "reward.atomic_weight and reward.orchestration_weight must be >= 0")
+    check(config.reward.mode != "graduated" or config.reward.atomic_weight + config.reward.orchestration_weight > 0,
+          "reward.mode='graduated' with both reward weights 0 gives a constant reward")
+    check(t.num_steps >= 0 and s.num_steps >= 0, "train.num_steps and sft.num_steps must be >= 0")
+    check(not (config.mode == "sft" and s.num_steps == 0), "mode='sft' needs sft.num_steps > 0")
+    check(not (config.mode == "grpo" and t.num_steps == 0 and s.num_steps == 0), "nothing to do: train.num_steps = sft.num_steps = 0")
+    check(s.batch_size >= 1, f"sft.batch_size={s.batch_size} must be >= 1")
+    check(t.save_every >= 1, f"train.save_every={t.save_every} must be >= 1")
+    check(t.keep >= 1, f"train.keep={t.keep} must be >= 1")
+    check(t.log_every >= 1, f"train.log_every={t.log_every} must be >= 1")
+    check(bool(config.model.preset or config.model.path), "set model.preset or model.path")
+    check(config.model.dtype in ("float32", "bfloat16", "float16"), f"model.dtype={config.model.dtype!r} unknown")
+    check(config.data.tool_view in TOOL_VIEWS, f"data.tool_view={config.data.tool_view!r} must be one of {TOOL_VIEWS}")
+    check(config.wandb.mode in ("auto", "online", "offline", "disabled"), f"wandb.mode={config.wandb.mode!r} unknown")
+    m = config.mesh
+    sizes = (m.data, m.fsdp, m.tensor)
+    check(all(x == -1 or x >= 1 for x in sizes) and sum(x == -1 for x in sizes) <= 1,
+          f"mesh (data={m.data}, fsdp={m.fsdp}, tensor={m.tensor}): sizes >= 1, at most one -1")
+    batch = r.prompts_per_step * r.group_size
+    fixed = [x for x in (m.data, m.fsdp) if x != -1]
+    if fixed and -1 not in (m.data, m.fsdp):
+        shards = m.data * m.fsdp
+        check(batch % shards == 0,
+              f"rollout.prompts_per_step·group_size={batch} must divide over mesh.data·mesh.fsdp={shards}")
+        check(s.batch_size % shards == 0, f"sft.batch_size={s.batch_size} must divide over mesh.data·mesh.fsdp={shards}")
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def validate_for_devices(config: ml_collections.ConfigDict, n_devices: int) -> tuple[int, int, int]:
+    """Resolves -1 in the mesh shape against the device count and checks batch divisibility.
+
+    Returns:
+      (data, fsdp, tensor) sizes whose product is n_devices. Raises ConfigError.
+    """
+    m = config.mesh
+    sizes = [m.data, m.fsdp, m.tensor]
+    known = 1
+    for x in sizes:
+        if x != -1:
+            known *= x
+    if -1 in sizes:
+        if n_devices % known:
+            raise ConfigError(f"mesh (data={m.data}, fsdp={m.fsdp}, tensor={m.tensor}) does not divide {n_devices} devices")
+        sizes[sizes.index(-1)] = n_devices // known
+    if sizes[0] * sizes[1] * sizes[2] != n_devices:
+        raise ConfigError(f"mesh {tuple(sizes)} (data, fsdp, tensor) needs {sizes[0] * sizes[1] * sizes[2]} devices, have {n_devices}")
+    shards = sizes[0] * sizes[1]
+    batch = config.rollout.prompts_per_step * config.rollout.group_size
+    if config.mode == "grpo" and config.train.num_steps and batch % shards:
+        raise ConfigError(f"rollout.prompts_per_step·group_size={batch} must be a multiple of mesh data·fsdp={shards}")
+    if config.sft.num_steps and config.sft.batch_size % shards:
+        raise ConfigError(f"sft.batch_size={config.sft.batch_size} must be a multiple of mesh data·fsdp={shards}")
+    return tuple(sizes)  # type: ignore[return-value]

@@ -1,0 +1,158 @@
+"""Where training metrics go: a local JSONL file (the source of truth) and W&B.
+
+`MetricsLog` appends one JSON object per line with a "step" key and flushes + fsyncs each record,
+so a killed run loses at most the record being written. `MetricsLog.truncate_after(step)` is called
+on resume: records beyond the restored step (written after the last checkpoint) and a torn last
+line are dropped, so the resumed run neither loses nor duplicates records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import netrc
+import uuid
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy / jax arrays and scalars
+        return _jsonable(np.asarray(value).tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsLog:
+    """Append-only JSONL metrics file with resume-time truncation."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = None
+
+    def truncate_after(self, step: int) -> int:
+        """Keeps only well-formed records with record["step"] <= step; returns how many were dropped."""
+        if not self.path.exists():
+            return 0
+        kept, dropped = [], 0
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # torn write of a killed run
+                    dropped += 1
+                    continue
+                if isinstance(record, dict) and record.get("step", -1) <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+                else:
+                    dropped += 1
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        return dropped
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
+        self._file.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a metrics file (a torn last line is skipped)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def wandb_logged_in() -> bool:
+    """Whether W&B credentials are configured (an API key in the environment or a netrc entry)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """"auto" -> "online" when logged in, else "offline"; $WANDB_MODE overrides everything."""
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return env
+    if mode == "auto":
+        return "online" if wandb_logged_in() else "offline"
+    return mode
+
+
+class WandbRun:
+    """A thin W&B wrapper: resumable run id kept in the workdir, scalars and histograms.
+
+    Args:
+      workdir: the run's directory (W&B files go to workdir/wandb; the id to workdir/wandb_id).
+      config: a plain dict logged as the run config.
+      project, entity, name, mode: W&B settings (mode as in `resolve_wandb_mode`).
+    """
+
+    def __init__(self, workdir: str | os.PathLike, config: dict[str, Any], project: str, entity: str = "",
+                 name: str = "", mode: str = "auto"):
+        import wandb  # local: importing wandb is slow and tests of the math do not need it
+
+        self.mode = resolve_wandb_mode(mode)
+        self._wandb = wandb
+        self.run = None
+        if self.mode == "disabled":
+            return
+        workdir = Path(workdir).absolute()
+        id_file = workdir / "wandb_id"
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
+        id_file.write_text(run_id)
+        self.run = wandb.init(
+            project=project, entity=entity or None, name=name or None, id=run_id, resume="allow",
+            dir=str(workdir), config=config, mode=self.mode,
+        )
+
+    @property
+    def location(self) -> str:
+        if self.run is None:
+            return "disabled"
+        if self.mode == "offline":
+            return f"{self.run.dir} (offline; upload with `wandb sync {Path(self.run.dir).parent}`)"
+        return str(self.run.url)
+
+    def log(self, step: int, scalars: Mapping[str, Any], histograms: Mapping[str, Any] | None = None) -> None:
+        if self.run is None:
+            return
+        data: dict[str, Any] = {k: v for k, v in _jsonable(scalars).items() if isinstance(v, (int, float))}
+        for key, values in (histograms or {}).items():
+            values = np.asarray(values).ravel()
+            if values.size:
+                data[key] = self._wandb.Histogram(values)
+        self.run.log(data, step=step)
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
