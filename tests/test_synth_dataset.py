@@ -88,3 +88,21 @@ def test_authors_samples_as_configs(tmp_path, data_dir, name, split, count):
     assert [c.name for c in by_id[sample_id].calls] == [c.name for c in expected[sample_id].calls]
     assert by_id[sample_id].query == expected[sample_id].query
     assert all(t.domain for t in read)
+
+
+def test_cli_config_defaults_and_validation():
+    import importlib.util
+    from pathlib import Path
+
+    from toolrl.synth.build import validate_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "synth.py"
+    spec = importlib.util.spec_from_file_location("synth_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    validate_config(config)
+    assert config.output_dir == "" and config.paraphrase.enabled is False  # no network by default
+    config.paraphrase.enabled = True
+    with pytest.raises(ValueError, match="paraphrase.base_url"):
+        validate_config(config)

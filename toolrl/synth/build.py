@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Mix:
 
 
 def synthesize(pool: EntryPool, mixes: Sequence[Mix], seed: int = 0, max_attempt_factor: int = 20,
-               progress: Callable[[int], None] | None = None) -> list[Trace]:
+               progress: Callable[[int], None] | None = None, renderer: Any | None = None) -> list[Trace]:
     """Traces for each mix, deduplicated across mixes (by calls + dependencies).
 
     Deterministic: mix ``m`` uses sampler seed ``(seed, m)`` and attempts 0, 1, ... in order, stopping
@@ -54,7 +55,7 @@ def synthesize(pool: EntryPool, mixes: Sequence[Mix], seed: int = 0, max_attempt
     seen: set[str] = set()
     out: list[Trace] = []
     for number, mix in enumerate(mixes):
-        sampler = ConstrainedSampler(pool, mix.knobs, seed=_mix_seed(seed, number))
+        sampler = ConstrainedSampler(pool, mix.knobs, seed=_mix_seed(seed, number), renderer=renderer)
         kept = 0
         for attempt in range(mix.count * max_attempt_factor):
             if kept >= mix.count:
@@ -187,3 +188,15 @@ def dependency_rows(trace: Trace) -> np.ndarray:
     return trace.dependency_matrix().reshape(-1)
 
 
+def validate_config(config: Any) -> None:
+    """Reject contradictory settings of configs/synth.py with a message naming the fields."""
+    if config.n_traces < 1:
+        raise ValueError(f"n_traces must be >= 1, got {config.n_traces}")
+    if not config.complexities or min(config.complexities) < 1:
+        raise ValueError(f"complexities must be calls per trace >= 1, got {config.complexities}")
+    if not 0 <= config.template_share <= 1:
+        raise ValueError(f"template_share must be in [0, 1], got {config.template_share}")
+    if not (0 <= config.test_fraction < 1 and 0 <= config.validation_fraction < 1):
+        raise ValueError("test_fraction and validation_fraction must be in [0, 1)")
+    if config.paraphrase.enabled and not (config.paraphrase.base_url and config.paraphrase.model):
+        raise ValueError("paraphrase.enabled needs paraphrase.base_url and paraphrase.model")

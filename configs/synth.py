@@ -1,0 +1,47 @@
+"""Constrained trace synthesis into the ``toolrl_traces`` TFDS dataset (toolrl.synth).
+
+    python -m toolrl.synth --config=configs/synth.py [--config.n_traces=5000 --config.output_dir=/tmp/tfds]
+
+Grows traces along the dependency graph of the real-response cache (every call a cache hit, every
+opaque argument grounded in an earlier response), renders a templated query per trace, splits
+train / validation / test with whole workflows held out in test, and writes array_record files
+readable without TensorFlow (``toolrl.synth.tfds_builder.load_trace_dataset``). The authors'
+bfcl_training and eval_100 samples are written as their own builder configs.
+"""
+
+import ml_collections
+
+# Contradictory settings are rejected by toolrl.synth.build.validate_config (run by the CLI).
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # Where the TFDS dataset goes; "" = $TOOLRL_HOME/tfds (~/.cache/toolrl/tfds). TFDS skips a build whose
+    # version already exists there: use another directory (or delete it) to rebuild with new settings.
+    config.output_dir = ""
+    # Benchmark data directory; "" = $TOOLRL_DATA_DIR, else ../shared/data/complexfuncbench.
+    config.data_dir = ""
+    # Response cache file; "" = the default cache under $TOOLRL_HOME (built from the bundled traces).
+    config.cache_path = ""
+    # Traces to synthesize, spread evenly over `complexities` (calls per trace). Each trace keeps full
+    # real responses (~40 KB of JSON on average), so 2,000 traces take about 80 MB.
+    config.n_traces = 2000
+    config.complexities = (2, 3, 4, 5, 6, 8)
+    # Same-domain tools shown beside the solution's tools (fewer when a domain has fewer).
+    config.n_distractors = 3
+    # Share of traces grown along a workflow template (chosen by frequency); the rest walk the graph.
+    config.template_share = 0.3
+    # Share of traces whose workflows (tool patterns) are held out into test, and of the rest into validation.
+    config.test_fraction = 0.15
+    config.validation_fraction = 0.1
+    config.seed = 0
+    # Also write the authors' samples as builder configs `bfcl_training` (train) and `eval_100` (test).
+    config.include_authors = True
+    # Optional LLM paraphraser for queries (OpenAI-compatible endpoint); off by default, no network.
+    config.paraphrase = ml_collections.ConfigDict()
+    config.paraphrase.enabled = False
+    config.paraphrase.base_url = ""  # e.g. http://localhost:8000/v1
+    config.paraphrase.model = ""
+    config.paraphrase.api_key_env = "OPENAI_API_KEY"  # name of the environment variable holding the key
+    return config
+
