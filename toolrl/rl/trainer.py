@@ -220,7 +220,8 @@ class Trainer:
         nnx.update((self.model, self.optimizer), new_state)
         m = {k: float(to_host(v)) for k, v in m.items()}
         dt = time.perf_counter() - t0
-        return {"sft/" + k: v for k, v in m.items()} | {"time/step_s": dt, "time/tokens_per_s": float(attn.sum()) / dt}
+        return {"sft/" + k: v for k, v in m.items()} | {"time/step_s": dt, "time/tokens_per_s": float(attn.sum()) / dt,
+                                                         "data/tasks": ",".join(t.task_id for t in tasks)}
 
     def grpo_step(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """One GRPO step: rollout, reward, advantages, update(s). Returns (scalars, histograms)."""
@@ -277,6 +278,7 @@ class Trainer:
             "time/generate_tokens_per_s": batch.generated_tokens / max(t1 - t0, 1e-9),
             "time/train_tokens_per_s": float(batch.attention_mask.sum()) * c.grpo.num_iterations / max(t3 - t2, 1e-9),
             "time/policy_tokens": policy_tokens,
+            "data/tasks": ",".join(t.task_id for t in tasks),
         }
         histograms = {"hist/advantages": adv, "hist/rewards": scored.reward,
                       "hist/error_codes": np.repeat(np.arange(len(scored.error_counts)), scored.error_counts)}
