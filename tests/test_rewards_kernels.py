@@ -19,7 +19,8 @@ from toolrl.rewards.encode import EncodeConfig, canonical_value, encode_episodes
 from toolrl.rewards.kernels import format_ok_from_tokens_jit, make_kernel
 from toolrl.rewards.types import MODES, EpisodeInput, GoldenStep, PredictedCall, TurnInput
 
-CONFIG = EncodeConfig(max_calls=6, max_steps=5, max_keys=3)
+CONFIG = EncodeConfig(max_calls=6, max_steps=5, vocab_words=2)
+MAX_KEYS = 3
 NAMES = ["A", "B", "C"]
 KEYS = ["x", "y", "z"]
 VALUES = [
@@ -31,7 +32,7 @@ RESPONSES = [{"status": True, "data": 1}, {"data": [1]}, {"error": "x"}, {"statu
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 BATCH = 24
 
-args_st = st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES), max_size=CONFIG.max_keys)
+args_st = st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES), max_size=MAX_KEYS)
 
 
 @st.composite
@@ -158,17 +159,19 @@ def test_hash_is_stable_across_processes():
 
 
 def test_overflow_is_counted_not_silent():
-    steps = (GoldenStep("A", {"x": 1, "y": 2, "z": 3, "w": 4}),)  # 4 keys > K = 3
+    steps = (GoldenStep("A", {f"k{i}": i for i in range(40)}),)  # 40 keys > 32 bits (W = 1)
     calls = tuple(PredictedCall("A", {}) for _ in range(8))  # 8 calls > C = 6
-    enc = encode_episodes([EpisodeInput(calls, steps), EpisodeInput(calls[:1], steps[:0])], CONFIG)
-    assert enc["overflow"].tolist() == [2 + 1, 0]
+    config = EncodeConfig(max_calls=6, max_steps=5, vocab_words=1)
+    enc = encode_episodes([EpisodeInput(calls, steps), EpisodeInput(calls[:1], steps[:0])], config)
+    assert enc["overflow"].tolist() == [2 + 8, 0]
     with pytest.raises(ValueError, match="invalid step index"):
         encode_episodes([EpisodeInput((), (GoldenStep("A", {}, depends_on=(3,)),))], CONFIG)
 
 
 def test_shapes_and_dtypes():
     enc = encode_turns([TurnInput((PredictedCall("A", {"x": 1}),), (GoldenStep("A", {"x": 1}),), (0,))], CONFIG)
-    assert enc["call_keys"].shape == (1, 6, 3, 2) and enc["call_keys"].dtype == np.int32
+    assert enc["call_val_bits"].shape == (1, 6, 2) and enc["call_val_bits"].dtype == np.uint32
+    assert enc["call_name"].shape == (1, 6) and enc["call_name"].dtype == np.int32
     assert enc["step_deps"].shape == (1, 5, 5) and enc["turn_mask"].shape == (1, 5)
     out = make_kernel("turn", "graduated")(enc)
     assert out["reward"].shape == (1,) and out["error_codes"].shape == (1, 6) and float(out["reward"][0]) == 1.0

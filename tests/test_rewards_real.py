@@ -60,9 +60,7 @@ def test_episode_golden_scores_one_and_every_corruption_less(name):
             assert n >= 100, (cname, n)
 
     # The kernel agrees on all of them, golden rollouts exactly 1.
-    # max_keys=9: `extra_key` adds a 9th key to the 8-key calls (the default K=8 flags those rows
-    # as overflow; `registry.score_episodes` then rescores them with the reference).
-    enc = encode_episodes(batch, EncodeConfig(max_keys=9))
+    enc = encode_episodes(batch, EncodeConfig())
     assert not enc["overflow"].any()
     got = np.asarray(make_kernel("episode", "graduated")(enc)["reward"])
     want = np.array([reference.episode_reward(e).reward for e in batch])

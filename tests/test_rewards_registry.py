@@ -57,7 +57,7 @@ def test_score_episodes_on_real_samples_with_overflow_rescored_by_reference():
         g = golden_episode(s.steps)
         eps += [g] + [fn(g, 0) for fn in CORRUPTIONS.values() if fn(g, 0) is not None]
     # A small config forces overflow on many rows: they must still be exact.
-    config = EncodeConfig(max_calls=4, max_steps=4, max_keys=4)
+    config = EncodeConfig(max_calls=4, max_steps=4, vocab_words=1)
     for family in ("paper", "episode"):
         for mode in ("graduated", "binary"):
             out = score_episodes(family, mode, eps, config)

@@ -1,22 +1,28 @@
 """Host-side encoding of rollouts into fixed-shape numpy arrays for the reward kernels.
 
-Names, argument keys and normalised argument values are hashed with blake2b (64 bits, stored as an
-int32 pair along a trailing axis of size 2) so the kernels compare integers only.  The hash of a
-value is the hash of a canonical form that encodes exactly the equality of
+Hashing: names, argument keys and normalised argument values are hashed with blake2b (64 bits)
+so the kernels compare integers only.  The hash of a value is the hash of a canonical form that encodes exactly the equality of
 `toolrl.rewards.reference.values_equal`: type category (int and float are both "number"), strings
-after the paper's normalisation, numbers by value, lists element by element, dicts key by key.
-Hence equal hashes <=> equal values (up to 2^-64 collisions).  blake2b is stable across processes
-and machines, unlike Python's `hash()`.
+after the paper's normalisation, numbers by value, lists element by element (list-of-object values
+such as flight `legs` included), dicts key by key.  Hence equal hashes <=> equal values (up to
+2^-64 collisions).  blake2b is stable across processes and machines, unlike Python's `hash()`.
 
-Shapes (B batch, C = max_calls, S = max_steps, K = max_keys):
-  calls:  mask/format/success [B, C] bool; name [B, C, 2] int32; keys/vals [B, C, K, 2] int32;
-          key_mask [B, C, K] bool; types [B, C, K] int8.
-  steps:  mask [B, S] bool; name [B, S, 2]; keys/vals [B, S, K, 2]; key_mask [B, S, K]; types [B, S, K];
-          deps [B, S, S] bool (deps[b, i, j]: step i depends on step j).
-  turn only: turn/later/done [B, S] bool.
-  overflow [B] int32: calls beyond C + steps beyond S + argument keys beyond K.  Overflowing rows
-  are encoded truncated and flagged, never silently: `registry.score_*` rescore them with the
-  reference.
+Names as ids, arguments as bitsets: within one example, the hashed names, keys, (key, type) pairs
+and (key, value) pairs are interned to small ids (exact: no 32-bit truncation of a hash), and every call/step stores three bitsets of W 32-bit words.  Then
+for a (call, step) pair, |shared keys| = popcount(K_c & K_g), |shared keys with agreeing types| =
+popcount(T_c & T_g), |shared keys with equal values| = popcount(V_c & V_g): a few word operations
+per pair instead of a K x K key alignment, which is what makes the kernel fast.  Ids are local to an
+example (only compared within it); the hashes they are interned from are global and stable.
+
+Shapes (B batch, C = max_calls, S = max_steps, W = vocab_words):
+  calls:  call_mask/format/success [B, C] bool; call_name [B, C] int32 (-1: padding/unparseable);
+          call_key_bits/type_bits/val_bits [B, C, W] uint32.
+  steps:  step_mask [B, S] bool; step_name [B, S] int32 (-1: padding); step_*_bits [B, S, W] uint32;
+          step_deps [B, S, S] bool (step_deps[b, i, j]: step i depends on step j).
+  turn only: turn_mask/later_mask/done_mask [B, S] bool.
+  overflow [B] int32: calls beyond C + steps beyond S + arguments whose ids did not fit 32·W bits.
+  Overflowing rows are encoded truncated and flagged, never silently: `registry.score_*` rescore
+  them with the reference by default.
 """
 
 from __future__ import annotations
@@ -44,12 +50,14 @@ class EncodeConfig:
       max_calls: C, predicted calls per episode (or turn).  Real samples have <= 11 steps; corrupted
         or rambling rollouts make more calls, hence the margin.
       max_steps: S, golden steps per sample.
-      max_keys: K, argument keys per call (the booking APIs have at most 8).
+      vocab_words: W, 32-bit words of the per-example bitsets: at most 32·W distinct argument keys,
+        (key, type) and (key, value) pairs per example (golden and predicted together).  The real
+        samples need at most 23, so W = 2 leaves room for the model's own values.
     """
 
     max_calls: int = 16
     max_steps: int = 12
-    max_keys: int = 8
+    vocab_words: int = 2
 
 
 # ----------------------------------------------------------------------------- hashing
@@ -147,123 +155,138 @@ def _split(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).view(np.int32).reshape(a.shape + (2,))
 
 
-class _Args:
-    """Accumulates the (row, slot, key) entries of argument dicts, written at once at the end."""
+class _Vocab:
+    """Per-example interning of hashed keys, (key, type) and (key, value) pairs into bit ids.
 
-    def __init__(self, n_rows: int, k: int):
-        self.k = k
-        self.keys = np.zeros((n_rows, k), np.int64)
-        self.vals = np.zeros((n_rows, k), np.int64)
-        self.types = np.zeros((n_rows, k), np.int8)
-        self.mask = np.zeros((n_rows, k), bool)
+    The golden steps are interned first and their vocabularies are shared (read-only) by every
+    example with the same steps object; calls add their new entries in an overlay.
+    """
 
-    def put(self, row: int, args: Mapping[str, Any]) -> int:
-        """Encodes one argument dict at `row`; returns the number of keys that did not fit."""
-        k = 0
-        keys, vals, types = self.keys[row], self.vals[row], self.types[row]
-        for key, v in args.items():
-            if k == self.k:
-                return len(args) - self.k
-            keys[k] = key_hash(key)
-            vals[k] = value_hash(v)
-            types[k] = value_type_code(v)
-            k += 1
-        self.mask[row, :k] = True
-        return 0
+    def __init__(self, base: "_Vocab | None" = None):
+        self.base = base
+        self.maps: tuple[dict, dict, dict, dict] = ({}, {}, {}, {})
+        self.offset = tuple(len(m) + base.offset[i] for i, m in enumerate(base.maps)) if base else (0, 0, 0, 0)
+
+    def _intern(self, i: int, item: Any) -> int:
+        found = self.base.maps[i].get(item) if self.base else None
+        if found is None:
+            m = self.maps[i]
+            found = m.get(item)
+            if found is None:
+                found = m[item] = self.offset[i] + len(m)
+        return found
+
+    def name_id(self, name: str) -> int:
+        """Small id of a function name (interned from its 64-bit hash)."""
+        return self._intern(3, name_hash(name))
+
+    def ids(self, key: str, value: Any) -> tuple[int, int, int]:
+        kh = key_hash(key)
+        return self._intern(0, kh), self._intern(1, (kh, value_type_code(value))), self._intern(2, (kh, value_hash(value)))
 
 
-def _encode_calls(rows: Sequence[Sequence[PredictedCall]], c: int, k: int, overflow: np.ndarray) -> dict[str, np.ndarray]:
-    b = len(rows)
-    mask = np.zeros((b, c), bool)
+def _encode(
+    rows_calls: Sequence[Sequence[PredictedCall]], rows_steps: Sequence[Sequence[GoldenStep]], config: EncodeConfig
+) -> dict[str, np.ndarray]:
+    """Encodes calls and steps of B examples; see the module docstring."""
+    b, c, s, w = len(rows_calls), config.max_calls, config.max_steps, config.vocab_words
+    rows, nbits = c + s, 32 * w
+    overflow = np.zeros(b, np.int32)
+    mask = np.zeros((b, rows), bool)
     fmt = np.zeros((b, c), bool)
     success = np.zeros((b, c), bool)
-    names = np.zeros((b, c), np.int64)
-    args = _Args(b * c, k)
-    for i, calls in enumerate(rows):
-        if len(calls) > c:
-            overflow[i] += len(calls) - c
+    # Name ids: -1 for padding and unparseable calls (never equal to a real id).
+    names = np.full((b, rows), -1, np.int32)
+    deps = np.zeros((b, s, s), bool)
+    # (flat word index, bit value) per set bit, for the key / type / value bitsets.
+    where: tuple[list[int], list[int], list[int]] = ([], [], [])
+    bits: tuple[list[float], list[float], list[float]] = ([], [], [])
+
+    def put(i: int, row: int, ids: tuple[int, int, int]) -> int:
+        dropped = 0
+        base = (i * rows + row) * w
+        for n, x in enumerate(ids):
+            if x >= nbits:
+                dropped = 1
+                continue
+            where[n].append(base + (x >> 5))
+            bits[n].append(float(1 << (x & 31)))
+        return dropped
+
+    # GRPO scores G rollouts of the same sample: encode each distinct steps tuple once.
+    step_cache: dict[int, tuple[_Vocab, list, int]] = {}
+    for i, (calls, steps) in enumerate(zip(rows_calls, rows_steps)):
+        cached = step_cache.get(id(steps))
+        if cached is None:
+            vocab, entries, dropped = _Vocab(), [], max(0, len(steps) - s)
+            for j, step in enumerate(steps[:s]):
+                for d in step.depends_on:
+                    if not 0 <= d < len(steps) or d == j:
+                        raise ValueError(f"step {j} depends on invalid step index {d} (sample has {len(steps)} steps)")
+                entries.append((c + j, [vocab.ids(k, v) for k, v in step.arguments.items()]))
+            step_names = [vocab.name_id(step.function) for step in steps[:s]]
+            cached = step_cache[id(steps)] = (vocab, entries, dropped, step_names)
+        vocab, entries, dropped, step_names = cached
+        overflow[i] += dropped
+        names[i, c : c + len(step_names)] = step_names
+        for j, step in enumerate(steps[:s]):
+            mask[i, c + j] = True
+            for d in step.depends_on:
+                if d < s:
+                    deps[i, j, d] = True
+        for row, ids_list in entries:
+            for ids in ids_list:
+                overflow[i] += put(i, row, ids)
+
+        overlay = _Vocab(vocab)
+        overflow[i] += max(0, len(calls) - c)
         for j, call in enumerate(calls[:c]):
             mask[i, j] = True
             if not call.format_ok:
                 continue
             fmt[i, j] = True
             success[i, j] = semantic_success(call.executed, call.response)
-            names[i, j] = name_hash(call.name)
-            overflow[i] += args.put(i * c + j, call.arguments)
+            names[i, j] = overlay.name_id(call.name)
+            for k, v in call.arguments.items():
+                overflow[i] += put(i, j, overlay.ids(k, v))
+
+    def bitset(n: int) -> np.ndarray:
+        # Bits of one row are distinct, so their sum is their OR (exact in float64 below 2^53).
+        words = np.bincount(np.asarray(where[n], np.int64), np.asarray(bits[n], np.float64), minlength=b * rows * w)
+        return words.astype(np.uint32).reshape(b, rows, w)
+
+    key_bits, type_bits, val_bits = bitset(0), bitset(1), bitset(2)
     return {
-        "call_mask": mask,
+        "call_mask": mask[:, :c],
         "call_format": fmt,
         "call_success": success,
-        "call_name": _split(names),
-        "call_keys": _split(args.keys.reshape(b, c, k)),
-        "call_vals": _split(args.vals.reshape(b, c, k)),
-        "call_types": args.types.reshape(b, c, k),
-        "call_key_mask": args.mask.reshape(b, c, k),
-    }
-
-
-def _encode_steps(rows: Sequence[Sequence[GoldenStep]], s: int, k: int, overflow: np.ndarray) -> dict[str, np.ndarray]:
-    b = len(rows)
-    mask = np.zeros((b, s), bool)
-    names = np.zeros((b, s), np.int64)
-    deps = np.zeros((b, s, s), bool)
-    args = _Args(b * s, k)
-    # GRPO scores G rollouts of the same sample: encode each distinct steps tuple once.
-    done: dict[int, int] = {}  # id(steps) -> first row encoding it
-    key_overflow_of: dict[int, int] = {}  # first row -> keys beyond K
-    for i, steps in enumerate(rows):
-        first = done.get(id(steps))
-        if first is not None:
-            mask[i], names[i], deps[i] = mask[first], names[first], deps[first]
-            for a in (args.keys, args.vals, args.types, args.mask):
-                a[i * s : (i + 1) * s] = a[first * s : (first + 1) * s]
-            overflow[i] += max(0, len(steps) - s) + key_overflow_of[first]
-            continue
-        key_overflow = 0
-        for j, step in enumerate(steps[:s]):
-            mask[i, j] = True
-            names[i, j] = name_hash(step.function)
-            key_overflow += args.put(i * s + j, step.arguments)
-            for d in step.depends_on:
-                if not 0 <= d < len(steps) or d == j:
-                    raise ValueError(f"step {j} depends on invalid step index {d} (sample has {len(steps)} steps)")
-                if d < s:
-                    deps[i, j, d] = True
-        overflow[i] += max(0, len(steps) - s) + key_overflow
-        done[id(steps)] = i
-        key_overflow_of[i] = key_overflow
-    return {
-        "step_mask": mask,
-        "step_name": _split(names),
-        "step_keys": _split(args.keys.reshape(b, s, k)),
-        "step_vals": _split(args.vals.reshape(b, s, k)),
-        "step_types": args.types.reshape(b, s, k),
-        "step_key_mask": args.mask.reshape(b, s, k),
+        "call_name": names[:, :c],
+        "call_key_bits": key_bits[:, :c],
+        "call_type_bits": type_bits[:, :c],
+        "call_val_bits": val_bits[:, :c],
+        "step_mask": mask[:, c:],
+        "step_name": names[:, c:],
+        "step_key_bits": key_bits[:, c:],
+        "step_type_bits": type_bits[:, c:],
+        "step_val_bits": val_bits[:, c:],
         "step_deps": deps,
+        "overflow": overflow,
     }
 
 
 def encode_episodes(episodes: Sequence[EpisodeInput], config: EncodeConfig = EncodeConfig()) -> dict[str, np.ndarray]:
     """Encodes episodes (for the `paper` and `episode` families); see the module docstring for the
     arrays and their shapes."""
-    overflow = np.zeros(len(episodes), np.int32)
-    out = _encode_calls([e.calls for e in episodes], config.max_calls, config.max_keys, overflow)
-    out.update(_encode_steps([e.steps for e in episodes], config.max_steps, config.max_keys, overflow))
-    out["overflow"] = overflow
-    return out
+    return _encode([e.calls for e in episodes], [e.steps for e in episodes], config)
 
 
 def encode_turns(turns: Sequence[TurnInput], config: EncodeConfig = EncodeConfig()) -> dict[str, np.ndarray]:
     """Encodes turns (for the `turn` family): the episode arrays plus turn/later/done [B, S] masks."""
     s = config.max_steps
-    overflow = np.zeros(len(turns), np.int32)
-    out = _encode_calls([t.calls for t in turns], config.max_calls, config.max_keys, overflow)
-    out.update(_encode_steps([t.steps for t in turns], s, config.max_keys, overflow))
+    out = _encode([t.calls for t in turns], [t.steps for t in turns], config)
     for name, attr in (("turn_mask", "turn"), ("later_mask", "later"), ("done_mask", "done")):
         m = np.zeros((len(turns), s), bool)
         for i, t in enumerate(turns):
-            idx = [j for j in getattr(t, attr) if j < s]
-            m[i, idx] = True
+            m[i, [j for j in getattr(t, attr) if j < s]] = True
         out[name] = m
-    out["overflow"] = overflow
     return out

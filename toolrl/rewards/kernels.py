@@ -8,7 +8,7 @@ a dict with
   error_codes int32 [B, C]  (`ErrorCode`; PADDING for empty slots)
 and agrees with `toolrl.rewards.reference` to float32 rounding (tested with hypothesis).
 
-Shapes: C = max_calls, S = max_steps, K = max_keys (see `encode.py`).  Exact ties matter (the
+Shapes: C = max_calls, S = max_steps, W = vocab_words (see `encode.py`).  Exact ties matter (the
 episode and turn matchings break ties by index), so every score that is compared is computed as in
 the reference from one integer division (a rational with a small denominator), which rounds
 identically for equal rationals in float32 and float64.
@@ -54,38 +54,36 @@ format_ok_from_tokens_jit = jax.jit(format_ok_from_tokens, static_argnames=("ope
 # ----------------------------------------------------------------------------- shared pieces
 
 
-def _hash_eq(a: Array, b: Array) -> Array:
-    """Equality of int32-pair hashes along the trailing axis."""
-    return jnp.all(a == b, axis=-1)
+def _popcount(a: Array, b: Array) -> Array:
+    """|a & b| for bitsets [..., W] uint32 -> int32 [...].
+
+    W is tiny and static: an unrolled sum of elementwise popcounts fuses better on CPU than a
+    reduction over a minor axis of size W."""
+    total = jax.lax.population_count(a[..., 0] & b[..., 0]).astype(jnp.int32)
+    for w in range(1, a.shape[-1]):
+        total = total + jax.lax.population_count(a[..., w] & b[..., w]).astype(jnp.int32)
+    return total
 
 
 def _pair_features(x: Batch) -> dict[str, Array]:
-    """Per (call, step) argument comparison of one example.
+    """Per (call, step) argument comparison of one example, from the bitsets of encode.py.
 
     Returns [C, S] arrays: name_eq (bool, also requires a parsed call and both slots valid),
     n_c, n_g (key counts), n_shared (golden keys present in the call), n_type (shared keys whose
     types agree), n_val (shared keys whose values are equal).
     """
     call_ok = x["call_mask"] & x["call_format"]
-    name_eq = _hash_eq(x["call_name"][:, None], x["step_name"][None, :]) & call_ok[:, None] & x["step_mask"][None, :]
-    # [C, S, Kc, Kg]: call key slot kc holds golden key kg.
-    key_eq = (
-        _hash_eq(x["call_keys"][:, None, :, None], x["step_keys"][None, :, None, :])
-        & x["call_key_mask"][:, None, :, None]
-        & x["step_key_mask"][None, :, None, :]
-    )
-    type_eq = key_eq & (x["call_types"][:, None, :, None] == x["step_types"][None, :, None, :])
-    val_eq = key_eq & _hash_eq(x["call_vals"][:, None, :, None], x["step_vals"][None, :, None, :])
-    count = lambda m: jnp.sum(jnp.any(m, axis=2), axis=-1, dtype=jnp.int32)  # keys are unique per dict
-    n_c = jnp.sum(x["call_key_mask"], axis=-1, dtype=jnp.int32)[:, None]
-    n_g = jnp.sum(x["step_key_mask"], axis=-1, dtype=jnp.int32)[None, :]
+    name_eq = (x["call_name"][:, None] == x["step_name"][None, :]) & call_ok[:, None] & x["step_mask"][None, :]
+    ck, gk = x["call_key_bits"], x["step_key_bits"]
+    n_c = _popcount(ck, ck)[:, None]
+    n_g = _popcount(gk, gk)[None, :]
     return {
         "name_eq": name_eq,
         "n_c": jnp.broadcast_to(n_c, name_eq.shape),
         "n_g": jnp.broadcast_to(n_g, name_eq.shape),
-        "n_shared": count(key_eq),
-        "n_type": count(type_eq),
-        "n_val": count(val_eq),
+        "n_shared": _popcount(ck[:, None], gk[None, :]),
+        "n_type": _popcount(x["call_type_bits"][:, None], x["step_type_bits"][None, :]),
+        "n_val": _popcount(x["call_val_bits"][:, None], x["step_val_bits"][None, :]),
     }
 
 
@@ -121,8 +119,15 @@ def _argument_code(f: dict[str, Array]) -> Array:
 
 
 def _take(m: Array, j: Array) -> Array:
-    """m[c, j[c]] for m [C, S], j [C]."""
-    return jnp.take_along_axis(m, j[:, None], axis=1)[:, 0]
+    """m[c, j[c]] for m [C, S] (or a row vector [S], broadcast) and j [C].
+
+    A one-hot masked sum rather than a gather: batched gathers are slow on CPU, this fuses.
+    """
+    m = jnp.broadcast_to(m, (j.shape[0], m.shape[-1]))
+    hit = j[:, None] == jnp.arange(m.shape[-1])[None, :]
+    if m.dtype == jnp.bool_:
+        return jnp.any(hit & m, axis=1)
+    return jnp.sum(jnp.where(hit, m, jnp.zeros((), m.dtype)), axis=1)
 
 
 def _combine(atomic: Array, orch: Array, binary: Array, mode: str, w: RewardWeights) -> Array:
@@ -171,7 +176,7 @@ def paper_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
     full = has & _take(_values_ok(f), first) & sem
     binary = (n > 0) & (n_steps > 0) & jnp.all(full | ~call_mask) & jnp.all(credited | ~x["step_mask"])
 
-    deps_ok = pos > last_dep[first]
+    deps_ok = pos > _take(last_dep, first)
     arg_code = _take(_argument_code(f), first)
     codes = jnp.select(
         [~call_mask, ~x["call_format"], ~has, arg_code != _E.OK, ~deps_ok, ~sem],
@@ -206,7 +211,8 @@ def episode_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
         consumed = consumed | (has & (jnp.arange(n_steps_max) == j))
         return consumed, (j.astype(jnp.int32), has)
 
-    _, (matched, has) = jax.lax.scan(match, jnp.zeros(n_steps_max, bool), jnp.arange(n_calls_max))
+    # Unrolled: C is small and static, and a rolled loop costs a loop iteration per call on CPU.
+    _, (matched, has) = jax.lax.scan(match, jnp.zeros(n_steps_max, bool), jnp.arange(n_calls_max), unroll=True)
 
     pos = jnp.arange(n_calls_max, dtype=jnp.int32)
     onehot = has[:, None] & (matched[:, None] == jnp.arange(n_steps_max)[None, :])  # [C, S]
@@ -229,7 +235,7 @@ def episode_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
     name_exists = jnp.any(name_eq, axis=1)
     arg_code = _take(_argument_code(f), matched)
     codes = jnp.select(
-        [~call_mask, ~x["call_format"], ~has & name_exists, ~has, arg_code != _E.OK, ~credited[matched], ~sem],
+        [~call_mask, ~x["call_format"], ~has & name_exists, ~has, arg_code != _E.OK, ~_take(credited, matched), ~sem],
         [_E.PADDING, _E.FORMAT, _E.REPEATED, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION, _E.EXEC_FAILED],
         _E.OK,
     ).astype(jnp.int32)
@@ -290,7 +296,7 @@ def turn_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
 
     deps_done = jnp.all(~x["step_deps"] | x["done_mask"][None, :], axis=1)  # [S]
     full = name_eq & _values_ok(f)  # [C, S]
-    frontier = has & _take(full, g) & deps_done[g]
+    frontier = has & _take(full, g) & _take(deps_done, g)
     tp = jnp.sum(frontier, dtype=jnp.int32)
     in_turn = jnp.any(name_eq & turn_mask[None, :], axis=1)
     later = x["later_mask"] & x["step_mask"] & ~deps_done
@@ -304,7 +310,7 @@ def turn_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
     name_ok = has & _take(name_eq, g)
     arg_code = _take(_argument_code(f), g)
     codes = jnp.select(
-        [~call_mask, ~x["call_format"], ~name_ok & premature, ~name_ok & in_turn, ~name_ok, arg_code != _E.OK, ~deps_done[g]],
+        [~call_mask, ~x["call_format"], ~name_ok & premature, ~name_ok & in_turn, ~name_ok, arg_code != _E.OK, ~_take(deps_done, g)],
         [_E.PADDING, _E.FORMAT, _E.PREMATURE, _E.REPEATED, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION],
         _E.OK,
     ).astype(jnp.int32)
@@ -339,8 +345,8 @@ def make_kernel(family: str, mode: str, weights: RewardWeights = RewardWeights()
 
 
 _EPISODE_KEYS = (
-    "call_mask", "call_format", "call_success", "call_name", "call_keys", "call_vals", "call_types", "call_key_mask",
-    "step_mask", "step_name", "step_keys", "step_vals", "step_types", "step_key_mask", "step_deps",
+    "call_mask", "call_format", "call_success", "call_name", "call_key_bits", "call_type_bits", "call_val_bits",
+    "step_mask", "step_name", "step_key_bits", "step_type_bits", "step_val_bits", "step_deps",
 )  # fmt: skip
 _INPUT_KEYS = {
     "paper": _EPISODE_KEYS,
