@@ -104,15 +104,13 @@ def _ast(f: dict[str, Array], w: RewardWeights) -> Array:
     return jnp.where(f["name_eq"], ast, 0.0)
 
 
-def _argument_code(f: dict[str, Array]) -> Array:
-    """First failing argument check [C, S] int32 (OK when all pass)."""
+def _argument_code(f: dict[str, Array], j: Array) -> Array:
+    """First failing argument check [C] int32 (OK when all pass) of each call against step j[c].
+
+    The counts are taken at the matched step first, so the selection runs on [C], not [C, S]."""
+    n_c, n_g, n_shared, n_type, n_val = (_take(f[k], j) for k in ("n_c", "n_g", "n_shared", "n_type", "n_val"))
     return jnp.select(
-        [
-            f["n_shared"] < f["n_g"],
-            f["n_shared"] < f["n_c"],
-            f["n_type"] < f["n_shared"],
-            f["n_val"] < f["n_shared"],
-        ],
+        [n_shared < n_g, n_shared < n_c, n_type < n_shared, n_val < n_shared],
         [_E.MISSING_KEY, _E.EXTRA_KEY, _E.WRONG_TYPE, _E.WRONG_VALUE],
         _E.OK,
     ).astype(jnp.int32)
@@ -177,7 +175,7 @@ def paper_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
     binary = (n > 0) & (n_steps > 0) & jnp.all(full | ~call_mask) & jnp.all(credited | ~x["step_mask"])
 
     deps_ok = pos > _take(last_dep, first)
-    arg_code = _take(_argument_code(f), first)
+    arg_code = _argument_code(f, first)
     codes = jnp.select(
         [~call_mask, ~x["call_format"], ~has, arg_code != _E.OK, ~deps_ok, ~sem],
         [_E.PADDING, _E.FORMAT, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION, _E.EXEC_FAILED],
@@ -233,7 +231,7 @@ def episode_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
     binary = (n == n_steps) & jnp.all(full | ~call_mask) & jnp.all(credited | ~step_mask)
 
     name_exists = jnp.any(name_eq, axis=1)
-    arg_code = _take(_argument_code(f), matched)
+    arg_code = _argument_code(f, matched)
     codes = jnp.select(
         [~call_mask, ~x["call_format"], ~has & name_exists, ~has, arg_code != _E.OK, ~_take(credited, matched), ~sem],
         [_E.PADDING, _E.FORMAT, _E.REPEATED, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION, _E.EXEC_FAILED],
@@ -308,7 +306,7 @@ def turn_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
     binary = (tp == n_p) & (tp == n_gold)
 
     name_ok = has & _take(name_eq, g)
-    arg_code = _take(_argument_code(f), g)
+    arg_code = _argument_code(f, g)
     codes = jnp.select(
         [~call_mask, ~x["call_format"], ~name_ok & premature, ~name_ok & in_turn, ~name_ok, arg_code != _E.OK, ~_take(deps_done, g)],
         [_E.PADDING, _E.FORMAT, _E.PREMATURE, _E.REPEATED, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION],
