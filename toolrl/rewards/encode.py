@@ -150,11 +150,6 @@ def key_hash(key: str) -> int:
 # ----------------------------------------------------------------------------- encoding
 
 
-def _split(a: np.ndarray) -> np.ndarray:
-    """int64 [...] -> int32 [..., 2] (little-endian halves)."""
-    return np.ascontiguousarray(a).view(np.int32).reshape(a.shape + (2,))
-
-
 class _Vocab:
     """Per-example interning of hashed keys, (key, type) and (key, value) pairs into bit ids.
 
