@@ -38,17 +38,15 @@ def build_environment(config: Any):
 
 def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
     """Builds everything from a validated config and runs the trainer. Returns its RunInfo."""
-    import jax
-
     from toolrl.rl.chat_format import chat_format_for
     from toolrl.rl.data import load_tasks
     from toolrl.rl.policy_model import load_policy
     from toolrl.rl.trainer import Trainer
 
     mesh = build_mesh(config)
-    with jax.set_mesh(mesh):
-        model, tokenizer, model_config = load_policy(config.model.preset, config.model.path, config.model.dtype,
-                                                     mesh, config.seed)
+    # Not under jax.set_mesh: the loader places each tensor with its logical-axis sharding itself.
+    model, tokenizer, model_config = load_policy(config.model.preset, config.model.path, config.model.dtype,
+                                                 mesh, config.seed)
     tasks = load_tasks(config.data.data_dir, config.data.train_file, config.data.max_samples,
                        config.data.max_steps_per_sample, config.data.max_distractors)
     trainer = Trainer(config, model, chat_format_for(tokenizer, model_config), build_environment(config), tasks,

@@ -1,83 +1,46 @@
-"""Batched sampling with a KV cache under one jit (the rollout's generation step).
+"""The rollout's generation step: the models package's jitted KV-cache sampler, bound to settings.
 
-A thin layer over the decoder's KV-cache forward (`toolrl.models.decoder`): prefill the left-padded
-prompts, then sample `max_new_tokens` tokens in a `lax.fori_loop`. Rows stop at the end token (their
-later tokens are padding, completion mask False). Shapes are static per (batch, prompt bucket), so a
-run compiles once per prompt-length bucket.
+`toolrl.models.sampler.generate_arrays` prefills the left-padded prompts and samples under one jit
+(stopping early once every row has emitted a stop token); this module fixes the sampling settings
+for a run and exposes the `generate(state, tokens, mask, key)` shape the rollout uses. Shapes are
+static per (batch, prompt bucket), so a run compiles once per prompt-length bucket.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
-from toolrl.models.decoder import KVCache, token_logprobs
+from toolrl.models.sampler import SamplingParams, generate_arrays
 
 Array = jax.Array
 
 
-def sample_logits(key: Array, logits: Array, temperature: float, top_k: int) -> Array:
-    """Samples one token per row. logits: [B, V] float32 -> [B] int32."""
-    logits = logits / temperature
-    if top_k > 0:
-        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
-    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
-
-
 def make_generate(graphdef: nnx.GraphDef, max_new_tokens: int, temperature: float, top_k: int,
-                  end_id: int, pad_id: int, shardings: Any = None) -> Callable[..., tuple[Array, Array, Array]]:
-    """A jitted `generate(state, tokens, mask, key) -> (new_tokens, logprobs, completion_mask)`.
+                  end_id: int, pad_id: int) -> Callable[[nnx.State, Array, Array, Array], tuple[Array, Array, Array]]:
+    """`generate(state, tokens, mask, key) -> (new_tokens, logprobs, completion_mask)`.
 
     Args (of the returned function):
-      state: the model's nnx.State (parameters).
-      tokens: [B, P] int32 left-padded prompts.
+      state: the model's nnx.State (current parameters; no recompilation when they change).
+      tokens: [B, P] int32 left-padded prompts (placed with the batch sharding on a mesh).
       mask: [B, P] bool, True on real prompt tokens.
       key: PRNG key.
 
     Returns:
-      new_tokens [B, N] int32 (pad after the end token), logprobs [B, N] float32 of the sampled
-      tokens under the sampling distribution's logits (before temperature), completion_mask [B, N]
-      bool (True up to and including the end token).
+      new_tokens [B, N] int32 (pad after the end token), logprobs [B, N] float32 (log pi at
+      temperature 1), completion_mask [B, N] bool (True up to and including the end token).
     """
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                            stop_token_ids=(end_id,))
 
     def generate(state: nnx.State, tokens: Array, mask: Array, key: Array) -> tuple[Array, Array, Array]:
-        model = nnx.merge(graphdef, state)
-        b, p = tokens.shape
-        n = max_new_tokens
-        cache = KVCache.init(model.config, b, p + n)
-        positions = jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
-        logits, cache = model(tokens, positions, mask, cache)
-        last = logits[:, -1]
-        next_pos = mask.sum(axis=1).astype(jnp.int32)  # [B]
+        out = generate_arrays(graphdef, state, tokens, mask, key, params=params, pad_id=pad_id)
+        return out["tokens"], out["logprobs"], out["mask"]
 
-        def body(i, carry):
-            cache, last, pos, done, out, lps, cmask, key = carry
-            key, sub = jax.random.split(key)
-            tok = sample_logits(sub, last, temperature, top_k)
-            lp = token_logprobs(last, tok)
-            active = ~done
-            tok = jnp.where(active, tok, pad_id)
-            out = out.at[:, i].set(tok)
-            lps = lps.at[:, i].set(jnp.where(active, lp, 0.0))
-            cmask = cmask.at[:, i].set(active)
-            done = done | (tok == end_id)
-            logits, cache = model(tok[:, None], pos[:, None], active[:, None], cache)
-            return cache, logits[:, 0], pos + 1, done, out, lps, cmask, key
-
-        init = (cache, last, next_pos, jnp.zeros((b,), bool), jnp.full((b, n), pad_id, jnp.int32),
-                jnp.zeros((b, n), jnp.float32), jnp.zeros((b, n), bool), key)
-        _, _, _, _, out, lps, cmask, _ = jax.lax.fori_loop(0, n, body, init)
-        return out, lps, cmask
-
-    if shardings is None:
-        return jax.jit(generate)
-    state_sh, batch_sh = shardings
-    return jax.jit(generate, in_shardings=(state_sh, batch_sh, batch_sh, None))
+    return generate
 
 
 @functools.lru_cache(maxsize=None)

@@ -183,14 +183,9 @@ class Trainer:
 
     def _generate_fn(self) -> Callable:
         r = self.config.rollout
-        graphdef, state = nnx.split(self.model)
-        shardings = None
-        if self.mesh is not None:
-            from toolrl.models.sharding import batch_sharding
-
-            shardings = (steps.state_shardings(state), batch_sharding(self.mesh, 2))
+        graphdef, _ = nnx.split(self.model)
         gen = self._get("generate", lambda: make_generate(graphdef, r.max_new_tokens, r.temperature, r.top_k,
-                                                          self.fmt.end_id, self.fmt.pad_id, shardings))
+                                                          self.fmt.end_id, self.fmt.pad_id))
 
         def generate(tokens: np.ndarray, mask: np.ndarray, key: jax.Array):
             batch = steps.to_device_batch({"tokens": tokens, "mask": mask}, self.mesh)
