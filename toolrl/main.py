@@ -68,9 +68,8 @@ def evaluate(config: Any) -> Any:
 def main(argv: list[str]) -> None:
     del argv
     config = _CONFIG.value
+    # configs/eval.py is the evaluator's flat config: recognised by mode == "eval" or its `split` field.
     if config.get("mode", "") == "eval" or ("split" in config and "rollout" not in config):
-        if "validate" in dir(config):
-            pass
         evaluate(config)
         return
     from toolrl.rl.config import validate

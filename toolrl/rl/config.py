@@ -7,6 +7,10 @@ model is loaded.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from pathlib import Path
+
 import ml_collections
 
 from toolrl.rl.grpo import AGGREGATIONS
@@ -59,6 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.max_turns = 3  # Assistant turns per episode before it is cut.
     c.rollout.max_new_tokens = 64  # Tokens per assistant turn.
     c.rollout.max_seq_len = 512  # Whole episode (prompt + turns + responses), tokens; longer is cut.
+    # Prompts are left-padded to a multiple of this for generation: one compiled sampler per bucket
+    # (training batches are always padded to max_seq_len: one compiled update).
+    c.rollout.pad_multiple = 128
     c.rollout.temperature = 1.0  # Sampling temperature (1.0 = the policy's own distribution: on-policy).
     c.rollout.top_k = 0  # 0 = full distribution.
 
@@ -109,6 +116,16 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def config_from_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """`get_config()` of a config file by path (ablation configs build on configs/grpo.py this way)."""
+    spec = importlib.util.spec_from_file_location(f"_toolrl_config_{Path(path).stem}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
 class ConfigError(ValueError):
     """An inconsistent configuration; the message names the fields."""
 
@@ -142,6 +159,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f"rollout.max_seq_len={r.max_seq_len} must exceed rollout.max_new_tokens={r.max_new_tokens}")
     check(r.temperature > 0, f"rollout.temperature={r.temperature} must be > 0 (sampling; GRPO needs diverse groups)")
     check(r.top_k >= 0, f"rollout.top_k={r.top_k} must be >= 0")
+    check(r.pad_multiple >= 1, f"rollout.pad_multiple={r.pad_multiple} must be >= 1")
     check(0 <= g.epsilon_low < 1, f"grpo.epsilon_low={g.epsilon_low} must be in [0, 1)")
     check(g.epsilon_high >= 0, f"grpo.epsilon_high={g.epsilon_high} must be >= 0")
     check(g.beta >= 0, f"grpo.beta={g.beta} must be >= 0")

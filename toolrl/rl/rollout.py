@@ -208,7 +208,9 @@ def rollout(
                     done=frozenset(i for t in task.turns[:k] for i in t)))
             else:
                 inputs.append(EpisodeInput(calls=tuple(row.calls), steps=task.steps))
-    tokens, attn, loss = pack([(r.ids[:max_seq_len], r.flags[:max_seq_len]) for r in rows], fmt.pad_id, multiple)
+    # Fixed width (max_seq_len): one compiled update for the whole run.
+    tokens, attn, loss = pack([(r.ids[:max_seq_len], r.flags[:max_seq_len]) for r in rows], fmt.pad_id,
+                              max_len=max_seq_len)
     return RolloutBatch(tokens, attn, loss, inputs, [r.texts for r in rows], n_turns,
                         np.asarray([r.truncated for r in rows]), generated)
 

@@ -207,7 +207,8 @@ class Trainer:
         t0 = time.perf_counter()
         tasks = self.stream.take(self._sft_position(self.step), c.sft.batch_size)
         rows = [golden_episode(t, self.env, self.fmt, c.data.tool_view, c.rollout.max_seq_len) for t in tasks]
-        tokens, attn, loss_mask = pack(rows, self.fmt.pad_id)
+        # Fixed width (max_seq_len): one compiled SFT step for the whole run.
+        tokens, attn, loss_mask = pack(rows, self.fmt.pad_id, max_len=c.rollout.max_seq_len)
         batch = steps.to_device_batch({"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask}, self.mesh)
         graphdef, state = nnx.split((self.model, self.optimizer))
         fn = self._get("sft", lambda: steps.make_sft_step(graphdef, self.mesh, state))
@@ -227,7 +228,8 @@ class Trainer:
         t0 = time.perf_counter()
         batch = rollout(tasks, g, self._generate_fn(), self.env, self.fmt, key, mode=c.rollout.mode,
                         max_turns=c.rollout.max_turns, max_new_tokens=c.rollout.max_new_tokens,
-                        max_seq_len=c.rollout.max_seq_len, tool_view=c.data.tool_view)
+                        max_seq_len=c.rollout.max_seq_len, tool_view=c.data.tool_view,
+                        multiple=c.rollout.pad_multiple)
         t1 = time.perf_counter()
         scored = self.reward_fn(batch)
         advantages, degenerate = grpo.group_advantages(jnp.asarray(scored.reward), g, scale_by_std=c.grpo.scale_by_std)
