@@ -133,6 +133,8 @@ class WandbRun:
         self.run = wandb.init(
             project=project, entity=entity or None, name=name or None, id=run_id, resume="allow",
             dir=str(workdir), config=config, mode=self.mode,
+            # No system-metrics sampler or console capture: on a 2-core CPU box they cost training time.
+            settings=wandb.Settings(x_disable_stats=True, console="off"),
         )
 
     @property
