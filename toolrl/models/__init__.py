@@ -1,0 +1,20 @@
+"""Policy model: NNX decoder (Llama / Qwen2 / SmolLM2), HF checkpoint IO, sharding rules, sampler.
+
+Main entry points::
+
+    from toolrl.models import load_pretrained, generate, SamplingParams
+    model, tokenizer, config = load_pretrained("smollm2_135m")   # or a local HF directory
+    out = generate(model, [token_ids], SamplingParams(max_new_tokens=64, greedy=True))
+"""
+
+from toolrl.models.checkpoint_io import CheckpointError, load_pretrained, save_pretrained
+from toolrl.models.config import ModelConfig, RopeScaling, UnknownArchitectureError
+from toolrl.models.decoder import Decoder, KVCache, init_model, sequence_logprobs, token_logprobs
+from toolrl.models.sampler import SampleOutput, SamplingParams, generate
+from toolrl.models.sharding import LOGICAL_AXIS_RULES, make_mesh, shard_model
+
+__all__ = [
+    "CheckpointError", "Decoder", "KVCache", "LOGICAL_AXIS_RULES", "ModelConfig", "RopeScaling",
+    "SampleOutput", "SamplingParams", "UnknownArchitectureError", "generate", "init_model",
+    "load_pretrained", "make_mesh", "save_pretrained", "sequence_logprobs", "shard_model", "token_logprobs",
+]
