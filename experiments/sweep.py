@@ -251,6 +251,59 @@ def eval_summary(eval_json: Mapping[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- running
 
 
+class RunLock:
+    """``<run_dir>/.lock`` (created exclusively, holding host and pid): one process per run.
+
+    Parallel workers (W&B agents on a shared filesystem, or two local sweeps) must not train into
+    the same workdir. A lock left by a dead process on this host is stale and taken over; a lock of
+    another host is honoured (the caller waits for that run or skips it).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / ".lock"
+        self.held = False
+
+    def owner(self) -> tuple[str, int] | None:
+        try:
+            host, pid = self.path.read_text().split()
+            return host, int(pid)
+        except (OSError, ValueError):
+            return None
+
+    def stale(self) -> bool:
+        owner = self.owner()
+        if owner is None or owner[0] != os.uname().nodename:
+            return False
+        try:
+            os.kill(owner[1], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self.stale():
+                    self.path.unlink(missing_ok=True)
+                    continue
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.uname().nodename} {os.getpid()}")
+            self.held = True
+            return True
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
 def execute(spec: RunSpec, settings: SweepSettings, commands: CommandFn = default_commands,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs one spec's subprocesses in order, then writes its results.json (and appends results.jsonl).
@@ -296,7 +349,9 @@ def run_sweep(settings: SweepSettings, commands: CommandFn = default_commands, l
     """Runs every unfinished run of the plan in order; returns name -> "skipped" / "done" / "failed: ...".
 
     A failed SFT run marks the GRPO runs of its seed "blocked" (they need its checkpoint); other
-    failures do not stop the sweep. ``max_runs`` stops after that many executed runs (sizing).
+    failures do not stop the sweep. ``max_runs`` stops after that many executed runs (sizing). A run
+    locked by another live process (:class:`RunLock`) is waited for when later runs need it (an SFT
+    run), else reported "locked" and left to its owner.
     """
     sweep_dir = Path(settings.sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -317,6 +372,16 @@ def run_sweep(settings: SweepSettings, commands: CommandFn = default_commands, l
         if max_runs is not None and executed >= max_runs:
             status[spec.name] = "pending"
             continue
+        lock = RunLock(spec.directory(sweep_dir))
+        if not lock.acquire():
+            if spec.kind == "sft" and wait_for(spec.directory(sweep_dir), lock, log):
+                status[spec.name] = "skipped"
+                continue
+            status[spec.name] = "locked"
+            log(f"[{i + 1}/{len(runs)}] {spec.name}: locked by {lock.owner()}, left to it")
+            if spec.kind == "sft":
+                failed_sft.add(spec.seed)
+            continue
         log(f"[{i + 1}/{len(runs)}] {spec.name}: running")
         executed += 1
         try:
@@ -327,7 +392,19 @@ def run_sweep(settings: SweepSettings, commands: CommandFn = default_commands, l
             log(f"  {spec.name}: FAILED ({err}); see {spec.directory(sweep_dir)}/*.log")
             if spec.kind == "sft":
                 failed_sft.add(spec.seed)
+        finally:
+            lock.release()
     return status
+
+
+def wait_for(run_dir: Path, lock: RunLock, log: Callable[[str], None], poll_s: float = 30.0,
+             timeout_s: float = 6 * 3600) -> bool:
+    """Waits while another process holds ``run_dir``'s lock; True when the run then is finished."""
+    log(f"  {run_dir}: locked by {lock.owner()}, waiting for it")
+    deadline = time.time() + timeout_s
+    while lock.path.exists() and not lock.stale() and time.time() < deadline:
+        time.sleep(poll_s)
+    return is_finished(run_dir)
 
 
 # ----------------------------------------------------------------------------- aggregation

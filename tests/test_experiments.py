@@ -113,6 +113,19 @@ def test_failed_sft_blocks_its_seeds_grpo_runs(tmp_path, fake_commands, monkeypa
     assert status["binary/seed1"] == "done"
 
 
+def test_run_locks(tmp_path, fake_commands):
+    settings = _settings(tmp_path, seeds=(0,), modes=("binary",), zero_shot=False)
+    busy = sweep.RunSpec("grpo", "binary", 0).directory(settings.sweep_dir)
+    busy.mkdir(parents=True)
+    (busy / ".lock").write_text("some-other-host 1")  # a live worker elsewhere: honoured
+    status = sweep.run_sweep(settings, fake_commands, log=lambda s: None)
+    assert status == {"sft/seed0": "done", "binary/seed0": "locked"}
+    assert not (tmp_path / "sweep" / "sft" / "seed0" / ".lock").exists()  # released after the run
+    (busy / ".lock").write_text(f"{__import__('os').uname().nodename} 999999999")  # dead pid here: stale
+    status = sweep.run_sweep(settings, fake_commands, log=lambda s: None)
+    assert status == {"sft/seed0": "skipped", "binary/seed0": "done"}
+
+
 def test_max_runs_leaves_the_rest_pending(tmp_path, fake_commands):
     status = sweep.run_sweep(_settings(tmp_path), fake_commands, log=lambda s: None, max_runs=2)
     assert [k for k, v in status.items() if v == "done"] == ["zero_shot", "sft/seed0"]
