@@ -225,14 +225,18 @@ def plot(cells: list[Cell], path: Path) -> None:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out_dir", "artifacts/synth_report", "where efficiency.csv / .png and reachability.csv go")
-flags.DEFINE_float("seconds_per_cell", 4.0, "time bound of one (sampler, complexity) cell")
-flags.DEFINE_integer("max_attempts", 1_000_000, "attempt bound of one baseline cell")
-flags.DEFINE_integer("constrained_attempts", 2000, "attempt bound of one constrained cell")
-flags.DEFINE_integer("enumerate_up_to", 5, "exhaustively count distinct valid call sets up to this size")
-flags.DEFINE_integer("seed", 0, "sampler seed")
-flags.DEFINE_string("data_dir", None, "benchmark data directory (default: the bundled one)")
-flags.DEFINE_string("cache", None, "response cache file (default: the user cache, built on first use)")
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a program (importing must not claim global flag names)."""
+    flags.DEFINE_string("out_dir", "artifacts/synth_report", "where efficiency.csv / .png and reachability.csv go")
+    flags.DEFINE_float("seconds_per_cell", 4.0, "time bound of one (sampler, complexity) cell")
+    flags.DEFINE_integer("max_attempts", 1_000_000, "attempt bound of one baseline cell")
+    flags.DEFINE_integer("constrained_attempts", 2000, "attempt bound of one constrained cell")
+    flags.DEFINE_integer("enumerate_up_to", 5, "exhaustively count distinct valid call sets up to this size")
+    flags.DEFINE_integer("seed", 0, "sampler seed")
+    flags.DEFINE_string("data_dir", None, "benchmark data directory (default: the bundled one)")
+    flags.DEFINE_string("cache", None, "response cache file (default: the user cache, built on first use)")
 
 
 def main(argv: list[str]) -> None:
@@ -249,4 +253,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
