@@ -242,10 +242,20 @@ def _mean(values: Iterable[Any]) -> float | None:
 
 
 def eval_summary(eval_json: Mapping[str, Any]) -> dict[str, Any]:
-    """Per split: the overall complete-bucket metrics (counts, rates, errors) and policy counters."""
-    return {split: {"overall": s["overall"], "by_domain": s.get("by_domain", {}), "policy": s.get("policy", {}),
-                    "seconds": s.get("seconds")}
-            for split, s in eval_json.get("splits", {}).items()}
+    """Per split: the overall complete-bucket metrics (counts, rates, errors), policy counters, and
+    denser signals for small budgets: the share of optional (free, location-lookup) golden calls
+    matched, and per evaluated turn the mean number of predicted calls and of unparseable blocks."""
+    out = {}
+    for split, s in eval_json.get("splits", {}).items():
+        overall = dict(s["overall"])
+        free = overall.get("free_calls") or 0
+        overall["free_call_match_rate"] = overall.get("free_calls_matched", 0) / free if free else None
+        turns = s.get("turns") or []
+        overall["calls_per_turn"] = sum(len(t.get("predicted", [])) for t in turns) / len(turns) if turns else None
+        overall["format_errors_per_turn"] = sum(t.get("format_errors", 0) for t in turns) / len(turns) if turns else None
+        out[split] = {"overall": overall, "by_domain": s.get("by_domain", {}), "policy": s.get("policy", {}),
+                      "seconds": s.get("seconds")}
+    return out
 
 
 # ----------------------------------------------------------------------------- running
@@ -482,6 +492,8 @@ TABLE_METRICS = (
     ("turn acc %", "eval.eval_100.overall.turn_accuracy", 100.0),
     ("call acc %", "eval.eval_100.overall.call_accuracy", 100.0),
     ("success %", "eval.eval_100.overall.success_rate", 100.0),
+    ("free calls matched %", "eval.eval_100.overall.free_call_match_rate", 100.0),
+    ("calls / turn", "eval.eval_100.overall.calls_per_turn", 1.0),
     ("train reward, first half", "train.reward_mean_first_half", 1.0),
     ("train reward, second half", "train.reward_mean_second_half", 1.0),
 )

@@ -173,7 +173,7 @@ def test_markdown_table_aggregates_over_seeds(tmp_path, fake_commands):
     assert (mean, n) == (pytest.approx(0.2), 3) and half == pytest.approx(0.248414, abs=1e-6)  # seeds 1,2,3 -> 0.1,0.2,0.3
     table = sweep.markdown_table(results)
     assert list(agg) == ["zero-shot", "SFT warm start (before GRPO)", "graduated"]
-    assert "| graduated | 20.0 ± 24.8 (n=3) | 50.0 ± 0.0 (n=3) |" in table
+    assert "| graduated | 20.0 ± 24.8 (n=3) | 50.0 ± 0.0 (n=3) | 0.0 ± 0.0 (n=3) |" in table
     assert "| zero-shot | 0.0 (n=1) |" in table
     errors = sweep.error_table(results)
     assert "| graduated | 2.0 | 1.0 |" in errors  # wrong_value = seed: mean of 1, 2, 3

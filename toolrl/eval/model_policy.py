@@ -16,8 +16,9 @@ it knows about tools, else the Hermes / ChatML fallback). How the candidate tool
 
 Generation is deterministic (greedy) and stops at the end-of-turn token. Requests are sorted by
 prompt length and cut into chunks of ``config.batch_size``; the last chunk is padded with repeats so
-that every chunk has the same batch size and prompts are bucketed to a multiple of ``prompt_bucket``
-tokens: a whole evaluation compiles one program per prompt-length bucket.
+that every chunk has the same batch size, and every chunk of one call is left-padded to the same
+width (the longest prompt of the call rounded up to a multiple of ``prompt_bucket``): one call (one
+protocol round) compiles at most one program, and calls of the same width reuse it.
 """
 
 from __future__ import annotations
@@ -119,13 +120,14 @@ class ModelPolicy:
         started = time.perf_counter()
         prompts = [self.prompt_ids(r) for r in requests]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        width = -(-max(len(p) for p in prompts) // self.prompt_bucket) * self.prompt_bucket
         texts: list[str] = [""] * len(prompts)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             batch = [prompts[i] for i in chunk]
             batch += [batch[-1]] * (self.batch_size - len(batch))  # static batch size: one program per bucket
             out = generate(self.model, batch, self.params, jax.random.key(0), pad_id=self.pad_id,
-                           bucket=self.prompt_bucket, mesh=self.mesh, tokenizer=self.tokenizer)
+                           bucket=width, mesh=self.mesh, tokenizer=self.tokenizer)
             for row, i in enumerate(chunk):
                 texts[i] = out.texts[row]
                 self.stats.generated_tokens += int(out.completion_mask[row].sum())
@@ -137,7 +139,7 @@ class ModelPolicy:
 
 
 def make_model_policy(model: Any, tokenizer: Any, config: Any, *, tool_view: str = "compact",
-                      model_config: Any = None, max_prompt_tokens: int = 0, prompt_bucket: int = 64,
+                      model_config: Any = None, max_prompt_tokens: int = 0, prompt_bucket: int = 128,
                       mesh: Any = None, batch_size: int | None = None,
                       max_new_tokens: int | None = None) -> ModelPolicy:
     """A batched greedy policy over ``model`` for :func:`toolrl.eval.evaluate` / ``run_evaluation``.
@@ -150,7 +152,7 @@ def make_model_policy(model: Any, tokenizer: Any, config: Any, *, tool_view: str
       tool_view: how tools are shown (module docstring); match the training run's ``data.tool_view``.
       model_config: the model's ModelConfig (default ``model.config``): stop and pad ids.
       max_prompt_tokens: cut longer prompts from the left (0 = never; counted in ``stats``).
-      prompt_bucket: prompts are left-padded to a multiple of this many tokens.
+      prompt_bucket: prompts are left-padded to a common width, a multiple of this many tokens.
       mesh: shard the batch over this mesh's batch axes (None = default device placement).
       batch_size, max_new_tokens: override the config's values.
 
