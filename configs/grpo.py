@@ -27,6 +27,7 @@ def get_config():
     config.sft.num_steps = 6
     config.sft.batch_size = 2
     config.sft.learning_rate = 5e-5
+    config.grpo.micro_batches = 4  # 2 sequences per backward pass: fits beside other jobs in RAM
     config.optim.learning_rate = 2e-6
     config.train.num_steps = 6
     config.train.save_every = 3

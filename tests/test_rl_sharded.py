@@ -84,3 +84,40 @@ def test_sharded_step_equals_unsharded(mesh):
     assert result["max_param_diff"] < 1e-4
     # The parameters really were split over the mesh (not all replicated).
     assert any(spec != "PartitionSpec()" for spec in result["sharded_specs"])
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "constant"])
+def test_micro_batched_step_equals_full_batch(aggregation):
+    """Gradient accumulation over 4 micro-batches gives the full-batch loss and update."""
+    import numpy as np
+    from flax import nnx
+
+    from toolrl.models.config import ModelConfig
+    from toolrl.models.decoder import init_model
+    from toolrl.rl import grpo, steps
+
+    cfg = ModelConfig.tiny()
+    rng = np.random.default_rng(1)
+    B, T = 8, 24
+    attn = np.ones((B, T), bool)
+    attn[:, 20:] = False
+    loss_mask = np.ones((B, T), bool)
+    loss_mask &= np.arange(T)[None, :] >= (8 + np.arange(B) % 5)[:, None]  # ragged: exercises the weighting
+    loss_mask &= attn
+    batch = {"tokens": rng.integers(3, cfg.vocab_size, (B, T)).astype(np.int32), "attention_mask": attn,
+             "loss_mask": loss_mask, "advantages": rng.normal(size=B).astype(np.float32),
+             "valid": np.array([1, 1, 0, 1, 1, 1, 1, 0], bool)}
+    loss_config = grpo.LossConfig(beta=0.0, aggregation=aggregation, max_tokens=T)
+    results = []
+    for micro in (1, 4):
+        model = init_model(cfg, seed=0)
+        opt = steps.make_optimizer(model, 1e-3)
+        graphdef, state = nnx.split((model, opt))
+        fn = steps.make_grpo_step(graphdef, loss_config, None, state, use_old_logp=False, micro_batches=micro)
+        new_state, metrics = fn(state, steps.to_device_batch(batch, None))
+        nnx.update((model, opt), new_state)
+        flat = [np.asarray(v.get_value()) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+        results.append((float(metrics["loss"]), float(metrics["grad_norm"]), flat))
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-5, abs=1e-7)
+    assert results[1][1] == pytest.approx(results[0][1], rel=1e-4)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(results[0][2], results[1][2])) < 1e-4

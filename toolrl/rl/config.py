@@ -83,6 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.grpo.scale_by_std = True  # Divide advantages by the group std (False = Dr.GRPO).
     c.grpo.mask_degenerate = True  # Drop groups whose rewards are all equal from the loss.
     c.grpo.num_iterations = 1  # Updates per rollout batch (mu); >1 makes the ratio/clip matter.
+    c.grpo.micro_batches = 1  # Gradient accumulation chunks per update (memory / micro_batches).
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 2e-6
@@ -165,6 +166,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(g.beta >= 0, f"grpo.beta={g.beta} must be >= 0")
     check(g.aggregation in AGGREGATIONS, f"grpo.aggregation={g.aggregation!r} must be one of {sorted(AGGREGATIONS)}")
     check(g.num_iterations >= 1, f"grpo.num_iterations={g.num_iterations} must be >= 1")
+    check(g.micro_batches >= 1 and (r.prompts_per_step * r.group_size) % g.micro_batches == 0,
+          f"grpo.micro_batches={g.micro_batches} must divide rollout.prompts_per_step·group_size="
+          f"{r.prompts_per_step * r.group_size}")
     check(o.learning_rate > 0 and s.learning_rate > 0, "optim.learning_rate and sft.learning_rate must be > 0")
     check(o.warmup_steps >= 0, f"optim.warmup_steps={o.warmup_steps} must be >= 0")
     check(config.reward.atomic_weight >= 0 and config.reward.orchestration_weight >= 0,

@@ -171,6 +171,24 @@ def _constant(per_token: Array, mask: Array, max_tokens: int) -> Array:
     return (per_token * mask).sum() / (jnp.maximum(has_tokens.sum(), 1.0) * denominator)
 
 
+def loss_denominator(mask: Array, aggregation: str, max_tokens: int = 0) -> Array:
+    """The denominator each aggregation divides a sum over sequences by (its numerator decomposes
+    over sequences, so a batch split into micro-batches weighs micro-batch j by den_j / den_total).
+
+    mask: [B, T]. Returns a float32 scalar (>= 1).
+    """
+    mask = mask.astype(jnp.float32)
+    if aggregation == "token_mean":
+        den = mask.sum()
+    elif aggregation == "sequence_mean":
+        den = (mask.sum(axis=1) > 0).sum().astype(jnp.float32)
+    elif aggregation == "constant":
+        den = (mask.sum(axis=1) > 0).sum().astype(jnp.float32) * (max_tokens if max_tokens > 0 else mask.shape[1])
+    else:
+        raise ValueError(f"unknown aggregation {aggregation!r}; expected one of {sorted(AGGREGATIONS)}")
+    return jnp.maximum(den, 1.0)
+
+
 def aggregate(per_token: Array, mask: Array, aggregation: str, max_tokens: int = 0) -> Array:
     """Scalar loss from [B, T] per-token values and a [B, T] mask, by the named aggregation."""
     if aggregation not in AGGREGATIONS:

@@ -54,7 +54,7 @@ SFT_BATCH = {"tokens": 2, "attention_mask": 2, "loss_mask": 2}
 
 
 def make_grpo_step(graphdef: nnx.GraphDef, loss_config: grpo.LossConfig, mesh: Mesh | None, state: Any,
-                   use_old_logp: bool) -> Callable[[Any, Batch], tuple[Any, dict[str, jax.Array]]]:
+                   use_old_logp: bool, micro_batches: int = 1) -> Callable[[Any, Batch], tuple[Any, dict[str, jax.Array]]]:
     """`step(state, batch) -> (state, metrics)`: one GRPO gradient update.
 
     Args:
@@ -64,19 +64,50 @@ def make_grpo_step(graphdef: nnx.GraphDef, loss_config: grpo.LossConfig, mesh: M
       state: an example state (its shardings are reused for the output).
       use_old_logp: read batch["old_logp"] (several updates per rollout); otherwise the sampling
         policy is the current one and old_logp = stop_gradient(logp) (ratio 1, clip inactive).
+      micro_batches: split the batch into this many chunks and accumulate gradients (`lax.scan`):
+        activation memory / micro_batches, same gradient (each chunk's loss is weighted by its share
+        of the aggregation's denominator, `grpo.loss_denominator`).
     """
+
+    def micro_loss(model: nnx.Module, mb: Batch, total_den: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        mask = mb["loss_mask"][:, 1:] & mb["valid"][:, None]
+        logp = sequence_logprobs(model, mb["tokens"], mb["attention_mask"])  # [b, L-1]
+        old = mb["old_logp"] if use_old_logp else jax.lax.stop_gradient(logp)
+        loss, metrics = grpo.grpo_loss(logp, old, mb.get("ref_logp"), mb["advantages"], mask, loss_config)
+        weight = grpo.loss_denominator(mask, loss_config.aggregation, loss_config.max_tokens) / total_den
+        return loss * weight, metrics
 
     def step(state: Any, batch: Batch) -> tuple[Any, dict[str, jax.Array]]:
         model, optimizer = nnx.merge(graphdef, state)
-        mask = batch["loss_mask"][:, 1:] & batch["valid"][:, None]
+        full_mask = batch["loss_mask"][:, 1:] & batch["valid"][:, None]
+        total_den = grpo.loss_denominator(full_mask, loss_config.aggregation, loss_config.max_tokens)
+        # Differentiate a pure function of the parameters (not the module): it can run inside scan.
+        mgraph, params, rest = nnx.split(model, nnx.Param, ...)
 
-        def loss_fn(model: nnx.Module) -> tuple[jax.Array, dict[str, jax.Array]]:
-            logp = sequence_logprobs(model, batch["tokens"], batch["attention_mask"])  # [B, L-1]
-            old = batch["old_logp"] if use_old_logp else jax.lax.stop_gradient(logp)
-            ref = batch.get("ref_logp")
-            return grpo.grpo_loss(logp, old, ref, batch["advantages"], mask, loss_config)
+        def params_loss(params: Any, mb: Batch, total_den: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+            return micro_loss(nnx.merge(mgraph, params, rest), mb, total_den)
 
-        (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        grad_fn = jax.value_and_grad(params_loss, has_aux=True)
+        if micro_batches == 1:
+            (loss, metrics), grads = grad_fn(params, batch, total_den)
+        else:
+            chunks = jax.tree.map(lambda x: x.reshape(micro_batches, -1, *x.shape[1:]), batch)
+            zero = jax.tree.map(jnp.zeros_like, params)
+
+            def body(carry, mb):
+                grads, loss, tokens, sums = carry
+                (l, m), g = grad_fn(params, mb, total_den)
+                n = m["tokens"]
+                # Token-weighted sums of the per-token diagnostics; pg_loss adds like the loss.
+                sums = {k: sums[k] + (m[k] * n if k not in ("pg_loss",) else m[k]) for k in sums}
+                return (jax.tree.map(jnp.add, grads, g), loss + l, tokens + n, sums), None
+
+            keys = ("kl", "clip_fraction", "clip_low", "clip_high", "ratio_mean", "pg_loss")
+            init = (zero, jnp.zeros(()), jnp.zeros(()), {k: jnp.zeros(()) for k in keys})
+            (grads, loss, tokens, sums), _ = jax.lax.scan(body, init, chunks)
+            metrics = {k: sums[k] / jnp.maximum(tokens, 1.0) for k in keys if k != "pg_loss"}
+            metrics["pg_loss"] = sums["pg_loss"] / micro_batches  # diagnostic only (unweighted mean)
+            metrics["tokens"] = tokens
         metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
         optimizer.update(model, grads)
         return nnx.state((model, optimizer)), metrics

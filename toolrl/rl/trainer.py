@@ -248,7 +248,8 @@ class Trainer:
             if self.ref_state is not None:
                 ref_model_state = nnx.merge_state(mstate, self.ref_state)
                 device["ref_logp"] = logp_fn(ref_model_state, device["tokens"], device["attention_mask"])
-        fn = self._get("grpo", lambda: steps.make_grpo_step(graphdef, self.loss_config, self.mesh, state, use_old))
+        fn = self._get("grpo", lambda: steps.make_grpo_step(graphdef, self.loss_config, self.mesh, state, use_old,
+                                                                    c.grpo.micro_batches))
         metrics: dict[str, Any] = {}
         for _ in range(c.grpo.num_iterations):
             state, m = fn(state, device)
