@@ -33,9 +33,8 @@ CONFIDENCE = 0.95
 import sys
 sys.path.insert(0, str(ROOT))
 import numpy as np
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+%matplotlib inline
 from IPython.display import Markdown, display
 from experiments import sweep
 
@@ -92,7 +91,9 @@ else:
     new_markdown_cell("""## Turn accuracy before / after GRPO, per mode
 
 "Before" is the SFT warm start of the same seed (identical for every mode), "after" the final GRPO
-checkpoint; the dashed line is the untrained model. Bars: mean over seeds, whiskers: 95% t-interval."""),
+checkpoint; the dashed line is the untrained model. Bars: mean over seeds, whiskers: 95% t-interval.
+Right: share of the optional location-lookup calls (the first thing most turns need) matched, a denser
+signal than turn accuracy at a small budget."""),
     new_code_cell("""def ci(values):
     return sweep.t_interval(values, CONFIDENCE)
 
@@ -101,8 +102,8 @@ def acc(r, key="turn_accuracy"):
 
 sft_by_seed = {r["seed"]: r for r in groups.get("SFT warm start (before GRPO)", [])}
 zero = [acc(r) for r in groups.get("zero-shot", [])]
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for ax, key in zip(axes, ("turn_accuracy", "call_accuracy")):
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+for ax, key in zip(axes, ("turn_accuracy", "call_accuracy", "free_call_match_rate")):
     x = np.arange(len(modes))
     for offset, which in ((-0.18, "before"), (0.18, "after")):
         stats = []
