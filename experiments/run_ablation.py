@@ -61,6 +61,9 @@ CPU_OVERRIDES = (
     "--config.rollout.max_new_tokens=48",
     "--config.rollout.max_seq_len=320",
     "--config.sft.batch_size=2",
+    "--config.grpo.micro_batches=2",
+    # 5x configs/grpo.py's 2e-6: with 3 GRPO steps the default barely moves the policy.
+    "--config.optim.learning_rate=1e-5",
 )
 
 
