@@ -190,3 +190,36 @@ def test_select_turns_is_fixed_and_balanced():
     assert [t.i for t in picked] == [0, 3, 5]  # one per domain, in file order
     assert [t.i for t in select_turns(tasks, 4)] == [0, 1, 3, 5]
     assert [t.i for t in select_turns(tasks, 0)] == [0, 1, 3, 4, 5]
+
+
+# ----------------------------------------------------------------------------- the model policy
+
+
+def test_model_policy_on_the_tiny_model():
+    """Batched greedy policy: one text per request in request order, deterministic, prompts rendered
+    with the training system prompt (compact view) or the chat template's tool listing (hermes)."""
+    from toolrl.eval.model_policy import make_model_policy, render_prompts
+    from toolrl.eval.types import PolicyRequest
+    from toolrl.rl.policy_model import load_policy
+
+    model, tokenizer, model_config = load_policy("tiny", "", "float32", None, 0)
+    tool = {"name": "Search_Car_Location", "description": "Find a place.",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}
+    history = ({"role": "user", "content": "A car at Zurich"},
+               {"role": "assistant", "content": "", "tool_calls": [{"name": "Search_Car_Location", "arguments": {"query": "Zurich"}}]},
+               {"role": "tool", "name": "Search_Car_Location", "content": '{"status": true}'})
+    requests = [PolicyRequest("a", 0, 0, history[:1], (tool,)), PolicyRequest("b", 0, 0, history, (tool,)),
+                PolicyRequest("c", 1, 0, history[:1], (tool,))]
+    compact, hermes = render_prompts(requests[1:2], tokenizer, "compact")[0], render_prompts(requests[1:2], tokenizer, "hermes")[0]
+    assert "Search_Car_Location(query: string)" in compact and "<tools>" not in compact
+    assert '"name": "Search_Car_Location"' in hermes and "<tools>" in hermes
+    assert "<tool_response>" in compact and compact.endswith("<|im_start|>assistant\n")
+
+    policy = make_model_policy(model, tokenizer, None, model_config=model_config, batch_size=2, max_new_tokens=4)
+    texts = policy(requests)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    assert texts[0] == texts[2]  # same prompt, greedy: same answer, whatever the batch position
+    assert policy(requests[::-1]) == texts[::-1]
+    assert policy.stats.requests == 6 and policy.stats.batches == 4  # 3 requests in chunks of 2, twice
+    with pytest.raises(ValueError, match="tool_view"):
+        make_model_policy(model, tokenizer, None, tool_view="nope", batch_size=1, max_new_tokens=1)
