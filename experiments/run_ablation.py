@@ -92,6 +92,8 @@ def main(argv: list[str]) -> None:
         print(sweep.markdown_table(results))
         print()
         print(sweep.error_table(results))
+        print()
+        print(sweep.wall_time_table(results))
         return
     if FLAGS.dry_run:
         for spec in sweep.plan(settings):

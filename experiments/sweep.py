@@ -528,3 +528,18 @@ def error_table(results: Sequence[Mapping[str, Any]], split: str = "eval_100") -
             cells.append(f"{sum(values) / len(values):.1f}" if values else "–")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def wall_time_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """Seconds spent per row label: runs, mean train and eval time per run, total."""
+    lines = ["| run | runs | train s / run | eval s / run | total s |", "|---|---|---|---|---|"]
+    grand = 0.0
+    for label, runs in group(results).items():
+        train = [r["seconds"].get("train") for r in runs if r["seconds"].get("train") is not None]
+        evals = [r["seconds"].get("eval") for r in runs if r["seconds"].get("eval") is not None]
+        total = sum(r["seconds"].get("total", 0.0) for r in runs)
+        grand += total
+        lines.append(f"| {label} | {len(runs)} | {sum(train) / len(train):.0f} | {sum(evals) / len(evals):.0f} | {total:.0f} |"
+                     if train else f"| {label} | {len(runs)} | – | {sum(evals) / len(evals):.0f} | {total:.0f} |")
+    lines.append(f"| all | {len(results)} | | | {grand:.0f} ({grand / 60:.1f} min) |")
+    return "\n".join(lines)
