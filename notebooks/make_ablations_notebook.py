@@ -92,8 +92,9 @@ else:
 
 "Before" is the SFT warm start of the same seed (identical for every mode), "after" the final GRPO
 checkpoint; the dashed line is the untrained model. Bars: mean over seeds, whiskers: 95% t-interval.
-Right: share of the optional location-lookup calls (the first thing most turns need) matched, a denser
-signal than turn accuracy at a small budget."""),
+Denser signals than turn accuracy at a small budget: the share of the optional location-lookup calls
+(the first thing most turns need) matched, and per evaluated turn the calls made and the `<tool_call>`
+blocks that did not parse."""),
     new_code_cell("""def ci(values):
     return sweep.t_interval(values, CONFIDENCE)
 
@@ -102,8 +103,10 @@ def acc(r, key="turn_accuracy"):
 
 sft_by_seed = {r["seed"]: r for r in groups.get("SFT warm start (before GRPO)", [])}
 zero = [acc(r) for r in groups.get("zero-shot", [])]
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-for ax, key in zip(axes, ("turn_accuracy", "call_accuracy", "free_call_match_rate")):
+panels = [("turn_accuracy", 100, "%"), ("call_accuracy", 100, "%"), ("free_call_match_rate", 100, "%"),
+          ("calls_per_turn", 1, ""), ("format_errors_per_turn", 1, "")]
+fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4))
+for ax, (key, scale, unit) in zip(axes, panels):
     x = np.arange(len(modes))
     for offset, which in ((-0.18, "before"), (0.18, "after")):
         stats = []
@@ -114,14 +117,13 @@ for ax, key in zip(axes, ("turn_accuracy", "call_accuracy", "free_call_match_rat
             stats.append(ci(values))
         means = np.array([s[0] for s in stats])
         halves = np.nan_to_num(np.array([s[1] for s in stats]))
-        ax.bar(x + offset, 100 * means, 0.36, yerr=100 * halves, capsize=3, label=f"{which} GRPO")
+        ax.bar(x + offset, scale * means, 0.36, yerr=scale * halves, capsize=3, label=f"{which} GRPO")
     zero_value = [acc(r, key) for r in groups.get("zero-shot", [])]
     if zero_value and zero_value[0] is not None:
-        ax.axhline(100 * zero_value[0], ls="--", color="gray", label="zero-shot")
-    ax.set_xticks(x, [f"{m}\\n(n={len(groups[m])})" for m in modes])
-    ax.set_ylabel(f"{key.replace('_', ' ')} (%)")
-    ax.set_title(f"{SPLIT}: {key.replace('_', ' ')}")
-    ax.legend(fontsize=8)
+        ax.axhline(scale * zero_value[0], ls="--", color="gray", label="zero-shot")
+    ax.set_xticks(x, [f"{m}\\n(n={len(groups[m])})" for m in modes], fontsize=8)
+    ax.set_title(f"{key.replace('_', ' ')}" + (f" ({unit})" if unit else ""), fontsize=10)
+    ax.legend(fontsize=7)
 fig.tight_layout()
 plt.show()"""),
     new_markdown_cell("""## Error breakdown
