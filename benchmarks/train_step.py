@@ -1,7 +1,7 @@
 """Seconds per GRPO step (rollout, reward, update separately) and tokens/s at a config.
 
     python benchmarks/train_step.py                       # configs/grpo.py (SmolLM2-135M, CPU sizing)
-    python benchmarks/train_step.py --config=configs/tiny.py --steps=5
+    python benchmarks/train_step.py --bench_config=configs/tiny.py --steps=5
 
 Runs `--warmup` GRPO steps (compilation) then `--steps` measured steps in a scratch workdir, with no
 SFT warm start, checkpoints or W&B, and prints one JSON line of means over the measured steps.
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-FLAGS = flags.DEFINE_string("config", "configs/grpo.py", "config file")
+FLAGS = flags.DEFINE_string("bench_config", "configs/grpo.py", "config file")
 STEPS = flags.DEFINE_integer("steps", 3, "measured GRPO steps")
 WARMUP = flags.DEFINE_integer("warmup", 1, "unmeasured steps (compilation)")
 
