@@ -494,8 +494,8 @@ TABLE_METRICS = (
     ("success %", "eval.eval_100.overall.success_rate", 100.0),
     ("free calls matched %", "eval.eval_100.overall.free_call_match_rate", 100.0),
     ("calls / turn", "eval.eval_100.overall.calls_per_turn", 1.0),
-    ("train reward, first half", "train.reward_mean_first_half", 1.0),
-    ("train reward, second half", "train.reward_mean_second_half", 1.0),
+    ("train reward (own mode, mean over steps)", "train.reward_mean", 1.0),
+    ("degenerate GRPO groups", "train.degenerate_fraction_mean", 1.0),
 )
 
 
