@@ -8,13 +8,16 @@ exact tokens the policy sampled, and tells which tokens are the policy's (traine
 environment's (masked out of the loss).
 
 The layout is ChatML (SmolLM2, Qwen2): ``<|im_start|>role\\ncontent<|im_end|>\\n``; tool responses
-go in a user-role message inside ``<tool_response>`` tags (as in the Qwen2.5 template).
+go in a user-role message, one ``<tool_response>`` block per call (as in the Qwen2.5 template). The
+text comes from `toolrl.data.chat.render_hermes`, so training and evaluation prompts are identical.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Protocol, Sequence
+
+from toolrl.data.chat import render_hermes
 
 
 class Tokenizer(Protocol):
@@ -55,23 +58,21 @@ class ChatFormat:
     end_id: int
     pad_id: int
 
-    def _message(self, role: str, content: str) -> str:
-        return f"<|im_start|>{role}\n{content}<|im_end|>\n"
+    def prompt_ids(self, system: str, user: str, history: Sequence[tuple[str, Sequence[str]]] = ()) -> list[int]:
+        """System + user (+ golden history as (assistant text, [tool response texts]) pairs) + assistant header.
 
-    def prompt_ids(self, system: str, user: str, history: Sequence[tuple[str, str]] = ()) -> list[int]:
-        """System + user (+ golden history as (assistant text, tool text) pairs) + assistant header."""
-        text = self._message("system", system) + self._message("user", user)
-        for assistant, tool in history:
-            text += self._message("assistant", assistant) + self._tool_message(tool)
-        return encode(self.tokenizer, text + "<|im_start|>assistant\n")
-
-    def _tool_message(self, tool_text: str) -> str:
-        return self._message("user", f"<tool_response>\n{tool_text}\n</tool_response>")
+        Rendered by `toolrl.data.chat.render_hermes`, the same renderer the evaluator's prompts use."""
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        for assistant, responses in history:
+            messages.append({"role": "assistant", "content": assistant})
+            messages += [{"role": "tool", "content": r} for r in responses]
+        return encode(self.tokenizer, render_hermes(messages, add_generation_prompt=True))
 
     def env_ids(self, responses: Sequence[str]) -> list[int]:
-        """After a generated turn (which ended with end_id): newline, the tool message, next header."""
-        body = "\n".join(responses)
-        return encode(self.tokenizer, "\n" + self._tool_message(body) + "<|im_start|>assistant\n")
+        """After a generated turn (which ended with end_id): newline, the tool message (one
+        ``<tool_response>`` block per call), then the next assistant header."""
+        tool_messages = [{"role": "tool", "content": r} for r in responses]
+        return encode(self.tokenizer, "\n" + render_hermes(tool_messages, add_generation_prompt=True))
 
     def assistant_ids(self, text: str) -> list[int]:
         """A golden assistant turn as the policy should produce it: text then the end token."""

@@ -19,7 +19,7 @@ def request_prompt(fmt: ChatFormat, messages: Sequence[dict[str, Any]], tools: S
                    tool_view: str = "compact") -> list[int]:
     """Token ids of one evaluator request, ending with the assistant header."""
     query = ""
-    history: list[tuple[str, str]] = []
+    history: list[tuple[str, list[str]]] = []
     pending_tools: list[str] = []
     assistant = None
     for m in messages:
@@ -28,14 +28,14 @@ def request_prompt(fmt: ChatFormat, messages: Sequence[dict[str, Any]], tools: S
             query = str(m.get("content", ""))
         elif role == "assistant":
             if assistant is not None:
-                history.append((assistant, "\n".join(pending_tools)))
+                history.append((assistant, pending_tools))
             calls = m.get("tool_calls") or []
             assistant = "\n".join(render_call(c["name"], c.get("arguments", {})) for c in calls) or str(m.get("content", ""))
             pending_tools = []
         elif role == "tool":
             pending_tools.append(str(m.get("content", "")))
     if assistant is not None:
-        history.append((assistant, "\n".join(pending_tools)))
+        history.append((assistant, pending_tools))
     return fmt.prompt_ids(system_prompt(tools, tool_view), query, history)
 
 

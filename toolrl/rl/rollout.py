@@ -115,9 +115,9 @@ def _execute(env: Any, text: str) -> tuple[list[PredictedCall], list[str]]:
     return calls, shown
 
 
-def _history(task: Task, upto: int, env: Any) -> list[tuple[str, str]]:
-    """(assistant text, tool text) of golden turns < upto, responses through the view policy."""
-    return [(golden_turn_text(task, t), "\n".join(env.render(task.responses[i]) for i in task.turns[t]))
+def _history(task: Task, upto: int, env: Any) -> list[tuple[str, list[str]]]:
+    """(assistant text, [tool response texts]) of golden turns < upto, responses through the view policy."""
+    return [(golden_turn_text(task, t), [env.render(task.responses[i]) for i in task.turns[t]])
             for t in range(upto)]
 
 
