@@ -48,7 +48,7 @@ def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
     model, tokenizer, model_config = load_policy(config.model.preset, config.model.path, config.model.dtype,
                                                  mesh, config.seed)
     tasks = load_tasks(config.data.data_dir, config.data.train_file, config.data.max_samples,
-                       config.data.max_steps_per_sample, config.data.max_distractors)
+                       config.data.max_steps_per_sample, config.data.max_distractors, config.data.synth_dir)
     trainer = Trainer(config, model, chat_format_for(tokenizer, model_config), build_environment(config), tasks,
                       mesh, reward_fn=reward_fn)
     return trainer.run(progress=config.train.progress, stop_after=stop_after)

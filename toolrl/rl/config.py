@@ -45,7 +45,10 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.data_dir = ""  # ComplexFuncBench directory; "" = $TOOLRL_DATA_DIR or the bundled one.
-    c.data.train_file = "bfcl_training_3_per_workflow.json"  # Trace file the prompts come from.
+    # Where the prompts come from: a bundled trace file, or "synthetic:train" for a split of the
+    # synthesized toolrl_traces dataset (build it first: python -m toolrl.synth --config=configs/synth.py).
+    c.data.train_file = "bfcl_training_3_per_workflow.json"
+    c.data.synth_dir = ""  # TFDS directory of toolrl_traces ("" = the default, ~/.cache/toolrl/tfds).
     c.data.max_samples = 0  # Use only the first N samples (0 = all); small values make easy tasks.
     c.data.max_steps_per_sample = 0  # Drop samples with more golden steps (0 = keep all).
     # "compact": only the candidate tools, as one line name(param: type, ...) each — short prompts for

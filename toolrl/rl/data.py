@@ -88,11 +88,24 @@ def tasks_from_trace_samples(samples: Iterable[Any], schemas: Mapping[str, Any],
     return tasks
 
 
-def tasks_from_synth_traces(traces: Iterable[Any], schemas: Mapping[str, Any]) -> list[Task]:
-    """Tasks from `toolrl.synth.types.Trace`s (turns given by the synthesizer)."""
+def tasks_from_synth_traces(traces: Iterable[Any], schemas: Mapping[str, Any], max_steps: int = 0,
+                            max_distractors: int = -1) -> list[Task]:
+    """Tasks from `toolrl.synth.types.Trace`s (turns given by the synthesizer).
+
+    Args:
+      traces: Trace objects (e.g. `toolrl.synth.tfds_builder.load_golden_traces(split)`).
+      schemas: tool name -> ToolSchema.
+      max_steps: drop traces with more calls (0 = keep all).
+      max_distractors: keep at most this many candidate tools that no call uses (-1 = all).
+    """
     tasks = []
     for trace in traces:
         calls = trace.calls
+        if max_steps and len(calls) > max_steps:
+            continue
+        names = [n for n in dict.fromkeys(c.name for c in calls) if n in schemas]
+        distractors = [n for n in trace.candidate_tools if n in schemas and n not in names]
+        names += distractors if max_distractors < 0 else distractors[:max_distractors]
         steps = tuple(GoldenStep(c.name, dict(c.arguments), tuple(d)) for c, d in zip(calls, trace.depends_on))
         turns, start = [], 0
         for turn in trace.turns:
@@ -101,7 +114,7 @@ def tasks_from_synth_traces(traces: Iterable[Any], schemas: Mapping[str, Any]) -
         tasks.append(Task(
             task_id=trace.trace_id or trace.workflow_id,
             query=trace.query,
-            tools=tuple(schemas[n].raw for n in sorted(trace.candidate_tools) if n in schemas),
+            tools=tuple(schemas[n].raw for n in sorted(names)),
             steps=steps,
             turns=tuple(turns),
             responses=tuple(c.response for c in calls),
@@ -109,16 +122,39 @@ def tasks_from_synth_traces(traces: Iterable[Any], schemas: Mapping[str, Any]) -
     return tasks
 
 
+SYNTHETIC_PREFIX = "synthetic:"
+
+
 def load_tasks(data_dir: str = "", train_file: str = "bfcl_training_3_per_workflow.json",
-               max_samples: int = 0, max_steps: int = 0, max_distractors: int = -1) -> list[Task]:
-    """The training tasks of a bundled trace file (first `max_samples` after filtering; 0 = all)."""
+               max_samples: int = 0, max_steps: int = 0, max_distractors: int = -1,
+               synth_dir: str = "") -> list[Task]:
+    """The training tasks (first `max_samples` after filtering; 0 = all).
+
+    `train_file` is a bundled trace file name, or ``synthetic:SPLIT`` for a split of the synthesized
+    `toolrl_traces` TFDS dataset in `synth_dir` (default: where `python -m toolrl.synth` writes it;
+    TFDS builds the default dataset there on first use when it is absent).
+    """
     from toolrl.data import paths
     from toolrl.data.schemas import load_tool_schemas
-    from toolrl.data.traces import load_trace_file
 
     schemas = load_tool_schemas(paths.data_file(paths.TOOL_SCHEMAS, data_dir or None))
-    samples = load_trace_file(paths.data_file(train_file, data_dir or None))
-    tasks = tasks_from_trace_samples(samples, schemas, max_steps, max_distractors)
+    if train_file.startswith(SYNTHETIC_PREFIX):
+        from toolrl.synth.tfds_builder import load_golden_traces
+
+        split = train_file[len(SYNTHETIC_PREFIX):]
+        try:
+            traces = load_golden_traces(split, synth_dir or None)
+        except Exception as err:  # TFDS raises several types for a missing dataset or split
+            raise FileNotFoundError(
+                f"cannot read split {split!r} of the synthesized dataset in {synth_dir or 'the default TFDS dir'} "
+                f"({type(err).__name__}: {err}); build it with `python -m toolrl.synth --config=configs/synth.py`"
+            ) from err
+        tasks = tasks_from_synth_traces(traces, schemas, max_steps, max_distractors)
+    else:
+        from toolrl.data.traces import load_trace_file
+
+        samples = load_trace_file(paths.data_file(train_file, data_dir or None))
+        tasks = tasks_from_trace_samples(samples, schemas, max_steps, max_distractors)
     if max_samples:
         tasks = tasks[:max_samples]
     if not tasks:
