@@ -155,3 +155,18 @@ def test_dump_is_streamed_with_bounded_memory(tmp_path):
     tracemalloc.stop()
     assert count == 20_000
     assert peak < 2_000_000  # far below the file size: entries are not accumulated
+
+
+def test_default_cache_follows_the_data(tmp_path, monkeypatch, data_dir):
+    from toolrl.data import paths
+    from toolrl.env.cache import default_cache_path, open_default_cache
+
+    monkeypatch.setenv(paths.HOME_ENV, str(tmp_path / "home"))
+    with open_default_cache(data_dir) as cache:
+        assert len(cache) == 467
+    other = tmp_path / "data"
+    other.mkdir()
+    for name in paths.TRACE_FILES:
+        (other / name).write_text((data_dir / name).read_text())
+    assert default_cache_path(other) != default_cache_path(data_dir)
+    assert default_cache_path(data_dir) == default_cache_path(data_dir)

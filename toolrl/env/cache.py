@@ -290,13 +290,21 @@ class ResponseCache:
         self.close()
 
 
-def default_cache_path() -> Path:
-    return paths.toolrl_home() / "booking_cache.sqlite"
+def default_cache_path(data_dir: str | os.PathLike | None = None) -> Path:
+    """The user-cache file for the default sources of ``data_dir``.
+
+    Its name carries a fingerprint of those sources (path, size, modification time), so pointing
+    toolrl at other data, or editing the data, builds a fresh cache instead of serving a stale one."""
+    fingerprint = hashlib.blake2b(digest_size=6)
+    for source in default_sources(data_dir):
+        stat = source.path.stat()
+        fingerprint.update(f"{source.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns};".encode())
+    return paths.toolrl_home() / f"booking_cache-{fingerprint.hexdigest()}.sqlite"
 
 
 def open_default_cache(data_dir: str | os.PathLike | None = None, path: str | os.PathLike | None = None) -> ResponseCache:
     """Open the cache at ``path`` (default: the user cache dir), building it from the bundled traces if absent."""
-    path = Path(path) if path else default_cache_path()
+    path = Path(path) if path else default_cache_path(data_dir)
     if not path.is_file():
         build_cache(path, default_sources(data_dir))
     return ResponseCache(path)
