@@ -131,6 +131,17 @@ def _openai_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str, A
     return [dict(t) if "function" in t else {"type": "function", "function": dict(t)} for t in tools]
 
 
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of `text` with no special tokens added, for any tokenizer in use here: a transformers
+    tokenizer, a `tokenizers.Tokenizer` (its `.encode` returns an Encoding with `.ids`), or a plain
+    object with `encode(text)` (the tiny test model's character tokenizer)."""
+    try:
+        out = tokenizer.encode(text, add_special_tokens=False)
+    except TypeError:
+        out = tokenizer.encode(text)
+    return [int(i) for i in getattr(out, "ids", out)]
+
+
 def render_chat(tokenizer: Any, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] | None = None,
                 add_generation_prompt: bool = True, tokenize: bool = False,
                 kind: TemplateKind | None = None) -> str | list[int]:

@@ -30,7 +30,7 @@ from typing import Any
 
 import jax
 
-from toolrl.data.chat import render_chat
+from toolrl.data.chat import encode_text, render_chat
 from toolrl.eval.types import PolicyRequest
 
 TOOL_VIEWS = ("hermes", "compact", "signature", "full")
@@ -64,18 +64,10 @@ def request_messages(request: PolicyRequest, tool_view: str) -> tuple[list[dict[
     return [system] + [m for m in messages if m.get("role") != "system"], None
 
 
-def _token_ids(tokenizer: Any, text: str) -> list[int]:
-    try:
-        out = tokenizer.encode(text, add_special_tokens=False)
-    except TypeError:
-        out = tokenizer.encode(text)
-    return [int(i) for i in getattr(out, "ids", out)]
-
-
 def stop_token_ids(tokenizer: Any, model_config: Any) -> tuple[int, ...]:
     """``<|im_end|>`` when it is one token, plus the model config's end-of-sequence ids."""
     ids: list[int] = []
-    end = _token_ids(tokenizer, "<|im_end|>")
+    end = encode_text(tokenizer, "<|im_end|>")
     if len(end) == 1:
         ids.append(end[0])
     ids += [int(i) for i in (getattr(model_config, "eos_token_ids", None) or ())]
@@ -106,7 +98,7 @@ class ModelPolicy:
         """Token ids of the rendered request (cut from the left to ``max_prompt_tokens`` if set)."""
         messages, tools = request_messages(request, self.tool_view)
         text = render_chat(self.tokenizer, messages, tools, add_generation_prompt=True)
-        ids = _token_ids(self.tokenizer, text)
+        ids = encode_text(self.tokenizer, text)
         if self.max_prompt_tokens and len(ids) > self.max_prompt_tokens:
             self.stats.truncated_prompts += 1
             ids = ids[-self.max_prompt_tokens:]

@@ -17,23 +17,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol, Sequence
 
-from toolrl.data.chat import render_hermes
+from toolrl.data.chat import encode_text, render_hermes
 
 
 class Tokenizer(Protocol):
     def encode(self, text: str) -> Any: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
-
-
-def encode(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of `text` without special-token additions (HF tokenizers / transformers / custom)."""
-    try:
-        out = tokenizer.encode(text, add_special_tokens=False)
-    except TypeError:
-        out = tokenizer.encode(text)
-    ids = getattr(out, "ids", out)  # `tokenizers.Encoding` has .ids
-    return [int(i) for i in ids]
 
 
 def decode(tokenizer: Any, ids: Sequence[int]) -> str:
@@ -48,7 +38,7 @@ class ChatFormat:
     """ChatML segments over a tokenizer.
 
     Attributes:
-      tokenizer: anything with encode/decode (see `encode`).
+      tokenizer: anything with encode/decode (see `toolrl.data.chat.encode_text`).
       end_id: the end-of-turn token id the policy emits to finish a turn (``<|im_end|>``); also the
         generation stop token.
       pad_id: id used for padding (never attended to, never trained on).
@@ -66,17 +56,17 @@ class ChatFormat:
         for assistant, responses in history:
             messages.append({"role": "assistant", "content": assistant})
             messages += [{"role": "tool", "content": r} for r in responses]
-        return encode(self.tokenizer, render_hermes(messages, add_generation_prompt=True))
+        return encode_text(self.tokenizer, render_hermes(messages, add_generation_prompt=True))
 
     def env_ids(self, responses: Sequence[str]) -> list[int]:
         """After a generated turn (which ended with end_id): newline, the tool message (one
         ``<tool_response>`` block per call), then the next assistant header."""
         tool_messages = [{"role": "tool", "content": r} for r in responses]
-        return encode(self.tokenizer, "\n" + render_hermes(tool_messages, add_generation_prompt=True))
+        return encode_text(self.tokenizer, "\n" + render_hermes(tool_messages, add_generation_prompt=True))
 
     def assistant_ids(self, text: str) -> list[int]:
         """A golden assistant turn as the policy should produce it: text then the end token."""
-        return encode(self.tokenizer, text) + [self.end_id]
+        return encode_text(self.tokenizer, text) + [self.end_id]
 
     def decode(self, ids: Sequence[int]) -> str:
         return decode(self.tokenizer, [i for i in ids if i != self.end_id and i != self.pad_id])
@@ -84,7 +74,7 @@ class ChatFormat:
 
 def chat_format_for(tokenizer: Any, model_config: Any) -> ChatFormat:
     """The ChatML format for a tokenizer; the end token is ``<|im_end|>`` when it is one token."""
-    ids = encode(tokenizer, "<|im_end|>")
+    ids = encode_text(tokenizer, "<|im_end|>")
     if len(ids) == 1:
         end_id = ids[0]
     elif model_config.eos_token_ids:
