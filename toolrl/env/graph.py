@@ -194,13 +194,17 @@ def build_graph(samples: Iterable[TraceSample], templates: Iterable[WorkflowTemp
     return DependencyGraph(dict(support), dict(free), dict(dependent))
 
 
+def concrete_template_edges(templates: Iterable[WorkflowTemplate]) -> set[tuple[str, str, str, str]]:
+    """The templates' distinct edges (A, concrete from_field, B, parameter), list indices kept."""
+    return {(t.steps[link.from_step].function, link.from_field, step.function, link.parameter)
+            for t in templates for step in t.steps for link in step.dependency_args}
+
+
 def witnessed_template_edges(templates: Iterable[WorkflowTemplate], samples: Iterable[TraceSample]) -> set[tuple[str, str, str, str]]:
     """Template edges (A, concrete from_field, B, parameter) that some trace shows: B's argument equals
     the value at that path in an earlier recorded response of A."""
-    raw = {(t.steps[l.from_step].function, l.from_field, s.function, l.parameter)
-           for t in templates for s in t.steps for l in s.dependency_args}
     by_pair = defaultdict(list)
-    for a, path, b, parameter in raw:
+    for a, path, b, parameter in concrete_template_edges(templates):
         by_pair[(a, b)].append((path, parameter))
     witnessed = set()
     for sample in samples:
@@ -260,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     witnessed = witnessed_template_edges(templates, samples)
     mined = set(graph.edges("traces"))
     covered = sum(Edge(a, wildcard(p), b, q) in mined for a, p, b, q in witnessed)
-    n_raw = len({(t.steps[l.from_step].function, l.from_field, s.function, l.parameter)
-                 for t in templates for s in t.steps for l in s.dependency_args})
+    n_raw = len(concrete_template_edges(templates))
     print(f"edges from traces     {len(graph.edges('traces'))}")
     print(f"edges from templates  {len(graph.edges('templates'))}")
     print(f"edges in both         {sum(1 for c in graph.support.values() if len(c) == 2)}")
