@@ -43,7 +43,7 @@ def _restore_workdir_params(model: Any, workdir: Path) -> None:
     """Loads the parameters of a training run's latest orbax checkpoint into `model`."""
     from flax import nnx
 
-    from toolrl.rl.checkpoint import Checkpointer
+    from toolrl.policy.checkpoint import Checkpointer
     from toolrl.rl.steps import make_optimizer
 
     ckpt = Checkpointer(workdir / "checkpoints", 1, 1)

@@ -27,7 +27,7 @@ from jax.sharding import Mesh
 from toolrl.rewards.types import ErrorCode, RewardWeights
 from toolrl.rl import grpo, rewards, steps
 from toolrl.rl.chat_format import ChatFormat
-from toolrl.rl.checkpoint import Checkpointer, load_params, save_params
+from toolrl.policy.checkpoint import Checkpointer, load_params, save_params
 from toolrl.rl.data import Task, TaskStream
 from toolrl.rl.generate import make_generate
 from toolrl.rl.metrics import MetricsLog, WandbRun
