@@ -12,7 +12,7 @@ from toolrl.eval.judge import JudgeConfigError, JudgeSettings, make_judge
 from toolrl.eval.match import CallMatcher, PredictedCall, bfcl_name, load_exact_match_values
 from toolrl.eval.protocol import build_turn_tasks
 from toolrl.eval.score import PredictionFormatError, main as score_main, parse_prediction_record
-from toolrl.eval.segment import segment_steps
+from toolrl.data.turns import segment_steps
 from toolrl.eval.types import EvalSample, GoldenCall, GoldenTurn
 
 

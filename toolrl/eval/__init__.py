@@ -8,7 +8,7 @@ from toolrl.eval.evaluator import evaluate, make_matcher, run_evaluation
 from toolrl.eval.policies import CORRUPTIONS, corrupted_policy, golden_policy, no_calls_policy
 from toolrl.eval.protocol import TurnResult, TurnTask, build_turn_tasks
 from toolrl.eval.report import EvalReport, Metrics
-from toolrl.eval.segment import load_eval_samples
+from toolrl.data.golden import load_samples as load_eval_samples
 from toolrl.eval.types import FREE_FUNCTIONS, EvalSample, GoldenCall, GoldenTurn, Policy, PolicyRequest
 
 __all__ = [

@@ -15,7 +15,7 @@ from toolrl.eval.judge import JudgeSettings, make_judge
 from toolrl.eval.match import CallMatcher, Judge, ResponseLookup, load_exact_match_values
 from toolrl.eval.protocol import build_turn_tasks, render_response, run_protocol
 from toolrl.eval.report import EvalReport
-from toolrl.eval.segment import load_eval_samples
+from toolrl.data.golden import load_samples as load_eval_samples
 from toolrl.eval.types import EvalSample, Policy
 
 

@@ -31,7 +31,7 @@ from toolrl.eval.match import CallMatcher
 from toolrl.eval.policies import render_calls
 from toolrl.eval.protocol import build_turn_tasks, history_messages
 from toolrl.eval.report import EvalReport
-from toolrl.eval.segment import load_eval_samples
+from toolrl.data.golden import load_samples as load_eval_samples
 from toolrl.eval.types import EvalSample, PolicyRequest
 
 

@@ -18,83 +18,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-# The six location-lookup functions of the benchmark (names as in booking_api.json). They turn a place
-# name into an id or coordinates; the benchmark treats them as optional ("free"): a model may or may not
-# call them, a matched call is consumed and answered, and a turn made only of them merges into the next.
-FREE_FUNCTIONS: frozenset[str] = frozenset({
-    "Search_Hotel_Destination",
-    "Search_Attraction_Location",
-    "Search_Car_Location",
-    "Search_Flight_Location",
-    "Location_to_Lat_Long",
-    "Taxi_Search_Location",
-})
+from toolrl.data.golden import FREE_FUNCTIONS, GoldenCall, GoldenSample, GoldenTurn
 
-
-@dataclasses.dataclass(frozen=True)
-class GoldenCall:
-    """One golden call of a sample, with its recorded response.
-
-    Attributes:
-      index: position of the call in the sample (step index for trace files, running call number for
-        the benchmark JSONL); unique within the sample.
-      function: function name.
-      arguments: golden arguments.
-      response: the real recorded response, ``""`` when the benchmark lost it.
-    """
-
-    index: int
-    function: str
-    arguments: dict[str, Any]
-    response: Any = ""
-
-    @property
-    def has_response(self) -> bool:
-        return not (self.response == "" or self.response is None)
-
-    @property
-    def is_free(self) -> bool:
-        return self.function in FREE_FUNCTIONS
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.function, "arguments": self.arguments}
-
-
-@dataclasses.dataclass(frozen=True)
-class GoldenTurn:
-    """The calls of one golden assistant turn (issued together, answered together)."""
-
-    calls: tuple[GoldenCall, ...]
-
-    @property
-    def only_free(self) -> bool:
-        return all(call.is_free for call in self.calls)
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalSample:
-    """A benchmark sample as the evaluator sees it: query, tools, golden turns.
-
-    Attributes:
-      sample_id: e.g. ``Car-Rental-70``.
-      domain: ``Car-Rental``, ``Hotels``, ``Flights``, ``Attraction``, ``Cross``, or ``synthetic``.
-      query: the user query.
-      tools: the candidate tool schemas (raw JSON dicts) shown to the policy.
-      turns: golden assistant turns with calls, in order.
-      source: where the sample came from (file name).
-    """
-
-    sample_id: str
-    domain: str
-    query: str
-    tools: tuple[dict[str, Any], ...]
-    turns: tuple[GoldenTurn, ...]
-    source: str = ""
-
-    @property
-    def calls(self) -> list[GoldenCall]:
-        return [call for turn in self.turns for call in turn.calls]
-
+# The evaluator reads the one golden-sample type of toolrl.data.golden (training reads it too).
+EvalSample = GoldenSample
 
 @dataclasses.dataclass(frozen=True)
 class PolicyRequest:

@@ -1,4 +1,4 @@
-"""Golden samples -> assistant turns, for every input the evaluator reads.
+"""The ONE turn rule: golden steps -> assistant turns, for every source (training, SFT, evaluation).
 
 The benchmark JSONL gives its turns (one assistant message with ``function_call`` = one turn). The trace
 files (``eval_100.json``, ``bfcl_training_*.json``) give a flat list of steps, in the order the benchmark
@@ -27,20 +27,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import Counter
-import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from toolrl.data import paths
-from toolrl.data.complexfuncbench import BenchmarkSample, load_benchmark_jsonl
-from toolrl.data.schemas import ToolSchema, load_tool_schemas
-from toolrl.data.traces import TraceSample, load_trace_file, load_trace_files
+from toolrl.data.traces import TraceSample, load_trace_files
 from toolrl.data.workflows import load_workflow_templates
 from toolrl.env.canonical import canonical_json
 from toolrl.env.graph import (DependencyGraph, MiningConfig, build_graph, is_informative, iter_leaves,
                               payload, wildcard)
-from toolrl.eval.types import EvalSample, GoldenCall, GoldenTurn
 
 _MINING = MiningConfig()
 
@@ -143,65 +138,3 @@ def segment_steps(dependencies: Sequence[Iterable[int]]) -> list[list[int]]:
         else:
             turns[-1].append(position)
     return turns
-
-
-def _tool_dicts(names: Iterable[str], schemas: dict[str, ToolSchema]) -> tuple[dict[str, Any], ...]:
-    # Unknown names are kept out of the prompt (they cannot be shown), but the golden calls keep them.
-    return tuple(schemas[name].raw for name in dict.fromkeys(names) if name in schemas)
-
-
-def trace_to_eval_sample(sample: TraceSample, schemas: dict[str, ToolSchema],
-                         typed: TypedDependencies | None) -> EvalSample:
-    """Cut a trace sample into golden turns (contiguous dependency segmentation)."""
-    turns = segment_steps(infer_dependencies(sample, typed))
-    candidates = [name for step in sample.steps for name in step.candidate_tools] or [s.function for s in sample.steps]
-    golden_turns = tuple(
-        GoldenTurn(tuple(GoldenCall(sample.steps[p].index, sample.steps[p].function,
-                                    dict(sample.steps[p].arguments), sample.steps[p].response) for p in turn))
-        for turn in turns
-    )
-    return EvalSample(sample.sample_id, sample.domain, sample.query, _tool_dicts(candidates, schemas),
-                      golden_turns, sample.source)
-
-
-def benchmark_to_eval_sample(sample: BenchmarkSample) -> EvalSample:
-    """The benchmark JSONL gives its turns; calls are numbered in conversation order."""
-    turns = []
-    counter = 0
-    for turn in sample.turns:
-        calls = []
-        for call in turn.calls:
-            calls.append(GoldenCall(counter, call.function, dict(call.arguments), call.response))
-            counter += 1
-        turns.append(GoldenTurn(tuple(calls)))
-    return EvalSample(sample.sample_id, sample.domain, sample.query, tuple(sample.functions), tuple(turns), "jsonl")
-
-
-SPLITS = {"eval_100": paths.EVAL_100, "bfcl_training": paths.BFCL_TRAINING}
-
-
-def load_eval_samples(split: str = "eval_100", data_dir: str | os.PathLike | None = None,
-                      max_samples: int | None = None) -> list[EvalSample]:
-    """Golden samples for evaluation.
-
-    Args:
-      split: ``eval_100`` (default), ``bfcl_training``, or a path: a ``.jsonl`` file is read as the
-        original ComplexFuncBench JSONL, any other file as a trace file of the eval_100 layout.
-      data_dir: the benchmark data directory (tool schemas, dependency graph sources).
-      max_samples: keep only the first N samples (None: all).
-    """
-    data_dir_str = str(data_dir) if data_dir else None
-    if split.endswith(".jsonl"):
-        samples = []
-        for sample in load_benchmark_jsonl(Path(split)):
-            samples.append(benchmark_to_eval_sample(sample))
-            if max_samples is not None and len(samples) >= max_samples:
-                break
-        return samples
-    path = paths.data_file(SPLITS[split], data_dir) if split in SPLITS else Path(split)
-    if not path.is_file():
-        raise FileNotFoundError(f"unknown split {split!r}: not one of {sorted(SPLITS)} and not a file")
-    traces = load_trace_file(path)[:max_samples]
-    schemas = load_tool_schemas(paths.data_file(paths.TOOL_SCHEMAS, data_dir))
-    typed = default_typed_dependencies(data_dir_str)
-    return [trace_to_eval_sample(trace, schemas, typed) for trace in traces]
