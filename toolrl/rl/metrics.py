@@ -2,8 +2,9 @@
 
 `MetricsLog` appends one JSON object per line with a "step" key and flushes + fsyncs each record,
 so a killed run loses at most the record being written. `MetricsLog.truncate_after(step)` is called
-on resume: records beyond the restored step (written after the last checkpoint) and a torn last
-line are dropped, so the resumed run neither loses nor duplicates records.
+on resume: records beyond the restored step (written after the last checkpoint), a torn last
+line and repeated records of one step (all but the last) are dropped, so the resumed run neither
+loses nor duplicates records.
 """
 
 from __future__ import annotations
@@ -40,10 +41,17 @@ class MetricsLog:
         self._file = None
 
     def truncate_after(self, step: int) -> int:
-        """Keeps only well-formed records with record["step"] <= step; returns how many were dropped."""
+        """Rewrites the file for a run resumed at `step`; returns how many records were dropped.
+
+        Drops records with record["step"] > step (written after the last checkpoint), torn lines
+        (a killed run's last write), and all but the LAST record of each step (an earlier resume
+        that did not truncate, e.g. of an older version, left the same step twice): a resumed run
+        then writes each later step exactly once. Order is kept; records without a "step" are kept.
+        """
         if not self.path.exists():
             return 0
-        kept, dropped = [], 0
+        records: list[tuple[Any, str]] = []
+        dropped = 0
         with open(self.path, encoding="utf-8") as f:
             for line in f:
                 try:
@@ -51,10 +59,19 @@ class MetricsLog:
                 except json.JSONDecodeError:  # torn write of a killed run
                     dropped += 1
                     continue
-                if isinstance(record, dict) and record.get("step", -1) <= step:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-                else:
+                if not isinstance(record, dict):
                     dropped += 1
+                    continue
+                record_step = record.get("step")
+                if not isinstance(record_step, (int, float)) or isinstance(record_step, bool):
+                    record_step = None  # not a step record: kept as it is
+                elif record_step > step:
+                    dropped += 1
+                    continue
+                records.append((record_step, line if line.endswith("\n") else line + "\n"))
+        last_index = {s: i for i, (s, _) in enumerate(records) if s is not None}
+        kept = [line for i, (s, line) in enumerate(records) if s is None or last_index[s] == i]
+        dropped += len(records) - len(kept)
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             f.writelines(kept)
