@@ -52,7 +52,8 @@ class MetricsLog:
             return 0
         records: list[tuple[Any, str]] = []
         dropped = 0
-        with open(self.path, encoding="utf-8") as f:
+        # errors="replace": a write torn inside a multi-byte character is a bad line, not a crash.
+        with open(self.path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     record = json.loads(line)
