@@ -1,0 +1,288 @@
+"""A run's working directory: one live run at a time, and never two configurations in one run.
+
+``open_workdir(path, config)`` is called once, by the process that writes the run (on a multi-host
+job: process 0 only), before anything else touches the directory:
+
+1. it creates the directory and takes an exclusive, non-blocking ``flock`` on ``path/.lock``. If
+   another live process holds it, :class:`WorkdirError` is raised at once, naming that process
+   (the lock file records pid, host, start time and command line; it is informational only: the
+   kernel releases a flock when its process dies, so the lock file of a dead run is simply taken
+   over);
+2. if ``path/config.json`` exists (an earlier run, e.g. the one being resumed), the fields that
+   determine results (:func:`fingerprint_fields`) of the saved and the new configuration are
+   compared. A difference raises :class:`WorkdirError` with one line naming every differing field
+   (``old -> new``) and the way out; with ``allow_changes=True`` (``--config.train.allow_config_change``)
+   it warns (:class:`WorkdirWarning`) and continues, keeping the old file as
+   ``config.prev-<UTC time>.json``;
+3. it writes the resolved configuration to ``config.json`` and its fingerprint to
+   ``fingerprint.json`` (each atomically: temporary file + rename).
+
+Fields left out of the fingerprint are bookkeeping that may change between a run and its resume:
+``workdir``, ``distributed``, ``wandb.*``, ``eval.*``, ``mesh.*`` and ``train.*`` except
+``train.num_steps``. :func:`load_run_config` reads a run's ``config.json`` back (the Policy loads a
+run's model with the run's own settings this way). This module does not import the trainer.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+FINGERPRINT_FILE = "fingerprint.json"
+LOCK_FILE = ".lock"
+
+# Whole sections that determine results, and single fields of the others.
+FINGERPRINT_SECTIONS = ("model", "data", "reward", "rollout", "grpo", "optim", "sft")
+FINGERPRINT_SINGLE_FIELDS = ("train.num_steps", "seed", "mode")
+
+_ABSENT = "(absent)"
+
+
+class WorkdirError(RuntimeError):
+    """The workdir cannot be used for this run (in use by another process, or other settings)."""
+
+
+class WorkdirWarning(UserWarning):
+    """A workdir is continued with changed settings (allow_changes=True), or has no saved config."""
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for key in sorted(value, key=str):
+            _flatten(value[key], f"{prefix}.{key}" if prefix else str(key), out)
+    else:
+        out[prefix] = value
+
+
+def _jsonable(value: Any) -> Any:
+    """The value as it reads back from config.json (tuples -> lists, unknown objects -> str)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def fingerprint_fields(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
+    """The flattened (dotted names) fields of `config` that determine a run's results.
+
+    model.*, data.*, reward.*, rollout.*, grpo.*, optim.*, sft.*, train.num_steps, seed and mode;
+    sections or fields absent from `config` are skipped. Values are JSON-normalised (tuples become
+    lists), so a config and the same config read back from config.json have the same fingerprint.
+    """
+    tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    out: dict[str, Any] = {}
+    for section in FINGERPRINT_SECTIONS:
+        if section in tree:
+            _flatten(tree[section], section, out)
+    for dotted in FINGERPRINT_SINGLE_FIELDS:
+        node: Any = tree
+        for name in dotted.split("."):
+            if not isinstance(node, Mapping) or name not in node:
+                break
+            node = node[name]
+        else:
+            out[dotted] = node
+    return {key: _jsonable(out[key]) for key in sorted(out)}
+
+
+def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """name -> (old, new) for every field that differs; a field missing on one side is "(absent)"."""
+    changes = {}
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name, _ABSENT), new.get(name, _ABSENT)
+        # 1 == 1.0 is the same setting; True == 1 is not.
+        if before != after or isinstance(before, bool) != isinstance(after, bool):
+            changes[name] = (before, after)
+    return changes
+
+
+def _show(value: Any) -> str:
+    return value if value == _ABSENT else json.dumps(value)
+
+
+def format_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{name} {_show(a)} -> {_show(b)}" for name, (a, b) in changes.items())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _config_json(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
+    if hasattr(config, "to_json_best_effort"):
+        return config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+    return json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def load_run_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The resolved configuration a run saved in its workdir (``path/config.json``).
+
+    Raises FileNotFoundError naming the file when it is absent (not a toolrl run directory), and
+    WorkdirError when it is not a JSON object.
+    """
+    config_path = Path(path) / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"{config_path} does not exist: {Path(path)} is not a toolrl run directory (a run writes its "
+            f"resolved config there when it starts)", str(config_path))
+    try:
+        tree = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WorkdirError(f"{config_path} is not valid JSON ({err}); the run's config file is damaged") from err
+    if not isinstance(tree, dict):
+        raise WorkdirError(f"{config_path} does not hold a JSON object")
+    return ml_collections.ConfigDict(tree)
+
+
+class Workdir:
+    """An open workdir: holds the lock until :meth:`close` (or the end of a ``with`` block).
+
+    Attributes:
+      path: the directory.
+      config_path: ``path/config.json``, the run's resolved configuration.
+      fingerprint_path: ``path/fingerprint.json``.
+      changes: field -> (old, new) accepted with allow_changes=True (empty otherwise).
+      resumed: whether the directory held a run's config.json before.
+    """
+
+    def __init__(self, path: Path, lock_fd: int):
+        self.path = path
+        self.config_path = path / CONFIG_FILE
+        self.fingerprint_path = path / FINGERPRINT_FILE
+        self.lock_path = path / LOCK_FILE
+        self.changes: dict[str, tuple[Any, Any]] = {}
+        self.resumed = False
+        self._lock_fd: int | None = lock_fd
+
+    @property
+    def locked(self) -> bool:
+        return self._lock_fd is not None
+
+    def close(self) -> None:
+        """Releases the lock (the lock file stays; its content is informational)."""
+        if self._lock_fd is not None:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> "Workdir":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a forgotten close must not leak the descriptor
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"Workdir({str(self.path)!r}, locked={self.locked})"
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        info = json.loads(lock_path.read_text(encoding="utf-8"))
+        where = f" on {info['host']}" if info.get("host") and info["host"] != socket.gethostname() else ""
+        return f"pid {info.get('pid', '?')}{where} (started {info.get('started', '?')})"
+    except (OSError, ValueError, TypeError, KeyError):
+        return "another process"
+
+
+def _lock(path: Path) -> int:
+    lock_path = path / LOCK_FILE
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WorkdirError(f"workdir {path} is in use by {_holder(lock_path)}; use another --config.workdir "
+                           f"(or wait for that run to end)") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": _utc_now(), "argv": sys.argv}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+    return fd
+
+
+def open_workdir(path: str | os.PathLike, config: ml_collections.ConfigDict,
+                 allow_changes: bool = False) -> Workdir:
+    """Locks the workdir, checks it against an earlier run's settings and records this run's config.
+
+    Args:
+      path: the run directory (created if absent).
+      config: the resolved configuration of this run.
+      allow_changes: continue a run whose results-determining settings changed (warns instead of
+        raising; --config.train.allow_config_change=True).
+
+    Returns:
+      the open :class:`Workdir` (holds the lock until closed; a context manager).
+
+    Raises:
+      WorkdirError: another live process holds the workdir, or the settings differ (without
+        allow_changes), or the saved config.json is damaged.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise WorkdirError(f"workdir {path} exists and is not a directory; use another --config.workdir")
+    path.mkdir(parents=True, exist_ok=True)
+    workdir = Workdir(path, _lock(path))
+    try:
+        new = fingerprint_fields(config)
+        if workdir.config_path.exists():
+            workdir.resumed = True
+            try:
+                old = fingerprint_fields(load_run_config(path))
+            except WorkdirError as err:
+                raise WorkdirError(f"{err}; move it away to start this workdir afresh, or use another "
+                                   f"--config.workdir") from err
+            changes = fingerprint_changes(old, new)
+            if changes and not allow_changes:
+                raise WorkdirError(
+                    f"workdir {path} holds a run with other settings: {format_changes(changes)}; use a new "
+                    f"--config.workdir, or pass --config.train.allow_config_change=True to continue this run "
+                    f"with the new settings")
+            if changes:
+                workdir.changes = changes
+                warnings.warn(f"workdir {path}: continuing the run with changed settings: "
+                              f"{format_changes(changes)} (previous config kept in config.prev-*.json)",
+                              WorkdirWarning, stacklevel=2)
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                _write_atomic(path / f"config.prev-{stamp}.json", workdir.config_path.read_text(encoding="utf-8"))
+        elif (path / "checkpoints").exists():
+            warnings.warn(f"workdir {path} has checkpoints but no {CONFIG_FILE} (written by an older toolrl): "
+                          f"its settings cannot be checked against this config", WorkdirWarning, stacklevel=2)
+        _write_atomic(workdir.config_path, _config_json(config))
+        _write_atomic(workdir.fingerprint_path, json.dumps(new, indent=2, sort_keys=True) + "\n")
+    except BaseException:
+        workdir.close()
+        raise
+    return workdir
