@@ -1,16 +1,25 @@
 """The Booking.com tool environment: validates a call against the tool schemas, answers from the cache.
 
-``execute(call)`` never raises. Every failure answers like the real API does, a dict with
-``status: false``, an ``error`` code and a human ``message``:
+``execute(call)`` never raises on any call, whatever the model wrote. Every failure answers like
+the real API does, a dict with ``status: false``, an ``error`` code and a human ``message``:
 
   ``invalid_call``          the call is not ``{"name": str, "arguments": dict | JSON string}``
   ``unknown_tool``          no schema with that name
-  ``malformed_arguments``   arguments given as a string that is not a JSON object
+  ``malformed_arguments``   arguments given as a string that is not a JSON object, or holding a
+                            value that is not JSON (NaN, Infinity, a lone surrogate, another type)
+  ``too_deep``              arguments nested more than ``limits.MAX_DEPTH`` levels
+  ``too_large``             a string, a number (digits) or the arguments as a whole over the limits
+                            of :mod:`toolrl.env.limits` (checked before anything else reads them)
   ``missing_parameter``     a required parameter is absent
   ``unknown_parameter``     a parameter the schema does not define
   ``wrong_type``            a value of the wrong JSON type (numbers accept numeric strings, strings
                             accept numbers: the real API takes query strings; arrays need a list)
   ``no_results``            valid call, but the cache holds no response for it (a real miss)
+
+The one exception is :class:`toolrl.env.cache.CacheError`, raised when the cache file itself is
+damaged (e.g. a stored response is not valid JSON); its message names the file and the key. That is
+a fault of the machine, not of the call: answering it with an error response would silently
+penalise a correct call and train the policy against a wrong signal, so it stops the run instead.
 
 The full response is what ``execute`` returns (and what the cache keeps); ``render`` applies the
 :class:`ViewPolicy` that bounds what goes into a prompt.
@@ -27,10 +36,11 @@ from typing import Any
 from toolrl.data.schemas import ToolSchema, load_tool_schemas
 from toolrl.env.cache import ResponseCache, is_success_response, open_default_cache
 from toolrl.env.canonical import canonical_value
+from toolrl.env.limits import check_arguments, loads_arguments, short_repr
 
 
-ERROR_CODES = ("invalid_call", "unknown_tool", "malformed_arguments", "missing_parameter",
-               "unknown_parameter", "wrong_type", "no_results")
+ERROR_CODES = ("invalid_call", "unknown_tool", "malformed_arguments", "too_deep", "too_large",
+               "missing_parameter", "unknown_parameter", "wrong_type", "no_results")
 
 
 def error_response(code: str, message: str) -> dict[str, Any]:
@@ -123,9 +133,9 @@ def _type_problem(value: Any, expected: str) -> str | None:
     if expected in ("number", "integer"):
         number = canonical_value(value) if isinstance(value, str) else value
         if isinstance(number, bool) or not isinstance(number, (int, float)):
-            return f"expected a {expected}, got {type(value).__name__} {value!r}"
-        if expected == "integer" and not float(number).is_integer():
-            return f"expected an integer, got {value!r}"
+            return f"expected a {expected}, got {type(value).__name__} {short_repr(value)}"
+        if expected == "integer" and not (isinstance(number, int) or number.is_integer()):
+            return f"expected an integer, got {short_repr(value)}"
         return None
     if expected == "string":
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -167,26 +177,29 @@ class BookingEnvironment:
             return ExecutionResult(None, None, error_response("invalid_call", "a call needs a non-empty string 'name'"), "invalid_call")
         name = name.strip()
         if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments) if arguments.strip() else {}
-            except json.JSONDecodeError as err:
-                return self._fail(name, None, "malformed_arguments", f"arguments are not valid JSON: {err.msg} at position {err.pos}")
+            arguments, problem = loads_arguments(arguments)
+            if problem:
+                return self._fail(name, None, *problem)
             if not isinstance(arguments, dict):
                 return self._fail(name, None, "malformed_arguments", "arguments JSON must be an object")
         if arguments is None:
             arguments = {}
         if not isinstance(arguments, dict):
             return self._fail(name, None, "invalid_call", f"arguments must be an object, got {type(arguments).__name__}")
+        # Limits first: everything below (deepcopy, canonical forms, int()) recurses or converts.
+        problem = check_arguments(arguments)
+        if problem:
+            return self._fail(name, None, *problem)
         schema = self.schemas.get(name)
         if schema is None:
-            return self._fail(name, arguments, "unknown_tool", f"tool {name!r} does not exist")
+            return self._fail(name, arguments, "unknown_tool", f"tool {short_repr(name)} does not exist")
         for parameter in schema.required:
             if parameter not in arguments:
                 return self._fail(name, arguments, "missing_parameter", f"required parameter {parameter!r} is missing")
         for parameter, value in arguments.items():
             spec = schema.parameters.get(parameter)
             if spec is None:
-                return self._fail(name, arguments, "unknown_parameter", f"{name} has no parameter {parameter!r}")
+                return self._fail(name, arguments, "unknown_parameter", f"{name} has no parameter {short_repr(parameter)}")
             problem = _type_problem(value, spec.type)
             if problem is None and spec.type == "array" and spec.items:
                 item_type = spec.items.get("type", "")

@@ -40,7 +40,7 @@ from typing import Any
 from toolrl.data import paths
 from toolrl.data.complexfuncbench import RecordedCall, iter_cache_dump, load_benchmark_jsonl
 from toolrl.data.traces import load_trace_file
-from toolrl.env.canonical import canonical_json, cache_key
+from toolrl.env.canonical import KEY_SEPARATOR, canonical_json, cache_key
 
 FORMAT_VERSION = "1"
 SOURCE_KINDS = ("traces", "benchmark", "dump")
@@ -252,16 +252,30 @@ class ResponseCache:
         except sqlite3.DatabaseError as err:
             raise CacheError(f"cache file {self.path} is corrupted ({err}); rebuild it") from err
 
+    def _decode(self, text: Any, key: str, table: str = "entries") -> Any:
+        """A stored JSON payload; a damaged one raises CacheError naming the file and the key."""
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as err:  # JSONDecodeError, or bytes that are not UTF-8
+            function, _, arguments = str(key).partition(KEY_SEPARATOR)
+            raise CacheError(
+                f"cache file {self.path} is corrupted: the {table} payload stored for {function}({arguments[:200]}) "
+                f"is not valid JSON ({err}); rebuild it with `python -m toolrl.env.cache build --out {self.path}`"
+            ) from err
+
     def lookup(self, function: str, arguments: dict[str, Any]) -> Any | None:
-        """The cached response of a call, or None on a miss. Raises TypeError for non-JSON arguments."""
-        rows = self._query("SELECT response FROM entries WHERE key = ?", (cache_key(function, arguments),))
-        return json.loads(rows[0][0]) if rows else None
+        """The cached response of a call, or None on a miss.
+
+        Raises TypeError / ValueError for non-JSON arguments, CacheError when the stored response is damaged."""
+        key = cache_key(function, arguments)
+        rows = self._query("SELECT response FROM entries WHERE key = ?", (key,))
+        return self._decode(rows[0][0], key) if rows else None
 
     def variants(self, function: str, arguments: dict[str, Any]) -> list[Any]:
         """Every distinct response recorded for the call, most frequent first."""
-        rows = self._query("SELECT response FROM variants WHERE key = ? ORDER BY count DESC, first_seen ASC",
-                           (cache_key(function, arguments),))
-        return [json.loads(r[0]) for r in rows]
+        key = cache_key(function, arguments)
+        rows = self._query("SELECT response FROM variants WHERE key = ? ORDER BY count DESC, first_seen ASC", (key,))
+        return [self._decode(r[0], key, "variants") for r in rows]
 
     def __len__(self) -> int:
         return self._query("SELECT COUNT(*) FROM entries")[0][0]
@@ -278,7 +292,8 @@ class ResponseCache:
             sql += " WHERE function = ?"
             params = (function,)
         for fn, arguments, response in self._query(sql + " ORDER BY key", params):
-            yield fn, json.loads(arguments), json.loads(response)
+            key = f"{fn}{KEY_SEPARATOR}{arguments}"
+            yield fn, self._decode(arguments, key), self._decode(response, key)
 
     def close(self) -> None:
         self._connection.close()
