@@ -512,15 +512,25 @@ class ChatFormat:
         i = next((k for k, m in enumerate(msgs) if m.get("role") == "assistant"), n)
         ids = self.prompt_ids(msgs[:i], tools) if i < n else self._ids(msgs, tools, True)
         flags = [0] * len(ids)
+        segments = [(0, 0)]  # (first token, index of the first message the segment renders)
+
+        def check(rendered: list[int], upto: int, exact: bool) -> None:
+            if (rendered == ids) if exact else (rendered[:len(ids)] == ids):
+                return
+            k = _first_difference(ids, rendered)
+            index = max(m for start, m in segments if start <= k) if k < len(ids) else upto
+            raise ValueError(
+                f"chat template is not prefix-consistent at message {index} ({msgs[index].get('role')}): rendering "
+                f"messages[:{upto + 1}] changes the tokens it was given earlier (first difference at token {k}); "
+                "the template rewrites or drops earlier content (e.g. reasoning), so turns cannot be trained "
+                "segment by segment")
+
         while i < n:
+            segments.append((len(ids), i))
             a = self.assistant_ids(msgs[i], tools)
             ids += a
             flags += [1] * len(a)
-            rendered = self._ids(msgs[:i + 1], tools, False)
-            if rendered[:len(ids)] != ids:
-                k = _first_difference(ids, rendered)
-                raise ValueError(f"chat template is not prefix-consistent at message {i} (assistant): its tokens "
-                                 f"in the conversation differ from its own rendering at position {k}")
+            check(self._ids(msgs[:i + 1], tools, False), i, exact=False)
             j = i + 1
             while j < n and msgs[j].get("role") != "assistant":
                 j += 1
@@ -528,14 +538,11 @@ class ChatFormat:
                 if j < n:
                     raise ValueError(f"messages {i} and {j} are consecutive assistant messages")
                 break
+            segments.append((len(ids), i + 1))
             e = self.env_ids(msgs[i + 1:j], tools)
             ids += e
             flags += [0] * len(e)
-            rendered = self._ids(msgs[:j], tools, True)
-            if rendered != ids:
-                k = _first_difference(ids, rendered)
-                raise ValueError(f"chat template is not prefix-consistent at message {i + 1}: the messages after "
-                                 f"assistant message {i} differ from the template's rendering at position {k}")
+            check(self._ids(msgs[:j], tools, True), j - 1, exact=True)
             i = j
         return ids, flags
 
