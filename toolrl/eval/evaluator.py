@@ -1,7 +1,6 @@
-"""Evaluation entry points: ``evaluate`` (samples + policy -> report) and ``run_evaluation`` (config).
-
-``toolrl.main`` calls ``run_evaluation(config, policy)``; the policy is a plain callable (see
-:mod:`toolrl.eval.types`), so this module never touches a model.
+"""Evaluation entry points: ``evaluate`` (samples + any policy callable -> report) and
+:class:`Evaluation` / ``run_evaluation`` (the training config's ``eval`` section + a
+:class:`toolrl.policy.runtime.Policy`, which renders the same prompts as training).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from toolrl.eval.judge import JudgeSettings, make_judge
 from toolrl.eval.match import CallMatcher, Judge, ResponseLookup, load_exact_match_values
 from toolrl.eval.protocol import build_turn_tasks, render_response, run_protocol
 from toolrl.eval.report import EvalReport
-from toolrl.data.golden import load_samples as load_eval_samples
 from toolrl.eval.types import EvalSample, Policy
 
 
@@ -34,29 +32,70 @@ def evaluate(samples: Sequence[EvalSample], policy: Policy, matcher: CallMatcher
     return EvalReport.from_results(results, settings)
 
 
-def run_evaluation(config, policy: Policy) -> EvalReport:
-    """Evaluate ``policy`` as ``configs/eval.py`` describes; writes JSON and PNG to ``config.output_dir``.
-
-    ``config`` is the eval ConfigDict (or the ``eval`` field of a larger config).
-    """
-    from toolrl.env.cache import open_default_cache
+def response_view(config: Any):
+    """The view policy for tool responses in prompts: the training config's (data.response_*)."""
     from toolrl.env.booking import ViewPolicy
 
-    data_dir = config.data_dir or None
-    samples = load_eval_samples(config.split, data_dir, config.max_samples if config.max_samples > 0 else None)
-    lookup = None
-    if config.response_equivalence:
-        cache = open_default_cache(data_dir, config.cache_path or None)
-        lookup = cache.lookup
-    judge = make_judge(JudgeSettings(config.judge.enabled, config.judge.endpoint, config.judge.model))
-    view = ViewPolicy(max_list_items=config.view.max_list_items or None, max_chars=config.view.max_chars or None)
-    settings = {"split": config.split, "max_samples": config.max_samples, "model": config.model_name,
-                "checkpoint": config.checkpoint, "max_rounds": config.max_rounds,
-                "response_equivalence": config.response_equivalence, "judge": config.judge.enabled}
-    report = evaluate(samples, policy, make_matcher(data_dir, lookup, judge), max_rounds=config.max_rounds,
-                      batch_size=config.batch_size, render=view.render, settings=settings)
-    if config.output_dir:
-        out = Path(config.output_dir)
+    return ViewPolicy(max_list_items=config.data.response_max_list_items or None,
+                      max_chars=config.data.response_max_chars or None)
+
+
+class Evaluation:
+    """The scored turns, matcher and view of ``config.eval``, prepared once and run on any policy.
+
+    Prompts use the training view (``data.tool_view``, ``data.response_*``, ``data.max_distractors``), so
+    a checkpoint is evaluated on the prompts it was trained on. ``eval.max_turns`` keeps the first N
+    scored turns whose golden history is complete (a fixed subset for evaluation during training).
+    """
+
+    def __init__(self, config: Any):
+        from toolrl.data.golden import load_samples
+        from toolrl.env.cache import open_default_cache
+
+        e = config.eval
+        data_dir = config.data.data_dir or None
+        self.config = config
+        self.samples = load_samples(e.source, data_dir, e.max_samples or None, config.data.max_distractors,
+                                    config.data.synth_dir or None)
+        tasks = [task for sample in self.samples for task in build_turn_tasks(sample)]
+        if e.max_turns:
+            tasks = [t for t in tasks if t.complete][: e.max_turns]
+        if not tasks:
+            raise ValueError(f"eval.source={e.source!r} (max_samples={e.max_samples}) gives no scored turn")
+        self.tasks = tasks
+        lookup = open_default_cache(data_dir, e.cache_path or None).lookup if e.response_equivalence else None
+        judge = make_judge(JudgeSettings(e.judge.enabled, e.judge.endpoint, e.judge.model))
+        self.matcher = make_matcher(data_dir, lookup, judge)
+        self.render = response_view(config).render
+        self.max_new_tokens = int(e.max_new_tokens or config.rollout.max_new_tokens)
+
+    def settings(self, policy_name: str = "") -> dict[str, Any]:
+        c = self.config
+        return {"source": c.eval.source, "max_samples": c.eval.max_samples, "max_turns": c.eval.max_turns,
+                "turns": len(self.tasks), "model": policy_name, "max_rounds": c.eval.max_rounds,
+                "max_new_tokens": self.max_new_tokens, "tool_view": c.data.tool_view,
+                "response_max_chars": c.data.response_max_chars,
+                "response_max_list_items": c.data.response_max_list_items,
+                "response_equivalence": c.eval.response_equivalence, "judge": c.eval.judge.enabled}
+
+    def run(self, policy: Any) -> EvalReport:
+        """Evaluate a :class:`toolrl.policy.runtime.Policy` (greedy, the training prompts)."""
+        e = self.config.eval
+        batched = policy.as_eval_policy(tool_view=self.config.data.tool_view, max_new_tokens=self.max_new_tokens,
+                                        batch_size=e.batch_size, pad_multiple=self.config.rollout.pad_multiple)
+        results = run_protocol(self.tasks, batched, self.matcher, max_rounds=e.max_rounds,
+                               batch_size=e.batch_size, render=self.render)
+        settings = self.settings(getattr(policy, "name", ""))
+        settings["policy_stats"] = batched.stats.to_json()
+        return EvalReport.from_results(results, settings)
+
+
+def run_evaluation(config: Any, policy: Any, output_dir: str | os.PathLike | None = None) -> EvalReport:
+    """Evaluate ``policy`` as ``config.eval`` says; writes eval_results.json and eval_by_domain.png to
+    ``output_dir`` (None: nowhere)."""
+    report = Evaluation(config).run(policy)
+    if output_dir:
+        out = Path(output_dir)
         report.save_json(out / "eval_results.json")
         report.plot(out / "eval_by_domain.png")
     return report

@@ -114,15 +114,26 @@ def _assistant(calls: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {"role": "assistant", "content": "", "tool_calls": [dict(c) for c in calls]}
 
 
+def tool_message(call: GoldenCall, render: Callable[[Any], str] = render_response) -> dict[str, Any]:
+    """A golden call's recorded response as a tool message (a lost response says so)."""
+    text = render(call.response) if call.has_response else MISSING_RESPONSE_TEXT
+    return {"role": "tool", "name": call.function, "content": text}
+
+
+def turn_messages(turns: Iterable[GoldenTurn], render: Callable[[Any], str] = render_response) -> list[dict[str, Any]]:
+    """Golden turns as messages: each an assistant message with its calls, then one tool message per call.
+
+    The golden history of a scored turn and the SFT episode are both built from this."""
+    messages: list[dict[str, Any]] = []
+    for turn in turns:
+        messages.append(_assistant(call.as_dict() for call in turn.calls))
+        messages.extend(tool_message(call, render) for call in turn.calls)
+    return messages
+
+
 def history_messages(task: TurnTask, render: Callable[[Any], str] = render_response) -> list[dict[str, Any]]:
     """User query, then each golden history turn: assistant calls and one tool message per call."""
-    messages: list[dict[str, Any]] = [{"role": "user", "content": task.query}]
-    for turn in task.history:
-        messages.append(_assistant(call.as_dict() for call in turn.calls))
-        for call in turn.calls:
-            text = render(call.response) if call.has_response else MISSING_RESPONSE_TEXT
-            messages.append({"role": "tool", "name": call.function, "content": text})
-    return messages
+    return [{"role": "user", "content": task.query}] + turn_messages(task.history, render)
 
 
 @dataclasses.dataclass
@@ -160,8 +171,8 @@ class TurnResult:
 
 
 @dataclasses.dataclass
-class _TurnState:
-    """Mutable progress of one scored turn across rounds."""
+class TurnState:
+    """Mutable progress of one scored turn across rounds (the evaluator and turn-mode rollouts run it)."""
 
     task: TurnTask
     messages: list[dict[str, Any]]
@@ -229,7 +240,7 @@ def run_protocol(tasks: Sequence[TurnTask], policy: Policy, matcher: CallMatcher
     """Ask the policy every scored turn (batched, round by round) and judge each turn."""
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
-    states = [_TurnState(task, history_messages(task, render), list(task.golden)) for task in tasks]
+    states = [TurnState(task, history_messages(task, render), list(task.golden)) for task in tasks]
     while True:
         active = [state for state in states if not state.done]
         if not active:

@@ -13,19 +13,21 @@ from pathlib import Path
 
 import ml_collections
 
+from toolrl.rewards.registry import registered_families
+from toolrl.rewards.types import MODES as REWARD_MODES
 from toolrl.rl.grpo import AGGREGATIONS
 
-MODES = ("grpo", "sft", "eval")
+MODES = ("grpo", "sft", "eval", "check")
 ROLLOUT_MODES = ("episode", "turn")
-REWARD_FAMILIES = ("paper", "episode", "turn")
-REWARD_MODES = ("graduated", "atomic", "orchestration", "binary")
 TOOL_VIEWS = ("compact", "signature", "full")
 
 
 def base_config() -> ml_collections.ConfigDict:
     """Defaults: the CPU-sized GRPO job on the bundled SmolLM2-135M (see configs/grpo.py)."""
     c = ml_collections.ConfigDict()
-    c.mode = "grpo"  # "grpo" (SFT warm start if sft.num_steps > 0, then GRPO), "sft" only, or "eval".
+    # "grpo" (SFT warm start if sft.num_steps > 0, then GRPO), "sft" only, "eval" (evaluate a run's
+    # workdir, or the configured model, with config.eval), "check" (print the fit report and stop).
+    c.mode = "grpo"
     c.seed = 0  # Seeds data order, sampling and init; resume is exact because all are derived from it.
     c.workdir = "artifacts/runs/grpo"  # Checkpoints, metrics.jsonl and the W&B run live here.
     c.distributed = False  # Call jax.distributed.initialize() first (multi-host TPU/GPU slices).
@@ -33,7 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.preset = "smollm2_135m"  # Bundled preset name for load_pretrained ("tiny" = random, tests).
     c.model.path = ""  # HF safetensors directory; overrides `preset` when set.
-    c.model.dtype = "float32"  # Parameter/compute dtype; bfloat16 on TPU/GPU.
+    # Compute dtype (bfloat16 on TPU/GPU). Parameters and AdamW moments always stay float32.
+    c.model.dtype = "float32"
     c.model.init_checkpoint = ""  # An earlier run's workdir (e.g. an SFT run) to start from.
 
     c.mesh = ml_collections.ConfigDict()
@@ -50,12 +53,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.train_file = "bfcl_training_3_per_workflow.json"
     c.data.synth_dir = ""  # TFDS directory of toolrl_traces ("" = the default, ~/.cache/toolrl/tfds).
     c.data.max_samples = 0  # Use only the first N samples (0 = all); small values make easy tasks.
-    c.data.max_steps_per_sample = 0  # Drop samples with more golden steps (0 = keep all).
+    c.data.max_steps_per_sample = 0  # Drop samples with more golden calls (0 = keep all).
+    # Before training, tasks whose golden trajectory does not fit the budgets (rollout.max_turns,
+    # max_new_tokens, max_seq_len) are counted and dropped; fewer than this share fitting is an error.
+    c.data.min_fit = 0.9
     # "compact": only the candidate tools, as one line name(param: type, ...) each — short prompts for
     # the CPU; "full": their JSON schemas, as the benchmark shows them.
     c.data.tool_view = "compact"  # ("signature": the one-liners without descriptions)
     c.data.max_distractors = -1  # Candidate tools no golden step uses, kept per prompt (-1 = all).
-    c.data.response_max_chars = 300  # View policy for tool responses in prompts (chars of JSON).
+    # View policy for tool responses in prompts (training AND evaluation): chars of JSON, list items.
+    c.data.response_max_chars = 300
     c.data.response_max_list_items = 2
 
     c.rollout = ml_collections.ConfigDict()
@@ -63,20 +70,29 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.mode = "episode"
     c.rollout.group_size = 4  # G samples per prompt (GRPO group).
     c.rollout.prompts_per_step = 2  # Prompts per GRPO step; the batch is prompts_per_step · G.
-    c.rollout.max_turns = 3  # Assistant turns per episode before it is cut.
-    c.rollout.max_new_tokens = 64  # Tokens per assistant turn.
-    c.rollout.max_seq_len = 512  # Whole episode (prompt + turns + responses), tokens; longer is cut.
-    # Prompts are left-padded to a multiple of this for generation: one compiled sampler per bucket
-    # (training batches are always padded to max_seq_len: one compiled update).
-    c.rollout.pad_multiple = 128
-    c.rollout.temperature = 1.0  # Sampling temperature (1.0 = the policy's own distribution: on-policy).
-    c.rollout.top_k = 0  # 0 = full distribution.
+    # Assistant turns per episode (episode mode) or rounds per scored turn (turn mode: the evaluator's
+    # rounds, a round of only free location lookups gets their responses and another round).
+    c.rollout.max_turns = 3
+    c.rollout.max_new_tokens = 64  # Tokens per assistant turn; a turn cut here is marked truncated.
+    c.rollout.max_seq_len = 512  # Whole trajectory (prompt + turns + responses), tokens.
+    # Prompts are left-padded to a multiple of this for generation, and update batches to a multiple
+    # of it: one compiled program per width.
+    c.rollout.pad_multiple = 64
+    # Sampling temperature; the trainer's log-probs use the same T, so the ratio stays on-policy.
+    c.rollout.temperature = 1.0
+    # Truncated sampling (0 / 1.0 = off). With either on, the trainer's log-probs describe the
+    # untruncated tempered distribution, so the importance ratio is approximate.
+    c.rollout.top_k = 0
+    c.rollout.top_p = 1.0
 
     c.reward = ml_collections.ConfigDict()
     c.reward.family = "episode"  # Registry family: "paper", "episode" or "turn" (DESIGN.md).
     c.reward.mode = "graduated"  # Ablation mode: "graduated", "atomic", "orchestration", "binary".
     c.reward.atomic_weight = 0.5  # w_a in R = w_a · R_atomic + w_o · R_orch (paper: 0.5).
     c.reward.orchestration_weight = 0.5  # w_o (paper: 0.5).
+    # family "paper" only: "ours" (the formula with the documented fixes) or "official" (the authors'
+    # scorer reproduced exactly, its bugs included).
+    c.reward.paper_compat = "ours"
 
     c.grpo = ml_collections.ConfigDict()
     c.grpo.epsilon_low = 0.2  # Ratio floor 1 - eps_low (PPO/GRPO).
@@ -85,6 +101,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.grpo.aggregation = "token_mean"  # "token_mean" (DAPO), "sequence_mean" (GRPO), "constant" (Dr.GRPO).
     c.grpo.scale_by_std = True  # Divide advantages by the group std (False = Dr.GRPO).
     c.grpo.mask_degenerate = True  # Drop groups whose rewards are all equal from the loss.
+    # Drop rows with a turn cut by max_new_tokens (or out of context) from the loss (DAPO's overlong
+    # filtering): the budget, not the policy, ended them.
+    c.grpo.mask_truncated = True
     c.grpo.num_iterations = 1  # Updates per rollout batch (mu); >1 makes the ratio/clip matter.
     c.grpo.micro_batches = 1  # Gradient accumulation chunks per update (memory / micro_batches).
 
@@ -107,6 +126,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.keep = 2  # Checkpoints kept.
     c.train.log_every = 1  # Metrics records every N steps.
     c.train.progress = True  # rich progress bar on stdout.
+    # Continue a workdir whose saved settings differ from this config (otherwise an error naming them).
+    c.train.allow_config_change = False
 
     c.wandb = ml_collections.ConfigDict()
     c.wandb.project = "toolrl"
@@ -116,7 +137,27 @@ def base_config() -> ml_collections.ConfigDict:
     c.wandb.mode = "auto"
     c.wandb.run_name = ""
 
-    c.eval = ml_collections.ConfigDict()  # Used when mode == "eval" (see configs/eval.py).
+    # Evaluation (ComplexFuncBench protocol, toolrl.eval). Prompts use the training view: data.tool_view,
+    # data.response_max_chars / response_max_list_items, data.max_distractors.
+    c.eval = ml_collections.ConfigDict()
+    # Which samples: "eval_100", "bfcl_training", "synthetic:SPLIT", or a file (*.jsonl = the full benchmark).
+    c.eval.source = "eval_100"
+    c.eval.max_samples = 0  # First N samples (0 = all).
+    c.eval.max_turns = 0  # First N scored turns with complete golden history (0 = all scored turns).
+    c.eval.every = 0  # During training: evaluate every N steps (and at the start and the end); 0 = never.
+    c.eval.max_new_tokens = 0  # Per request; 0 = rollout.max_new_tokens.
+    c.eval.max_rounds = 3  # Rounds per scored turn (a round of only free lookups gets another).
+    c.eval.batch_size = 16  # Requests per generate call.
+    # Count a call right when the cache answers it like the golden call (ComplexEval's response match).
+    c.eval.response_equivalence = True
+    c.eval.cache_path = ""  # "" = the default cache (built from the bundled traces on first use)
+    c.eval.checkpoint = ""  # mode=eval: a run's workdir to evaluate ("" = config.workdir, else the model as configured)
+    c.eval.output_dir = ""  # eval_results.json + eval_by_domain.png; "" = <workdir>/eval
+    # Optional LLM judge (ComplexEval's last resort); enabling it without an endpoint is an error.
+    c.eval.judge = ml_collections.ConfigDict()
+    c.eval.judge.enabled = False
+    c.eval.judge.endpoint = ""
+    c.eval.judge.model = ""
     return c
 
 
@@ -143,13 +184,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             errors.append(message)
 
     check(config.mode in MODES, f"mode={config.mode!r} must be one of {MODES}")
-    if config.mode == "eval":
-        if errors:
-            raise ConfigError("; ".join(errors))
-        return
     r, g, o, t, s = config.rollout, config.grpo, config.optim, config.train, config.sft
     check(r.mode in ROLLOUT_MODES, f"rollout.mode={r.mode!r} must be one of {ROLLOUT_MODES}")
-    check(config.reward.family in REWARD_FAMILIES, f"reward.family={config.reward.family!r} must be one of {REWARD_FAMILIES}")
+    families = registered_families()
+    check(config.reward.family in families, f"reward.family={config.reward.family!r} must be one of {families}")
     check(config.reward.mode in REWARD_MODES, f"reward.mode={config.reward.mode!r} must be one of {REWARD_MODES}")
     check(not (r.mode == "turn" and config.reward.family != "turn"),
           f"rollout.mode='turn' scores single turns: reward.family must be 'turn', got {config.reward.family!r}")
@@ -163,6 +201,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f"rollout.max_seq_len={r.max_seq_len} must exceed rollout.max_new_tokens={r.max_new_tokens}")
     check(r.temperature > 0, f"rollout.temperature={r.temperature} must be > 0 (sampling; GRPO needs diverse groups)")
     check(r.top_k >= 0, f"rollout.top_k={r.top_k} must be >= 0")
+    check(0 < r.top_p <= 1, f"rollout.top_p={r.top_p} must be in (0, 1]")
+    check(config.data.max_samples >= 0, f"data.max_samples={config.data.max_samples} must be >= 0 (0 = all)")
+    check(0 <= config.data.min_fit <= 1, f"data.min_fit={config.data.min_fit} must be in [0, 1]")
+    check(config.reward.get("paper_compat", "ours") in ("ours", "official"),
+          f"reward.paper_compat={config.reward.get('paper_compat')!r} must be 'ours' or 'official'")
+    e = config.eval
+    check(e.every >= 0 and e.max_samples >= 0 and e.max_turns >= 0 and e.max_new_tokens >= 0,
+          "eval.every, eval.max_samples, eval.max_turns and eval.max_new_tokens must be >= 0")
+    check(e.max_rounds >= 1 and e.batch_size >= 1, "eval.max_rounds and eval.batch_size must be >= 1")
+    check(not (e.judge.enabled and not e.judge.endpoint), "eval.judge.enabled=True needs eval.judge.endpoint")
     check(r.pad_multiple >= 1, f"rollout.pad_multiple={r.pad_multiple} must be >= 1")
     check(0 <= g.epsilon_low < 1, f"grpo.epsilon_low={g.epsilon_low} must be in [0, 1)")
     check(g.epsilon_high >= 0, f"grpo.epsilon_high={g.epsilon_high} must be >= 0")

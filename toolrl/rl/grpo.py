@@ -42,14 +42,15 @@ class LossConfig:
         exploration alive by letting unlikely good tokens grow faster; 0.2 is symmetric PPO).
       beta: weight of the k3 KL to the frozen reference; 0 disables it (and the reference model).
       aggregation: how per-token losses become a scalar, see `AGGREGATIONS`.
-      max_tokens: the constant denominator of the "constant" aggregation (Dr.GRPO); 0 = use T.
+      constant_tokens: the denominator of the "constant" aggregation (Dr.GRPO): batch size x the most
+        completion tokens a row can have (the trainer sets it from the budgets); 0 = batch x T.
     """
 
     epsilon_low: float = 0.2
     epsilon_high: float = 0.28
     beta: float = 0.04
     aggregation: Aggregation = "token_mean"
-    max_tokens: int = 0
+    constant_tokens: int = 0
 
 
 # ----------------------------------------------------------------------------- advantages
@@ -76,8 +77,9 @@ def group_advantages(
     mean = grouped.mean(axis=1, keepdims=True)
     centered = grouped - mean
     if scale_by_std:
-        # Population std (ddof=0) as in the DeepSeekMath formula; it is the group's own spread.
-        centered = centered / (grouped.std(axis=1, keepdims=True) + eps)
+        # Unbiased sample std (ddof=1), as TRL, verl and tunix compute it; with G = 4 it is 15 % larger
+        # than the population std, so advantages are that much smaller.
+        centered = centered / (grouped.std(axis=1, keepdims=True, ddof=1) + eps)
     degenerate = (grouped.max(axis=1, keepdims=True) - grouped.min(axis=1, keepdims=True)) <= tol
     advantages = jnp.where(degenerate, 0.0, centered)
     return advantages.reshape(-1), jnp.broadcast_to(degenerate, grouped.shape).reshape(-1)
@@ -133,11 +135,14 @@ def clipped_surrogate(
 
 # ----------------------------------------------------------------------------- aggregation
 
-AGGREGATIONS: dict[str, Callable[[Array, Array, int], Array]] = {}
+AGGREGATIONS: dict[str, Callable[[Array, Array, int], tuple[Array, Array]]] = {}
 
 
 def register_aggregation(name: str):
-    """Registers `fn(per_token [B, T], mask [B, T] float, max_tokens) -> scalar` under `name`."""
+    """Registers `fn(per_token [B, T], mask [B, T] float, constant_tokens) -> (numerator, denominator)`.
+
+    The loss is numerator / denominator. Numerators add over sequences, so a batch split into
+    micro-batches is exact when each chunk's numerator is divided by the whole batch's denominator."""
 
     def wrap(fn):
         AGGREGATIONS[name] = fn
@@ -147,53 +152,39 @@ def register_aggregation(name: str):
 
 
 @register_aggregation("token_mean")
-def _token_mean(per_token: Array, mask: Array, max_tokens: int) -> Array:
+def _token_mean(per_token: Array, mask: Array, constant_tokens: int) -> tuple[Array, Array]:
     """Mean over every unmasked token of the batch (DAPO): long sequences weigh more."""
-    del max_tokens
-    return (per_token * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    del constant_tokens
+    return (per_token * mask).sum(), mask.sum()
 
 
 @register_aggregation("sequence_mean")
-def _sequence_mean(per_token: Array, mask: Array, max_tokens: int) -> Array:
+def _sequence_mean(per_token: Array, mask: Array, constant_tokens: int) -> tuple[Array, Array]:
     """Mean over tokens within each sequence, then over sequences with any token (original GRPO)."""
-    del max_tokens
+    del constant_tokens
     lengths = mask.sum(axis=1)
     per_seq = (per_token * mask).sum(axis=1) / jnp.maximum(lengths, 1.0)
-    has_tokens = (lengths > 0).astype(per_token.dtype)
-    return (per_seq * has_tokens).sum() / jnp.maximum(has_tokens.sum(), 1.0)
+    return per_seq.sum(), (lengths > 0).sum().astype(jnp.float32)
 
 
 @register_aggregation("constant")
-def _constant(per_token: Array, mask: Array, max_tokens: int) -> Array:
-    """Sum over tokens / (sequences with any token · max_tokens) (Dr.GRPO): no length bias."""
-    denominator = max_tokens if max_tokens > 0 else per_token.shape[1]
-    has_tokens = (mask.sum(axis=1) > 0).astype(per_token.dtype)
-    return (per_token * mask).sum() / (jnp.maximum(has_tokens.sum(), 1.0) * denominator)
+def _constant(per_token: Array, mask: Array, constant_tokens: int) -> tuple[Array, Array]:
+    """Sum over tokens / (batch size x max completion tokens) (Dr.GRPO): a constant, no length bias."""
+    denominator = constant_tokens if constant_tokens > 0 else per_token.shape[0] * per_token.shape[1]
+    return (per_token * mask).sum(), jnp.asarray(denominator, jnp.float32)
 
 
-def loss_denominator(mask: Array, aggregation: str, max_tokens: int = 0) -> Array:
-    """The denominator each aggregation divides a sum over sequences by (its numerator decomposes
-    over sequences, so a batch split into micro-batches weighs micro-batch j by den_j / den_total).
-
-    mask: [B, T]. Returns a float32 scalar (>= 1).
-    """
-    mask = mask.astype(jnp.float32)
-    if aggregation == "token_mean":
-        den = mask.sum()
-    elif aggregation == "sequence_mean":
-        den = (mask.sum(axis=1) > 0).sum().astype(jnp.float32)
-    elif aggregation == "constant":
-        den = (mask.sum(axis=1) > 0).sum().astype(jnp.float32) * (max_tokens if max_tokens > 0 else mask.shape[1])
-    else:
-        raise ValueError(f"unknown aggregation {aggregation!r}; expected one of {sorted(AGGREGATIONS)}")
-    return jnp.maximum(den, 1.0)
-
-
-def aggregate(per_token: Array, mask: Array, aggregation: str, max_tokens: int = 0) -> Array:
-    """Scalar loss from [B, T] per-token values and a [B, T] mask, by the named aggregation."""
+def aggregate_parts(per_token: Array, mask: Array, aggregation: str, constant_tokens: int = 0) -> tuple[Array, Array]:
+    """(numerator, denominator) of the named aggregation; per_token, mask: [B, T]."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; expected one of {sorted(AGGREGATIONS)}")
-    return AGGREGATIONS[aggregation](per_token, mask.astype(jnp.float32), max_tokens)
+    return AGGREGATIONS[aggregation](per_token, mask.astype(jnp.float32), constant_tokens)
+
+
+def aggregate(per_token: Array, mask: Array, aggregation: str, constant_tokens: int = 0) -> Array:
+    """Scalar loss from [B, T] per-token values and a [B, T] mask, by the named aggregation."""
+    numerator, denominator = aggregate_parts(per_token, mask, aggregation, constant_tokens)
+    return numerator / jnp.maximum(denominator, 1.0)
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -206,6 +197,7 @@ def grpo_loss(
     advantages: Array,
     loss_mask: Array,
     config: LossConfig,
+    denominator: Array | None = None,
 ) -> tuple[Array, dict[str, Array]]:
     """The GRPO objective (to minimise) and its diagnostics.
 
@@ -217,6 +209,8 @@ def grpo_loss(
       loss_mask: [B, T] bool/float, 1 on tokens the policy generated (assistant tokens) of sequences
         that count (degenerate groups already removed by the caller if wanted).
       config: `LossConfig`.
+      denominator: the aggregation's denominator over the WHOLE batch when this is a micro-batch of it
+        (None: this batch's own).
 
     Returns:
       (loss scalar, metrics {name: scalar}): pg_loss, kl (token mean), clip_fraction (share of
@@ -235,9 +229,11 @@ def grpo_loss(
         metrics["kl"] = (kl * mask).sum() / n_tokens
     else:
         metrics["kl"] = jnp.zeros((), jnp.float32)
-    loss = aggregate(per_token, mask, config.aggregation, config.max_tokens)
+    numerator, own = aggregate_parts(per_token, mask, config.aggregation, config.constant_tokens)
+    denominator = jnp.maximum(own if denominator is None else denominator, 1.0)
+    loss = numerator / denominator
     adv = advantages[:, None]
-    metrics["pg_loss"] = aggregate(pg, mask, config.aggregation, config.max_tokens)
+    metrics["pg_loss"] = aggregate_parts(pg, mask, config.aggregation, config.constant_tokens)[0] / denominator
     metrics["clip_fraction"] = (clipped * mask).sum() / n_tokens
     metrics["clip_low"] = (((ratio < 1.0 - config.epsilon_low) & (adv < 0)) * mask).sum() / n_tokens
     metrics["clip_high"] = (((ratio > 1.0 + config.epsilon_high) & (adv > 0)) * mask).sum() / n_tokens

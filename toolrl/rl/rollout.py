@@ -1,17 +1,20 @@
-"""Rollouts: the policy talks to the environment; the result is token arrays plus reward inputs.
+"""Rollouts: the policy talks to an environment; the result is token rows plus reward inputs.
 
-Episode mode: every row starts from its task's prompt; each turn, ALL rows of the batch (all groups)
-go through one jitted `generate` call (rows already finished ride along and are ignored, so shapes
-stay static); the generated text is parsed into tool calls, the calls are executed against the
-environment, and their responses (through the environment's view policy) are appended as an
-environment segment. A row ends when it answers without a call, when a turn is cut by the token
-budget, when the context would overflow, or after `max_turns` turns.
+Both modes pose the evaluator's task with the evaluator's prompts (`Policy.prompt_ids` over the
+messages `toolrl.eval.protocol` builds):
 
-Turn mode: each task is cut at a golden turn k (the same k for the whole group); the prompt holds the
-golden history of turns < k with their real responses, and the policy generates turn k once.
+* **episode**: a row starts from the user query; each turn the active rows go through one
+  `Policy.generate` call, the calls are parsed, executed against the cached environment, and their
+  responses (the view policy) come back as the chat format's environment segment. A row ends when it
+  answers without a call, when a turn is cut by `max_new_tokens` (truncated), when the next turn would
+  not fit `max_seq_len` (truncated), or after `max_turns` turns.
+* **turn**: a row is one scored turn of the benchmark protocol (`toolrl.eval.protocol.TurnTask`): the
+  golden history before it, then the evaluator's rounds (`TurnState`: a round of only free lookups
+  gets the golden responses and another round, up to `max_rounds`).
 
-Token bookkeeping: a row is a list of token ids with a parallel list of flags, 1 for tokens the
-policy generated (trained on) and 0 for prompt / environment tokens (masked out of the loss).
+Token bookkeeping: a row is a list of token ids with a parallel list of flags, 1 for tokens the policy
+generated (trained on) and 0 for prompt / environment tokens (masked out of the loss). Generated
+tokens are kept exactly as sampled.
 """
 
 from __future__ import annotations
@@ -22,214 +25,243 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from toolrl.rewards.parse import ParseError, parse_tool_calls
+from toolrl.data.golden import GoldenSample
+from toolrl.eval.protocol import TurnState, TurnTask, history_messages, render_response, turn_messages
+from toolrl.policy.runtime import Policy, SamplingSettings
+from toolrl.rewards.parse import ParseError
 from toolrl.rewards.types import EpisodeInput, PredictedCall, TurnInput
-from toolrl.rl.chat_format import ChatFormat
-from toolrl.rl.data import Task, golden_turn_text, system_prompt
-from toolrl.rl.generate import bucket
-
-# generate(tokens [B, P] int32, mask [B, P] bool, key) -> (new [B, N], logprobs [B, N], completion [B, N])
-GenerateFn = Callable[[np.ndarray, np.ndarray, jax.Array], tuple[Any, Any, Any]]
 
 FINAL_ANSWER = "Done."  # the SFT target after the last golden turn: teaches the policy to stop.
 
 
 @dataclasses.dataclass
+class Row:
+    """One rollout as it grows."""
+
+    ids: list[int]
+    flags: list[int]
+    calls: list[PredictedCall] = dataclasses.field(default_factory=list)
+    texts: list[str] = dataclasses.field(default_factory=list)
+    turns: int = 0
+    done: bool = False
+    truncated: bool = False  # a turn was cut by max_new_tokens, or the next turn did not fit max_seq_len
+
+
+@dataclasses.dataclass
 class RolloutBatch:
-    """B rollouts (B = tasks · G), right-padded to a common length L.
+    """B rollouts (B = prompts · G; rows i·G .. i·G+G-1 share prompt i).
 
     Attributes:
-      tokens: [B, L] int32.
-      attention_mask: [B, L] bool, real tokens.
-      loss_mask: [B, L] bool, tokens the policy generated.
+      rows: per row, (ids, flags) — flags 1 on the policy's tokens.
       inputs: per row, the reward input (EpisodeInput or TurnInput).
       texts: per row, the decoded assistant turns.
-      n_turns: [B] assistant turns taken.
+      n_turns: [B] assistant turns (rounds) taken.
       truncated: [B] bool, the row was cut by a token budget.
-      generated_tokens: total tokens sampled (incl. rows riding along? no: only active rows).
+      generated_tokens: tokens sampled over the batch.
+      generate_seconds: time inside `Policy.generate`.
     """
 
-    tokens: np.ndarray
-    attention_mask: np.ndarray
-    loss_mask: np.ndarray
+    rows: list[tuple[list[int], list[int]]]
     inputs: list[Any]
     texts: list[list[str]]
     n_turns: np.ndarray
     truncated: np.ndarray
     generated_tokens: int
+    generate_seconds: float
 
 
-@dataclasses.dataclass
-class _Row:
-    ids: list[int]
-    flags: list[int]
-    calls: list[PredictedCall] = dataclasses.field(default_factory=list)
-    texts: list[str] = dataclasses.field(default_factory=list)
-    done: bool = False
-    truncated: bool = False
+def _assistant_turn(policy: Policy, sample_rows: Sequence[Row], active: Sequence[int], key: jax.Array,
+                    settings: SamplingSettings, group_size: int) -> tuple[list[list[int]], np.ndarray, float, int]:
+    out = policy.generate([sample_rows[i].ids for i in active], key, settings, group_size=group_size)
+    return out.tokens, out.finished, out.seconds, out.generated
 
 
-def _left_pad(rows: Sequence[list[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    tokens = np.full((len(rows), length), pad_id, np.int32)
-    mask = np.zeros((len(rows), length), bool)
-    for i, ids in enumerate(rows):
-        ids = ids[-length:]
-        tokens[i, length - len(ids):] = ids
-        mask[i, length - len(ids):] = True
-    return tokens, mask
+def _append_policy_tokens(row: Row, ids: list[int], text: str) -> None:
+    row.ids += ids
+    row.flags += [1] * len(ids)
+    row.texts.append(text)
+    row.turns += 1
 
 
-def pack(rows: Sequence[tuple[list[int], list[int]]], pad_id: int, multiple: int = 32,
-         max_len: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Right-pads (ids, flags) rows to a bucketed common length.
-
-    Returns:
-      tokens [B, L] int32, attention_mask [B, L] bool, loss_mask [B, L] bool.
-    """
-    longest = max(len(ids) for ids, _ in rows)
-    length = bucket(longest, multiple) if max_len is None else max_len
-    tokens = np.full((len(rows), length), pad_id, np.int32)
-    attn = np.zeros((len(rows), length), bool)
-    loss = np.zeros((len(rows), length), bool)
-    for i, (ids, flags) in enumerate(rows):
-        ids, flags = ids[:length], flags[:length]
-        tokens[i, : len(ids)] = ids
-        attn[i, : len(ids)] = True
-        loss[i, : len(flags)] = np.asarray(flags, bool)
-    return tokens, attn, loss
+def _append_env(policy: Policy, row: Row, tool_messages: list[dict[str, Any]]) -> None:
+    env = policy.chat.env_ids(tool_messages)
+    row.ids += env
+    row.flags += [0] * len(env)
 
 
-def _execute(env: Any, text: str) -> tuple[list[PredictedCall], list[str]]:
-    """Parses one assistant message and executes its calls; returns reward calls and prompt texts."""
-    parsed = parse_tool_calls(text)
-    calls, shown = [], []
-    for block in parsed.blocks:
+def _execute(env: Any, policy: Policy, text: str) -> tuple[list[PredictedCall], list[dict[str, Any]]]:
+    """Parses one assistant message and executes its calls; returns reward calls and tool messages."""
+    calls, messages = [], []
+    for block in policy.chat.parse(text).blocks:
         if isinstance(block, ParseError):
             calls.append(PredictedCall.unparseable())
-            shown.append(env.render({"status": False, "error": "invalid_call", "message": f"unparseable tool call ({block.reason})"}))
+            response = {"status": False, "error": "invalid_call", "message": f"unparseable tool call ({block.reason})"}
+            messages.append({"role": "tool", "name": "", "content": env.render(response)})
             continue
         result = env.execute_detailed({"name": block.name, "arguments": block.arguments})
-        calls.append(PredictedCall(block.name, dict(block.arguments), executed=True,
-                                   response=result.response))
-        shown.append(env.render(result.response))
-    return calls, shown
+        calls.append(PredictedCall(block.name, dict(block.arguments), executed=True, response=result.response))
+        messages.append({"role": "tool", "name": block.name, "content": env.render(result.response)})
+    return calls, messages
 
 
-def _history(task: Task, upto: int, env: Any) -> list[tuple[str, list[str]]]:
-    """(assistant text, [tool response texts]) of golden turns < upto, responses through the view policy."""
-    return [(golden_turn_text(task, t), [env.render(task.responses[i]) for i in task.turns[t]])
-            for t in range(upto)]
-
-
-def rollout(
-    tasks: Sequence[Task],
-    group_size: int,
-    generate: GenerateFn,
-    env: Any,
-    fmt: ChatFormat,
-    key: jax.Array,
-    *,
-    mode: str = "episode",
-    max_turns: int = 3,
-    max_new_tokens: int = 64,
-    max_seq_len: int = 512,
-    tool_view: str = "compact",
-    turn_choice: Sequence[int] | None = None,
-    multiple: int = 32,
-) -> RolloutBatch:
-    """Runs G rollouts per task (rows i·G .. i·G+G-1 belong to task i).
-
-    Args:
-      tasks: the prompts of this step.
-      group_size: G.
-      generate: the jitted sampler bound to the current parameters (see GenerateFn).
-      env: a BookingEnvironment (execute_detailed, render).
-      fmt: the chat format / tokenizer.
-      key: PRNG key; split once per turn.
-      mode: "episode" or "turn".
-      max_turns, max_new_tokens, max_seq_len: budgets (see configs).
-      tool_view: how tools appear in the system prompt.
-      turn_choice: turn mode, the golden turn index per task (default: drawn from `key`).
-      multiple: prompt lengths are bucketed to this multiple (one compile per bucket).
-    """
-    if mode == "turn":
-        if turn_choice is None:
-            draws = np.asarray(jax.random.uniform(jax.random.fold_in(key, 7), (len(tasks),)))
-            turn_choice = [int(d * len(t.turns)) for d, t in zip(draws, tasks)]
-        max_turns = 1
-    rows: list[_Row] = []
-    for ti, task in enumerate(tasks):
-        history = _history(task, turn_choice[ti], env) if mode == "turn" else []
-        ids = fmt.prompt_ids(system_prompt(task.tools, tool_view), task.query, history)
-        for _ in range(group_size):
-            rows.append(_Row(ids=list(ids), flags=[0] * len(ids)))
-    generated = 0
-    n_turns = np.zeros(len(rows), np.int32)
+def rollout_episodes(samples: Sequence[GoldenSample], group_size: int, policy: Policy, env: Any, key: jax.Array,
+                     settings: SamplingSettings, *, max_turns: int, max_seq_len: int, tool_view: str) -> RolloutBatch:
+    """G multi-turn rollouts per sample against the cached environment (episode mode)."""
+    rows: list[Row] = []
+    for sample in samples:
+        ids = policy.prompt_ids([{"role": "user", "content": sample.query}], sample.tools, tool_view)
+        rows += [Row(list(ids), [0] * len(ids)) for _ in range(group_size)]
+    generated, seconds = 0, 0.0
     for turn in range(max_turns):
         for row in rows:
-            if not row.done and len(row.ids) + max_new_tokens > max_seq_len:
+            if not row.done and len(row.ids) + settings.max_new_tokens > max_seq_len:
                 row.done, row.truncated = True, True
         active = [i for i, r in enumerate(rows) if not r.done]
         if not active:
             break
-        length = bucket(max(len(rows[i].ids) for i in active), multiple)
-        tokens, mask = _left_pad([r.ids for r in rows], length, fmt.pad_id)
-        new, _, completion = generate(tokens, mask, jax.random.fold_in(key, turn))
-        new, completion = np.asarray(new), np.asarray(completion)
-        for i in active:
+        # Only the first turn has groups of identical prompts.
+        shared = group_size if turn == 0 and len(active) == len(rows) else 1
+        new, finished, dt, n = _assistant_turn(policy, rows, active, jax.random.fold_in(key, turn), settings, shared)
+        generated, seconds = generated + n, seconds + dt
+        for j, i in enumerate(active):
             row = rows[i]
-            out = new[i][completion[i]].tolist()
-            generated += len(out)
-            n_turns[i] += 1
-            row.ids += out
-            row.flags += [1] * len(out)
-            text = fmt.decode(out)
-            row.texts.append(text)
-            calls, shown = _execute(env, text)
+            text = policy.chat.decode(new[j])
+            _append_policy_tokens(row, new[j], text)
+            calls, messages = _execute(env, policy, text)
             row.calls += calls
-            finished_turn = bool(out) and out[-1] == fmt.end_id
-            if not finished_turn:
+            if not finished[j]:
                 row.done, row.truncated = True, True
             elif not calls or turn == max_turns - 1:
                 row.done = True
             else:
-                env_ids = fmt.env_ids(shown)
-                row.ids += env_ids
-                row.flags += [0] * len(env_ids)
-    inputs: list[Any] = []
-    for ti, task in enumerate(tasks):
-        for g in range(group_size):
-            row = rows[ti * group_size + g]
-            if mode == "turn":
-                k = turn_choice[ti]
-                inputs.append(TurnInput(
-                    calls=tuple(row.calls), steps=task.steps, turn=task.turns[k],
-                    later=tuple(i for t in task.turns[k + 1:] for i in t),
-                    done=frozenset(i for t in task.turns[:k] for i in t)))
-            else:
-                inputs.append(EpisodeInput(calls=tuple(row.calls), steps=task.steps))
-    # Fixed width (max_seq_len): one compiled update for the whole run.
-    tokens, attn, loss = pack([(r.ids[:max_seq_len], r.flags[:max_seq_len]) for r in rows], fmt.pad_id,
-                              max_len=max_seq_len)
-    return RolloutBatch(tokens, attn, loss, inputs, [r.texts for r in rows], n_turns,
-                        np.asarray([r.truncated for r in rows]), generated)
+                _append_env(policy, row, messages)
+    inputs = []
+    for s, sample in enumerate(samples):
+        steps = sample.reward_steps()
+        inputs += [EpisodeInput(calls=tuple(rows[s * group_size + g].calls), steps=steps) for g in range(group_size)]
+    return _batch(rows, inputs, generated, seconds)
 
 
-def golden_episode(task: Task, env: Any, fmt: ChatFormat, tool_view: str = "compact",
-                   max_seq_len: int = 512) -> tuple[list[int], list[int]]:
-    """The SFT example of a task: prompt, every golden turn with its real responses, a final answer.
+def turn_reward_input(sample: GoldenSample, task: TurnTask, calls: Sequence[PredictedCall]) -> TurnInput:
+    """The `turn` family's input for one scored turn: its golden calls, the later ones, the history."""
+    turn = tuple(c.index for c in task.golden)
+    history = frozenset(c.index for t in task.history for c in t.calls)
+    later = tuple(c.index for c in sample.calls if c.index not in history and c.index not in turn)
+    return TurnInput(calls=tuple(calls), steps=sample.reward_steps(), turn=turn, later=later, done=history)
+
+
+def rollout_turns(tasks: Sequence[tuple[GoldenSample, TurnTask]], group_size: int, policy: Policy, matcher: Any,
+                  key: jax.Array, settings: SamplingSettings, *, max_rounds: int, max_seq_len: int, tool_view: str,
+                  render: Callable[[Any], str] = render_response) -> RolloutBatch:
+    """G rollouts of one scored turn each (turn mode): the evaluator's rounds, on the policy's own tokens."""
+    rows: list[Row] = []
+    states: list[TurnState] = []
+    for sample, task in tasks:
+        messages = history_messages(task, render)
+        ids = policy.prompt_ids(messages, task.tools, tool_view)
+        for _ in range(group_size):
+            rows.append(Row(list(ids), [0] * len(ids)))
+            states.append(TurnState(task, list(messages), list(task.golden)))
+    generated, seconds = 0, 0.0
+    for round_ in range(max_rounds):
+        for row in rows:
+            if not row.done and len(row.ids) + settings.max_new_tokens > max_seq_len:
+                row.done, row.truncated = True, True
+        active = [i for i, r in enumerate(rows) if not r.done]
+        if not active:
+            break
+        shared = group_size if round_ == 0 and len(active) == len(rows) else 1
+        new, finished, dt, n = _assistant_turn(policy, rows, active, jax.random.fold_in(key, round_), settings, shared)
+        generated, seconds = generated + n, seconds + dt
+        for j, i in enumerate(active):
+            row, state = rows[i], states[i]
+            text = policy.chat.decode(new[j])
+            _append_policy_tokens(row, new[j], text)
+            row.calls += [PredictedCall.unparseable() if isinstance(b, ParseError)
+                          else PredictedCall(b.name, dict(b.arguments)) for b in policy.chat.parse(text).blocks]
+            shown = len(state.messages)
+            state.step(text, matcher, max_rounds, render)
+            if not finished[j]:
+                row.done, row.truncated = True, True
+            elif state.done:
+                row.done = True
+            else:  # another round: the tool messages the protocol appended after this round's calls
+                _append_env(policy, row, [m for m in state.messages[shown:] if m["role"] == "tool"])
+    inputs = [turn_reward_input(sample, task, rows[t * group_size + g].calls)
+              for t, (sample, task) in enumerate(tasks) for g in range(group_size)]
+    return _batch(rows, inputs, generated, seconds)
+
+
+def _batch(rows: Sequence[Row], inputs: list[Any], generated: int, seconds: float) -> RolloutBatch:
+    return RolloutBatch([(r.ids, r.flags) for r in rows], inputs, [r.texts for r in rows],
+                        np.asarray([r.turns for r in rows], np.int32), np.asarray([r.truncated for r in rows]),
+                        generated, seconds)
+
+
+# ----------------------------------------------------------------------------- golden trajectories
+
+
+def golden_episode(sample: GoldenSample, policy: Policy, tool_view: str,
+                   render: Callable[[Any], str] = render_response) -> tuple[list[int], list[int]]:
+    """The SFT example of a sample: prompt, every golden turn with its responses, a final answer.
+
+    Its assistant parts are exactly the tokens the evaluator's prompts show for the same turns.
 
     Returns:
       (ids, flags): flags are 1 on the golden assistant tokens (what SFT trains on).
     """
-    ids = fmt.prompt_ids(system_prompt(task.tools, tool_view), task.query)
+    chat = policy.chat
+    ids = policy.prompt_ids([{"role": "user", "content": sample.query}], sample.tools, tool_view)
     flags = [0] * len(ids)
-    for t, turn in enumerate(task.turns):
-        a = fmt.assistant_ids(golden_turn_text(task, t))
-        e = fmt.env_ids([env.render(task.responses[i]) for i in turn])
-        ids += a + e
-        flags += [1] * len(a) + [0] * len(e)
-    a = fmt.assistant_ids(FINAL_ANSWER)
-    ids += a
-    flags += [1] * len(a)
-    return ids[:max_seq_len], flags[:max_seq_len]
+    for turn in sample.turns:
+        messages = turn_messages([turn], render)
+        assistant = chat.assistant_ids(messages[0])
+        env = chat.env_ids(messages[1:])
+        ids += assistant + env
+        flags += [1] * len(assistant) + [0] * len(env)
+    final = chat.final_ids(FINAL_ANSWER)
+    return ids + final, flags + [1] * len(final)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrajectoryBudget:
+    """Token counts of a golden trajectory, for the fit report.
+
+    Attributes:
+      turns: assistant turns (episode) or rounds (turn mode) the golden solution needs.
+      longest_turn: tokens of its longest assistant turn (incl. the end token).
+      total: tokens of the whole trajectory (prompt + turns + environment).
+    """
+
+    turns: int
+    longest_turn: int
+    total: int
+
+
+def episode_budget(sample: GoldenSample, policy: Policy, tool_view: str, render: Callable[[Any], str],
+                   with_final: bool) -> TrajectoryBudget:
+    """What the golden episode of `sample` needs (with the final answer turn for SFT)."""
+    chat = policy.chat
+    total = len(policy.prompt_ids([{"role": "user", "content": sample.query}], sample.tools, tool_view))
+    longest = 0
+    for turn in sample.turns:
+        messages = turn_messages([turn], render)
+        a = len(chat.assistant_ids(messages[0]))
+        longest = max(longest, a)
+        total += a + len(chat.env_ids(messages[1:]))
+    if with_final:
+        total += len(chat.final_ids(FINAL_ANSWER))
+    return TrajectoryBudget(len(sample.turns), longest, total)
+
+
+def turn_budget(task: TurnTask, policy: Policy, tool_view: str, render: Callable[[Any], str]) -> TrajectoryBudget:
+    """What the golden solution of one scored turn needs: its subturns as rounds after the history."""
+    chat = policy.chat
+    total = len(policy.prompt_ids(history_messages(task, render), task.tools, tool_view))
+    longest = 0
+    for k, sub in enumerate(task.subturns):
+        messages = turn_messages([sub], render)
+        a = len(chat.assistant_ids(messages[0]))
+        longest = max(longest, a)
+        total += a + (len(chat.env_ids(messages[1:])) if k < len(task.subturns) - 1 else 0)
+    return TrajectoryBudget(len(task.subturns), longest, total)

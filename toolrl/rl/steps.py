@@ -54,7 +54,7 @@ SFT_BATCH = {"tokens": 2, "attention_mask": 2, "loss_mask": 2}
 
 
 def make_grpo_step(graphdef: nnx.GraphDef, loss_config: grpo.LossConfig, mesh: Mesh | None, state: Any,
-                   use_old_logp: bool, micro_batches: int = 1) -> Callable[[Any, Batch], tuple[Any, dict[str, jax.Array]]]:
+                   use_old_logp: bool, micro_batches: int = 1, temperature: float = 1.0) -> Callable[[Any, Batch], tuple[Any, dict[str, jax.Array]]]:
     """`step(state, batch) -> (state, metrics)`: one GRPO gradient update.
 
     Args:
@@ -65,22 +65,23 @@ def make_grpo_step(graphdef: nnx.GraphDef, loss_config: grpo.LossConfig, mesh: M
       use_old_logp: read batch["old_logp"] (several updates per rollout); otherwise the sampling
         policy is the current one and old_logp = stop_gradient(logp) (ratio 1, clip inactive).
       micro_batches: split the batch into this many chunks and accumulate gradients (`lax.scan`):
-        activation memory / micro_batches, same gradient (each chunk's loss is weighted by its share
-        of the aggregation's denominator, `grpo.loss_denominator`).
+        activation memory / micro_batches, same gradient (each chunk's numerator is divided by the
+        whole batch's denominator, `grpo.aggregate_parts`).
+      temperature: the sampling temperature; log-probs are those of softmax(logits / T), the
+        distribution the rollout sampled from (TRL and verl do the same).
     """
 
     def micro_loss(model: nnx.Module, mb: Batch, total_den: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         mask = mb["loss_mask"][:, 1:] & mb["valid"][:, None]
-        logp = sequence_logprobs(model, mb["tokens"], mb["attention_mask"])  # [b, L-1]
+        logp = sequence_logprobs(model, mb["tokens"], mb["attention_mask"], temperature=temperature)  # [b, L-1]
         old = mb["old_logp"] if use_old_logp else jax.lax.stop_gradient(logp)
-        loss, metrics = grpo.grpo_loss(logp, old, mb.get("ref_logp"), mb["advantages"], mask, loss_config)
-        weight = grpo.loss_denominator(mask, loss_config.aggregation, loss_config.max_tokens) / total_den
-        return loss * weight, metrics
+        return grpo.grpo_loss(logp, old, mb.get("ref_logp"), mb["advantages"], mask, loss_config, total_den)
 
     def step(state: Any, batch: Batch) -> tuple[Any, dict[str, jax.Array]]:
         model, optimizer = nnx.merge(graphdef, state)
         full_mask = batch["loss_mask"][:, 1:] & batch["valid"][:, None]
-        total_den = grpo.loss_denominator(full_mask, loss_config.aggregation, loss_config.max_tokens)
+        total_den = jnp.maximum(grpo.aggregate_parts(jnp.zeros(full_mask.shape, jnp.float32), full_mask,
+                                                     loss_config.aggregation, loss_config.constant_tokens)[1], 1.0)
         # Differentiate a pure function of the parameters (not the module): it can run inside scan.
         mgraph, params, rest = nnx.split(model, nnx.Param, ...)
 
@@ -146,12 +147,13 @@ def _jit(step: Callable, mesh: Mesh | None, state: Any, batch_keys: dict[str, in
                    out_shardings=(state_sh, replicated))
 
 
-def make_logprob_fn(graphdef: nnx.GraphDef, mesh: Mesh | None, state: Any) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
-    """`logp(model_state, tokens, attention_mask) -> [B, L-1]` (reference / old-policy pass)."""
+def make_logprob_fn(graphdef: nnx.GraphDef, mesh: Mesh | None, state: Any,
+                    temperature: float = 1.0) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+    """`logp(model_state, tokens, attention_mask) -> [B, L-1]` at `temperature` (reference / old-policy pass)."""
 
     def fn(state: Any, tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
         model = nnx.merge(graphdef, state)
-        return sequence_logprobs(model, tokens, attention_mask)
+        return sequence_logprobs(model, tokens, attention_mask, temperature=temperature)
 
     if mesh is None:
         return jax.jit(fn)

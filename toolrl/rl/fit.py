@@ -1,0 +1,98 @@
+"""The fit report: how many tasks can be solved at all within a run's budgets, counted before training.
+
+A task fits when its golden trajectory — the prompt, every golden assistant turn and every
+environment segment, rendered by the same chat format the rollout uses — needs at most
+`rollout.max_turns` turns (rounds in turn mode), at most `rollout.max_new_tokens` tokens in any one
+turn, and at most `rollout.max_seq_len` tokens in all. A task that does not fit is unsolvable by
+construction (the budget, not the policy, would end it), so it is dropped and counted; fewer than
+`data.min_fit` fitting is a configuration error naming the fields to raise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+from toolrl.rl.config import ConfigError
+from toolrl.rl.rollout import TrajectoryBudget
+
+T = TypeVar("T")
+
+# Which budget a task exceeds -> the config field that sets it.
+BUDGET_FIELDS = {"turns": "rollout.max_turns", "turn_tokens": "rollout.max_new_tokens",
+                 "total_tokens": "rollout.max_seq_len"}
+
+
+@dataclasses.dataclass
+class FitReport(Generic[T]):
+    """Which tasks fit the budgets.
+
+    Attributes:
+      what: the kind of task ("episodes", "scored turns", "SFT episodes").
+      kept: the tasks that fit, in order.
+      total: tasks considered.
+      exceeded: budget name ("turns" / "turn_tokens" / "total_tokens") -> tasks exceeding it.
+      largest: the largest need seen for each budget (turns, turn_tokens, total_tokens).
+    """
+
+    what: str
+    kept: list[T]
+    total: int
+    exceeded: Counter
+    largest: dict[str, int]
+
+    @property
+    def fit(self) -> int:
+        return len(self.kept)
+
+    @property
+    def share(self) -> float:
+        return self.fit / self.total if self.total else 0.0
+
+    def line(self) -> str:
+        return f"fit: {self.fit}/{self.total} tasks ({100 * self.share:.0f}%)"
+
+    def describe(self) -> str:
+        """A few lines: the fit figure, what the others exceed, the largest needs."""
+        lines = [f"{self.what}: {self.fit}/{self.total} fit ({100 * self.share:.1f}%)"]
+        for budget, count in sorted(self.exceeded.items()):
+            lines.append(f"  {count} exceed {BUDGET_FIELDS[budget]}")
+        need = ", ".join(f"{k} {v}" for k, v in self.largest.items())
+        lines.append(f"  largest need: {need}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"what": self.what, "fit": self.fit, "total": self.total, "share": self.share,
+                "exceeded": dict(self.exceeded), "largest": dict(self.largest)}
+
+
+def fit_report(what: str, tasks: Sequence[T], budget_of: Callable[[T], TrajectoryBudget], *, max_turns: int,
+               max_new_tokens: int, max_seq_len: int) -> FitReport[T]:
+    """Measures every task's golden trajectory against the budgets (`budget_of` renders it)."""
+    kept, exceeded = [], Counter()
+    largest = {"turns": 0, "turn_tokens": 0, "total_tokens": 0}
+    for task in tasks:
+        need = budget_of(task)
+        over = [name for name, value, limit in (("turns", need.turns, max_turns),
+                                                ("turn_tokens", need.longest_turn, max_new_tokens),
+                                                ("total_tokens", need.total, max_seq_len)) if value > limit]
+        exceeded.update(over)
+        largest = {"turns": max(largest["turns"], need.turns),
+                   "turn_tokens": max(largest["turn_tokens"], need.longest_turn),
+                   "total_tokens": max(largest["total_tokens"], need.total)}
+        if not over:
+            kept.append(task)
+    return FitReport(what, kept, len(tasks), exceeded, largest)
+
+
+def require_fit(report: FitReport, min_fit: float) -> None:
+    """Raises ConfigError naming the budget fields when fewer than `min_fit` of the tasks fit."""
+    if report.total and report.share >= min_fit and report.fit > 0:
+        return
+    fields = ", ".join(f"{BUDGET_FIELDS[b]} ({n} tasks)" for b, n in report.exceeded.most_common())
+    raise ConfigError(
+        f"only {report.fit}/{report.total} {report.what} ({100 * report.share:.0f}%) fit the budgets, below "
+        f"data.min_fit={min_fit}: raise {fields or 'the budgets'} (largest need: "
+        f"{', '.join(f'{k} {v}' for k, v in report.largest.items())}), or select shorter tasks "
+        f"(data.max_steps_per_sample)")
