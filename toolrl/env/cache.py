@@ -11,36 +11,48 @@ Rules:
     ``status`` that is not false); empty and error responses are counted and skipped;
   * duplicate keys with conflicting responses: all variants are stored; the lookup answers the
     variant recorded most often, ties going to the first one seen (source order, then file order);
-  * a build writes to a temporary file beside the target and renames it over the target only when
-    complete, so an interrupted build never damages a good cache;
+  * a build writes to a temporary file beside the target (``.NAME.PID.XXXX.building``) and renames
+    it over the target only when complete, so an interrupted build never damages a good cache. The
+    temporary file is removed on any failure, on Ctrl-C and on SIGTERM; one left by a build that was
+    killed outright (SIGKILL, power loss) is removed by the next build of the same target (its PID
+    is no longer alive on this machine). The new file keeps the permissions of the one it replaces
+    (0644, less the umask, for a new one);
+  * ``--out`` is checked before any source is read: it must not be a directory nor one of the
+    sources (building over a source would destroy it);
   * readers open the file read-only (``mode=ro``), one connection per process, so many rollout
     workers can look up at once.
 
 CLI: ``python -m toolrl.env.cache build --out PATH [--source KIND:PATH ...]`` where KIND is
 ``traces`` (eval_100 / bfcl_training files), ``benchmark`` (ComplexFuncBench JSONL) or ``dump``
 (the authors' ``{function: [{arguments, response}]}`` file); with no ``--source`` it builds from the
-two bundled trace files.
+two bundled trace files. User errors (a bad ``--out``, an unknown KIND, a missing or malformed
+source) print one line on stderr and exit 2 (``--verbose`` for the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import re
+import signal
 import sqlite3
-import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from toolrl.cli import UserError, run_cli
 from toolrl.data import paths
 from toolrl.data.complexfuncbench import RecordedCall, iter_cache_dump, load_benchmark_jsonl
 from toolrl.data.traces import load_trace_file
-from toolrl.env.canonical import KEY_SEPARATOR, canonical_json, cache_key
+from toolrl.data.validation import DataFormatError
+from toolrl.env.canonical import KEY_SEPARATOR, canonical_json, cache_key, function_name_problem
 
 FORMAT_VERSION = "1"
 SOURCE_KINDS = ("traces", "benchmark", "dump")
@@ -49,6 +61,10 @@ _INSERT_BATCH = 10_000
 
 class CacheError(RuntimeError):
     """The cache file is missing, truncated, corrupted or of another format."""
+
+
+class CacheBuildError(UserError):
+    """A build cannot start: bad ``--out`` or source specification (nothing was read or written)."""
 
 
 def is_success_response(response: Any) -> bool:
@@ -72,11 +88,22 @@ class Source:
         if sep and kind in SOURCE_KINDS:
             return cls(kind, Path(rest))
         path = Path(spec)
+        if sep and not path.exists() and _looks_like_kind(kind):
+            raise CacheBuildError(f"unknown source kind {kind!r} in {spec!r}; known kinds: {', '.join(SOURCE_KINDS)} "
+                                  f"(KIND:PATH), or a bare path whose kind is guessed")
+        if not path.is_file():
+            raise FileNotFoundError(f"cache source {path} does not exist" + (" (not a file)" if path.exists() else ""))
         if path.suffix == ".jsonl":
             return cls("benchmark", path)
         with path.open("rb") as handle:
             head = handle.read(4096).lstrip()
         return cls("traces" if head.startswith(b"[") else "dump", path)
+
+    @staticmethod
+    def path_of(spec: str) -> Path:
+        """The path a ``--source`` spec names, without reading anything."""
+        kind, sep, rest = spec.partition(":")
+        return Path(rest) if sep and kind in SOURCE_KINDS else Path(spec)
 
     def calls(self) -> Iterator[RecordedCall]:
         if not self.path.is_file():
@@ -95,6 +122,10 @@ class Source:
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.path}"
+
+
+def _looks_like_kind(text: str) -> bool:
+    return re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]+", text) is not None  # not a Windows drive letter
 
 
 def default_sources(data_dir: str | os.PathLike | None = None) -> list[Source]:
@@ -141,72 +172,170 @@ CREATE TABLE variants(
 """
 
 
+def check_output(out: str | os.PathLike, source_paths: Iterable[str | os.PathLike]) -> None:
+    """Refuses an ``--out`` that is a directory or one of the sources. Reads nothing. Raises CacheBuildError."""
+    out = Path(out)
+    if out.is_dir():
+        raise CacheBuildError(f"--out {out} is a directory; give the path of the SQLite file to write")
+    resolved = out.resolve()
+    for source in source_paths:
+        source = Path(source)
+        same = source.resolve() == resolved
+        if not same and out.exists() and source.exists():
+            try:
+                same = os.path.samefile(out, source)
+            except OSError:
+                same = False
+        if same:
+            raise CacheBuildError(f"--out {out} is also a source ({source}); building would overwrite it: "
+                                  f"write the cache to another file")
+
+
+_BUILDING = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.building")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_builds(out: Path) -> list[Path]:
+    """Removes ``.NAME.PID.XXXX.building`` files of ``out`` whose build process is dead; returns them."""
+    removed = []
+    for candidate in out.parent.glob(f".{out.name}.*.building"):
+        match = _BUILDING.fullmatch(candidate.name)
+        if not match or match["name"] != out.name or _pid_alive(int(match["pid"])):
+            continue
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _new_file_mode(out: Path) -> int:
+    """The mode of the file being replaced, or 0644 less the umask for a new one."""
+    try:
+        return os.stat(out).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o644 & ~umask
+
+
+class _RemoveOnSignal:
+    """While active (main thread only), SIGTERM removes the temporary file and ends the process with
+    status 143 (or runs the handler that was installed before). SIGINT raises KeyboardInterrupt as
+    usual and the build's cleanup removes the file."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.previous: Any = None
+        self.active = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> "_RemoveOnSignal":
+        if self.active:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.tmp.unlink(missing_ok=True)
+        if callable(self.previous):
+            self.previous(signum, frame)
+        raise SystemExit(128 + signum)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            signal.signal(signal.SIGTERM, self.previous if self.previous is not None else signal.SIG_DFL)
+
+
 def build_cache(out: str | os.PathLike, sources: Iterable[Source]) -> BuildSummary:
-    """Build a cache file from the given sources; atomically replaces ``out`` on success."""
+    """Build a cache file from the given sources; atomically replaces ``out`` on success.
+
+    Raises CacheBuildError (before reading anything) when ``out`` is a directory or a source."""
     start = time.perf_counter()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     sources = list(sources)
+    check_output(out, [source.path for source in sources])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(out)
+    mode = _new_file_mode(out)
     summary = BuildSummary(sources=[str(s) for s in sources])
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".building", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        connection = sqlite3.connect(tmp)
-        # The temporary file is thrown away on any failure, so durability during the build is moot.
-        connection.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
-        batch: list[tuple] = []
-        order = 0
-        for source in sources:
-            for call in source.calls():
-                summary.recorded_calls += 1
-                if not is_success_response(call.response):
-                    if call.response in ("", None, {}, []):
-                        summary.skipped_empty += 1
-                    else:
-                        summary.skipped_error += 1
-                    continue
-                response = canonical_response_json(call.response)
-                # Responses that differ only in key order are the same response.
-                ordered = json.dumps(call.response, sort_keys=True, ensure_ascii=False)
-                digest = hashlib.blake2b(ordered.encode(), digest_size=16).hexdigest()
-                batch.append((cache_key(call.function, call.arguments), digest, response, order, str(source)))
-                order += 1
-                if len(batch) >= _INSERT_BATCH:
-                    _insert_variants(connection, batch)
-                    batch.clear()
-        _insert_variants(connection, batch)
-        connection.executescript(
-            """
-            CREATE TABLE entries AS
-              SELECT key,
-                     substr(key, 1, instr(key, char(31)) - 1) AS function,
-                     substr(key, instr(key, char(31)) + 1) AS arguments,
-                     response, source AS sources, n_variants
-              FROM (SELECT v.*, COUNT(*) OVER (PARTITION BY key) AS n_variants,
-                           ROW_NUMBER() OVER (PARTITION BY key ORDER BY count DESC, first_seen ASC) AS rank
-                    FROM variants v)
-              WHERE rank = 1;
-            CREATE UNIQUE INDEX entries_key ON entries(key);
-            CREATE INDEX entries_function ON entries(function);
-            """
-        )
-        (summary.entries,) = connection.execute("SELECT COUNT(*) FROM entries").fetchone()
-        (summary.functions,) = connection.execute("SELECT COUNT(DISTINCT function) FROM entries").fetchone()
-        (summary.conflicting_keys,) = connection.execute("SELECT COUNT(*) FROM entries WHERE n_variants > 1").fetchone()
-        (summary.duplicate_keys_same_response,) = connection.execute(
-            "SELECT COUNT(*) FROM variants WHERE count > 1").fetchone()
-        summary.seconds = time.perf_counter() - start
-        meta = {"format_version": FORMAT_VERSION, "summary": json.dumps(dataclasses.asdict(summary)), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        connection.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-        connection.commit()
-        connection.close()
-        os.replace(tmp, out)
+        with _RemoveOnSignal(tmp):
+            _write_cache(tmp, sources, summary, start)
+            os.chmod(tmp, mode)
+            os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     summary.bytes = out.stat().st_size
     return summary
+
+
+def _write_cache(tmp: Path, sources: list[Source], summary: BuildSummary, start: float) -> None:
+    """Fills the SQLite file ``tmp`` from the sources (the body of :func:`build_cache`)."""
+    with contextlib.closing(sqlite3.connect(tmp)) as connection:
+        _fill(connection, sources, summary, start)
+
+
+def _fill(connection: sqlite3.Connection, sources: list[Source], summary: BuildSummary, start: float) -> None:
+    # The temporary file is thrown away on any failure, so durability during the build is moot.
+    connection.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+    batch: list[tuple] = []
+    order = 0
+    for source in sources:
+        for call in source.calls():
+            summary.recorded_calls += 1
+            if not is_success_response(call.response):
+                if call.response in ("", None, {}, []):
+                    summary.skipped_empty += 1
+                else:
+                    summary.skipped_error += 1
+                continue
+            response = canonical_response_json(call.response)
+            # Responses that differ only in key order are the same response.
+            ordered = json.dumps(call.response, sort_keys=True, ensure_ascii=False)
+            digest = hashlib.blake2b(ordered.encode(), digest_size=16).hexdigest()
+            batch.append((cache_key(call.function, call.arguments), digest, response, order, str(source)))
+            order += 1
+            if len(batch) >= _INSERT_BATCH:
+                _insert_variants(connection, batch)
+                batch.clear()
+    _insert_variants(connection, batch)
+    connection.executescript(
+        """
+        CREATE TABLE entries AS
+          SELECT key,
+                 substr(key, 1, instr(key, char(31)) - 1) AS function,
+                 substr(key, instr(key, char(31)) + 1) AS arguments,
+                 response, source AS sources, n_variants
+          FROM (SELECT v.*, COUNT(*) OVER (PARTITION BY key) AS n_variants,
+                       ROW_NUMBER() OVER (PARTITION BY key ORDER BY count DESC, first_seen ASC) AS rank
+                FROM variants v)
+          WHERE rank = 1;
+        CREATE UNIQUE INDEX entries_key ON entries(key);
+        CREATE INDEX entries_function ON entries(function);
+        """
+    )
+    (summary.entries,) = connection.execute("SELECT COUNT(*) FROM entries").fetchone()
+    (summary.functions,) = connection.execute("SELECT COUNT(DISTINCT function) FROM entries").fetchone()
+    (summary.conflicting_keys,) = connection.execute("SELECT COUNT(*) FROM entries WHERE n_variants > 1").fetchone()
+    (summary.duplicate_keys_same_response,) = connection.execute(
+        "SELECT COUNT(*) FROM variants WHERE count > 1").fetchone()
+    summary.seconds = time.perf_counter() - start
+    meta = {"format_version": FORMAT_VERSION, "summary": json.dumps(dataclasses.asdict(summary)), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    connection.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+    connection.commit()
 
 
 def _insert_variants(connection: sqlite3.Connection, rows: list[tuple]) -> None:
@@ -336,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("path")
     args = parser.parse_args(argv)
     if args.command == "build":
+        # --out is checked against the sources before any of them is opened.
+        check_output(args.out, [Source.path_of(spec) for spec in args.source])
         sources = [Source.parse(spec) for spec in args.source] or default_sources(args.data_dir)
         summary = build_cache(args.out, sources)
         print(f"built {args.out}\n{summary.format()}")
@@ -348,4 +479,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, prog="python -m toolrl.env.cache", user_errors=(CacheError,))

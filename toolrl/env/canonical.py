@@ -7,7 +7,9 @@ Normalisation, applied recursively to every value:
   * a float with an integral value becomes an int (``11.0`` -> ``11``), so int/float spellings agree;
   * dict keys are sorted; list order is kept (it is meaningful, e.g. flight legs);
   * booleans and null are kept as they are.
-The key of a call is ``function`` + U+001F + the compact JSON of its canonical arguments.
+The key of a call is ``function`` + U+001F + the compact JSON of its canonical arguments, so a
+function name must not be empty nor hold control characters (:func:`function_name_problem`; the
+loaders and the cache build refuse such names).
 """
 
 from __future__ import annotations
@@ -41,6 +43,21 @@ def canonical_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [canonical_value(v) for v in value]
     raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+def function_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a cached function's name (None when it can).
+
+    A name must be a non-empty string without control characters (U+0000-U+001F, U+007F-U+009F):
+    the cache key joins name and arguments with U+001F, so such a name would split wrongly."""
+    if not isinstance(name, str):
+        return f"expected a string, got {type(name).__name__}"
+    if not name.strip():
+        return "empty function name"
+    bad = next((c for c in name if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F), None)
+    if bad is not None:
+        return f"holds the control character U+{ord(bad):04X}"
+    return None
 
 
 def canonical_json(value: Any) -> str:
