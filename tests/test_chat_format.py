@@ -280,6 +280,22 @@ def test_template_that_drops_earlier_content_is_rejected_with_the_message_index(
     fmt.conversation_ids([SYSTEM, USER, TURN1, *RESP1, FINAL], TOOLS)  # no content: consistent
 
 
+def test_segments_that_depend_on_the_tool_listing():
+    from fixtures_chat import QWEN_STYLE_TEMPLATE
+
+    tok = qwen_style_tokenizer()
+    # The turn of tool results (part of every env segment) names the number of tools.
+    tok.chat_template = QWEN_STYLE_TEMPLATE.replace(
+        "{{- '<|im_start|>user' }}{%- endif %}",
+        "{{- '<|im_start|>user' + (' ' + tools | length | string if tools else '') }}{%- endif %}")
+    assert tok.chat_template != QWEN_STYLE_TEMPLATE
+    fmt = ChatFormat(tok)
+    msgs = [SYSTEM, USER, TURN1, *RESP1]
+    assert fmt.env_ids(RESP1, TOOLS) != fmt.env_ids(RESP1)
+    assert fmt.prompt_ids(msgs, TOOLS) == fmt.prompt_ids(msgs[:2], TOOLS) + fmt.assistant_ids(TURN1, TOOLS) + fmt.env_ids(RESP1, TOOLS)
+    assert fmt.conversation_ids(msgs + [FINAL], TOOLS)[0][-len(fmt.final_ids("Done.")):] == fmt.final_ids("Done.")
+
+
 def test_native_needs_a_template_and_tool_calls():
     from toolrl.rl.policy_model import CharTokenizer
 

@@ -19,6 +19,7 @@ Two templates:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Literal, Mapping, Sequence
 
@@ -372,6 +373,7 @@ class ChatFormat:
         if self.kind == "native" and not getattr(tokenizer, "chat_template", None):
             raise ValueError("kind='native' needs a tokenizer with a chat template; use kind='hermes'")
         self._head_cache: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        self._tools_matter: dict[str, bool] = {}
         self.end_id, self.calls_tagged = self._probe_template()
         self.eos_ids = tuple(int(i) for i in eos_token_ids)
         self.stop_ids: tuple[int, ...] = tuple(dict.fromkeys((self.end_id, *self.eos_ids)))
@@ -445,6 +447,9 @@ class ChatFormat:
     def assistant_ids(self, message: Message | str, tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
         """One assistant message (content and/or ``tool_calls``) as the policy should generate it,
         ending with ``end_id``."""
+        return self._assistant_ids(message, self._segment_tools(tools))
+
+    def _assistant_ids(self, message: Message | str, tools: Sequence[Mapping[str, Any]] | None) -> list[int]:
         prefix = [{"role": "user", "content": _PROBE_USER}]
         head = self._cached_head(tools, None, lambda: self._ids(prefix, tools, True))
         full = self._ids(prefix + [_as_assistant(message)], tools, False)
@@ -464,6 +469,10 @@ class ChatFormat:
         """What follows an assistant turn that ended with ``end_id``: the rest of the template's text
         after the end token, the tool messages (one per call, in call order; a plain string is the
         content of a ``tool`` message) and the next assistant generation prompt."""
+        return self._env_ids(tool_messages, self._segment_tools(tools))
+
+    def _env_ids(self, tool_messages: Sequence[Message | str], tools: Sequence[Mapping[str, Any]] | None
+                 ) -> list[int]:
         messages = [_as_env_message(m) for m in tool_messages]
         names = tuple(str(m.get("name") or _PROBE_TOOL) for m in messages if m.get("role") in ("tool", "ipython"))
         calls = [{"name": n, "arguments": {}} for n in names]
@@ -484,9 +493,33 @@ class ChatFormat:
         self._check_prefix(head_ids, full, "the messages after an assistant turn")
         return full[len(head_ids):]
 
+    @staticmethod
+    def _tools_key(tools: Any) -> str:
+        if not tools:
+            return ""
+        return hashlib.sha1(json.dumps(tools, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+    def _segment_tools(self, tools: Sequence[Mapping[str, Any]] | None) -> Sequence[Mapping[str, Any]] | None:
+        """``tools``, or None when the template's segments do not depend on its tool listing (checked
+        once per tool list on probe turns): the probe renderings then skip the long listing."""
+        if not tools:
+            return None
+        key = self._tools_key(tools)
+        if key not in self._tools_matter:
+            name = str(_tool_schema(tools[0]).get("name") or _PROBE_TOOL)
+            turn = {"role": "assistant", "content": "", "tool_calls": [
+                {"name": name, "arguments": {"probe_arg": 1}}, {"name": name, "arguments": {}}]}
+            env = [{"role": "tool", "name": name, "content": '{"probe": 1}'}, {"role": "tool", "name": name, "content": "x"}]
+            final = {"role": "assistant", "content": _PROBE_TEXT}
+            if len(self._tools_matter) > 256:
+                self._tools_matter.clear()
+            self._tools_matter[key] = (self._assistant_ids(turn, tools) != self._assistant_ids(turn, None)
+                                       or self._assistant_ids(final, tools) != self._assistant_ids(final, None)
+                                       or self._env_ids(env, tools) != self._env_ids(env, None))
+        return tools if self._tools_matter[key] else None
+
     def _cached_head(self, tools: Any, names: tuple[str, ...] | None, build: Any) -> list[int]:
-        key = (json.dumps(tools, sort_keys=True, ensure_ascii=False, default=str) if tools else "",
-               ("<assistant>",) if names is None else names)
+        key = (self._tools_key(tools), ("<assistant>",) if names is None else names)
         if key not in self._head_cache:
             if len(self._head_cache) > 256:
                 self._head_cache.clear()
