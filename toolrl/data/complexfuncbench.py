@@ -20,6 +20,7 @@ from typing import Any
 import ijson
 
 from toolrl.data.validation import DataFormatError, RecordReader, iter_jsonl
+from toolrl.env.canonical import function_name_problem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,43 +143,87 @@ def load_benchmark_jsonl(path: str | os.PathLike) -> Iterator[BenchmarkSample]:
 def iter_cache_dump(path: str | os.PathLike) -> Iterator[RecordedCall]:
     """Stream ``{function: [{"arguments", "response"}, ...]}`` one entry at a time.
 
-    Memory stays bounded by the largest single entry, whatever the file size.
+    Memory stays bounded by the largest single entry, whatever the file size. Nothing is skipped or
+    invented: each of these is a :class:`DataFormatError` naming the file, the function and the
+    entry's index (``F[3]``), so a 24 GB dump with a bad record fails loudly instead of yielding a
+    silently different cache:
+
+    * a top level that is not an object, or any content after it (trailing garbage);
+    * an empty function name, or one with a control character (the cache key joins name and
+      arguments with U+001F, so such a name would corrupt the function and arguments columns);
+    * a function whose value is not a list of entries;
+    * an entry that is not an object (a number, a string, null, a list);
+    * an entry without ``arguments`` (never guessed as ``{}``) or without ``response``, or with
+      ``arguments`` that are neither an object nor a JSON string holding one.
+
+    Entries whose response is empty (``""``) are yielded as recorded; the cache build counts and
+    skips them (see toolrl.env.cache).
     """
     path = Path(path)
     with path.open("rb") as handle:
         events = ijson.parse(handle, use_float=True)
-        function = None
-        index = 0
+        function: str | None = None
+        finished = False
         try:
-            prefix, event, value = next(events)
-            if event != "start_map":
-                raise DataFormatError(path, None, None, "expected a top-level object {function: [entries]}")
-            for prefix, event, value in events:
-                if prefix == "" and event == "map_key":
-                    function, index = value, 0
-                elif prefix == function and event == "start_array":
-                    continue
-                elif prefix == function and event == "end_array":
-                    function = None
-                elif prefix == f"{function}.item" and event == "start_map":
-                    builder = ijson.ObjectBuilder()
-                    builder.event(event, value)
-                    for prefix, event, value in events:
-                        builder.event(event, value)
-                        if prefix == f"{function}.item" and event == "end_map":
-                            break
-                    yield _cache_entry(path, function, index, builder.value)
+            first = next(events, None)
+            if first is None or first[1] != "start_map":
+                got = "nothing" if first is None else _event_kind(first[1], first[2])
+                raise DataFormatError(path, None, None, f"expected a top-level object {{function: [entries]}}, got {got}")
+            for _, event, function in events:  # inside the top-level object: keys, then each list
+                if event == "end_map":
+                    break
+                problem = function_name_problem(function)
+                if problem:
+                    raise DataFormatError(path, f"function {function!r}", None, problem)
+                _, event, value = next(events)
+                if event != "start_array":
+                    raise DataFormatError(path, function, None,
+                                          f"expected a list of entries, got {_event_kind(event, value)}")
+                index = 0
+                for _, event, value in events:  # the list of entries
+                    if event == "end_array":
+                        break
+                    if event != "start_map":
+                        raise DataFormatError(path, f"{function}[{index}]", None,
+                                              f"expected an object {{arguments, response}}, got {_event_kind(event, value)}")
+                    yield _cache_entry(path, function, index, _build_object(event, value, events))
                     index += 1
-                elif prefix == function and event != "start_array":
-                    raise DataFormatError(path, function, None, "expected a list of entries")
-                elif prefix == "" and event == "end_map":
-                    return
+            finished = True
+            for _, event, value in events:
+                raise DataFormatError(path, None, None,
+                                      f"unexpected {_event_kind(event, value)} after the top-level object")
         except ijson.JSONError as err:
-            raise DataFormatError(path, function, None, f"malformed JSON: {err}") from err
+            where = "after the top-level object" if finished else "malformed JSON"
+            raise DataFormatError(path, function if not finished else None, None,
+                                  f"{where}: {err}" if finished else f"malformed JSON: {err}") from err
+
+
+def _build_object(event: str, value: Any, events: Iterator[tuple[str, str, Any]]) -> Any:
+    """The JSON value that starts with ``event`` (a start_map / start_array), read from ``events``."""
+    builder = ijson.ObjectBuilder()
+    builder.event(event, value)
+    depth = 1
+    for _, event, value in events:
+        builder.event(event, value)
+        if event in ("start_map", "start_array"):
+            depth += 1
+        elif event in ("end_map", "end_array"):
+            depth -= 1
+            if depth == 0:
+                break
+    return builder.value
+
+
+def _event_kind(event: str, value: Any) -> str:
+    """The Python type name of the JSON value an ijson event starts."""
+    return {"start_map": "dict", "start_array": "list", "null": "NoneType", "map_key": "a key",
+            "end_map": "end of object", "end_array": "end of list"}.get(event, type(value).__name__)
 
 
 def _cache_entry(path: Path, function: str, index: int, entry: Any) -> RecordedCall:
     reader = RecordReader(path, f"{function}[{index}]", entry)
+    if "arguments" not in entry:
+        raise reader.fail("arguments", "missing (a call without arguments is recorded as \"arguments\": {})")
     arguments = _parse_arguments(reader, "arguments")
     if "response" not in entry:
         raise reader.fail("response", "missing")
