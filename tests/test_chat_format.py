@@ -296,6 +296,27 @@ def test_segments_that_depend_on_the_tool_listing():
     assert fmt.conversation_ids(msgs + [FINAL], TOOLS)[0][-len(fmt.final_ids("Done.")):] == fmt.final_ids("Done.")
 
 
+def test_template_with_one_call_per_message():
+    """Llama 3.1's own template raises on more than one call per assistant message; the environment
+    segment of a turn with several tool results is still found (with a single-call probe turn)."""
+    from fixtures_chat import LLAMA_STYLE_TEMPLATE
+
+    tok = llama_style_tokenizer()
+    tok.chat_template = LLAMA_STYLE_TEMPLATE.replace(
+        "{%- elif message.role == 'assistant' %}",
+        "{%- elif message.role == 'assistant' %}{%- if message.tool_calls | length != 1 %}"
+        "{{- raise_exception('This model only supports single tool-calls at once!') }}{%- endif %}")
+    assert tok.chat_template != LLAMA_STYLE_TEMPLATE
+    fmt = ChatFormat(tok, eos_token_ids=llama_eos_ids(tok))
+    two = fmt.env_ids(RESP1, TOOLS)
+    assert fmt.decode(two).count("ipython") == 2 and two == ChatFormat(llama_style_tokenizer()).env_ids(RESP1, TOOLS)
+    msgs = [SYSTEM, USER, TURN2, *RESP2, FINAL]
+    ids, _ = fmt.conversation_ids(msgs, TOOLS)
+    assert ids[:-len(fmt.final_ids("Done."))] == fmt.prompt_ids(msgs[:-1], TOOLS)
+    with pytest.raises(Exception, match="single tool-calls"):
+        fmt.assistant_ids(TURN1)
+
+
 def test_native_needs_a_template_and_tool_calls():
     from toolrl.rl.policy_model import CharTokenizer
 

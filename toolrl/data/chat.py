@@ -372,8 +372,9 @@ class ChatFormat:
             raise ValueError(f"kind={self.kind!r} must be 'native' or 'hermes'")
         if self.kind == "native" and not getattr(tokenizer, "chat_template", None):
             raise ValueError("kind='native' needs a tokenizer with a chat template; use kind='hermes'")
-        self._head_cache: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        self._head_cache: dict[str, list[int]] = {}
         self._tools_matter: dict[str, bool] = {}
+        self._env_heads: dict[tuple[str, tuple[str, ...]], tuple[list[dict[str, Any]], list[int]]] = {}
         self.end_id, self.calls_tagged = self._probe_template()
         self.eos_ids = tuple(int(i) for i in eos_token_ids)
         self.stop_ids: tuple[int, ...] = tuple(dict.fromkeys((self.end_id, *self.eos_ids)))
@@ -451,7 +452,7 @@ class ChatFormat:
 
     def _assistant_ids(self, message: Message | str, tools: Sequence[Mapping[str, Any]] | None) -> list[int]:
         prefix = [{"role": "user", "content": _PROBE_USER}]
-        head = self._cached_head(tools, None, lambda: self._ids(prefix, tools, True))
+        head = self._cached_head(tools, lambda: self._ids(prefix, tools, True))
         full = self._ids(prefix + [_as_assistant(message)], tools, False)
         self._check_prefix(head, full, "an assistant message after the generation prompt")
         rest = full[len(head):]
@@ -475,23 +476,42 @@ class ChatFormat:
                  ) -> list[int]:
         messages = [_as_env_message(m) for m in tool_messages]
         names = tuple(str(m.get("name") or _PROBE_TOOL) for m in messages if m.get("role") in ("tool", "ipython"))
-        calls = [{"name": n, "arguments": {}} for n in names]
-        probe: list[dict[str, Any]] = [{"role": "user", "content": _PROBE_USER},
-                                       {"role": "assistant", "content": "" if calls else _PROBE_TEXT,
-                                        **({"tool_calls": calls} if calls else {})}]
+        probe, head_ids = self._env_probe(names, tools)
+        full = self._ids(probe + messages, tools, True)
+        self._check_prefix(head_ids, full, "the messages after an assistant turn")
+        return full[len(head_ids):]
 
-        def head() -> list[int]:
-            ids = self._ids(probe, tools, False)
+    def _env_probe(self, names: tuple[str, ...], tools: Sequence[Mapping[str, Any]] | None
+                   ) -> tuple[list[dict[str, Any]], list[int]]:
+        """(probe conversation ending with an assistant turn, its tokens up to that turn's end token).
+
+        The probe turn has one call per tool message; templates that allow one call per message only
+        (Llama 3.1 raises on more) get a single-call probe instead."""
+        key = (self._tools_key(tools), names)
+        if key in self._env_heads:
+            return self._env_heads[key]
+        options = [names] + ([names[:1]] if len(names) > 1 else [])
+        failure: Exception | None = None
+        for probe_names in options:
+            calls = [{"name": n, "arguments": {}} for n in probe_names]
+            probe: list[dict[str, Any]] = [{"role": "user", "content": _PROBE_USER},
+                                           {"role": "assistant", "content": "" if calls else _PROBE_TEXT,
+                                            **({"tool_calls": calls} if calls else {})}]
+            try:
+                ids = self._ids(probe, tools, False)
+            except Exception as err:  # the template refused the probe (e.g. raise_exception): try the next
+                failure = err
+                continue
             start = len(self._ids(probe[:1], tools, True))
             cut = _last(ids, self.end_id)
             if cut < start:
                 raise ValueError(f"the rendered probe assistant message has no end-of-turn token {self.end_id}")
-            return ids[:cut + 1]
-
-        head_ids = self._cached_head(tools, names, head)
-        full = self._ids(probe + messages, tools, True)
-        self._check_prefix(head_ids, full, "the messages after an assistant turn")
-        return full[len(head_ids):]
+            if len(self._env_heads) > 256:
+                self._env_heads.clear()
+            self._env_heads[key] = (probe, ids[:cut + 1])
+            return self._env_heads[key]
+        assert failure is not None
+        raise failure
 
     @staticmethod
     def _tools_key(tools: Any) -> str:
@@ -507,8 +527,7 @@ class ChatFormat:
         key = self._tools_key(tools)
         if key not in self._tools_matter:
             name = str(_tool_schema(tools[0]).get("name") or _PROBE_TOOL)
-            turn = {"role": "assistant", "content": "", "tool_calls": [
-                {"name": name, "arguments": {"probe_arg": 1}}, {"name": name, "arguments": {}}]}
+            turn = {"role": "assistant", "content": "", "tool_calls": [{"name": name, "arguments": {"probe_arg": 1}}]}
             env = [{"role": "tool", "name": name, "content": '{"probe": 1}'}, {"role": "tool", "name": name, "content": "x"}]
             final = {"role": "assistant", "content": _PROBE_TEXT}
             if len(self._tools_matter) > 256:
@@ -518,8 +537,8 @@ class ChatFormat:
                                        or self._env_ids(env, tools) != self._env_ids(env, None))
         return tools if self._tools_matter[key] else None
 
-    def _cached_head(self, tools: Any, names: tuple[str, ...] | None, build: Any) -> list[int]:
-        key = (self._tools_key(tools), ("<assistant>",) if names is None else names)
+    def _cached_head(self, tools: Any, build: Any) -> list[int]:
+        key = self._tools_key(tools)
         if key not in self._head_cache:
             if len(self._head_cache) > 256:
                 self._head_cache.clear()
