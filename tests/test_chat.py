@@ -99,3 +99,14 @@ def test_native_template_used_when_it_supports_tools(native_tokenizer):
     trained = native_tokenizer.decode([t for t, m in zip(ids, mask) if m])
     assert trained.startswith("<tool_call>") and trained.endswith("The Ritz is available.<|im_end|>")
     assert "Hotels in Paris?" not in trained and "tool_response" not in trained
+
+
+def test_chat_format_trains_the_tokens_the_mask_marks(tokenizer):
+    """ChatFormat's SFT flags and tokenize_conversation's assistant mask agree on SmolLM2."""
+    from toolrl.data.chat import ChatFormat
+
+    fmt = ChatFormat(tokenizer, eos_token_ids=[tokenizer.convert_tokens_to_ids("<|im_end|>")])
+    ids, flags = fmt.conversation_ids(CONVO, TOOLS)
+    full_ids, mask = tokenize_conversation(tokenizer, CONVO, tools=TOOLS)
+    assert full_ids[:len(ids)] == ids and tokenizer.decode(full_ids[len(ids):]).strip() == ""
+    assert [t for t, f in zip(ids, flags) if f] == [t for t, m in zip(full_ids, mask) if m]

@@ -15,6 +15,14 @@ Two templates:
   assistant's calls are ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` lines after its
   text; tool results become a ``user`` turn of ``<tool_response>...</tool_response>`` blocks
   (consecutive tool messages share one turn). :mod:`toolrl.rewards.parse` reads this call format.
+
+:class:`ChatFormat` is the one chat format of training, SFT and evaluation on top of these: prompts,
+assistant turns (what the policy generates and SFT trains on, ending with the template's own
+end-of-turn token) and environment segments (tool results plus the next generation prompt), each
+cut out of the template's renderings by diffing them, so that a conversation assembled segment by
+segment is token for token the template's rendering of it. :func:`format_tool_call` is the one
+writer of ``<tool_call>`` blocks; :func:`tool_system_prompt` is the system message for tool views
+that list the tools themselves ("compact", "signature", "full").
 """
 
 from __future__ import annotations
