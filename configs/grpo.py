@@ -1,18 +1,57 @@
-"""GRPO on the bundled SmolLM2-135M-Instruct, sized to finish within 20 minutes on 2 CPU cores.
+"""GRPO on the bundled SmolLM2-135M-Instruct, sized for 2 CPU cores.
 
     python -m toolrl.main --config=configs/grpo.py [--config.field=value ...]
+    python -m toolrl.main --config=configs/grpo.py:atomic            # a variant (see VARIANTS)
+    python -m toolrl.main --config=configs/grpo.py:turn,binary       # variants combine
+    python -m toolrl.main --config=configs/grpo.py --config.mode=check   # fit report only
 
-A short SFT warm start on golden turns (sft.num_steps) teaches the tool-call format, then GRPO with
-the corrected episode reward. Prompts list only the candidate tools as one-liners and tool responses
-are cut short, so episodes fit in 512 tokens. Every field is documented in toolrl/rl/config.py;
-scale up on an accelerator with e.g. --config.rollout.group_size=8 --config.train.num_steps=500
---config.data.tool_view=full --config.rollout.max_seq_len=4096 --config.model.dtype=bfloat16.
+A short SFT warm start on whole golden episodes teaches the tool-call format, then GRPO with the
+corrected episode reward, evaluated on held-out eval_100 turns at the start and the end. Prompts list
+only the candidate tools as one-liners and tool responses are cut short; the budgets are set so that
+at least 95% of the tasks' golden trajectories fit (`--config.mode=check` prints the figure). Every
+field is documented in toolrl/rl/config.py. On an accelerator scale up with e.g.
+--config.rollout.group_size=8 --config.train.num_steps=500 --config.data.tool_view=full
+--config.rollout.max_seq_len=4096 --config.model.dtype=bfloat16.
 """
 
 from toolrl.rl.config import base_config
 
+# Variant name -> what it sets; `get_config("a,b")` applies a then b. Each variant also names the workdir.
+VARIANTS = {
+    # The reward ablation (DESIGN.md): modes of the configured family.
+    "graduated": {"reward.mode": "graduated"},
+    "atomic": {"reward.mode": "atomic"},
+    "orchestration": {"reward.mode": "orchestration"},
+    "binary": {"reward.mode": "binary"},
+    # Reward families.
+    "paper": {"reward.family": "paper"},
+    "official": {"reward.family": "paper", "reward.paper_compat": "official"},
+    "episode": {"reward.family": "episode"},
+    # One scored turn after the golden history (the benchmark's unit), scored by the `turn` family.
+    "turn": {"rollout.mode": "turn", "reward.family": "turn", "rollout.max_turns": 3},
+    # Dr.GRPO: no std scaling, constant loss denominator.
+    "dr_grpo": {"grpo.scale_by_std": False, "grpo.aggregation": "constant"},
+    # k3 KL to the frozen post-SFT reference.
+    "kl": {"grpo.beta": 0.04},
+}
 
-def get_config():
+
+def apply(config, arg):
+    """Applies the comma-separated variants of `arg` (unknown names are an error listing the known ones)."""
+    names = [a.strip() for a in (arg or "").split(",") if a.strip()]
+    for name in names:
+        if name not in VARIANTS:
+            raise ValueError(f"unknown config variant {name!r}; known: {', '.join(VARIANTS)}")
+        for field, value in VARIANTS[name].items():
+            section, key = field.split(".")
+            config[section][key] = value
+    if names:
+        config.workdir = f"{config.workdir}_{'_'.join(names)}"
+        config.wandb.run_name = "-".join(names)
+    return config
+
+
+def get_config(arg=None):
     config = base_config()
     config.workdir = "artifacts/runs/grpo"
     config.model.preset = "smollm2_135m"
@@ -21,9 +60,9 @@ def get_config():
     config.data.response_max_chars = 200  # tool responses cut to 200 characters in prompts
     config.rollout.group_size = 4
     config.rollout.prompts_per_step = 2
-    config.rollout.max_turns = 2
-    config.rollout.max_new_tokens = 48
-    config.rollout.max_seq_len = 512
+    config.rollout.max_turns = 3
+    config.rollout.max_new_tokens = 96
+    config.rollout.max_seq_len = 768
     config.sft.num_steps = 6
     config.sft.batch_size = 2
     config.sft.learning_rate = 5e-5
@@ -31,4 +70,6 @@ def get_config():
     config.optim.learning_rate = 2e-6
     config.train.num_steps = 6
     config.train.save_every = 3
-    return config
+    config.eval.every = 6  # held-out turns at the start and after the last step
+    config.eval.max_turns = 8
+    return apply(config, arg)

@@ -1,4 +1,4 @@
-"""SFT only: next-token training on the golden turns of the training traces (the GRPO warm start).
+"""SFT only: next-token training on whole golden episodes of the training traces (the GRPO warm start).
 
     python -m toolrl.main --config=configs/sft.py
     python -m toolrl.main --config=configs/grpo.py --config.sft.num_steps=0 \
@@ -13,7 +13,7 @@ def get_config():
     config.mode = "sft"
     config.workdir = "artifacts/runs/sft"
     config.data.max_steps_per_sample = 3
-    config.rollout.max_seq_len = 640
+    config.rollout.max_seq_len = 1024  # SFT trains on whole episodes: >= 95% of them fit
     config.sft.num_steps = 50
     config.sft.batch_size = 4
     config.sft.learning_rate = 5e-5

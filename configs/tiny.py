@@ -17,9 +17,13 @@ def get_config():
     config.data.max_distractors = 0
     config.rollout.group_size = 4
     config.rollout.prompts_per_step = 2
-    config.rollout.max_turns = 2
-    config.rollout.max_new_tokens = 16
-    config.rollout.max_seq_len = 1024
+    # Characters are tokens: a golden turn needs up to ~620 of them, a whole episode ~2,400.
+    config.rollout.max_turns = 3
+    config.rollout.max_new_tokens = 640
+    config.rollout.max_seq_len = 2560
+    config.rollout.pad_multiple = 128
+    # A random model never ends a turn: train on its truncated turns anyway (a pipeline check).
+    config.grpo.mask_truncated = False
     config.sft.num_steps = 2
     config.sft.batch_size = 2
     config.sft.learning_rate = 1e-3

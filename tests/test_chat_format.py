@@ -329,3 +329,6 @@ def test_native_needs_a_template_and_tool_calls():
     with pytest.raises(ValueError, match="tool calls"):
         ChatFormat(tok)
     assert ChatFormat(tok, kind="hermes").end_id == tok.convert_tokens_to_ids("<|im_end|>")
+    # ChatML forced on a tokenizer where <|im_end|> is not one token: no end-of-turn token to stop at.
+    with pytest.raises(ValueError, match="end-of-turn"):
+        ChatFormat(llama_style_tokenizer(), kind="hermes")

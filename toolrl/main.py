@@ -1,14 +1,18 @@
 """Entry point: ``python -m toolrl.main --config=configs/grpo.py [--config.field=value ...]``.
 
-Dispatches on ``config.mode``: "grpo" (SFT warm start if sft.num_steps > 0, then GRPO), "sft", or
-"eval" (configs/eval.py: the evaluator's ``run_evaluation`` with this model as the policy). Prints
-where the checkpoints, the metrics log and the W&B run are.
+Dispatches on ``config.mode``:
+  * ``grpo``: SFT warm start (sft.num_steps > 0), then GRPO; ends with a table of what it learned;
+  * ``sft``: SFT only;
+  * ``eval``: evaluate a run (``eval.checkpoint``, else ``workdir``) with that run's own saved model and
+    prompt settings, or the configured model when neither holds a run;
+  * ``check``: print the fit report of the budgets and stop (last line ``fit: K/N tasks (P%)``).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from absl import app, flags, logging
@@ -29,66 +33,130 @@ def build_mesh(config: Any):
 
 
 def build_environment(config: Any):
-    from toolrl.env.booking import BookingEnvironment, ViewPolicy
+    from toolrl.env.booking import BookingEnvironment
+    from toolrl.eval.evaluator import response_view
 
-    view = ViewPolicy(max_list_items=config.data.response_max_list_items or None,
-                      max_chars=config.data.response_max_chars or None)
-    return BookingEnvironment.from_default(data_dir=config.data.data_dir or None, view=view)
+    return BookingEnvironment.from_default(data_dir=config.data.data_dir or None, view=response_view(config))
+
+
+def prepare(config: Any, mesh: Any = None, check: bool = True):
+    """(policy, environment, fitted training data) for a config."""
+    from toolrl.policy.runtime import Policy
+    from toolrl.rl.trainer import load_training_samples, prepare_data
+
+    policy = Policy.from_config(config, mesh)
+    env = build_environment(config)
+    data = prepare_data(config, policy, load_training_samples(config), env.render, check=check)
+    return policy, env, data
 
 
 def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
     """Builds everything from a validated config and runs the trainer. Returns its RunInfo."""
-    from toolrl.rl.chat_format import chat_format_for
-    from toolrl.rl.data import load_tasks
-    from toolrl.rl.policy_model import load_policy
     from toolrl.rl.trainer import Trainer
+    from toolrl.rl.workdir import open_workdir
 
     mesh = build_mesh(config)
-    # Not under jax.set_mesh: the loader places each tensor with its logical-axis sharding itself.
-    model, tokenizer, model_config = load_policy(config.model.preset, config.model.path, config.model.dtype,
-                                                 mesh, config.seed)
-    tasks = load_tasks(config.data.data_dir, config.data.train_file, config.data.max_samples,
-                       config.data.max_steps_per_sample, config.data.max_distractors, config.data.synth_dir)
-    trainer = Trainer(config, model, chat_format_for(tokenizer, model_config), build_environment(config), tasks,
-                      mesh, reward_fn=reward_fn)
-    return trainer.run(progress=config.train.progress, stop_after=stop_after)
+    with open_workdir(config.workdir, config, allow_changes=config.train.allow_config_change):
+        policy, env, data = prepare(config, mesh)
+        for report in (data.rl_fit, data.sft_fit):
+            logging.info(report.describe())
+        evaluation = None
+        if config.eval.every:
+            from toolrl.eval.evaluator import Evaluation
+
+            evaluation = Evaluation(config)
+        trainer = Trainer(config, policy, env, data, mesh, reward_fn=reward_fn, evaluation=evaluation)
+        info = trainer.run(progress=config.train.progress, stop_after=stop_after)
+    info.fit = data.rl_fit if config.mode == "grpo" else data.sft_fit
+    return info
 
 
-def evaluate(config: Any) -> Any:
-    """mode == "eval": wraps the model as the evaluator's batched policy and runs run_evaluation."""
+def check(config: Any) -> str:
+    """mode == "check": the fit report of the GRPO tasks and the SFT episodes, then the fit line."""
+    _, _, data = prepare(config, None, check=False)
+    report = data.rl_fit if config.mode != "sft" and config.train.num_steps else data.sft_fit
+    print(data.rl_fit.describe())
+    print(data.sft_fit.describe())
+    print(report.line())
+    return report.line()
+
+
+def evaluate(config: Any):
+    """mode == "eval": a run's own model and settings (eval.* from this command), or the configured model."""
     from toolrl.eval.evaluator import run_evaluation
-    from toolrl.rl.policy import make_eval_policy
+    from toolrl.policy.runtime import Policy
 
-    policy = make_eval_policy(config)
-    report = run_evaluation(config, policy)
-    print(report)
+    run = Path(config.eval.checkpoint or config.workdir)
+    mesh = build_mesh(config)
+    if (run / "config.json").is_file():
+        policy, run_config = Policy.from_run(run, mesh)
+        run_config.unlock()
+        run_config.eval = config.eval  # what to evaluate comes from this command; prompts from the run
+        config = run_config
+    else:
+        if config.eval.checkpoint:
+            raise FileNotFoundError(f"eval.checkpoint={config.eval.checkpoint!r} is not a toolrl run directory "
+                                    "(no config.json)")
+        policy = Policy.from_config(config, mesh)
+    output = config.eval.output_dir or str(run / "eval")
+    report = run_evaluation(config, policy, output)
+    report.print()
+    print(f"results: {output}/eval_results.json")
     return report
+
+
+def summary_table(info: Any, minutes: float) -> str:
+    """What the run learned: held-out accuracy and reward at the start and the end, fit, time, where."""
+    lines = ["", "| what | start | end |", "|---|---|---|"]
+    evals = getattr(info, "evaluations", [])
+    if evals:
+        first, last = evals[0], evals[-1]
+        lines.append(f"| held-out turn accuracy ({first.get('eval/turns', 0)} turns) | "
+                     f"{100 * first['eval/turn_accuracy']:.1f}% (step {first['step']}) | "
+                     f"{100 * last['eval/turn_accuracy']:.1f}% (step {last['step']}) |")
+        lines.append(f"| held-out call accuracy | {100 * first['eval/call_accuracy']:.1f}% | "
+                     f"{100 * last['eval/call_accuracy']:.1f}% |")
+    if info.rewards:
+        k = max(1, len(info.rewards) // 3)
+        lines.append(f"| mean train reward (first / last {k} steps) | {sum(info.rewards[:k]) / k:.3f} | "
+                     f"{sum(info.rewards[-k:]) / k:.3f} |")
+    fit = getattr(info, "fit", None)
+    if fit is not None:
+        lines.append(f"| {fit.line()} | | |")
+    lines.append(f"| wall time | {minutes:.1f} min | |")
+    lines += ["", f"checkpoints: {info.checkpoints}", f"metrics:     {info.metrics}",
+              f"evaluations: {info.workdir / 'eval'}", f"wandb:       {info.wandb}"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
     del argv
-    config = _CONFIG.value
-    # configs/eval.py is the evaluator's flat config: recognised by mode == "eval" or its `split` field.
-    if config.get("mode", "") == "eval" or ("split" in config and "rollout" not in config):
-        evaluate(config)
-        return
     from toolrl.rl.config import validate
 
+    config = _CONFIG.value
     validate(config)
     if config.distributed:
         import jax
 
         jax.distributed.initialize()
+    if config.mode == "check":
+        check(config)
+        return
+    if config.mode == "eval":
+        evaluate(config)
+        return
     started = time.perf_counter()
     info = train(config)
     minutes = (time.perf_counter() - started) / 60
     print(f"\nfinished step {info.final_step} in {minutes:.1f} min")
-    print(f"checkpoints: {info.checkpoints}")
-    print(f"metrics:     {info.metrics}")
-    print(f"wandb:       {info.wandb}")
+    print(summary_table(info, minutes))
 
 
-if __name__ == "__main__":
+def run() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     logging.set_verbosity(logging.WARNING)
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -271,6 +271,16 @@ def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
         return tokenizer.decode(list(ids))
 
 
+def _is_added_token(tokenizer: Any, token_id: int) -> bool:
+    """Whether `token_id` is one of the tokenizer's added / special tokens (True when the tokenizer
+    does not say, e.g. the tiny model's character tokenizer)."""
+    added = getattr(tokenizer, "added_tokens_decoder", None)
+    if isinstance(added, Mapping) and added:
+        return int(token_id) in added
+    special = getattr(tokenizer, "all_special_ids", None)
+    return int(token_id) in special if special else True
+
+
 def _as_assistant(message: Message | str) -> dict[str, Any]:
     if isinstance(message, str):
         return {"role": "assistant", "content": message}
@@ -431,9 +441,9 @@ class ChatFormat:
         after = rest[at + len(_PROBE_TEXT):]
         ids = self.encode(after)
         marker = _decode(self.tokenizer, ids[:1]) if ids else ""
-        if not marker.strip() or not after.startswith(marker) or len(marker.strip()) < 2:
-            raise ValueError(f"the {self.kind} chat template writes no end-of-turn token after an assistant "
-                             f"message (it writes {after!r})")
+        if not marker.strip() or not after.startswith(marker) or not _is_added_token(self.tokenizer, ids[0]):
+            raise ValueError(f"the {self.kind} chat template writes no single end-of-turn token after an assistant "
+                             f"message (it writes {after!r}, whose first token is {marker!r})")
         call = {"name": _PROBE_TOOL, "arguments": {"probe_arg": 1}}
         with_call = self.render(prefix + [{"role": "assistant", "content": "", "tool_calls": [call]}], None, False)
         if not with_call.startswith(before) or _PROBE_TOOL not in with_call[len(before):]:

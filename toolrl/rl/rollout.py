@@ -83,8 +83,13 @@ def _append_policy_tokens(row: Row, ids: list[int], text: str) -> None:
     row.turns += 1
 
 
-def _append_env(policy: Policy, row: Row, tool_messages: list[dict[str, Any]]) -> None:
+def _append_env(policy: Policy, row: Row, tool_messages: list[dict[str, Any]], room: int) -> None:
+    """Appends the environment segment, or ends the row (truncated) when it and another turn would not
+    fit in `room` = max_seq_len - max_new_tokens tokens: rows never exceed max_seq_len."""
     env = policy.chat.env_ids(tool_messages)
+    if len(row.ids) + len(env) > room:
+        row.done, row.truncated = True, True
+        return
     row.ids += env
     row.flags += [0] * len(env)
 
@@ -134,7 +139,7 @@ def rollout_episodes(samples: Sequence[GoldenSample], group_size: int, policy: P
             elif not calls or turn == max_turns - 1:
                 row.done = True
             else:
-                _append_env(policy, row, messages)
+                _append_env(policy, row, messages, max_seq_len - settings.max_new_tokens)
     inputs = []
     for s, sample in enumerate(samples):
         steps = sample.reward_steps()
@@ -186,7 +191,8 @@ def rollout_turns(tasks: Sequence[tuple[GoldenSample, TurnTask]], group_size: in
             elif state.done:
                 row.done = True
             else:  # another round: the tool messages the protocol appended after this round's calls
-                _append_env(policy, row, [m for m in state.messages[shown:] if m["role"] == "tool"])
+                _append_env(policy, row, [m for m in state.messages[shown:] if m["role"] == "tool"],
+                            max_seq_len - settings.max_new_tokens)
     inputs = [turn_reward_input(sample, task, rows[t * group_size + g].calls)
               for t, (sample, task) in enumerate(tasks) for g in range(group_size)]
     return _batch(rows, inputs, generated, seconds)

@@ -1,4 +1,8 @@
-"""The training loop: SFT warm start then GRPO, with checkpoints, metrics and a progress bar.
+"""The training loop: SFT warm start then GRPO, with checkpoints, metrics, evaluation and a progress bar.
+
+The loop only runs the algorithm (tasks -> Policy.generate -> environment -> reward -> advantages ->
+loss -> optimizer -> checkpoint / metrics); the model at run time is the `Policy`, the math is in
+`grpo.py` and `steps.py`, the rollouts in `rollout.py`.
 
 Global step numbering: steps 1..sft.num_steps are SFT updates, the next train.num_steps are GRPO
 updates. A checkpoint at step s holds the state after s updates plus the loop's position; the
@@ -7,15 +11,15 @@ restored step are dropped, so the log has each step exactly once.
 
 All randomness of step s is `fold_in(PRNGKey(seed), s)` and the data of step s is a fixed slice of
 the seeded `TaskStream`, so a resumed run repeats exactly what the killed run would have done.
-Side effects (files, W&B, the bar) live here; the math is in `grpo.py` and `steps.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -24,77 +28,210 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from toolrl.rewards.types import ErrorCode, RewardWeights
-from toolrl.rl import grpo, rewards, steps
-from toolrl.rl.chat_format import ChatFormat
+from toolrl.data.golden import GoldenSample, filter_by_calls, load_samples
+from toolrl.eval.protocol import TurnTask, build_turn_tasks
 from toolrl.policy.checkpoint import Checkpointer, load_params, save_params
-from toolrl.rl.data import Task, TaskStream
-from toolrl.rl.generate import make_generate
+from toolrl.policy.runtime import Policy, SamplingSettings
+from toolrl.rewards.registry import RewardOutput, score_episodes, score_turns
+from toolrl.rewards.types import ErrorCode, RewardWeights
+from toolrl.rl import grpo, steps
+from toolrl.rl.fit import FitReport, fit_report, require_fit
 from toolrl.rl.metrics import MetricsLog, WandbRun
-from toolrl.rl.rollout import RolloutBatch, golden_episode, pack, rollout
+from toolrl.rl.rollout import (RolloutBatch, episode_budget, golden_episode, rollout_episodes, rollout_turns,
+                               turn_budget)
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 ERROR_NAMES = {int(c): c.name.lower() for c in ErrorCode if int(c) >= 0}
+N_ERROR_CODES = max(ERROR_NAMES) + 1
 
-# A reward function for tests and custom objectives: (rollout batch, tasks repeated G times) -> RewardBatch.
-RewardFn = Callable[[RolloutBatch], rewards.RewardBatch]
+# A reward function for tests and custom objectives: rollout batch -> RewardOutput.
+RewardFn = Callable[[RolloutBatch], RewardOutput]
 
 
-def to_host(x: Any) -> np.ndarray:
-    """A (possibly multi-host sharded) array as a full numpy array on this host."""
-    if jax.process_count() > 1 and isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
+class TaskStream(Generic[T]):
+    """An infinite, reproducible order over tasks; position = number of tasks served so far.
 
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
+    Epoch e = position // n is a permutation seeded by (seed, e); the state is one integer."""
+
+    def __init__(self, tasks: Sequence[T], seed: int, shuffle: bool = True):
+        if not tasks:
+            raise ValueError("no tasks to serve")
+        self.tasks = list(tasks)
+        self.seed = seed
+        self.shuffle = shuffle
+        self._epoch: tuple[int, np.ndarray] | None = None
+
+    def index(self, position: int) -> int:
+        n = len(self.tasks)
+        epoch = position // n
+        if self._epoch is None or self._epoch[0] != epoch:
+            order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+            self._epoch = (epoch, order)
+        return int(self._epoch[1][position % n])
+
+    def take(self, position: int, count: int) -> list[T]:
+        return [self.tasks[self.index(p)] for p in range(position, position + count)]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """The tasks of a run, filtered by the fit report.
+
+    Attributes:
+      rl: GRPO tasks that fit: samples (episode mode) or (sample, scored turn) pairs (turn mode).
+      sft: samples whose whole golden episode fits max_seq_len (SFT trains on it uncut).
+      rl_fit, sft_fit: the reports.
+    """
+
+    rl: list[Any]
+    sft: list[GoldenSample]
+    rl_fit: FitReport
+    sft_fit: FitReport
+
+
+def load_training_samples(config: ml_collections.ConfigDict) -> list[GoldenSample]:
+    d = config.data
+    samples = load_samples(d.train_file, d.data_dir or None, None, d.max_distractors, d.synth_dir or None)
+    samples = filter_by_calls(samples, d.max_steps_per_sample)
+    if d.max_samples:
+        samples = samples[: d.max_samples]
+    if not samples:
+        raise ValueError(f"no training samples in data.train_file={d.train_file!r} "
+                         f"(data.max_steps_per_sample={d.max_steps_per_sample}, data.max_samples={d.max_samples})")
+    return samples
+
+
+def prepare_data(config: ml_collections.ConfigDict, policy: Policy, samples: Sequence[GoldenSample],
+                 render: Callable[[Any], str], check: bool = True) -> TrainingData:
+    """Fit reports for the GRPO tasks and the SFT episodes; raises ConfigError below data.min_fit."""
+    r, view = config.rollout, config.data.tool_view
+    budgets = dict(max_new_tokens=r.max_new_tokens, max_seq_len=r.max_seq_len)
+    if r.mode == "turn":
+        tasks = [(s, t) for s in samples for t in build_turn_tasks(s) if t.complete]
+        rl = fit_report("scored turns", tasks, lambda st: turn_budget(st[1], policy, view, render),
+                        max_turns=r.max_turns, **budgets)
+    else:
+        rl = fit_report("episodes", list(samples), lambda s: episode_budget(s, policy, view, render, False),
+                        max_turns=r.max_turns, **budgets)
+    # SFT episodes: the whole golden episode (with its final answer) within max_seq_len.
+    sft = fit_report("SFT episodes", list(samples), lambda s: episode_budget(s, policy, view, render, True),
+                     max_turns=10**9, max_new_tokens=10**9, max_seq_len=r.max_seq_len)
+    if check:
+        if config.mode == "grpo" and config.train.num_steps:
+            require_fit(rl, config.data.min_fit)
+        if config.sft.num_steps:
+            require_fit(sft, config.data.min_fit)
+    return TrainingData(rl.kept, sft.kept, rl, sft)
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+def bucket(length: int, multiple: int) -> int:
+    return -(-length // multiple) * multiple
+
+
+def pack_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int, width: int) -> tuple[np.ndarray, ...]:
+    """Right-pads (ids, flags) rows to `width`: tokens [B, W] int32, attention [B, W], loss [B, W] bool."""
+    tokens = np.full((len(rows), width), pad_id, np.int32)
+    attn = np.zeros((len(rows), width), bool)
+    loss = np.zeros((len(rows), width), bool)
+    for i, (ids, flags) in enumerate(rows):
+        if len(ids) > width:
+            raise ValueError(f"row {i} has {len(ids)} tokens, more than the width {width}")
+        tokens[i, :len(ids)] = ids
+        attn[i, :len(ids)] = True
+        loss[i, :len(flags)] = np.asarray(flags, bool)
+    return tokens, attn, loss
+
+
+def row_buckets(batch: int, unit: int) -> list[int]:
+    """Row counts an update batch is padded to: a few fractions of the batch, multiples of `unit`."""
+    return sorted({max(unit, bucket(max(batch // d, 1), unit)) for d in (8, 4, 2, 1)})
 
 
 @dataclasses.dataclass
 class RunInfo:
-    """Where a run's artifacts are."""
+    """Where a run's artifacts are, and what it measured."""
 
     workdir: Path
     checkpoints: Path
     metrics: Path
     wandb: str
     final_step: int
+    evaluations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    rewards: list[float] = dataclasses.field(default_factory=list)
+    fit: Any = None
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 class Trainer:
-    """Owns the model, optimizer, data stream and the run's side effects.
+    """Owns the optimizer, the data streams and the run's side effects (files, W&B, the bar).
 
     Args:
       config: the validated ConfigDict.
-      model: the nnx policy (already placed on `mesh`).
-      fmt: chat format over the model's tokenizer.
-      env: the tool environment.
-      tasks: training tasks.
+      policy: the run-time policy (model placed on `mesh`).
+      env: the tool environment (episode mode).
+      data: the fitted tasks (`prepare_data`).
       mesh: device mesh or None.
-      reward_fn: overrides the registry reward (tests); default scores by config.reward.
+      reward_fn: overrides the registry reward (tests).
+      evaluation: a `toolrl.eval.evaluator.Evaluation` run every eval.every steps (None: no evaluation).
+      matcher: the evaluator's call matcher (turn mode); default built from config.eval.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, model: nnx.Module, fmt: ChatFormat, env: Any,
-                 tasks: list[Task], mesh: Mesh | None, reward_fn: RewardFn | None = None):
+    def __init__(self, config: ml_collections.ConfigDict, policy: Policy, env: Any, data: TrainingData,
+                 mesh: Mesh | None, reward_fn: RewardFn | None = None, evaluation: Any = None, matcher: Any = None):
         self.config = config
-        self.model = model
-        self.fmt = fmt
+        self.policy = policy
+        self.model = policy.model
         self.env = env
+        self.data = data
         self.mesh = mesh
-        self.stream = TaskStream(tasks, config.seed)
+        self.evaluation = evaluation
+        self.render = env.render
+        self.rl_stream = TaskStream(data.rl, config.seed) if data.rl else None
+        self.sft_stream = TaskStream(data.sft, config.seed) if data.sft else None
         self.reward_fn = reward_fn or self._registry_reward
         self.workdir = Path(config.workdir).absolute()
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.sft_steps = int(config.sft.num_steps) if config.mode in ("grpo", "sft") else 0
         self.total_steps = self.sft_steps + (int(config.train.num_steps) if config.mode == "grpo" else 0)
+        r = config.rollout
+        batch = r.prompts_per_step * r.group_size
         self.loss_config = grpo.LossConfig(
             epsilon_low=config.grpo.epsilon_low, epsilon_high=config.grpo.epsilon_high, beta=config.grpo.beta,
-            aggregation=config.grpo.aggregation, max_tokens=config.rollout.max_seq_len)
+            aggregation=config.grpo.aggregation, constant_tokens=batch * r.max_turns * r.max_new_tokens)
+        self.sampling = SamplingSettings(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_k=r.top_k,
+                                         top_p=r.top_p, pad_multiple=r.pad_multiple)
+        shards = 1 if mesh is None else int(mesh.shape["data"] * mesh.shape["fsdp"])
+        self.row_buckets = row_buckets(batch, config.grpo.micro_batches * shards)
+        self.matcher = matcher
+        if r.mode == "turn" and matcher is None:
+            from toolrl.env.cache import open_default_cache
+            from toolrl.eval.evaluator import make_matcher
+
+            data_dir = config.data.data_dir or None
+            lookup = (open_default_cache(data_dir, config.eval.cache_path or None).lookup
+                      if config.eval.response_equivalence else None)
+            self.matcher = make_matcher(data_dir, lookup)
         self.checkpointer = Checkpointer(self.workdir / "checkpoints", config.train.save_every, config.train.keep)
         self.metrics = MetricsLog(self.workdir / "metrics.jsonl")
         self.step = 0
         self.phase = ""
         self.optimizer: nnx.Optimizer | None = None
         self.ref_state: Any = None
-        self._compiled: dict[str, Any] = {}
+        self._compiled: dict[Any, Any] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -105,8 +242,7 @@ class Trainer:
     def _make_optimizer(self, phase: str) -> None:
         c = self.config
         lr = c.sft.learning_rate if phase == "sft" else c.optim.learning_rate
-        ctx = jax.set_mesh(self.mesh) if self.mesh is not None else _null()
-        with ctx:
+        with jax.set_mesh(self.mesh) if self.mesh is not None else _Null():
             self.optimizer = steps.make_optimizer(self.model, lr, c.optim.warmup_steps, c.optim.weight_decay,
                                                   c.optim.b1, c.optim.b2, c.optim.grad_clip)
         if self.mesh is not None:
@@ -115,9 +251,6 @@ class Trainer:
             nnx.update(self.optimizer, shard_state(nnx.state(self.optimizer), self.mesh))
         self.phase = phase
         self._compiled.clear()
-
-    def _train_state(self) -> Any:
-        return nnx.state((self.model, self.optimizer))
 
     def _meta(self) -> dict[str, Any]:
         return {"step": self.step, "phase": self.phase, "seed": int(self.config.seed),
@@ -129,40 +262,36 @@ class Trainer:
     def _grpo_position(self, step: int) -> int:
         return max(step - self.sft_steps, 0) * int(self.config.rollout.prompts_per_step)
 
+    def _save(self, force: bool) -> None:
+        params, opt = nnx.state(self.model, nnx.Param), nnx.state(self.optimizer)
+        if force:
+            self.checkpointer.save(self.step, params, opt, self._meta())
+        else:
+            self.checkpointer.maybe_save(self.step, params, opt, self._meta())
+
     def restore_or_init(self) -> int:
         """Restores the latest checkpoint of the workdir (or starts at step 0); returns the step."""
-        latest = self.checkpointer.latest_step()
-        if latest is None:
+        if self.checkpointer.latest_step() is None:
             if self.config.model.init_checkpoint:
-                self._load_init_checkpoint(self.config.model.init_checkpoint)
+                self.policy.restore_params(self.config.model.init_checkpoint)
             self._make_optimizer(self._phase_of(0))
             self.metrics.truncate_after(0)
             self._maybe_reference()
             return 0
-        meta = self.checkpointer.restore_meta(latest)
+        _, _, meta, _ = self.checkpointer.restore(None, nnx.state(self.model, nnx.Param))
         self._make_optimizer(meta["phase"])
-        state, meta = self.checkpointer.restore(latest, self._train_state())
-        nnx.update((self.model, self.optimizer), state)
+        params, opt, meta, _ = self.checkpointer.restore(int(meta["step"]), nnx.state(self.model, nnx.Param),
+                                                         nnx.state(self.optimizer))
+        nnx.update(self.model, params)
+        nnx.update(self.optimizer, opt)
         self.step = int(meta["step"])
         if meta["sft_position"] != self._sft_position(self.step) or meta["grpo_position"] != self._grpo_position(self.step):
-            raise ValueError(f"checkpoint {latest} data position {meta} does not match this config's batch sizes")
+            raise ValueError(f"checkpoint at step {self.step}: data position {meta} does not match this config's batch sizes")
         if self._phase_of(self.step) != self.phase:  # saved at the end of SFT: GRPO starts fresh
             self._make_optimizer(self._phase_of(self.step))
         self.metrics.truncate_after(self.step)
         self._maybe_reference()
         return self.step
-
-    def _load_init_checkpoint(self, workdir: str) -> None:
-        """Model parameters from another run's latest checkpoint (e.g. an SFT run)."""
-        other = Checkpointer(Path(workdir) / "checkpoints", 1, 1)
-        latest = other.latest_step()
-        if latest is None:
-            raise FileNotFoundError(f"model.init_checkpoint={workdir!r} has no checkpoint")
-        phase = other.restore_meta(latest)["phase"]
-        self._make_optimizer(phase)
-        state, _ = other.restore(latest, self._train_state())
-        nnx.update((self.model, self.optimizer), state)
-        other.close()
 
     def _maybe_reference(self) -> None:
         """The frozen KL reference = the policy when GRPO starts (after SFT), saved once to disk."""
@@ -174,113 +303,150 @@ class Trainer:
             save_params(path, params)
         self.ref_state = load_params(path, params) if path.exists() else jax.tree.map(jnp.copy, params)
 
-    # ------------------------------------------------------------------ compiled pieces
-
-    def _get(self, name: str, build: Callable[[], Any]) -> Any:
+    def _get(self, name: Any, build: Callable[[], Any]) -> Any:
         if name not in self._compiled:
             self._compiled[name] = build()
         return self._compiled[name]
 
-    def _generate_fn(self) -> Callable:
-        r = self.config.rollout
-        graphdef, _ = nnx.split(self.model)
-        gen = self._get("generate", lambda: make_generate(graphdef, r.max_new_tokens, r.temperature, r.top_k,
-                                                          self.fmt.end_id, self.fmt.pad_id))
+    # ------------------------------------------------------------------ reward
 
-        def generate(tokens: np.ndarray, mask: np.ndarray, key: jax.Array):
-            batch = steps.to_device_batch({"tokens": tokens, "mask": mask}, self.mesh)
-            out = gen(nnx.state(self.model), batch["tokens"], batch["mask"], key)
-            return tuple(to_host(x) for x in out)
-
-        return generate
-
-    def _registry_reward(self, batch: RolloutBatch) -> rewards.RewardBatch:
+    def _registry_reward(self, batch: RolloutBatch) -> RewardOutput:
         c = self.config.reward
         weights = RewardWeights(atomic=c.atomic_weight, orchestration=c.orchestration_weight)
-        return rewards.score(c.family, c.mode, batch.inputs, weights)
+        score = score_turns if self.config.rollout.mode == "turn" else score_episodes
+        kwargs = {"paper_compat": c.paper_compat} if c.family == "paper" and c.paper_compat != "ours" else {}
+        return score(c.family, c.mode, batch.inputs, weights=weights, **kwargs)
 
     # ------------------------------------------------------------------ steps
 
     def sft_step(self) -> dict[str, Any]:
-        """One SFT update on golden episodes; returns its metrics."""
+        """One SFT update on whole golden episodes; returns its metrics."""
         c = self.config
         t0 = time.perf_counter()
-        tasks = self.stream.take(self._sft_position(self.step), c.sft.batch_size)
-        rows = [golden_episode(t, self.env, self.fmt, c.data.tool_view, c.rollout.max_seq_len) for t in tasks]
-        # Fixed width (max_seq_len): one compiled SFT step for the whole run.
-        tokens, attn, loss_mask = pack(rows, self.fmt.pad_id, max_len=c.rollout.max_seq_len)
+        samples = self.sft_stream.take(self._sft_position(self.step), c.sft.batch_size)
+        rows = [golden_episode(s, self.policy, c.data.tool_view, self.render) for s in samples]
+        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), bucket(c.rollout.max_seq_len, 8))
+        tokens, attn, loss_mask = pack_rows(rows, self.policy.chat.pad_id, width)
         batch = steps.to_device_batch({"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask}, self.mesh)
         graphdef, state = nnx.split((self.model, self.optimizer))
-        fn = self._get("sft", lambda: steps.make_sft_step(graphdef, self.mesh, state))
+        fn = self._get(("sft", width), lambda: steps.make_sft_step(graphdef, self.mesh, state))
         new_state, m = fn(state, batch)
         nnx.update((self.model, self.optimizer), new_state)
-        m = {k: float(to_host(v)) for k, v in m.items()}
+        m = {k: float(np.asarray(v)) for k, v in m.items()}
         dt = time.perf_counter() - t0
-        return {"sft/" + k: v for k, v in m.items()} | {"time/step_s": dt, "time/tokens_per_s": float(attn.sum()) / dt,
-                                                         "data/tasks": ",".join(t.task_id for t in tasks)}
+        return {"sft/" + k: v for k, v in m.items()} | {
+            "time/step_s": dt, "time/tokens_per_s": float(attn.sum()) / dt, "time/width": width,
+            "data/tasks": ",".join(s.sample_id for s in samples)}
+
+    def _rollout(self, key: jax.Array) -> tuple[RolloutBatch, list[Any]]:
+        c = self.config
+        r = c.rollout
+        tasks = self.rl_stream.take(self._grpo_position(self.step), r.prompts_per_step)
+        if r.mode == "turn":
+            batch = rollout_turns(tasks, r.group_size, self.policy, self.matcher, key, self.sampling,
+                                  max_rounds=r.max_turns, max_seq_len=r.max_seq_len, tool_view=c.data.tool_view,
+                                  render=self.render)
+        else:
+            batch = rollout_episodes(tasks, r.group_size, self.policy, self.env, key, self.sampling,
+                                     max_turns=r.max_turns, max_seq_len=r.max_seq_len, tool_view=c.data.tool_view)
+        return batch, tasks
 
     def grpo_step(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """One GRPO step: rollout, reward, advantages, update(s). Returns (scalars, histograms)."""
+        """One GRPO step: rollout, reward, advantages, update(s) on the rows that carry signal."""
         c = self.config
         g = c.rollout.group_size
         key = jax.random.fold_in(jax.random.PRNGKey(c.seed), self.step)
-        tasks = self.stream.take(self._grpo_position(self.step), c.rollout.prompts_per_step)
         t0 = time.perf_counter()
-        batch = rollout(tasks, g, self._generate_fn(), self.env, self.fmt, key, mode=c.rollout.mode,
-                        max_turns=c.rollout.max_turns, max_new_tokens=c.rollout.max_new_tokens,
-                        max_seq_len=c.rollout.max_seq_len, tool_view=c.data.tool_view,
-                        multiple=c.rollout.pad_multiple)
+        batch, tasks = self._rollout(key)
         t1 = time.perf_counter()
         scored = self.reward_fn(batch)
-        advantages, degenerate = grpo.group_advantages(jnp.asarray(scored.reward), g, scale_by_std=c.grpo.scale_by_std)
-        valid = ~np.asarray(degenerate) if c.grpo.mask_degenerate else np.ones(len(scored.reward), bool)
+        reward = np.asarray(scored.reward, np.float32)
+        advantages, degenerate = grpo.group_advantages(jnp.asarray(reward), g, scale_by_std=c.grpo.scale_by_std)
+        advantages, degenerate = np.asarray(advantages), np.asarray(degenerate)
+        has_tokens = np.asarray([any(flags) for _, flags in batch.rows])
+        live = has_tokens.copy()
+        if c.grpo.mask_degenerate:
+            live &= ~degenerate
+        if c.grpo.mask_truncated:
+            live &= ~batch.truncated
         t2 = time.perf_counter()
-        host = {"tokens": batch.tokens, "attention_mask": batch.attention_mask, "loss_mask": batch.loss_mask,
-                "advantages": np.asarray(advantages), "valid": valid}
-        device = steps.to_device_batch(host, self.mesh)
-        use_old = c.grpo.num_iterations > 1
-        graphdef, state = nnx.split((self.model, self.optimizer))
-        if use_old or self.ref_state is not None:
-            mgraph, mstate = nnx.split(self.model)
-            logp_fn = self._get("logp", lambda: steps.make_logprob_fn(mgraph, self.mesh, mstate))
-            if use_old:
-                device["old_logp"] = logp_fn(mstate, device["tokens"], device["attention_mask"])
-            if self.ref_state is not None:
-                ref_model_state = nnx.merge_state(mstate, self.ref_state)
-                device["ref_logp"] = logp_fn(ref_model_state, device["tokens"], device["attention_mask"])
-        fn = self._get("grpo", lambda: steps.make_grpo_step(graphdef, self.loss_config, self.mesh, state, use_old,
-                                                                    c.grpo.micro_batches))
-        metrics: dict[str, Any] = {}
-        for _ in range(c.grpo.num_iterations):
-            state, m = fn(state, device)
-            metrics = {k: float(to_host(v)) for k, v in m.items()}
-        nnx.update((self.model, self.optimizer), state)
+        metrics = self._update([batch.rows[i] for i in np.flatnonzero(live)], advantages[live])
         t3 = time.perf_counter()
-        adv = np.asarray(advantages)
-        degenerate_info = grpo.degenerate_summary(degenerate, g)
-        policy_tokens = int(batch.loss_mask.sum())
+        codes = np.asarray(scored.error_codes).ravel()
+        counts = np.bincount(codes[(codes >= 0) & (codes < N_ERROR_CODES)], minlength=N_ERROR_CODES)
+        summary = grpo.degenerate_summary(jnp.asarray(degenerate), g)
+        train_tokens = sum(len(ids) for ids, _ in batch.rows)
         scalars: dict[str, Any] = {
-            "reward/mean": float(scored.reward.mean()), "reward/std": float(scored.reward.std()),
-            "reward/max": float(scored.reward.max()), "reward/min": float(scored.reward.min()),
-            **{f"reward/{k}": float(v.mean()) for k, v in scored.levels.items()},
-            **{f"errors/{ERROR_NAMES.get(i, i)}": int(n) for i, n in enumerate(scored.error_counts)},
+            "reward/mean": float(reward.mean()), "reward/std": float(reward.std()),
+            "reward/max": float(reward.max()), "reward/min": float(reward.min()),
+            **{f"reward/{k}": float(np.asarray(v).mean()) for k, v in scored.levels.items()},
+            **{f"errors/{ERROR_NAMES.get(i, i)}": int(n) for i, n in enumerate(counts)},
             **{f"grpo/{k}": v for k, v in metrics.items()},
-            "grpo/advantage_abs_mean": float(np.abs(adv).mean()),
-            "grpo/degenerate_groups": int(degenerate_info["degenerate_groups"]),
-            "grpo/degenerate_fraction": float(degenerate_info["degenerate_fraction"]),
+            "grpo/advantage_abs_mean": float(np.abs(advantages).mean()),
+            "grpo/degenerate_groups": int(summary["degenerate_groups"]),
+            "grpo/degenerate_fraction": float(summary["degenerate_fraction"]),
+            "grpo/live_rows": int(live.sum()),
+            "grpo/skipped_update": int(not live.any()),
             "rollout/turns_mean": float(batch.n_turns.mean()),
             "rollout/truncated_fraction": float(batch.truncated.mean()),
             "rollout/generated_tokens": int(batch.generated_tokens),
             "rollout/calls_mean": float(np.mean([len(x.calls) for x in batch.inputs])),
-            "time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2, "time/step_s": t3 - t0,
-            "time/generate_tokens_per_s": batch.generated_tokens / max(t1 - t0, 1e-9),
-            "time/train_tokens_per_s": float(batch.attention_mask.sum()) * c.grpo.num_iterations / max(t3 - t2, 1e-9),
-            "time/policy_tokens": policy_tokens,
-            "data/tasks": ",".join(t.task_id for t in tasks),
+            "time/rollout_s": t1 - t0, "time/generate_s": batch.generate_seconds, "time/reward_s": t2 - t1,
+            "time/update_s": t3 - t2, "time/step_s": t3 - t0,
+            "time/generate_tokens_per_s": batch.generated_tokens / max(batch.generate_seconds, 1e-9),
+            "time/policy_tokens": int(sum(sum(f) for _, f in batch.rows)),
+            "time/train_tokens": train_tokens,
+            "data/tasks": ",".join(_task_id(t) for t in tasks),
         }
-        histograms = {"hist/advantages": adv, "hist/rewards": scored.reward,
-                      "hist/error_codes": np.repeat(np.arange(len(scored.error_counts)), scored.error_counts)}
+        histograms = {"hist/advantages": advantages, "hist/rewards": reward,
+                      "hist/error_codes": np.repeat(np.arange(N_ERROR_CODES), counts)}
         return scalars, histograms
+
+    def _update(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray) -> dict[str, float]:
+        """GRPO update(s) on the live rows, padded to a row bucket and a width bucket; skipped if none."""
+        c = self.config
+        if not rows:
+            return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0}
+        n_rows = next(b for b in self.row_buckets if b >= len(rows))
+        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), bucket(c.rollout.max_seq_len, 8))
+        pad = n_rows - len(rows)
+        tokens, attn, loss_mask = pack_rows(rows + [([self.policy.chat.pad_id], [0])] * pad, self.policy.chat.pad_id, width)
+        valid = np.arange(n_rows) < len(rows)
+        host = {"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask,
+                "advantages": np.concatenate([advantages, np.zeros(pad, np.float32)]).astype(np.float32), "valid": valid}
+        device = steps.to_device_batch(host, self.mesh)
+        use_old = c.grpo.num_iterations > 1
+        temperature = float(c.rollout.temperature)
+        graphdef, state = nnx.split((self.model, self.optimizer))
+        if use_old or self.ref_state is not None:
+            mgraph, mstate = nnx.split(self.model)
+            logp_fn = self._get(("logp", width, n_rows),
+                                lambda: steps.make_logprob_fn(mgraph, self.mesh, mstate, temperature))
+            if use_old:
+                device["old_logp"] = logp_fn(mstate, device["tokens"], device["attention_mask"])
+            if self.ref_state is not None:
+                device["ref_logp"] = logp_fn(nnx.merge_state(mstate, self.ref_state), device["tokens"],
+                                             device["attention_mask"])
+        fn = self._get(("grpo", width, n_rows), lambda: steps.make_grpo_step(
+            graphdef, self.loss_config, self.mesh, state, use_old, c.grpo.micro_batches, temperature))
+        metrics: dict[str, float] = {}
+        for _ in range(c.grpo.num_iterations):
+            state, m = fn(state, device)
+            metrics = {k: float(np.asarray(v)) for k, v in m.items()}
+        nnx.update((self.model, self.optimizer), state)
+        metrics.update(width=float(width), rows=float(n_rows))
+        return metrics
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> dict[str, Any]:
+        """Held-out turns through the evaluator (eval.*); scalars for the metrics log."""
+        report = self.evaluation.run(self.policy)
+        m = report.overall("complete") if report.overall("complete").turns else report.overall("all")
+        out = {"eval/turn_accuracy": m.turn_accuracy, "eval/call_accuracy": m.call_accuracy,
+               "eval/success_rate": m.success_rate, "eval/turns": m.turns}
+        report.save_json(self.workdir / "eval" / f"step_{self.step:06d}.json")
+        return out
 
     # ------------------------------------------------------------------ the loop
 
@@ -293,6 +459,13 @@ class Trainer:
         wandb_run = WandbRun(self.workdir, c.to_dict(), c.wandb.project, c.wandb.entity,
                              c.wandb.run_name or self.workdir.name, c.wandb.mode)
         end = self.total_steps if stop_after is None else min(self.total_steps, start + stop_after)
+        info = RunInfo(self.workdir, self.checkpointer.directory, self.metrics.path, wandb_run.location, start)
+        every = int(c.eval.every) if self.evaluation is not None else 0
+        if every and start == 0:
+            record = {"step": 0, "phase": "start", **self.evaluate()}
+            self.metrics.write(record)
+            wandb_run.log(0, {k: v for k, v in record.items() if k.startswith("eval/")})
+            info.evaluations.append(record)
         columns = [TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns, disable=not progress, transient=False) as bar:
@@ -304,32 +477,33 @@ class Trainer:
                     self._maybe_reference()
                 if phase == "sft":
                     scalars, hists = self.sft_step(), {}
-                    info = f"nll {scalars['sft/nll']:.3f}"
+                    text = f"nll {scalars['sft/nll']:.3f}"
                 else:
                     scalars, hists = self.grpo_step()
-                    info = f"reward {scalars['reward/mean']:.3f} kl {scalars['grpo/kl']:.4f}"
+                    info.rewards.append(scalars["reward/mean"])
+                    text = f"reward {scalars['reward/mean']:.3f} live {scalars['grpo/live_rows']}"
                 self.step += 1
-                if self.step % c.train.log_every == 0 or self.step == end:
-                    record = {"step": self.step, "phase": phase, **scalars}
-                    self.metrics.write(record)
+                if every and (self.step % every == 0 or self.step == self.total_steps):
+                    scalars.update(self.evaluate())
+                    info.evaluations.append({"step": self.step, "phase": phase,
+                                             **{k: v for k, v in scalars.items() if k.startswith("eval/")}})
+                    text += f" eval turn acc {scalars['eval/turn_accuracy']:.2f}"
+                if self.step % c.train.log_every == 0 or self.step == end or "eval/turn_accuracy" in scalars:
+                    self.metrics.write({"step": self.step, "phase": phase, **scalars})
                     wandb_run.log(self.step, scalars, hists)
-                if self._phase_of(self.step) != phase or self.step == self.total_steps:
-                    self.checkpointer.save(self.step, self._train_state(), self._meta())
-                else:
-                    self.checkpointer.maybe_save(self.step, self._train_state(), self._meta())
+                self._save(force=self._phase_of(self.step) != phase or self.step == self.total_steps)
                 if self.step == self.sft_steps and c.mode == "grpo":
                     self._maybe_reference()
-                bar.update(task_id, completed=self.step, phase=phase, info=info)
+                bar.update(task_id, completed=self.step, phase=phase, info=text)
         self.metrics.close()
         self.checkpointer.close()
-        location = wandb_run.location
         wandb_run.finish()
-        return RunInfo(self.workdir, self.checkpointer.directory, self.metrics.path, location, self.step)
+        info.final_step = self.step
+        return info
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+def _task_id(task: Any) -> str:
+    if isinstance(task, tuple):
+        sample, turn = task
+        return f"{sample.sample_id}@{turn.turn}"
+    return task.sample_id
