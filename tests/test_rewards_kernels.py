@@ -164,7 +164,7 @@ def test_overflow_is_counted_not_silent():
     config = EncodeConfig(max_calls=6, max_steps=5, vocab_words=1)
     enc = encode_episodes([EpisodeInput(calls, steps), EpisodeInput(calls[:1], steps[:0])], config)
     assert enc["overflow"].tolist() == [2 + 8, 0]
-    with pytest.raises(ValueError, match="invalid step index"):
+    with pytest.raises(ValueError, match="sample 0: golden step 0 .* out of range"):
         encode_episodes([EpisodeInput((), (GoldenStep("A", {}, depends_on=(3,)),))], CONFIG)
 
 

@@ -141,9 +141,13 @@ def test_paper_type_mismatch_and_int_float():
     # value = 0.7475, R_atomic = (0.7475 + 1)/2 = 0.87375, R = 0.936875 (as above).
     s = paper_reward(EpisodeInput((call("Search", {"city": "New York", "n": "2"}), GOOD[1]), STEPS))
     assert s.reward == approx(0.936875) and s.error_codes[0] == E.WRONG_TYPE
-    # n=2.0 (float vs int) agrees: full score.
+    # n=2.0 for a golden int 2: types agree (structure full) but BFCL's value check wants an int:
+    # AST = 0.33 + 0.33 + 0 = 0.66, value 0.83, R_atomic = 0.915, R = 0.9575 (the official rule).
     s = paper_reward(EpisodeInput((call("Search", {"city": "new_york", "n": 2.0}), GOOD[1]), STEPS))
-    assert s.reward == 1.0
+    assert s.reward == approx(0.9575) and s.error_codes[0] == E.WRONG_VALUE
+    # The other way round (golden float, model int) passes: BFCL converts an int to float.
+    steps = (GoldenStep("Geo", {"lat": 2.0}),)
+    assert paper_reward(EpisodeInput((call("Geo", {"lat": 2}),), steps)).reward == 1.0
 
 
 def test_paper_wrong_value_and_extra_key():

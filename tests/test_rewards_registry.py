@@ -82,5 +82,5 @@ def test_score_turns_levels_and_codes():
     # Turn 1 right; turn 2 premature H: s = 0.1 with S -> atomic 0.1, F1 0, orch 0 -> 0.05.
     np.testing.assert_allclose(out.reward, [1.0, 0.05, 1.0], atol=1e-6)
     assert out.error_codes[:, 0].tolist() == [ErrorCode.OK, ErrorCode.PREMATURE, ErrorCode.OK]
-    assert set(out.levels) == {"atomic", "orchestration", "frontier_f1", "premature"}
+    assert set(out.levels) == {"atomic", "orchestration", "frontier_f1", "premature", "format", "name", "structure", "values", "semantic"}
     assert out.levels["premature"].tolist() == [0.0, 1.0, 0.0]

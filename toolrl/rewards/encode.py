@@ -20,6 +20,14 @@ Shapes (B batch, C = max_calls, S = max_steps, W = vocab_words):
   steps:  step_mask [B, S] bool; step_name [B, S] int32 (-1: padding); step_*_bits [B, S, W] uint32;
           step_deps [B, S, S] bool (step_deps[b, i, j]: step i depends on step j).
   turn only: turn_mask/later_mask/done_mask [B, S] bool.
+  paper only (``paper=True``, the default of `encode_episodes`): call_counted_official,
+          call_paper_success, call_has_response, call_no_error [B, C] bool; paper_n_type,
+          paper_n_val, paper_n_val_official [B, C] int32.  BFCL's value rules are not an equality
+          relation (a model int passes against a golden float, not the other way round; the
+          official dict check is not symmetric either), so they cannot be hashed: the host checks
+          each argument of a call against the FIRST golden step with the call's name (the only step
+          `paper` compares it with) and passes the counts of compatible types and passing values;
+          the kernel does the rest (name matching, levels, orchestration).
   overflow [B] int32: calls beyond C + steps beyond S + arguments whose ids did not fit 32·W bits.
   Overflowing rows are encoded truncated and flagged, never silently: `registry.score_*` rescore
   them with the reference by default.
@@ -35,8 +43,21 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from toolrl.rewards.reference import normalize_string
-from toolrl.rewards.types import EpisodeInput, GoldenStep, PredictedCall, TurnInput, semantic_success
+from toolrl.rewards import bfcl
+from toolrl.rewards.reference import normalize_string, paper_semantic
+from toolrl.rewards.types import (
+    OFFICIAL_COUNTED_REASONS,
+    EpisodeInput,
+    GoldenStep,
+    PredictedCall,
+    TurnInput,
+    checked_call,
+    semantic_success,
+    validate_depends_on,
+)
+
+# Golden value types for which the official and our value checks agree (no dict inside).
+_SAME_RULE_TYPES = (str, int, float, bool)
 
 # Value type codes (0 is padding).  int and float share NUMBER: the paper's "int and float agree".
 TYPE_PAD, TYPE_NUMBER, TYPE_STR, TYPE_BOOL, TYPE_LIST, TYPE_DICT, TYPE_NULL, TYPE_OTHER = range(8)
@@ -180,8 +201,27 @@ class _Vocab:
         return self._intern(0, kh), self._intern(1, (kh, value_type_code(value))), self._intern(2, (kh, value_hash(value)))
 
 
+def _paper_counts(call: PredictedCall, golden: GoldenStep) -> tuple[int, int, int]:
+    """(#shared keys with compatible types, #shared keys passing our value check, #shared keys
+    passing the official one) of a call against its golden step (see the module docstring)."""
+    n_type = n_val = n_off = 0
+    g_args = golden.arguments
+    for k, v in call.arguments.items():
+        if k not in g_args:
+            continue
+        g = g_args[k]
+        n_type += bfcl.types_compatible(v, g)
+        ours = bfcl.value_ok(v, g, official=False)
+        n_val += ours
+        n_off += ours if type(g) in _SAME_RULE_TYPES else bfcl.value_ok(v, g, official=True)
+    return n_type, n_val, n_off
+
+
 def _encode(
-    rows_calls: Sequence[Sequence[PredictedCall]], rows_steps: Sequence[Sequence[GoldenStep]], config: EncodeConfig
+    rows_calls: Sequence[Sequence[PredictedCall]],
+    rows_steps: Sequence[Sequence[GoldenStep]],
+    config: EncodeConfig,
+    paper: bool = False,
 ) -> dict[str, np.ndarray]:
     """Encodes calls and steps of B examples; see the module docstring."""
     b, c, s, w = len(rows_calls), config.max_calls, config.max_steps, config.vocab_words
@@ -193,6 +233,12 @@ def _encode(
     # Name ids: -1 for padding and unparseable calls (never equal to a real id).
     names = np.full((b, rows), -1, np.int32)
     deps = np.zeros((b, s, s), bool)
+    if paper:
+        counted_off = np.zeros((b, c), bool)
+        p_success = np.zeros((b, c), bool)
+        has_response = np.zeros((b, c), bool)
+        no_error = np.zeros((b, c), bool)
+        p_counts = np.zeros((3, b, c), np.int32)
     # (flat word index, bit value) per set bit, for the key / type / value bitsets.
     where: tuple[list[int], list[int], list[int]] = ([], [], [])
     bits: tuple[list[float], list[float], list[float]] = ([], [], [])
@@ -213,15 +259,16 @@ def _encode(
     for i, (calls, steps) in enumerate(zip(rows_calls, rows_steps)):
         cached = step_cache.get(id(steps))
         if cached is None:
+            validate_depends_on(steps, i)
             vocab, entries, dropped = _Vocab(), [], max(0, len(steps) - s)
             for j, step in enumerate(steps[:s]):
-                for d in step.depends_on:
-                    if not 0 <= d < len(steps) or d == j:
-                        raise ValueError(f"step {j} depends on invalid step index {d} (sample has {len(steps)} steps)")
                 entries.append((c + j, [vocab.ids(k, v) for k, v in step.arguments.items()]))
             step_names = [vocab.name_id(step.function) for step in steps[:s]]
-            cached = step_cache[id(steps)] = (vocab, entries, dropped, step_names)
-        vocab, entries, dropped, step_names = cached
+            first: dict[str, GoldenStep] = {}
+            for step in steps:
+                first.setdefault(step.function, step)
+            cached = step_cache[id(steps)] = (vocab, entries, dropped, step_names, first)
+        vocab, entries, dropped, step_names, first = cached
         overflow[i] += dropped
         names[i, c : c + len(step_names)] = step_names
         for j, step in enumerate(steps[:s]):
@@ -237,9 +284,20 @@ def _encode(
         overflow[i] += max(0, len(calls) - c)
         for j, call in enumerate(calls[:c]):
             mask[i, j] = True
+            call = checked_call(call)
             if not call.format_ok:
+                if paper:
+                    counted_off[i, j] = call.format_error in OFFICIAL_COUNTED_REASONS
                 continue
             fmt[i, j] = True
+            if paper:
+                counted_off[i, j] = True
+                p_success[i, j] = paper_semantic(call)
+                has_response[i, j] = call.executed and call.response is not None
+                no_error[i, j] = has_response[i, j] and bfcl.response_no_error(call.response)
+                golden = first.get(call.name)
+                if golden is not None:
+                    p_counts[:, i, j] = _paper_counts(call, golden)
             success[i, j] = semantic_success(call.executed, call.response)
             names[i, j] = overlay.name_id(call.name)
             for k, v in call.arguments.items():
@@ -251,7 +309,19 @@ def _encode(
         return words.astype(np.uint32).reshape(b, rows, w)
 
     key_bits, type_bits, val_bits = bitset(0), bitset(1), bitset(2)
+    extra = {}
+    if paper:
+        extra = {
+            "call_counted_official": counted_off,
+            "call_paper_success": p_success,
+            "call_has_response": has_response,
+            "call_no_error": no_error,
+            "paper_n_type": p_counts[0],
+            "paper_n_val": p_counts[1],
+            "paper_n_val_official": p_counts[2],
+        }
     return {
+        **extra,
         "call_mask": mask[:, :c],
         "call_format": fmt,
         "call_success": success,
@@ -269,10 +339,17 @@ def _encode(
     }
 
 
-def encode_episodes(episodes: Sequence[EpisodeInput], config: EncodeConfig = EncodeConfig()) -> dict[str, np.ndarray]:
+def encode_episodes(
+    episodes: Sequence[EpisodeInput], config: EncodeConfig = EncodeConfig(), paper: bool = True
+) -> dict[str, np.ndarray]:
     """Encodes episodes (for the `paper` and `episode` families); see the module docstring for the
-    arrays and their shapes."""
-    return _encode([e.calls for e in episodes], [e.steps for e in episodes], config)
+    arrays and their shapes.  ``paper=False`` skips the paper-only arrays (the `episode` family
+    does not read them).
+
+    Raises:
+      ValueError from `types.validate_depends_on` (naming the sample index and step).
+    """
+    return _encode([e.calls for e in episodes], [e.steps for e in episodes], config, paper)
 
 
 def encode_turns(turns: Sequence[TurnInput], config: EncodeConfig = EncodeConfig()) -> dict[str, np.ndarray]:

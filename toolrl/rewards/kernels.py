@@ -4,7 +4,11 @@ Each family has a per-example function (`paper_single`, `episode_single`, `turn_
 `jax.vmap`-ed over the batch and jitted by `make_kernel(family, mode, weights)`.  A kernel returns
 a dict with
   reward      float32 [B]
-  levels      dict of float32 [B] ("atomic", "orchestration"; turn adds "frontier_f1", "premature")
+  levels      dict of float32 [B] ("atomic", "orchestration", "name", "structure", "values",
+              "semantic"; turn adds "format", "frontier_f1", "premature"; paper with
+              paper_compat="official" adds the official result's keys, `reference.OFFICIAL_KEYS`)
+  calls       dict of float32 [B, C] per-call levels ("score", "name", "structure", "values",
+              "semantic"; turn adds "format"), 0 on padding
   error_codes int32 [B, C]  (`ErrorCode`; PADDING for empty slots)
 and agrees with `toolrl.rewards.reference` to float32 rounding (tested with hypothesis).
 
@@ -22,7 +26,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from toolrl.rewards.types import FAMILIES, MODES, ErrorCode, RewardWeights
+from toolrl.rewards.types import FAMILIES, MODES, ErrorCode, RewardWeights, check_paper_compat
 
 Array = jax.Array
 Batch = dict[str, Array]
@@ -92,13 +96,18 @@ def _values_ok(f: dict[str, Array]) -> Array:
     return (f["n_shared"] == f["n_g"]) & (f["n_shared"] == f["n_c"]) & (f["n_val"] == f["n_g"])
 
 
-def _ast(f: dict[str, Array], w: RewardWeights) -> Array:
-    """AST score [C, S] float32 (0 where the name differs)."""
-    ratio = jnp.where(
+def _key_type_ratio(f: dict[str, Array]) -> Array:
+    """`reference.key_type_ratio` [C, S]."""
+    return jnp.where(
         f["n_g"] > 0,
         f["n_type"].astype(jnp.float32) / jnp.maximum(f["n_g"], 1).astype(jnp.float32),
         (f["n_c"] == 0).astype(jnp.float32),
     )
+
+
+def _ast(f: dict[str, Array], w: RewardWeights) -> Array:
+    """AST score [C, S] float32 (0 where the name differs)."""
+    ratio = _key_type_ratio(f)
     w_name, w_keys, w_values = w.ast
     ast = w_name + w_keys * ratio + w_values * _values_ok(f).astype(jnp.float32)
     return jnp.where(f["name_eq"], ast, 0.0)
@@ -147,43 +156,121 @@ def _safe_div(num: Array, den: Array) -> Array:
 # ----------------------------------------------------------------------------- paper
 
 
-def paper_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
-    """`paper` reward of one episode (see `reference.paper_reward`)."""
+def _credit_steps(name_eq: Array, step_deps: Array) -> tuple[Array, Array, Array]:
+    """Transitive names-only orchestration credit (`reference.credit_steps`) of one example.
+
+    Args:
+      name_eq: bool [C, S], call c has step s's name (valid call and step).
+      step_deps: bool [S, S], step i depends on step j (only earlier steps: validated on the host).
+
+    Returns:
+      cred_pos int32 [S] (position at which the step was credited, C when it was not), deps_all
+      bool [S] (every dependency credited), lower int32 [S] (latest credited dependency position,
+      -1 without dependencies).  Steps are visited in order (a static loop over S).
+    """
+    n_calls, n_steps = name_eq.shape
+    pos = jnp.arange(n_calls, dtype=jnp.int32)
+    cred = jnp.full(n_steps, n_calls, jnp.int32)
+    deps_all = jnp.zeros(n_steps, bool)
+    lower = jnp.full(n_steps, -1, jnp.int32)
+    for j in range(n_steps):
+        deps = step_deps[j]
+        all_cred = jnp.all(~deps | (cred < n_calls))
+        low = jnp.max(jnp.where(deps, cred, -1))
+        p = jnp.min(jnp.where(name_eq[:, j] & (pos > low), pos, n_calls))
+        cred = cred.at[j].set(jnp.where(all_cred, p, n_calls).astype(jnp.int32))
+        deps_all = deps_all.at[j].set(all_cred)
+        lower = lower.at[j].set(low.astype(jnp.int32))
+    return cred, deps_all, lower
+
+
+def paper_single(x: Batch, mode: str, w: RewardWeights, compat: str = "ours") -> dict[str, Any]:
+    """`paper` reward of one episode (see `reference.paper_reward`); compat is `paper_compat`."""
+    official = compat == "official"
     f = _pair_features(x)
     name_eq = f["name_eq"]
     n_calls_max = name_eq.shape[0]
-    call_mask = x["call_mask"]
-    sem = call_mask & x["call_format"] & x["call_success"]
+    call_mask, step_mask = x["call_mask"], x["step_mask"]
+    counted = call_mask & x["call_counted_official"] if official else call_mask
 
     has = jnp.any(name_eq, axis=1)  # [C]
     first = jnp.argmax(name_eq, axis=1)  # first golden step with the call's name
-    ast = _take(_ast(f, w), first)
-    value = jnp.where(has, (ast + sem.astype(jnp.float32)) / 2.0, 0.0)
-    n = jnp.sum(call_mask, dtype=jnp.int32)
-    atomic = jnp.where(n > 0, jnp.sum(jnp.where(call_mask, value, 0.0)) / jnp.maximum(n, 1).astype(jnp.float32), 0.0)
+    n_c, n_g, n_shared = (_take(f[k], first) for k in ("n_c", "n_g", "n_shared"))
+    n_type = x["paper_n_type"]
+    n_val = x["paper_n_val_official"] if official else x["paper_n_val"]
+    values_ok = has & (n_shared == n_g) & (n_shared == n_c) & (n_val == n_g)
+    ratio = jnp.where(
+        n_g > 0,
+        jnp.where(n_shared > 0, _safe_div(n_shared, n_g) * _safe_div(n_type, n_shared), 0.0),
+        (n_c == 0).astype(jnp.float32),
+    )
+    w_name, w_keys, w_values = w.ast
+    name = jnp.where(has, w_name, 0.0)
+    structure = jnp.where(has, w_keys * ratio, 0.0)
+    values = jnp.where(values_ok, w_values, 0.0)
+    sem_ok = has & x["call_paper_success"]
+    sem = sem_ok.astype(jnp.float32)
+    ast = name + structure + values
+    score = (ast + sem) / 2.0
 
-    # Orchestration: step j is credited by a call at position i with its name when every step it
-    # depends on has its name at some position < i.
-    pos = jnp.arange(n_calls_max, dtype=jnp.int32)
-    first_pos = jnp.min(jnp.where(name_eq, pos[:, None], n_calls_max), axis=0)  # [S]
-    last_dep = jnp.max(jnp.where(x["step_deps"], first_pos[None, :], -1), axis=1)  # [S]
-    credited = jnp.any(name_eq & (pos[:, None] > last_dep[None, :]), axis=0) & x["step_mask"]
-    n_steps = jnp.sum(x["step_mask"], dtype=jnp.int32)
+    n = jnp.sum(counted, dtype=jnp.int32)
+
+    def mean(v: Array) -> Array:
+        return jnp.where(n > 0, jnp.sum(jnp.where(counted, v, 0.0)) / jnp.maximum(n, 1).astype(jnp.float32), 0.0)
+
+    atomic = (mean(ast) + mean(sem)) / 2.0 if official else mean(score)
+
+    cred, deps_all, lower = _credit_steps(name_eq, x["step_deps"])
+    credited = (cred < n_calls_max) & step_mask
+    n_steps = jnp.sum(step_mask, dtype=jnp.int32)
     orch = jnp.where(n_steps > 0, _safe_div(jnp.sum(credited, dtype=jnp.int32), n_steps), 0.0)
 
-    full = has & _take(_values_ok(f), first) & sem
-    binary = (n > 0) & (n_steps > 0) & jnp.all(full | ~call_mask) & jnp.all(credited | ~x["step_mask"])
+    full = values_ok & sem_ok
+    binary = (n > 0) & (n_steps > 0) & jnp.all(full | ~counted) & jnp.all(credited | ~step_mask)
 
-    deps_ok = pos > _take(last_dep, first)
-    arg_code = _argument_code(f, first)
+    pos = jnp.arange(n_calls_max, dtype=jnp.int32)
+    deps_ok = _take(deps_all, first) & (pos > _take(lower, first))
+    arg_code = jnp.select(
+        [n_shared < n_g, n_shared < n_c, n_type < n_shared, n_val < n_shared],
+        [_E.MISSING_KEY, _E.EXTRA_KEY, _E.WRONG_TYPE, _E.WRONG_VALUE],
+        _E.OK,
+    ).astype(jnp.int32)
     codes = jnp.select(
-        [~call_mask, ~x["call_format"], ~has, arg_code != _E.OK, ~deps_ok, ~sem],
+        [~call_mask, ~x["call_format"], ~has, arg_code != _E.OK, ~deps_ok, ~sem_ok],
         [_E.PADDING, _E.FORMAT, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION, _E.EXEC_FAILED],
         _E.OK,
     ).astype(jnp.int32)
+    levels = {
+        "atomic": atomic,
+        "orchestration": orch,
+        "name": mean(name),
+        "structure": mean(structure),
+        "values": mean(values),
+        "semantic": mean(sem),
+    }
+    if official:
+        executable = has & x["call_has_response"]
+        levels.update(
+            {
+                "R_atomic_validity": atomic,
+                "R_atomic_validity_ast": mean(ast),
+                "R_atomic_validity_semantic": levels["semantic"],
+                "R_atomic_validity_rate": mean(full.astype(jnp.float32)),
+                "R_atomic_validity_name": levels["name"],
+                "R_atomic_validity_structure": levels["structure"],
+                "R_atomic_validity_values": levels["values"],
+                "tool_executable_rate": mean(executable.astype(jnp.float32)),
+                "tool_calling_success_rate": mean((executable & x["call_no_error"]).astype(jnp.float32)),
+                "R_outcome_orchestration": orch,
+                "R_outcome_state": jnp.zeros((), jnp.float32),
+                "score": w.atomic * atomic + w.orchestration * orch,
+            }
+        )
+    calls = {"score": score, "name": name, "structure": structure, "values": values, "semantic": sem}
     return {
         "reward": _combine(atomic, orch, binary, mode, w),
-        "levels": {"atomic": atomic, "orchestration": orch},
+        "levels": levels,
+        "calls": {k: jnp.where(call_mask, v, 0.0) for k, v in calls.items()},
         "error_codes": codes,
     }
 
@@ -224,6 +311,14 @@ def episode_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
     n = jnp.sum(call_mask, dtype=jnp.int32)
     n_steps = jnp.sum(step_mask, dtype=jnp.int32)
     den = jnp.maximum(n, n_steps)
+    w_name, w_keys, w_values = w.ast
+    calls = {
+        "score": value,
+        "name": jnp.where(has, w_name, 0.0),
+        "structure": jnp.where(has, w_keys * _take(_key_type_ratio(f), matched), 0.0),
+        "values": jnp.where(has & _take(_values_ok(f), matched), w_values, 0.0),
+        "semantic": (has & sem).astype(jnp.float32),
+    }
     atomic = jnp.where(den > 0, jnp.sum(jnp.where(call_mask, value, 0.0)) / jnp.maximum(den, 1).astype(jnp.float32), 1.0)
     orch = jnp.where(n_steps > 0, _safe_div(jnp.sum(credited, dtype=jnp.int32), n_steps), (n == 0).astype(jnp.float32))
 
@@ -237,9 +332,13 @@ def episode_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
         [_E.PADDING, _E.FORMAT, _E.REPEATED, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION, _E.EXEC_FAILED],
         _E.OK,
     ).astype(jnp.int32)
+    levels = {"atomic": atomic, "orchestration": orch}
+    for k in ("name", "structure", "values", "semantic"):
+        levels[k] = jnp.where(den > 0, jnp.sum(calls[k]) / jnp.maximum(den, 1).astype(jnp.float32), 0.0)
     return {
         "reward": _combine(atomic, orch, binary, mode, w),
-        "levels": {"atomic": atomic, "orchestration": orch},
+        "levels": levels,
+        "calls": {k: jnp.where(call_mask, v, 0.0) for k, v in calls.items()},
         "error_codes": codes,
     }
 
@@ -312,9 +411,22 @@ def turn_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
         [_E.PADDING, _E.FORMAT, _E.PREMATURE, _E.REPEATED, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION],
         _E.OK,
     ).astype(jnp.int32)
+    named = has & _take(name_eq, g)
+    calls = {
+        "score": jnp.where(has, _take(s, g), 0.0),
+        "format": jnp.where(has & call_mask & x["call_format"], w_format, 0.0),
+        "name": jnp.where(named, w_name, 0.0),
+        "structure": jnp.where(named, w_keys * _take(f1, g), 0.0),
+        "values": jnp.where(named & _take(keys_equal, g), w_values * _take(share, g), 0.0),
+        "semantic": (named & x["call_success"]).astype(jnp.float32),
+    }
+    levels = {"atomic": atomic, "orchestration": orch, "frontier_f1": f1_turn, "premature": pre_share}
+    for k in ("format", "name", "structure", "values", "semantic"):
+        levels[k] = jnp.where(den > 0, jnp.sum(calls[k]) / jnp.maximum(den, 1).astype(jnp.float32), 0.0)
     return {
         "reward": _combine(atomic, orch, binary, mode, w),
-        "levels": {"atomic": atomic, "orchestration": orch, "frontier_f1": f1_turn, "premature": pre_share},
+        "levels": levels,
+        "calls": {k: jnp.where(call_mask, v, 0.0) for k, v in calls.items()},
         "error_codes": codes,
     }
 
@@ -323,15 +435,20 @@ SINGLE: dict[str, Callable[..., dict[str, Any]]] = {"paper": paper_single, "epis
 
 
 @functools.lru_cache(maxsize=None)
-def make_kernel(family: str, mode: str, weights: RewardWeights = RewardWeights()) -> Callable[[Batch], dict[str, Any]]:
+def make_kernel(
+    family: str, mode: str, weights: RewardWeights = RewardWeights(), paper_compat: str = "ours"
+) -> Callable[[Batch], dict[str, Any]]:
     """`jax.jit(jax.vmap(single))` for a family and mode; takes the dict of `encode_*` arrays
     (extra entries such as "overflow" are ignored) and returns reward [B], levels {name: [B]},
-    error_codes [B, C]."""
+    calls {name: [B, C]}, error_codes [B, C].  `paper_compat` ("ours" / "official") selects the
+    `paper` setting; other families accept and ignore it."""
+    check_paper_compat(paper_compat)
     if family not in SINGLE:
         raise ValueError(f"unknown reward family {family!r}; expected one of {FAMILIES}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    single = functools.partial(SINGLE[family], mode=mode, w=weights)
+    options = {"compat": paper_compat} if family == "paper" else {}
+    single = functools.partial(SINGLE[family], mode=mode, w=weights, **options)
     vmapped = jax.vmap(single)
     keys = _INPUT_KEYS[family]
 
@@ -346,8 +463,12 @@ _EPISODE_KEYS = (
     "call_mask", "call_format", "call_success", "call_name", "call_key_bits", "call_type_bits", "call_val_bits",
     "step_mask", "step_name", "step_key_bits", "step_type_bits", "step_val_bits", "step_deps",
 )  # fmt: skip
+_PAPER_KEYS = (
+    "call_counted_official", "call_paper_success", "call_has_response", "call_no_error",
+    "paper_n_type", "paper_n_val", "paper_n_val_official",
+)  # fmt: skip
 _INPUT_KEYS = {
-    "paper": _EPISODE_KEYS,
+    "paper": _EPISODE_KEYS + _PAPER_KEYS,
     "episode": _EPISODE_KEYS,
     "turn": _EPISODE_KEYS + ("turn_mask", "later_mask", "done_mask"),
 }

@@ -4,14 +4,27 @@ One function per definition of DESIGN.md, "Graduated reward".  Readability over 
 spec in code.  Families:
 
 - `paper_reward`: the seed paper's episode formula, flaws included (first step with the name,
-  name-only orchestration, atomic mean over the model's calls).
+  name-only orchestration, atomic mean over the model's calls), in two settings: ``paper_compat=
+  "official"`` reproduces the authors' `compute_score` exactly, ``"ours"`` is the same formula with
+  the documented fixes of docs/paper_reward_differences.md.
 - `episode_reward`: our corrected episode reward (one-to-one matching, dependency-aware orchestration,
   atomic mean over max(#calls, #steps)).
 - `turn_reward`: per assistant turn, graduated pair score s(p, g) and frontier orchestration.
 
 Each takes a `mode`: `graduated` (w_a·atomic + w_o·orchestration), `atomic`, `orchestration`,
 `binary` (1 only when the episode/turn is exactly right), and returns a `Score` with the reward, the
-per-level scores and one `ErrorCode` per predicted call.
+per-level scores, per-call levels and one `ErrorCode` per predicted call.
+
+Levels of every family: "atomic", "orchestration", and the atomic breakdown "name", "structure",
+"values", "semantic" (each the family's mean over calls of that part of the call score, so for
+`paper`/`episode` atomic = (name + structure + values + semantic) / 2; `turn` adds "format",
+"frontier_f1", "premature").  Per-call levels (`Score.call_levels`, one tuple entry per call):
+"score" (the call's contribution before the mean), "name", "structure", "values", "semantic"
+(`turn`: also "format").  With ``paper_compat="official"`` `paper` also reports the keys of the
+official result (`OFFICIAL_KEYS`).
+
+Calls whose arguments break the limits of `types.argument_problem` are format failures in every
+family; golden `depends_on` is validated by `types.validate_depends_on`.
 
 Conventions for empty inputs (not covered by the paper): `paper` scores R_atomic = 0 with no calls
 and R_orch = 0 with no golden steps; `episode` and `turn` treat "no golden calls and no predicted
@@ -25,16 +38,29 @@ import math
 import re
 from typing import Any, Mapping, Sequence
 
+from toolrl.rewards import bfcl
 from toolrl.rewards.types import (
     MODES,
+    OFFICIAL_COUNTED_REASONS,
     EpisodeInput,
     ErrorCode,
     GoldenStep,
     PredictedCall,
     RewardWeights,
     TurnInput,
+    check_paper_compat,
+    checked_call,
     semantic_success,
+    validate_depends_on,
 )
+
+# Keys of the official `compute_score` result (reported as levels with paper_compat="official").
+OFFICIAL_KEYS = (
+    "R_atomic_validity", "R_atomic_validity_ast", "R_atomic_validity_semantic", "R_atomic_validity_rate",
+    "R_atomic_validity_name", "R_atomic_validity_structure", "R_atomic_validity_values",
+    "tool_executable_rate", "tool_calling_success_rate", "R_outcome_orchestration", "R_outcome_state", "score",
+)  # fmt: skip
+CALL_LEVELS = ("score", "name", "structure", "values", "semantic")
 
 _STRIP = re.compile(r"[ ,./\-_*^]")
 
@@ -52,6 +78,7 @@ class Score:
     reward: float
     levels: dict[str, float]
     error_codes: tuple[int, ...]
+    call_levels: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- values
@@ -190,44 +217,155 @@ def _call_error(call: PredictedCall, step: GoldenStep | None, repeated: bool, de
 # ----------------------------------------------------------------------------- paper
 
 
-def paper_reward(ep: EpisodeInput, mode: str = "graduated", weights: RewardWeights = RewardWeights()) -> Score:
+def paper_structure(call_args: Mapping[str, Any], golden_args: Mapping[str, Any]) -> float:
+    """The paper's structure ratio in [0, 1] (times w_keys in the AST score): |shared keys| / |keys(g)|
+    · type_acc, type_acc = share of shared keys whose types agree (`bfcl.types_compatible`: int,
+    float and bool agree), 0 without shared keys; with no golden arguments, 1 only when the call has
+    none either.  Computed as the official scorer does (two ratios multiplied)."""
+    if not golden_args:
+        return 1.0 if not call_args else 0.0
+    shared = [k for k in golden_args if k in call_args]
+    if not shared:
+        return 0.0
+    agreeing = sum(1 for k in shared if bfcl.types_compatible(call_args[k], golden_args[k]))
+    return (len(shared) / len(golden_args)) * (agreeing / len(shared))
+
+
+def paper_argument_error(call_args: Mapping[str, Any], golden_args: Mapping[str, Any], official: bool) -> ErrorCode:
+    """First failing check of the paper's AST levels: MISSING_KEY, EXTRA_KEY, WRONG_TYPE (types not
+    compatible), WRONG_VALUE (`bfcl.value_ok` fails), or OK (the values level passes)."""
+    if any(k not in call_args for k in golden_args):
+        return ErrorCode.MISSING_KEY
+    if any(k not in golden_args for k in call_args):
+        return ErrorCode.EXTRA_KEY
+    if any(not bfcl.types_compatible(call_args[k], golden_args[k]) for k in golden_args):
+        return ErrorCode.WRONG_TYPE
+    if any(not bfcl.value_ok(call_args[k], golden_args[k], official) for k in golden_args):
+        return ErrorCode.WRONG_VALUE
+    return ErrorCode.OK
+
+
+def paper_values_ok(call_args: Mapping[str, Any], golden_args: Mapping[str, Any], official: bool) -> bool:
+    """The paper's values level (BFCL's check): same key set, every value passes `bfcl.value_ok`."""
+    return set(call_args) == set(golden_args) and all(bfcl.value_ok(call_args[k], golden_args[k], official) for k in golden_args)
+
+
+def paper_semantic(call: PredictedCall) -> bool:
+    """The paper's semantic level: the call has a response (executed, not None) and
+    `bfcl.response_ok` holds (``[]``, ``""`` and numbers pass; ``status: 0`` fails)."""
+    return call.format_ok and call.executed and call.response is not None and bfcl.response_ok(call.response)
+
+
+def credit_steps(calls: Sequence[PredictedCall], steps: Sequence[GoldenStep]) -> dict[int, int]:
+    """Names-only orchestration credit of the paper (transitive): steps are visited in order; step
+    j is credited at the first call position i with j's function name such that every step j
+    depends on was itself credited, at a position < i.  Returns {step: credited position}."""
+    credited: dict[int, int] = {}
+    for j, g in enumerate(steps):
+        if any(d not in credited for d in g.depends_on):
+            continue
+        lower = max((credited[d] for d in g.depends_on), default=-1)
+        pos = next((i for i, c in enumerate(calls) if i > lower and c.format_ok and c.name == g.function), None)
+        if pos is not None:
+            credited[j] = pos
+    return credited
+
+
+def paper_reward(
+    ep: EpisodeInput, mode: str = "graduated", weights: RewardWeights = RewardWeights(), paper_compat: str = "ours"
+) -> Score:
     """The seed paper's reward (DESIGN.md `paper`), reproduced with its known flaws.
 
-    Levels: atomic (R_atomic), orchestration (R_orch).
+    Per call: the FIRST golden step with the call's name (none -> every level 0); AST = w_name +
+    w_keys·`paper_structure` + w_values·[`paper_values_ok`]; semantic = `paper_semantic`.  R_atomic
+    = mean over the counted calls of (AST + semantic) / 2 (0 without calls); R_orch = share of the
+    golden steps credited by `credit_steps` (0 without steps).
+
+    Args:
+      paper_compat: "ours" (every call counts, unparseable ones as 0; dicts and lists of dicts
+        compared key by key / element by element) or "official" (the authors' scorer exactly:
+        blocks whose JSON did not parse are dropped, BFCL's dict check as it is).
+
+    Levels: atomic, orchestration, name, structure, values, semantic (+ `OFFICIAL_KEYS` in the
+    official setting).
     """
-    calls, steps = ep.calls, ep.steps
+    check_paper_compat(paper_compat)
+    official = paper_compat == "official"
+    steps = ep.steps
+    validate_depends_on(steps)
+    calls = [checked_call(c) for c in ep.calls]
+    w_name, w_keys, w_values = weights.ast
+    first: dict[str, int] = {}
+    for j, g in enumerate(steps):
+        first.setdefault(g.function, j)
+    credited = credit_steps(calls, steps)
 
-    def first_step(name: str) -> int | None:
-        return next((j for j, g in enumerate(steps) if g.function == name), None)
-
-    def first_call_position(name: str) -> int | None:
-        return next((i for i, c in enumerate(calls) if c.format_ok and c.name == name), None)
-
-    def deps_before(j: int, i: int) -> bool:
-        """Every step j depends on has its name at a call position before i."""
-        for d in steps[j].depends_on:
-            pos = first_call_position(steps[d].function)
-            if pos is None or pos >= i:
-                return False
-        return True
-
-    values, codes, full = [], [], []
+    counted = [c.format_ok or not official or c.format_error in OFFICIAL_COUNTED_REASONS for c in calls]
+    parts: dict[str, list[float]] = {k: [] for k in ("name", "structure", "values", "semantic", "ast", "score")}
+    codes, full, executable, no_error = [], [], [], []
     for i, c in enumerate(calls):
-        j = first_step(c.name) if c.format_ok else None
-        step = steps[j] if j is not None else None
-        values.append(call_value(c, step, weights))
-        full.append(step is not None and is_full_match(c, step) and call_success(c))
-        codes.append(_call_error(c, step, repeated=False, deps_ok=j is not None and deps_before(j, i)))
-    atomic = sum(values) / len(values) if values else 0.0
+        j = first.get(c.name) if c.format_ok else None
+        if j is None:
+            name = structure = values = semantic = 0.0
+            ok_values = False
+            code = ErrorCode.FORMAT if not c.format_ok else ErrorCode.WRONG_NAME
+        else:
+            g = steps[j]
+            ok_values = paper_values_ok(c.arguments, g.arguments, official)
+            name = w_name
+            structure = w_keys * paper_structure(c.arguments, g.arguments)
+            values = w_values if ok_values else 0.0
+            semantic = float(paper_semantic(c))
+            code = paper_argument_error(c.arguments, g.arguments, official)
+            deps_ok = all(d in credited for d in g.depends_on) and i > max((credited[d] for d in g.depends_on), default=-1)
+            if code == ErrorCode.OK and not deps_ok:
+                code = ErrorCode.DEPENDENCY_VIOLATION
+            elif code == ErrorCode.OK and not semantic:
+                code = ErrorCode.EXEC_FAILED
+        ast = name + structure + values
+        for k, v in (("name", name), ("structure", structure), ("values", values), ("semantic", semantic), ("ast", ast)):
+            parts[k].append(v)
+        parts["score"].append((ast + semantic) / 2.0)
+        codes.append(int(code))
+        full.append(j is not None and ok_values and semantic == 1.0)
+        has_response = j is not None and c.executed and c.response is not None
+        executable.append(has_response)
+        no_error.append(has_response and bfcl.response_no_error(c.response))
 
-    credited = [
-        any(c.format_ok and c.name == g.function and deps_before(j, i) for i, c in enumerate(calls))
-        for j, g in enumerate(steps)
-    ]
-    orchestration = sum(credited) / len(steps) if steps else 0.0
-    binary = bool(calls) and all(full) and all(credited) and bool(steps)
+    n = sum(counted)
+
+    def mean(xs: Sequence[float]) -> float:
+        return sum(x for x, k in zip(xs, counted) if k) / n if n else 0.0
+
+    if official:
+        atomic = (mean(parts["ast"]) + mean(parts["semantic"])) / 2
+    else:
+        atomic = mean(parts["score"])
+    orchestration = len(credited) / len(steps) if steps else 0.0
+    binary = n > 0 and bool(steps) and all(f for f, k in zip(full, counted) if k) and len(credited) == len(steps)
     reward = _combine(atomic, orchestration, binary, mode, weights)
-    return Score(reward, {"atomic": atomic, "orchestration": orchestration}, tuple(int(x) for x in codes))
+    levels = {"atomic": atomic, "orchestration": orchestration}
+    levels.update({k: mean(parts[k]) for k in ("name", "structure", "values", "semantic")})
+    if official:
+        valid = full  # AST total >= 1 and semantic: the values level implies full structure
+        levels.update(
+            {
+                "R_atomic_validity": atomic,
+                "R_atomic_validity_ast": mean(parts["ast"]),
+                "R_atomic_validity_semantic": mean(parts["semantic"]),
+                "R_atomic_validity_rate": mean([float(v) for v in valid]),
+                "R_atomic_validity_name": levels["name"],
+                "R_atomic_validity_structure": levels["structure"],
+                "R_atomic_validity_values": levels["values"],
+                "tool_executable_rate": mean([float(v) for v in executable]),
+                "tool_calling_success_rate": mean([float(v) for v in no_error]),
+                "R_outcome_orchestration": orchestration,
+                "R_outcome_state": 0.0,
+                "score": weights.atomic * atomic + weights.orchestration * orchestration,
+            }
+        )
+    call_levels = {k: tuple(parts[k]) for k in CALL_LEVELS}
+    return Score(reward, levels, tuple(codes), call_levels)
 
 
 # ----------------------------------------------------------------------------- episode
@@ -252,26 +390,39 @@ def match_episode(ep: EpisodeInput, weights: RewardWeights = RewardWeights()) ->
     return matched
 
 
-def episode_reward(ep: EpisodeInput, mode: str = "graduated", weights: RewardWeights = RewardWeights()) -> Score:
+def episode_reward(
+    ep: EpisodeInput, mode: str = "graduated", weights: RewardWeights = RewardWeights(), paper_compat: str = "ours"
+) -> Score:
     """Our corrected episode reward (DESIGN.md `episode`).
 
     Levels: atomic = Σ call values / max(#calls, #steps); orchestration = share of golden steps
-    matched at a position after the matches of all steps they depend on.
+    matched at a position after the matches of all steps they depend on; name, structure, values,
+    semantic (the atomic breakdown, same denominator).  `paper_compat` is accepted and ignored.
     """
+    check_paper_compat(paper_compat)
+    validate_depends_on(ep.steps)
+    ep = EpisodeInput(tuple(checked_call(c) for c in ep.calls), ep.steps)
     calls, steps = ep.calls, ep.steps
     matched = match_episode(ep, weights)
     position = {j: i for i, j in enumerate(matched) if j is not None}  # step -> call position
+    w_name, w_keys, w_values = weights.ast
 
     def credited(j: int) -> bool:
         return j in position and all(d in position and position[d] < position[j] for d in steps[j].depends_on)
 
     values, codes, full = [], [], []
+    parts: dict[str, list[float]] = {k: [] for k in ("name", "structure", "values", "semantic")}
     for c, j in zip(calls, matched):
         step = steps[j] if j is not None else None
         values.append(call_value(c, step, weights))
         full.append(step is not None and is_full_match(c, step) and call_success(c))
         repeated = c.format_ok and any(g.function == c.name for g in steps)
         codes.append(_call_error(c, step, repeated=repeated, deps_ok=j is not None and credited(j)))
+        hit = step is not None
+        parts["name"].append(w_name if hit else 0.0)
+        parts["structure"].append(w_keys * key_type_ratio(c.arguments, step.arguments) if hit else 0.0)
+        parts["values"].append(w_values if hit and values_check(c.arguments, step.arguments) else 0.0)
+        parts["semantic"].append(float(hit and call_success(c)))
 
     denominator = max(len(calls), len(steps))
     atomic = sum(values) / denominator if denominator else 1.0
@@ -279,7 +430,10 @@ def episode_reward(ep: EpisodeInput, mode: str = "graduated", weights: RewardWei
     orchestration = sum(credit) / len(steps) if steps else float(not calls)
     binary = len(calls) == len(steps) and all(full) and all(credit)
     reward = _combine(atomic, orchestration, binary, mode, weights)
-    return Score(reward, {"atomic": atomic, "orchestration": orchestration}, tuple(int(x) for x in codes))
+    levels = {"atomic": atomic, "orchestration": orchestration}
+    levels.update({k: sum(v) / denominator if denominator else 0.0 for k, v in parts.items()})
+    call_levels = {"score": tuple(values), **{k: tuple(v) for k, v in parts.items()}}
+    return Score(reward, levels, tuple(int(x) for x in codes), call_levels)
 
 
 # ----------------------------------------------------------------------------- turn
@@ -340,14 +494,21 @@ def is_premature(p: PredictedCall, t: TurnInput) -> bool:
     )
 
 
-def turn_reward(t: TurnInput, mode: str = "graduated", weights: RewardWeights = RewardWeights()) -> Score:
+def turn_reward(
+    t: TurnInput, mode: str = "graduated", weights: RewardWeights = RewardWeights(), paper_compat: str = "ours"
+) -> Score:
     """Our per-turn reward (DESIGN.md `turn`).
 
     A predicted call is on the frontier when its matched golden call is a full match whose
     dependencies are all done.  Orchestration = F1(frontier calls, golden calls of the turn) ·
     (1 − premature / |P|), with F1 = 2·#frontier / (|P| + |G|).
-    Levels: atomic, orchestration, frontier_f1, premature (share of predicted calls).
+    Levels: atomic, orchestration, frontier_f1, premature (share of predicted calls), and the atomic
+    breakdown format, name, structure, values (summing to atomic) plus semantic (share of executed
+    successful matched calls, informational), over max(|P|, |G|).  `paper_compat` is ignored.
     """
+    check_paper_compat(paper_compat)
+    validate_depends_on(t.steps)
+    t = dataclasses.replace(t, calls=tuple(checked_call(c) for c in t.calls))
     calls = t.calls
     n_p, n_g = len(calls), len(t.turn)
     matched = match_turn(t, weights)
@@ -380,7 +541,22 @@ def turn_reward(t: TurnInput, mode: str = "graduated", weights: RewardWeights = 
     binary = sum(frontier) == n_p == n_g
     reward = _combine(atomic, orchestration, binary, mode, weights)
     levels = {"atomic": atomic, "orchestration": orchestration, "frontier_f1": f1, "premature": premature_share}
-    return Score(reward, levels, tuple(codes))
+    w_format, w_name, w_keys, w_values = weights.turn
+    parts: dict[str, list[float]] = {k: [] for k in ("score", "format", "name", "structure", "values", "semantic")}
+    for p, j in zip(calls, matched):
+        g = t.steps[j] if j is not None else None
+        hit = g is not None and p.format_ok
+        named = hit and p.name == g.function
+        parts["score"].append(turn_pair_score(p, g, weights) if g is not None else 0.0)
+        parts["format"].append(w_format if hit else 0.0)
+        parts["name"].append(w_name if named else 0.0)
+        parts["structure"].append(w_keys * key_f1(p.arguments, g.arguments) if named else 0.0)
+        same_keys = named and set(p.arguments) == set(g.arguments)
+        parts["values"].append(w_values * value_share(p.arguments, g.arguments) if same_keys else 0.0)
+        parts["semantic"].append(float(named and call_success(p)))
+    for k in ("format", "name", "structure", "values", "semantic"):
+        levels[k] = sum(parts[k]) / denominator if denominator else 0.0
+    return Score(reward, levels, tuple(codes), {k: tuple(v) for k, v in parts.items()})
 
 
 REFERENCES = {"paper": paper_reward, "episode": episode_reward, "turn": turn_reward}

@@ -6,8 +6,13 @@ answered, and the golden steps of the sample.  Nothing here knows about text or 
 
 Conventions
 - A *predicted call* that could not be parsed (malformed `<tool_call>` block) is still a call of the
-  rollout: it keeps its position, has `format_ok=False`, never matches a golden step and scores 0.
-  This way "the model emitted garbage" costs reward instead of silently vanishing.
+  rollout: it keeps its position, has `format_ok=False` (and a `format_error` reason), never matches
+  a golden step and scores 0.  This way "the model emitted garbage" costs reward instead of
+  silently vanishing.  (`paper` with ``paper_compat="official"`` drops the ones whose JSON did not
+  parse, as the authors' scorer does; see `OFFICIAL_COUNTED_REASONS`.)
+- Limits: arguments nested deeper than `MAX_ARGUMENT_DEPTH`, or larger than the other limits below,
+  make a call a format failure (`argument_problem`: "too_deep" / "too_large") in every family, the
+  reference and the kernels alike, so that no model output can make the reward raise.
 - Semantic success of a response (DESIGN.md, "Graduated reward"): the call was executed and the
   response is a non-empty dict without an ``error`` key whose ``status`` is not ``False``.
   Deliberate extension: a non-empty *list* also counts as a success, because several real APIs of
@@ -61,11 +66,18 @@ class PredictedCall:
     executed: bool = True
     response: Any = None
     format_ok: bool = True
+    format_error: str = ""
 
     @staticmethod
-    def unparseable() -> "PredictedCall":
-        """A placeholder for a malformed tool-call block (keeps its position in the rollout)."""
-        return PredictedCall(name="", arguments={}, executed=False, response=None, format_ok=False)
+    def unparseable(reason: str = "unparseable") -> "PredictedCall":
+        """A placeholder for a malformed tool-call block (keeps its position in the rollout).
+
+        Args:
+          reason: why it did not parse (a `toolrl.rewards.parse.ParseError` reason such as
+            "invalid_json", "too_deep", "not_an_object"); decides whether the official scorer
+            counts it (`OFFICIAL_COUNTED_REASONS`).
+        """
+        return PredictedCall(name="", arguments={}, executed=False, response=None, format_ok=False, format_error=reason)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +142,95 @@ class RewardWeights:
 
 FAMILIES = ("paper", "episode", "turn")
 MODES = ("graduated", "atomic", "orchestration", "binary")
+# Settings of the `paper` family (docs/paper_reward_differences.md): "ours" is the official formula
+# with documented, named fixes; "official" reproduces the authors' `compute_score` exactly.
+PAPER_COMPAT = ("ours", "official")
+
+# Parse-error reasons of a tool-call block whose JSON parsed (so the official scorer keeps it in its
+# list of calls, where it scores 0): a JSON value that is not an object, or an object without a
+# string name.  Every other unparseable block is dropped by the official scorer.
+OFFICIAL_COUNTED_REASONS = frozenset({"not_an_object", "missing_name"})
+
+# Limits on a call's arguments (see `argument_problem`).
+MAX_ARGUMENT_DEPTH = 64  # nesting of lists/dicts inside the arguments dict (which is depth 1)
+MAX_ARGUMENT_NODES = 20_000  # values (containers and scalars) in the arguments
+MAX_ARGUMENT_CHARS = 200_000  # characters over all strings and keys
+MAX_INT_BITS = 14_000  # |int| < 2**14000 (about 4,200 digits: Python's int <-> str limit is 4,300)
+
+
+def check_paper_compat(paper_compat: str) -> None:
+    """ValueError unless `paper_compat` is one of `PAPER_COMPAT`."""
+    if paper_compat not in PAPER_COMPAT:
+        raise ValueError(f"unknown paper_compat {paper_compat!r}; expected one of {', '.join(PAPER_COMPAT)}")
+
+
+def argument_problem(arguments: Any) -> str:
+    """"" when a call's arguments are within the limits, else "too_deep" or "too_large".
+
+    Iterative (no recursion), linear in the size of the arguments, never raises.  Flat dicts of
+    short scalars (the common case) take the fast path.
+    """
+    if not isinstance(arguments, Mapping):
+        return ""
+    chars, nodes = 0, 1  # nodes: values pushed so far (containers and scalars)
+    stack: list[tuple[Any, int]] = [(arguments, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            chars += len(value)
+        elif isinstance(value, bool) or value is None or isinstance(value, float):
+            pass
+        elif isinstance(value, int):
+            if value.bit_length() > MAX_INT_BITS:
+                return "too_large"
+        elif isinstance(value, (Mapping, list, tuple)):
+            if depth > MAX_ARGUMENT_DEPTH:
+                return "too_deep"
+            nodes += len(value)
+            if nodes > MAX_ARGUMENT_NODES:
+                return "too_large"
+            if isinstance(value, Mapping):
+                for k, v in value.items():
+                    chars += len(k) if isinstance(k, str) else 0
+                    stack.append((v, depth + 1))
+            else:
+                stack.extend((v, depth + 1) for v in value)
+        if chars > MAX_ARGUMENT_CHARS:
+            return "too_large"
+    return ""
+
+
+def checked_call(call: PredictedCall) -> PredictedCall:
+    """The call, or an unparseable placeholder with the reason when its arguments break a limit."""
+    if not call.format_ok:
+        return call
+    problem = argument_problem(call.arguments)
+    return PredictedCall.unparseable(problem) if problem else call
+
+
+def validate_depends_on(steps: "tuple[GoldenStep, ...] | list[GoldenStep]", sample: int | None = None) -> None:
+    """The one validation of `GoldenStep.depends_on`, used by the encoder, the references and
+    `score_*`: every dependency must be an int index of an EARLIER step of the same sample.
+
+    Raises:
+      ValueError naming the sample index (when given), the step and the offending dependency
+      (self-dependency, forward dependency, out of range, or not an int).
+    """
+    where = f"sample {sample}: " if sample is not None else ""
+    n = len(steps)
+    for j, step in enumerate(steps):
+        for d in step.depends_on:
+            if isinstance(d, bool) or not isinstance(d, int):
+                problem = f"is not a step index ({type(d).__name__})"
+            elif d == j:
+                problem = "is the step itself"
+            elif not 0 <= d < n:
+                problem = f"is out of range (the sample has {n} steps)"
+            elif d > j:
+                problem = "is a later step (dependencies must come first)"
+            else:
+                continue
+            raise ValueError(f"{where}golden step {j} ({step.function!r}) depends on {d!r}, which {problem}")
 
 
 def semantic_success(executed: bool, response: Any) -> bool:
