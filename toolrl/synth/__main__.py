@@ -1,8 +1,14 @@
-"""``python -m toolrl.synth --config=configs/synth.py``: synthesize traces and write the TFDS dataset."""
+"""``python -m toolrl.synth --config=configs/synth.py``: synthesize traces and write the TFDS dataset.
+
+Refuses (one line on stderr, exit 2; ``--verbose`` for the traceback) contradictory settings and a
+synthesis that produced no trace (e.g. ``--config.complexities=(1000,)``): nothing is written, so
+TFDS never caches an empty dataset. A complexity that falls short of its share is reported.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +46,8 @@ def main(argv: list[str]) -> None:
         task = bar.add_task("traces", total=sum(m.count for m in mixes))
         traces = build.synthesize(pool, mixes, seed=config.seed, renderer=renderer,
                                   progress=lambda k: bar.advance(task, k))
+    for line in build.require_traces(traces, mixes):  # raises before anything is written when empty
+        print(f"warning: {line}")
     splits = build.split_by_workflow(traces, config.test_fraction, config.validation_fraction, config.seed)
     # The traces are made here (with a progress bar) and handed to the builder, which only writes them.
     build_dataset(out, "synthetic", splits=splits)
@@ -59,5 +67,11 @@ def main(argv: list[str]) -> None:
         print(f"  toolrl_traces/{name}: " + ", ".join(sizes))
 
 
+def cli(argv: list[str]) -> None:
+    app.run(main, argv=[sys.argv[0], *argv])
+
+
 if __name__ == "__main__":
-    app.run(main)
+    from toolrl.cli import run_cli
+
+    run_cli(cli, prog="python -m toolrl.synth")

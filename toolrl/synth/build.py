@@ -4,6 +4,7 @@
 * :func:`synthesize`: a deduplicated, deterministic list of traces for a mix of knob settings.
 * :func:`split_by_workflow`: train / validation / test, the test split holding out whole workflows.
 * :func:`authors_traces`: the authors' files (bfcl_training, eval_100) as :class:`Trace` objects.
+* :func:`require_traces`: refuses an empty synthesis (naming the knob) and reports every shortfall.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from toolrl.cli import UserError
 from toolrl.data import paths
 from toolrl.data.schemas import load_tool_schemas
 from toolrl.data.traces import TraceSample, load_trace_file, load_trace_files
@@ -34,6 +36,10 @@ def load_pool(data_dir: str | os.PathLike | None = None, cache_path: str | os.Pa
     templates = load_workflow_templates(paths.data_file(paths.WORKFLOW_TEMPLATES, data_dir))
     schemas = load_tool_schemas(paths.data_file(paths.TOOL_SCHEMAS, data_dir))
     return build_pool(cache, samples, templates, schemas)
+
+
+class SynthConfigError(UserError):
+    """A synthesis setting is contradictory, or cannot produce any trace; the message names the knob."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +75,31 @@ def synthesize(pool: EntryPool, mixes: Sequence[Mix], seed: int = 0, max_attempt
             if progress:
                 progress(1)
     return out
+
+
+def shortfall(mixes: Sequence[Mix], traces: Sequence[Trace]) -> dict[int, tuple[int, int]]:
+    """calls per trace -> (traces kept, traces asked for), for every complexity that fell short."""
+    asked: dict[int, int] = {}
+    for mix in mixes:
+        asked[mix.knobs.n_calls] = asked.get(mix.knobs.n_calls, 0) + mix.count
+    kept: dict[int, int] = {}
+    for trace in traces:
+        kept[trace.n_calls] = kept.get(trace.n_calls, 0) + 1
+    return {n: (kept.get(n, 0), want) for n, want in sorted(asked.items()) if kept.get(n, 0) < want}
+
+
+def require_traces(traces: Sequence[Trace], mixes: Sequence[Mix]) -> list[str]:
+    """Raises SynthConfigError when nothing was synthesized (an empty dataset would be written, and
+    TFDS would then reuse it); otherwise returns one warning line per complexity that fell short."""
+    short = shortfall(mixes, traces)
+    complexities = tuple(sorted({m.knobs.n_calls for m in mixes}))
+    if not traces:
+        raise SynthConfigError(
+            f"0 traces synthesized: the cache's dependency graph holds no valid trace with complexities="
+            f"{complexities} calls per trace; lower --config.complexities (e.g. (2, 3, 4)) or point "
+            f"--config.cache_path at a larger cache. Nothing was written.")
+    return [f"complexity {n}: {got} of {want} traces (the cache holds no more distinct valid traces of {n} calls)"
+            for n, (got, want) in short.items()]
 
 
 def _mix_seed(seed: int, number: int) -> int:
@@ -191,12 +222,12 @@ def dependency_rows(trace: Trace) -> np.ndarray:
 def validate_config(config: Any) -> None:
     """Reject contradictory settings of configs/synth.py with a message naming the fields."""
     if config.n_traces < 1:
-        raise ValueError(f"n_traces must be >= 1, got {config.n_traces}")
+        raise SynthConfigError(f"n_traces must be >= 1, got {config.n_traces}")
     if not config.complexities or min(config.complexities) < 1:
-        raise ValueError(f"complexities must be calls per trace >= 1, got {config.complexities}")
+        raise SynthConfigError(f"complexities must be calls per trace >= 1, got {config.complexities}")
     if not 0 <= config.template_share <= 1:
-        raise ValueError(f"template_share must be in [0, 1], got {config.template_share}")
+        raise SynthConfigError(f"template_share must be in [0, 1], got {config.template_share}")
     if not (0 <= config.test_fraction < 1 and 0 <= config.validation_fraction < 1):
-        raise ValueError("test_fraction and validation_fraction must be in [0, 1)")
+        raise SynthConfigError("test_fraction and validation_fraction must be in [0, 1)")
     if config.paraphrase.enabled and not (config.paraphrase.base_url and config.paraphrase.model):
-        raise ValueError("paraphrase.enabled needs paraphrase.base_url and paraphrase.model")
+        raise SynthConfigError("paraphrase.enabled needs paraphrase.base_url and paraphrase.model")

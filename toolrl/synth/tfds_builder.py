@@ -143,6 +143,12 @@ class ToolrlTraces(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
         del dl_manager  # nothing to download: everything comes from local files
         splits = self._given_splits if self._given_splits is not None else self._make_splits()
+        if not any(splits.values()):
+            # An empty dataset would be written and then reused by every later build of this version.
+            from toolrl.synth.build import SynthConfigError
+
+            raise SynthConfigError(f"refusing to write an empty {DATASET_NAME}/{self.builder_config.name} dataset "
+                                   f"(0 traces in splits {sorted(splits)}); for synthetic, lower complexities")
         # TFDS cannot write an empty split (a tiny dataset may have no validation trace): leave it out.
         return {name: self._generate_examples(traces) for name, traces in splits.items() if traces}
 
@@ -162,6 +168,8 @@ class ToolrlTraces(tfds.core.GeneratorBasedBuilder):
         pool = build.load_pool(config.data_dir, config.cache_path)
         mixes = build.default_mixes(config.n_traces, config.complexities, config.n_distractors, config.template_share)
         traces = build.synthesize(pool, mixes, seed=config.seed, progress=self._progress)
+        for line in build.require_traces(traces, mixes):
+            print(f"warning: {line}")
         return build.split_by_workflow(traces, config.test_fraction, config.validation_fraction, config.seed)
 
     def _domains(self) -> dict[str, str]:
