@@ -81,14 +81,20 @@ def test_round_trip_identical_parameters(saved, tmp_path):
 def test_bf16_close_to_fp32(saved):
     cfg, _, directory = saved
     m32, _, _ = load_pretrained(directory)
-    m16, _, c16 = load_pretrained(directory, dtype="bfloat16")
-    assert c16.compute_dtype == jnp.bfloat16
+    # Mixed precision by default: bf16 compute, fp32 parameters.
+    mixed, _, cmix = load_pretrained(directory, dtype="bfloat16")
+    assert cmix.compute_dtype == jnp.bfloat16 and cmix.weight_dtype == jnp.float32
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(mixed, nnx.Param)))
+    # bf16 storage only when asked for explicitly.
+    m16, _, c16 = load_pretrained(directory, dtype="bfloat16", param_dtype="bfloat16")
+    assert c16.compute_dtype == jnp.bfloat16 and c16.weight_dtype == jnp.bfloat16
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(nnx.state(m16, nnx.Param)))
     tokens, mask, pos = _batch(cfg.vocab_size)
     a, _ = m32(jnp.asarray(tokens), jnp.asarray(pos), jnp.asarray(mask))
-    b, _ = m16(jnp.asarray(tokens), jnp.asarray(pos), jnp.asarray(mask))
-    assert b.dtype == jnp.float32
-    assert np.abs(np.asarray(a - b))[mask].max() < 0.1
+    for m in (mixed, m16):
+        b, _ = m(jnp.asarray(tokens), jnp.asarray(pos), jnp.asarray(mask))
+        assert b.dtype == jnp.float32
+        assert np.abs(np.asarray(a - b))[mask].max() < 0.1
 
 
 def test_sequence_logprobs_chunked_equals_full():

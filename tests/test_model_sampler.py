@@ -51,12 +51,12 @@ def test_kv_cache_equals_full_recomputation(tiny):
     without = generate(model, PROMPTS, params, key=3, bucket=8, use_cache=False)
     np.testing.assert_array_equal(with_cache.tokens, without.tokens)
     np.testing.assert_allclose(with_cache.logprobs, without.logprobs, atol=1e-5)
-    # Returned log-probs are the temperature-1 model log-probs of the sampled tokens.
+    # Returned log-probs are the temperature-0.8 (untruncated) model log-probs of the sampled tokens.
     full = jnp.asarray(with_cache.tokens)
     mask = jnp.asarray(with_cache.attention_mask)
     logits, _ = model(full, left_pad_positions(mask), mask)
     p = with_cache.prompt_length
-    ref = token_logprobs(logits[:, p - 1:-1], full[:, p:])
+    ref = token_logprobs(logits[:, p - 1:-1] / 0.8, full[:, p:])
     np.testing.assert_allclose(with_cache.logprobs, np.asarray(ref), atol=1e-4)
 
 

@@ -23,13 +23,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from toolrl.models.config import PRESETS, ModelConfig
+from toolrl.models.config import PRESETS, CheckpointError, ModelConfig
 from toolrl.models.decoder import Decoder
 from toolrl.models.sharding import LOGICAL_AXIS_RULES, logical_sharding
 
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is incomplete or does not match its config."""
+__all__ = ["CheckpointError", "PARAM_TABLE", "expand_table", "load_params", "load_pretrained",
+           "save_pretrained", "model_to_hf_tensors", "models_root", "resolve_model_dir"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,8 +147,11 @@ def _abstract_model(config: ModelConfig) -> tuple[nnx.GraphDef, dict[str, nnx.Va
 def _safetensor_files(directory: Path) -> list[Path]:
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        with open(index, encoding="utf-8") as f:
-            names = sorted(set(json.load(f)["weight_map"].values()))
+        try:
+            with open(index, encoding="utf-8") as f:
+                names = sorted(set(json.load(f)["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index}: corrupt safetensors index ({type(e).__name__}: {e})") from e
         files = [directory / n for n in names]
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
@@ -165,9 +167,22 @@ def _iter_tensors(directory: Path) -> Iterator[tuple[str, np.ndarray]]:
     from safetensors import safe_open
 
     for file in _safetensor_files(directory):
-        with safe_open(str(file), framework="numpy") as f:
-            for name in f.keys():
-                yield name, f.get_tensor(name)
+        # Every read is wrapped so that a truncated / corrupt file is reported BY NAME (the
+        # safetensors error alone does not say which file); tensors still stream one at a time.
+        def fail(e: Exception) -> CheckpointError:
+            return CheckpointError(f"{file}: corrupt or unreadable safetensors file ({type(e).__name__}: {e})")
+
+        try:
+            handle = safe_open(str(file), framework="numpy")
+            names = list(handle.keys())
+        except Exception as e:  # SafetensorError, OSError, ValueError, ...
+            raise fail(e) from e
+        for name in names:
+            try:
+                tensor = handle.get_tensor(name)
+            except Exception as e:
+                raise fail(e) from e
+            yield name, tensor
 
 
 def _np_dtype(dtype: jnp.dtype) -> np.dtype:
@@ -266,7 +281,10 @@ def load_pretrained(path_or_preset_name: str | os.PathLike, dtype: str = "float3
     Args:
       path_or_preset_name: directory with config.json, *.safetensors (or a sharded index) and
         tokenizer files; or a preset name looked up under :func:`models_root`.
-      dtype: compute dtype ("float32" / "bfloat16"); param_dtype defaults to it.
+      dtype: compute dtype ("float32" / "bfloat16").
+      param_dtype: parameter storage dtype; None (default) = "float32", so ``dtype="bfloat16"`` is
+        mixed precision (fp32 master weights, bf16 compute). Pass "bfloat16" explicitly for bf16
+        storage (inference only).
       mesh: if given, parameters are sharded onto it as they load.
     Returns:
       model, tokenizer (``transformers`` tokenizer, None if the directory has none), config.

@@ -31,6 +31,18 @@ class UnknownArchitectureError(ValueError):
     """The HF config names an architecture this decoder does not implement."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint directory is incomplete, unreadable, or does not match its config.
+
+    Messages name the offending file. (Defined here so that config parsing can raise it too;
+    ``toolrl.models.checkpoint_io`` re-exports it.)
+    """
+
+
+#: Attention implementations selectable with ``ModelConfig.attention_impl``.
+ATTENTION_IMPLS: tuple[str, ...] = ("xla", "dot_product_attention")
+
+
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
     """RoPE frequency scaling.
@@ -70,8 +82,16 @@ class ModelConfig:
         KV cache length is chosen by the caller).
       tie_word_embeddings: the LM head reuses the embedding matrix (SmolLM2, Qwen2.5 <= 3B, Llama 3.2).
       qkv_bias: q/k/v projections carry a bias (Qwen2).
-      dtype: activation / compute dtype name ("float32" or "bfloat16").
-      param_dtype: parameter storage dtype name.
+      dtype: activation / compute dtype name ("float32" or "bfloat16"). Every weight is cast to it
+        at use (embedding, q/k/v/o, MLP, norm scales, LM head); logits are always float32.
+      param_dtype: parameter storage dtype name. Mixed precision = ``dtype="bfloat16"`` with
+        ``param_dtype="float32"`` (the default of :meth:`with_dtype` and ``load_pretrained``):
+        parameters, their gradients and the optimizer moments stay float32.
+      attention_impl: ``"xla"`` (explicit einsum + softmax; scores materialised in the compute
+        dtype, softmax statistics in float32) or ``"dot_product_attention"``
+        (``jax.nn.dot_product_attention``: cuDNN flash attention on GPU, XLA elsewhere).
+      remat: rematerialise each decoder block in the backward pass (``nnx.remat``): activation
+        memory of one block instead of L blocks, for about one extra forward of compute.
       bos_token_id, eos_token_ids, pad_token_id: special ids from the HF config (eos may be several).
     """
 
@@ -92,6 +112,8 @@ class ModelConfig:
     qkv_bias: bool = False
     dtype: str = "float32"
     param_dtype: str = "float32"
+    attention_impl: str = "xla"
+    remat: bool = False
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
     pad_token_id: int | None = None
@@ -104,6 +126,8 @@ class ModelConfig:
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in _DTYPES:
                 raise ValueError(f"{field}={getattr(self, field)!r}; expected one of {sorted(_DTYPES)}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl={self.attention_impl!r}; expected one of {ATTENTION_IMPLS}")
         if self.arch not in ("llama", "qwen2"):
             raise UnknownArchitectureError(f"arch={self.arch!r}; expected 'llama' or 'qwen2'")
 
@@ -119,8 +143,13 @@ class ModelConfig:
         return jnp.dtype(_DTYPES[self.param_dtype])
 
     def with_dtype(self, dtype: str, param_dtype: str | None = None) -> "ModelConfig":
-        """Copy with another compute dtype (and param dtype, defaulting to the same)."""
-        return dataclasses.replace(self, dtype=dtype, param_dtype=param_dtype or dtype)
+        """Copy with another compute dtype; parameters stay float32 unless ``param_dtype`` is given.
+
+        ``with_dtype("bfloat16")`` is mixed precision (bf16 compute, fp32 parameters);
+        ``with_dtype("bfloat16", "bfloat16")`` stores the parameters in bf16 too (inference only:
+        small optimizer updates are lost to bf16 rounding).
+        """
+        return dataclasses.replace(self, dtype=dtype, param_dtype=param_dtype or "float32")
 
     def replace(self, **changes: Any) -> "ModelConfig":
         """``dataclasses.replace`` shorthand."""
@@ -218,9 +247,22 @@ class ModelConfig:
                 path = os.path.join(path, "config.json")
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"no HF config.json at {path}")
-            with open(path, encoding="utf-8") as f:
-                hf = json.load(f)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    hf = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise CheckpointError(f"{path}: corrupt config file, not valid JSON ({e})") from e
+            if not isinstance(hf, dict):
+                raise CheckpointError(f"{path}: corrupt config file, expected a JSON object, got {type(hf).__name__}")
             name = os.path.basename(os.path.dirname(os.path.abspath(path)))
+            try:
+                return cls.from_hf_config(hf, **{"name": name, **overrides})
+            except KeyError as e:
+                raise CheckpointError(f"{path}: config file lacks the required field {e}") from e
+            except (TypeError, ValueError) as e:
+                if isinstance(e, UnknownArchitectureError):
+                    raise UnknownArchitectureError(f"{path}: {e}") from e
+                raise CheckpointError(f"{path}: corrupt config file ({type(e).__name__}: {e})") from e
         names = list(hf.get("architectures") or []) + [hf.get("model_type")]
         arch = next((HF_ARCHITECTURES[n] for n in names if n in HF_ARCHITECTURES), None)
         if arch is None:

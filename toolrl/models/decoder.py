@@ -81,29 +81,46 @@ def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
     return x * cos + rotated * sin
 
 
-def grouped_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+def grouped_attention(q: Array, k: Array, v: Array, mask: Array, impl: str = "xla") -> Array:
     """Grouped-query attention.
 
     q: [B, T, H, Dh]; k, v: [B, S, K, Dh]; mask: [B, T, S] bool (True = may attend).
-    Returns [B, T, H, Dh] in q.dtype. Scores and softmax run in float32.
+    Returns [B, T, H, Dh] in q.dtype.
+
+    ``impl="xla"``: explicit einsums. The [B, K, G, T, S] score array is materialised in the compute
+    dtype (float32 accumulation inside the dot; for bf16 it is stored in bf16, like HF's eager
+    attention, instead of a float32 copy twice the size); the softmax runs in float32 and the
+    probabilities are cast back to the compute dtype for the value product. A query row with no
+    visible key (padding) gets a uniform softmax instead of NaNs.
+
+    ``impl="dot_product_attention"``: ``jax.nn.dot_product_attention`` (cuDNN flash attention on
+    GPU when shapes / dtypes allow, which never materialises scores; its XLA fallback elsewhere).
+    Same numbers as ``"xla"`` in float32.
     """
     b, t, h, dh = q.shape
     kv = k.shape[2]
+    if impl == "dot_product_attention":
+        return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, :, :], scale=1.0 / math.sqrt(dh))
+    if impl != "xla":
+        raise ValueError(f"unknown attention impl {impl!r}")
     qg = q.reshape(b, t, kv, h // kv, dh)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
-    scores = scores * (1.0 / math.sqrt(dh))
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=q.dtype)
+    scores = scores.astype(jnp.float32) * (1.0 / math.sqrt(dh))
     scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
     return out.reshape(b, t, h, dh)
 
 
-def token_logprobs(logits: Array, targets: Array) -> Array:
-    """log p(target) under ``logits``: [..., V], [...] -> [...] float32.
+def token_logprobs(logits: Array, targets: Array, temperature: float = 1.0) -> Array:
+    """log softmax(logits / temperature)[target]: [..., V], [...] -> [...] float32.
 
     Gathers one logit and subtracts the logsumexp, so no [..., V] log-softmax array is kept.
+    ``temperature`` is a Python float (1.0 = the model's own distribution).
     """
     logits = logits.astype(jnp.float32)
+    if temperature != 1.0:
+        logits = logits / temperature
     picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
     return picked - jax.nn.logsumexp(logits, axis=-1)
 
@@ -207,7 +224,7 @@ class Attention(nnx.Module):
             cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
             new_kv = (ck, cv)
             k, v = ck.astype(dt), cv.astype(dt)
-        out = grouped_attention(q, k, v, mask)
+        out = grouped_attention(q, k, v, mask, self.config.attention_impl)
         return jnp.einsum("bthe,hed->btd", out, self.o_kernel[...].astype(dt)), new_kv
 
 
@@ -283,10 +300,17 @@ class Decoder(nnx.Module):
             query_slots = index + jnp.arange(t)
             mask = new_mask[:, None, :] & (slots[None, None, :] <= query_slots[None, :, None])  # [B, T, S]
         inv_freq = rope_inverse_frequencies(c)
+
+        def run_layer(layer: Block, x: Array, positions: Array, mask: Array, kv, index):
+            return layer(x, positions, mask, inv_freq, kv, index)
+
+        if c.remat:
+            # Recompute each block's activations in the backward pass (only its input is saved).
+            run_layer = nnx.remat(run_layer)
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i], cache.v[i])
-            x, updated = layer(x, positions, mask, inv_freq, kv, index)
+            x, updated = run_layer(layer, x, positions, mask, kv, index)
             if updated is not None:
                 new_k.append(updated[0])
                 new_v.append(updated[1])
@@ -297,8 +321,12 @@ class Decoder(nnx.Module):
         return x, new_cache
 
     def logits_from_hidden(self, hidden: Array) -> Array:
-        """[..., D] hidden -> [..., V] float32 logits."""
-        w = self.unembedding().astype(hidden.dtype)
+        """[..., D] hidden -> [..., V] float32 logits (LM head in the compute dtype, f32 accumulation)."""
+        if self.config.tie_word_embeddings:
+            # Contract with the [V, D] embedding directly: no transposed copy of the table.
+            w = self.embed[...].astype(hidden.dtype)
+            return jnp.einsum("...d,vd->...v", hidden, w, preferred_element_type=jnp.float32)
+        w = self.lm_head[...].astype(hidden.dtype)
         return jnp.einsum("...d,dv->...v", hidden, w, preferred_element_type=jnp.float32)
 
     def __call__(self, tokens: Array, positions: Array, attention_mask: Array,
@@ -308,10 +336,35 @@ class Decoder(nnx.Module):
         return self.logits_from_hidden(hidden), new_cache
 
 
-def sequence_logprobs(model: Decoder, tokens: Array, attention_mask: Array, positions: Array | None = None,
-                      chunk_size: int | None = 128) -> Array:
-    """log p(tokens[:, t+1] | tokens[:, :t+1]) for every t: returns [B, T-1] float32.
+def _head_logprobs(model: Decoder, hidden: Array, targets: Array, temperature: float,
+                   chunk_size: int | None) -> Array:
+    """log softmax(LM head(hidden) / temperature)[targets]: [B, T, D], [B, T] -> [B, T] float32.
 
+    With ``chunk_size`` the head runs over chunks of positions (``lax.map``), so only [B, chunk, V]
+    logits exist at once.
+    """
+    b, t, d = hidden.shape
+    if chunk_size is None or t <= chunk_size:
+        return token_logprobs(model.logits_from_hidden(hidden), targets, temperature)
+    n = -(-t // chunk_size)
+    pad = n * chunk_size - t
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, n, chunk_size, d).swapaxes(0, 1)
+    tgt = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, n, chunk_size).swapaxes(0, 1)
+
+    def chunk(args: tuple[Array, Array]) -> Array:
+        h, y = args
+        return token_logprobs(model.logits_from_hidden(h), y, temperature)
+
+    out = jax.lax.map(chunk, (hidden, tgt))  # [n, B, chunk]
+    return out.swapaxes(0, 1).reshape(b, n * chunk_size)[:, :t]
+
+
+def sequence_logprobs(model: Decoder, tokens: Array, attention_mask: Array, positions: Array | None = None,
+                      chunk_size: int | None = 128, temperature: float = 1.0) -> Array:
+    """log softmax(logits_t / temperature)[tokens[:, t+1]] for every t: returns [B, T-1] float32.
+
+    ``temperature`` must be the sampling temperature for GRPO's importance ratio / KL to compare like
+    with like (the sampler returns log-probs under the same tempered distribution).
     The LM head is applied over chunks of ``chunk_size`` positions (``lax.map``), so only
     [B, chunk, V] logits exist at once — the trainer's memory does not scale with T * V.
     Entries whose target is padding are meaningless; mask them with ``attention_mask[:, 1:]``.
@@ -319,23 +372,29 @@ def sequence_logprobs(model: Decoder, tokens: Array, attention_mask: Array, posi
     if positions is None:
         positions = left_pad_positions(attention_mask)
     hidden, _ = model.hidden_states(tokens, positions, attention_mask)
-    hidden, targets = hidden[:, :-1], tokens[:, 1:]
-    b, t, d = hidden.shape
-    if chunk_size is None or t <= chunk_size:
-        return token_logprobs(model.logits_from_hidden(hidden), targets)
-    n = -(-t // chunk_size)
-    pad = n * chunk_size - t
-    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, n, chunk_size, d).swapaxes(0, 1)
-    tgt = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, n, chunk_size).swapaxes(0, 1)
-    w = model.unembedding()
+    return _head_logprobs(model, hidden[:, :-1], tokens[:, 1:], temperature, chunk_size)
 
-    def chunk(args: tuple[Array, Array]) -> Array:
-        h, y = args
-        logits = jnp.einsum("btd,dv->btv", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
-        return token_logprobs(logits, y)
 
-    out = jax.lax.map(chunk, (hidden, tgt))  # [n, B, chunk]
-    return out.swapaxes(0, 1).reshape(b, n * chunk_size)[:, :t]
+def selected_logprobs(model: Decoder, tokens: Array, attention_mask: Array, gather_index: Array,
+                      temperature: float = 1.0, positions: Array | None = None,
+                      chunk_size: int | None = 128) -> Array:
+    """Log-probs at chosen positions only: [B, K] float32.
+
+    ``gather_index`` [B, K] int32 holds positions t in [0, T-1); entry [b, k] is
+    log softmax(logits[b, t] / temperature)[tokens[b, t + 1]] with t = gather_index[b, k] — i.e.
+    ``sequence_logprobs(...)[b, gather_index[b, k]]`` — but the trunk runs once and the LM head and
+    log-softmax only at the K gathered positions (the loss positions), not at all T. Padding entries
+    of ``gather_index`` may point anywhere valid; mask their results. Gradients flow to the trunk and
+    head exactly as for the full computation.
+    """
+    if positions is None:
+        positions = left_pad_positions(attention_mask)
+    hidden, _ = model.hidden_states(tokens, positions, attention_mask)
+    t = tokens.shape[1]
+    idx = jnp.clip(gather_index.astype(jnp.int32), 0, t - 2)
+    picked = jnp.take_along_axis(hidden, idx[..., None], axis=1)  # [B, K, D]
+    targets = jnp.take_along_axis(tokens, idx + 1, axis=1)  # [B, K]
+    return _head_logprobs(model, picked, targets, temperature, chunk_size)
 
 
 def init_model(config: ModelConfig, seed: int = 0) -> Decoder:

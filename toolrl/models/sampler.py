@@ -4,10 +4,14 @@ Prompts of different lengths share a batch by LEFT padding to a bucketed length 
 writes the same KV-cache slot each step and shapes stay static: one compiled program per
 (B, P bucket, N, sampling settings)). The KV cache is preallocated with P + N slots.
 
-Log-probs returned for the sampled tokens are ``log_softmax(model_logits)`` at temperature 1 and
-without top-k / top-p truncation, i.e. log pi_theta(token | prefix) of the underlying policy — the
-quantity GRPO's importance ratio and KL need — not the log-prob under the tempered / truncated
-sampling distribution.
+Log-probs returned for the sampled tokens are ``log_softmax(logits / temperature)`` — the TEMPERED
+policy the tokens were drawn from (``SamplingParams.logprob_temperature``), without top-k / top-p
+truncation. The trainer recomputes them with
+``sequence_logprobs(..., temperature=params.logprob_temperature)`` so that GRPO's importance ratio
+compares like with like (exactly 1 on-policy without truncation).
+
+Group sampling (GRPO): with ``group_size=G`` the B rows are B/G groups of G copies of one prompt;
+the prompt is prefilled once per group and its KV cache broadcast to the G rows.
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ class SamplingParams:
     top_p: nucleus sampling, keep the smallest set with probability >= top_p (1.0 = off).
     greedy: argmax decoding.
     stop_token_ids: a row stops after emitting one of these (the stop token is kept and masked True).
+
+    Returned log-probs are log softmax(logits / T)[token] with T = :attr:`logprob_temperature`
+    (``temperature``; 1.0 when greedy or temperature <= 0): the tempered distribution WITHOUT the
+    top-k / top-p truncation. Without truncation they are exactly the log-probs of the sampling
+    distribution, so GRPO's importance ratio pi_theta / pi_old is exact. With ``top_k`` / ``top_p``
+    the tokens come from the renormalised truncated distribution while the log-probs (sampler and
+    trainer alike, ``sequence_logprobs(..., temperature=T)``) are of the untruncated one: the ratio
+    is then an approximation (the usual practice), biased where the truncated mass is large.
     """
 
     max_new_tokens: int = 128
@@ -47,6 +59,11 @@ class SamplingParams:
     greedy: bool = False
     stop_token_ids: tuple[int, ...] = ()
 
+    @property
+    def logprob_temperature(self) -> float:
+        """The temperature of the returned log-probs (pass it to ``sequence_logprobs``)."""
+        return 1.0 if self.greedy or self.temperature <= 0 else float(self.temperature)
+
 
 @dataclasses.dataclass
 class SampleOutput:
@@ -54,7 +71,8 @@ class SampleOutput:
 
     tokens: [B, P + N] int32, left-padded prompt then completion (pad_id after a row stopped).
     prompt_mask: [B, P] bool, real prompt tokens.
-    logprobs: [B, N] float32, log pi(sampled token) at temperature 1 (0 where not generated).
+    logprobs: [B, N] float32, log softmax(logits / T)(sampled token), T = params.logprob_temperature
+      (0 where not generated).
     completion_mask: [B, N] bool, True for generated tokens up to and including the stop token.
     prompt_length: P (the bucketed prompt width).
     texts: decoded completions without the stop token / stop string (only with a tokenizer).
@@ -110,39 +128,65 @@ def _nucleus(sorted_desc: Array, top_p: float) -> Array:
 # --------------------------------------------------------------------------- the compiled loop
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "params", "use_cache", "pad_id"))
+def _repeat_rows(x: Array, g: int) -> Array:
+    return jnp.repeat(x, g, axis=0)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "params", "use_cache", "pad_id", "group_size"))
 def generate_arrays(graphdef: nnx.GraphDef, state: nnx.State, prompt_tokens: Array, prompt_mask: Array,
-                    key: Array, *, params: SamplingParams, use_cache: bool = True, pad_id: int = 0) -> dict[str, Array]:
+                    key: Array, *, params: SamplingParams, use_cache: bool = True, pad_id: int = 0,
+                    group_size: int = 1, initial_done: Array | None = None) -> dict[str, Array]:
     """Jitted core of :func:`generate` (device arrays in, device arrays out).
 
     prompt_tokens, prompt_mask: [B, P] left-padded. Returns {"tokens" [B, N], "logprobs" [B, N],
     "mask" [B, N]}. ``use_cache=False`` recomputes the whole [B, P + N] sequence each step (for
     tests and benchmarks).
+
+    group_size: G > 1 declares the rows as B/G consecutive groups of G IDENTICAL prompts (GRPO's G
+      samples per prompt; not checked here, see :func:`generate`). Only rows 0, G, 2G, ... are
+      prefilled and their KV cache and last logits are broadcast to the group: prefill costs 1/G.
+      Sampled tokens and log-probs are those of the plain path with the same key.
+    initial_done: optional [B] bool; True rows start finished: they emit nothing (pad tokens, mask
+      False, log-prob 0) and do not keep the loop running.
     """
     model: Decoder = nnx.merge(graphdef, state)
     b, p = prompt_tokens.shape
     n = params.max_new_tokens
+    g = int(group_size)
+    if g < 1 or b % g:
+        raise ValueError(f"batch {b} is not a multiple of group_size {g}")
     positions = left_pad_positions(prompt_mask)
     next_pos = positions[:, -1] + 1  # left padding: the last column is each row's last real token
     stop_ids = jnp.asarray(params.stop_token_ids or (-1,), jnp.int32)
+    lp_temperature = params.logprob_temperature
+    # Prefill inputs: one row per group (all rows when g == 1).
+    pre_tok, pre_mask, pre_pos = (prompt_tokens, prompt_mask, positions) if g == 1 else (
+        prompt_tokens[::g], prompt_mask[::g], positions[::g])
 
     if use_cache:
-        cache = KVCache.init(model.config, b, p + n)
-        logits, cache = model(prompt_tokens, positions, prompt_mask, cache)
+        cache = KVCache.init(model.config, b // g, p + n)
+        hidden, cache = model.hidden_states(pre_tok, pre_pos, pre_mask, cache)
+        if g > 1:
+            cache = KVCache(k=tuple(_repeat_rows(x, g) for x in cache.k),
+                            v=tuple(_repeat_rows(x, g) for x in cache.v),
+                            mask=_repeat_rows(cache.mask, g), index=cache.index)
         carry_model: Any = cache
     else:
         buf_tokens = jnp.concatenate([prompt_tokens, jnp.full((b, n), pad_id, jnp.int32)], axis=1)
         buf_mask = jnp.concatenate([prompt_mask, jnp.zeros((b, n), bool)], axis=1)
         buf_pos = jnp.concatenate([positions, next_pos[:, None] + jnp.arange(n)[None]], axis=1)
-        logits, _ = model(prompt_tokens, positions, prompt_mask)
+        hidden, _ = model.hidden_states(pre_tok, pre_pos, pre_mask)
         carry_model = (buf_tokens, buf_mask, buf_pos)
-    last_logits = logits[:, -1]
+    # The LM head runs on the last prompt position only (not on all P).
+    last_logits = model.logits_from_hidden(hidden[:, -1])
+    if g > 1:
+        last_logits = _repeat_rows(last_logits, g)
 
     def step_fn(carry):
         step, key, last_logits, model_state, out_tok, out_lp, out_mask, done = carry
         key, sub = jax.random.split(key)
         tok = sample_from_logits(last_logits, sub, params)
-        lp = token_logprobs(last_logits, tok)
+        lp = token_logprobs(last_logits, tok, lp_temperature)
         live = ~done
         tok = jnp.where(live, tok, pad_id)
         out_tok = out_tok.at[:, step].set(tok)
@@ -151,8 +195,8 @@ def generate_arrays(graphdef: nnx.GraphDef, state: nnx.State, prompt_tokens: Arr
         done = done | jnp.isin(tok, stop_ids)
         pos = next_pos + step
         if use_cache:
-            logits, model_state = model(tok[:, None], pos[:, None], live[:, None], model_state)
-            new_logits = logits[:, 0]
+            hidden, model_state = model.hidden_states(tok[:, None], pos[:, None], live[:, None], model_state)
+            new_logits = model.logits_from_hidden(hidden[:, 0])
         else:
             bt, bm, bp = model_state
             col = p + step
@@ -167,9 +211,10 @@ def generate_arrays(graphdef: nnx.GraphDef, state: nnx.State, prompt_tokens: Arr
         step, done = carry[0], carry[-1]
         return (step < n) & ~jnp.all(done)
 
+    done0 = jnp.zeros((b,), bool) if initial_done is None else jnp.asarray(initial_done, bool).reshape(b)
     init = (jnp.zeros((), jnp.int32), key, last_logits, carry_model,
             jnp.full((b, n), pad_id, jnp.int32), jnp.zeros((b, n), jnp.float32), jnp.zeros((b, n), bool),
-            jnp.zeros((b,), bool))
+            done0)
     _, _, _, _, out_tok, out_lp, out_mask, _ = jax.lax.while_loop(cond_fn, step_fn, init)
     return {"tokens": out_tok, "logprobs": out_lp, "mask": out_mask}
 
@@ -219,7 +264,8 @@ def _first_stop_string_cut(tokenizer: Any, tokens: Sequence[int], stop_strings: 
 def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingParams = SamplingParams(),
              key: Array | int = 0, *, pad_id: int | None = None, bucket: int = 32, use_cache: bool = True,
              mesh: Mesh | None = None, tokenizer: Any | None = None,
-             stop_strings: Sequence[str] = ()) -> SampleOutput:
+             stop_strings: Sequence[str] = (), group_size: int = 1,
+             initial_done: Sequence[bool] | np.ndarray | None = None) -> SampleOutput:
     """Sample completions for a batch of token-id prompts.
 
     Args:
@@ -233,19 +279,31 @@ def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
       mesh: if given, the batch is sharded over the mesh's batch axes (B must divide evenly).
       tokenizer: decode completions into ``texts``; needed for ``stop_strings``.
       stop_strings: host-side stops; the completion mask is cut after the token that completes one.
+      group_size: G > 1 when prompts come as consecutive groups of G identical prompts (checked):
+        each group's prompt is prefilled once (see :func:`generate_arrays`).
+      initial_done: optional [B] bools; True rows generate nothing.
     """
     config = model.config
     if pad_id is None:
         pad_id = config.pad_token_id if config.pad_token_id is not None else 0
     if isinstance(key, int):
         key = jax.random.key(key)
+    if group_size > 1:
+        if len(prompts) % group_size:
+            raise ValueError(f"{len(prompts)} prompts are not a multiple of group_size {group_size}")
+        for start in range(0, len(prompts), group_size):
+            first = list(prompts[start])
+            if any(list(q) != first for q in prompts[start + 1:start + group_size]):
+                raise ValueError(f"group_size={group_size}: prompts {start}..{start + group_size - 1} differ")
     tokens, mask = pad_prompts(prompts, pad_id, bucket)
     graphdef, state = nnx.split(model)
     tok_dev, mask_dev = jnp.asarray(tokens), jnp.asarray(mask)
     if mesh is not None:
         tok_dev = jax.device_put(tokens, batch_sharding(mesh, 2))
         mask_dev = jax.device_put(mask, batch_sharding(mesh, 2))
-    out = generate_arrays(graphdef, state, tok_dev, mask_dev, key, params=params, use_cache=use_cache, pad_id=pad_id)
+    done_dev = None if initial_done is None else jnp.asarray(np.asarray(initial_done, bool))
+    out = generate_arrays(graphdef, state, tok_dev, mask_dev, key, params=params, use_cache=use_cache, pad_id=pad_id,
+                          group_size=group_size, initial_done=done_dev)
     out = jax.device_get(out)
     comp, logprobs, cmask = np.asarray(out["tokens"]), np.asarray(out["logprobs"]), np.asarray(out["mask"])
     texts = None
