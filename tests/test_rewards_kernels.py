@@ -26,9 +26,13 @@ KEYS = ["x", "y", "z"]
 VALUES = [
     1, 1.0, 2, 2.5, -0.0, 0, True, False, None, "a", "A", "a-b", "ab", "b", "",
     [1, 2], [1.0, 2], [2, 1], [], [{"id": "A.X"}], [{"id": "ax"}], [{"id": "a"}, {"id": "b"}],
-    {"k": "a"}, {"k": "A"}, {"k": 1},
+    {"k": "a"}, {"k": "A"}, {"k": 1}, "it's", 'it"s', [{}], ["a", 1], [[1]], [[1.0]],
 ]  # fmt: skip
-RESPONSES = [{"status": True, "data": 1}, {"data": [1]}, {"error": "x"}, {"status": False}, {}, [], [1], "", None]
+RESPONSES = [
+    {"status": True, "data": 1}, {"data": [1]}, {"error": "x"}, {"status": False}, {"status": 0}, {}, [], [1],
+    "", "boom", 0, 2.5, False, None,
+]  # fmt: skip
+UNPARSEABLE_REASONS = ["invalid_json", "not_an_object", "missing_name", "too_deep", "unclosed_block"]
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 BATCH = 24
 
@@ -49,7 +53,7 @@ def steps_st(draw):
 def call_st(draw, steps):
     kind = draw(st.integers(0, 9))
     if kind == 9:
-        return PredictedCall.unparseable()
+        return PredictedCall.unparseable(draw(st.sampled_from(UNPARSEABLE_REASONS)))
     if steps and kind < 6:  # a (possibly mutated) copy of a golden call
         base = draw(st.sampled_from(steps))
         name, args = base.function, dict(base.arguments)
@@ -90,21 +94,27 @@ def _pad(items, empty):
     return list(items) + [empty] * (BATCH - len(items))
 
 
-def _check(family, items, encoded):
+def _check(family, items, encoded, paper_compat="ours"):
     ref_fn = reference.REFERENCES[family]
     for mode in MODES:
-        out = make_kernel(family, mode)(encoded)
+        out = make_kernel(family, mode, paper_compat=paper_compat)(encoded)
         reward = np.asarray(out["reward"])
         for b, item in enumerate(items):
-            ref = ref_fn(item, mode)
+            ref = ref_fn(item, mode, paper_compat=paper_compat)
             assert abs(reward[b] - ref.reward) <= 1e-6, (mode, item, reward[b], ref)
             if mode == "graduated":
+                assert set(out["levels"]) == set(ref.levels)
                 for name, v in ref.levels.items():
                     assert abs(np.asarray(out["levels"][name])[b] - v) <= 1e-6, (name, item)
                 codes = np.asarray(out["error_codes"])[b]
                 n = len(item.calls)
                 assert tuple(codes[:n]) == ref.error_codes, (item, codes, ref.error_codes)
                 assert np.all(codes[n:] == -1)
+                assert set(out["calls"]) == set(ref.call_levels)
+                for name, v in ref.call_levels.items():
+                    got = np.asarray(out["calls"][name])[b]
+                    np.testing.assert_allclose(got[:n], v, atol=1e-6, err_msg=f"{name} {item}")
+                    assert np.all(got[n:] == 0.0)
 
 
 @SETTINGS
@@ -114,6 +124,15 @@ def test_paper_kernel_matches_reference(episodes):
     enc = encode_episodes(episodes, CONFIG)
     assert not enc["overflow"].any()
     _check("paper", episodes, enc)
+
+
+@SETTINGS
+@given(st.lists(episode_st(), min_size=1, max_size=BATCH))
+def test_paper_official_kernel_matches_reference(episodes):
+    episodes = _pad(episodes, EpisodeInput((), ()))
+    enc = encode_episodes(episodes, CONFIG)
+    assert not enc["overflow"].any()
+    _check("paper", episodes, enc, paper_compat="official")
 
 
 @SETTINGS
