@@ -10,13 +10,35 @@ from (seed, step), so restoring these reproduces the rest of the run exactly.
 
 Orbax writes each step to a temporary directory and renames it when complete, so a run killed
 mid-save leaves the previous checkpoint intact; `latest_step` only sees finished ones.
+
+API (items ``params`` = the model's nnx.Param state, ``opt`` = the optimizer state, optional, and
+``meta`` = JSON)::
+
+    ckpt = Checkpointer(directory, save_every, keep)
+    ckpt.save(step, params, opt, meta, force=True) -> bool        # opt may be None
+    ckpt.maybe_save(step, params, opt, meta) -> bool              # when step % save_every == 0
+    ckpt.restore(step, params_target, opt_target=None) -> (params, opt | None, meta, step)
+        # opt_target: a state, None (model only), or meta -> state (built per step tried)
+    ckpt.restore_meta(step=None) -> (meta, step)                  # the JSON item only
+    ckpt.latest_step() -> int | None;  ckpt.close()
+    save_params(directory, params);  load_params(directory, target)   # the frozen KL reference
+
+Damaged checkpoints: ``restore(None, ...)`` (and ``restore_meta(None)``) try the steps newest first;
+an unreadable one (deleted or truncated files, garbage metadata) is skipped with a RuntimeWarning
+naming its directory, and FileNotFoundError naming the checkpoint directory is raised when none is
+readable (or when an explicitly requested step is unreadable). The process that skipped a damaged
+step moves it aside to ``<step>.unreadable-<UTC time>`` (kept for inspection, invisible to orbax)
+before it saves that step or an earlier one again, so the resumed run's new checkpoints are written
+instead of being refused as "already saved".
 """
 
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -45,12 +67,14 @@ class Checkpointer:
             cleanup_tmp_directories=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("params", "opt", "meta"))
+        self._unreadable: set[int] = set()  # steps this process found damaged (moved aside before a save)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, params: nnx.State, opt: nnx.State | None, meta: dict[str, Any], force: bool = True) -> bool:
         """Writes the model parameters, the optimizer state (optional) and `meta` at `step`."""
+        self._set_aside_unreadable(step)
         if self.manager.latest_step() == step:
             return False
         items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
@@ -66,7 +90,25 @@ class Checkpointer:
             return False
         return self.save(step, params, opt, meta)
 
-    def _restore_step(self, step: int, params_target: nnx.State, opt_target: nnx.State | None) -> tuple[Any, Any, dict]:
+    def _set_aside_unreadable(self, step: int) -> None:
+        """Moves damaged steps >= `step` (found by this process) out of orbax's sight, keeping them."""
+        blocking = sorted(s for s in self._unreadable if s >= step)
+        if not blocking:
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for s in blocking:
+            source = self.directory / str(s)
+            if source.exists():
+                target = self.directory / f"{s}.unreadable-{stamp}"
+                os.replace(source, target)
+                warnings.warn(f"moved the unreadable checkpoint {source} aside to {target}", RuntimeWarning, stacklevel=3)
+            self._unreadable.discard(s)
+        self.manager.reload()
+
+    def _restore_step(self, step: int, params_target: nnx.State, opt_target: Any) -> tuple[Any, Any, dict]:
+        if callable(opt_target):  # the optimizer's structure depends on the checkpoint (e.g. its phase)
+            meta = dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+            opt_target = opt_target(meta)
         items = {"params": ocp.args.StandardRestore(jax.tree.map(_abstract, params_target)),
                  "meta": ocp.args.JsonRestore()}
         if opt_target is not None:
@@ -75,34 +117,49 @@ class Checkpointer:
         return restored["params"], restored["opt"] if opt_target is not None else None, dict(restored["meta"])
 
     def restore(self, step: int | None, params_target: nnx.State,
-                opt_target: nnx.State | None = None) -> tuple[nnx.State, nnx.State | None, dict[str, Any], int]:
+                opt_target: nnx.State | Callable[[dict[str, Any]], nnx.State | None] | None = None,
+                ) -> tuple[nnx.State, nnx.State | None, dict[str, Any], int]:
         """Restores into the structure, shapes, dtypes and shardings of the targets.
 
         Args:
           step: the step to restore; None = the latest readable one. When the latest checkpoint cannot
             be read, the previous ones are tried in turn, with a warning naming the damaged directory.
           params_target: the model's nnx.Param state.
-          opt_target: the optimizer state, or None to restore the parameters only (another run's model).
+          opt_target: the optimizer state, or None to restore the parameters only (another run's model),
+            or a function meta -> optimizer state (or None), called for each step tried, for optimizers
+            whose structure depends on the checkpoint (the trainer's phase): then a step whose `opt`
+            item is damaged is skipped like any other damaged step.
 
         Returns:
           (params, opt or None, meta, step). Raises FileNotFoundError when nothing is readable.
         """
+        return self._first_readable(step, lambda s: self._restore_step(s, params_target, opt_target))
+
+    def restore_meta(self, step: int | None = None) -> tuple[dict[str, Any], int]:
+        """(meta, step) of `step` (None = the latest readable), reading the JSON item only."""
+        def read(s: int) -> dict[str, Any]:
+            return dict(self.manager.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+        return self._first_readable(step, read)
+
+    def _first_readable(self, step: int | None, read: Any) -> Any:
         steps = [step] if step is not None else sorted(self.manager.all_steps(), reverse=True)
         if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         failures = []
         for s in steps:
             try:
-                params, opt, meta = self._restore_step(s, params_target, opt_target)
+                result = read(s)
             except Exception as err:  # orbax / tensorstore raise many types for damaged files
                 failures.append(f"{self.directory / str(s)}: {type(err).__name__}: {str(err)[:200]}")
+                self._unreadable.add(s)
                 if step is not None:
                     break
-                warnings.warn(f"checkpoint {self.directory / str(s)} is unreadable ({type(err).__name__}); "
-                              "trying the previous one", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"checkpoint {self.directory / str(s)} is unreadable ({type(err).__name__}: "
+                              f"{str(err)[:200]}); trying the previous one", RuntimeWarning, stacklevel=3)
                 continue
-            return params, opt, meta, s
-        raise FileNotFoundError("no readable checkpoint: " + "; ".join(failures))
+            return (*result, s) if isinstance(result, tuple) else (result, s)
+        raise FileNotFoundError(f"no readable checkpoint in {self.directory}: " + "; ".join(failures))
 
     def close(self) -> None:
         self.manager.wait_until_finished()
