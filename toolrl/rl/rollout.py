@@ -155,6 +155,12 @@ def turn_reward_input(sample: GoldenSample, task: TurnTask, calls: Sequence[Pred
     return TurnInput(calls=tuple(calls), steps=sample.reward_steps(), turn=turn, later=later, done=history)
 
 
+def turn_prompt_ids(policy: Policy, task: TurnTask, tool_view: str,
+                    render: Callable[[Any], str] = render_response) -> list[int]:
+    """The prompt of a scored turn: the golden history before it, as the evaluator shows it."""
+    return policy.prompt_ids(history_messages(task, render), task.tools, tool_view)
+
+
 def rollout_turns(tasks: Sequence[tuple[GoldenSample, TurnTask]], group_size: int, policy: Policy, matcher: Any,
                   key: jax.Array, settings: SamplingSettings, *, max_rounds: int, max_seq_len: int, tool_view: str,
                   render: Callable[[Any], str] = render_response) -> RolloutBatch:
@@ -162,11 +168,10 @@ def rollout_turns(tasks: Sequence[tuple[GoldenSample, TurnTask]], group_size: in
     rows: list[Row] = []
     states: list[TurnState] = []
     for sample, task in tasks:
-        messages = history_messages(task, render)
-        ids = policy.prompt_ids(messages, task.tools, tool_view)
+        ids = turn_prompt_ids(policy, task, tool_view, render)
         for _ in range(group_size):
             rows.append(Row(list(ids), [0] * len(ids)))
-            states.append(TurnState(task, list(messages), list(task.golden)))
+            states.append(TurnState(task, history_messages(task, render), list(task.golden)))
     generated, seconds = 0, 0.0
     for round_ in range(max_rounds):
         for row in rows:
