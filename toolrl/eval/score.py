@@ -6,8 +6,17 @@ Predictions: a JSONL file, one record per line,
 optionally with ``"round": int`` (default 0). ``turn`` is the scored-turn index of
 :func:`toolrl.eval.protocol.build_turn_tasks`; ``--dump-requests FILE`` writes the round-0 prompt of
 every scored turn (``sample_id``, ``turn``, ``messages``, ``tools``) so that another system can answer
-exactly those. Several records for the same (sample_id, turn, round) are concatenated. A scored turn
-with no record counts as a turn where the model made no call.
+exactly those. A scored turn with no record counts as a turn where the model made no call.
+
+Nothing is scored silently wrong; each of these stops with one line naming the file (and line):
+  * an empty file (no records);
+  * a second record for the same (sample_id, turn, round): "line N repeats the record of line M"
+    (put all calls of a turn in one record; a file appended twice would otherwise score 0);
+  * a line that is not UTF-8, not JSON, nested more than ``MAX_RECORD_DEPTH`` levels, or holding a
+    number too long to read;
+  * predictions none of which matches a scored turn of the split (wrong --split or ids).
+Predictions that match no scored turn while others do are counted and printed on stderr with
+examples (they are also in the report settings, ``unknown_prediction_keys``).
 
 CLI::
 
@@ -21,11 +30,11 @@ import argparse
 import json
 import os
 import sys
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from toolrl.cli import UserError, run_cli
 from toolrl.eval.evaluator import evaluate, make_matcher
 from toolrl.eval.match import CallMatcher
 from toolrl.eval.policies import render_calls
@@ -35,8 +44,11 @@ from toolrl.data.golden import load_samples as load_eval_samples
 from toolrl.eval.types import EvalSample, PolicyRequest
 
 
-class PredictionFormatError(ValueError):
-    """A predictions record is malformed; the message names the line and the field."""
+MAX_RECORD_DEPTH = 64  # objects / arrays nested in one record (real ones nest about 6 levels)
+
+
+class PredictionFormatError(UserError):
+    """A predictions file is unusable; the message names the file, the line and the field."""
 
 
 def parse_prediction_record(record: Any, where: str) -> tuple[tuple[str, int, int], str]:
@@ -63,20 +75,68 @@ def parse_prediction_record(record: Any, where: str) -> tuple[tuple[str, int, in
     return (sample_id, turn, round_), text
 
 
+def _too_deep(value: Any, limit: int) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def read_predictions(path: str | os.PathLike) -> dict[tuple[str, int, int], str]:
-    """(sample_id, turn, round) -> text, records of the same key joined by newlines."""
-    out: dict[tuple[str, int, int], list[str]] = defaultdict(list)
-    with Path(path).open() as handle:
-        for number, line in enumerate(handle, 1):
+    """(sample_id, turn, round) -> text. Raises PredictionFormatError (see the module docstring)."""
+    out: dict[tuple[str, int, int], str] = {}
+    first_line: dict[tuple[str, int, int], int] = {}
+    with Path(path).open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise PredictionFormatError(f"{where}: not UTF-8 text (byte {err.start} of the line)") from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise PredictionFormatError(f"{path}:{number}: not JSON ({err.msg})") from err
-            key, text = parse_prediction_record(record, f"{path}:{number}")
-            out[key].append(text)
-    return {key: "\n".join(texts) for key, texts in out.items()}
+                raise PredictionFormatError(f"{where}: not JSON ({err.msg} at column {err.colno})") from err
+            except RecursionError:
+                raise PredictionFormatError(f"{where}: nested more than {MAX_RECORD_DEPTH} levels deep") from None
+            except ValueError as err:  # e.g. an integer over Python's 4,300-digit conversion limit
+                raise PredictionFormatError(f"{where}: unreadable value ({err}; too many digits)") from err
+            if _too_deep(record, MAX_RECORD_DEPTH):
+                raise PredictionFormatError(f"{where}: nested more than {MAX_RECORD_DEPTH} levels deep")
+            key, text = parse_prediction_record(record, where)
+            if key in first_line:
+                raise PredictionFormatError(
+                    f"{where}: line {number} repeats the record of line {first_line[key]} (sample_id {key[0]!r}, "
+                    f"turn {key[1]}, round {key[2]}); give each scored turn and round one record with all its calls")
+            first_line[key] = number
+            out[key] = text
+    if not out:
+        raise PredictionFormatError(f"{path}: no prediction records (the file is empty)")
+    return out
+
+
+def unknown_prediction_keys(samples: Sequence[EvalSample], predictions: dict[tuple[str, int, int], str],
+                            split: str = "the split") -> list[tuple[str, int, int]]:
+    """Prediction keys that match no scored turn of `samples`, sorted.
+
+    Raises PredictionFormatError when none of the predictions matches (wrong split or ids)."""
+    known = {(t.sample_id, t.turn) for s in samples for t in build_turn_tasks(s)}
+    unknown = sorted(key for key in predictions if (key[0], key[1]) not in known)
+    if predictions and len(unknown) == len(predictions):
+        raise PredictionFormatError(
+            f"none of the {len(predictions)} predictions matches a scored turn of {split} "
+            f"({len(samples)} samples); e.g. {_examples(unknown)}; check --split, --max-samples and the ids")
+    return unknown
+
+
+def _examples(keys: Sequence[tuple[str, int, int]], n: int = 3) -> str:
+    return ", ".join(f"{sid!r} turn {turn}" for sid, turn, _ in keys[:n]) + (" ..." if len(keys) > n else "")
 
 
 class PredictionsPolicy:
@@ -91,9 +151,11 @@ class PredictionsPolicy:
 
 def score_predictions(samples: Sequence[EvalSample], predictions: dict[tuple[str, int, int], str],
                       matcher: CallMatcher, *, max_rounds: int = 3, settings: dict[str, Any] | None = None) -> EvalReport:
-    """Score recorded predictions with the same protocol as a live policy."""
-    known = {(t.sample_id, t.turn) for s in samples for t in build_turn_tasks(s)}
-    unknown = sorted({(sid, turn) for sid, turn, _ in predictions} - known)
+    """Score recorded predictions with the same protocol as a live policy.
+
+    Raises PredictionFormatError when no prediction matches a scored turn; the ones that match none
+    are listed in the report's settings (``unknown_prediction_keys``, ``n_unknown``)."""
+    unknown = unknown_prediction_keys(samples, predictions, str((settings or {}).get("split", "the split")))
     settings = dict(settings or {}, unknown_prediction_keys=[list(k) for k in unknown[:20]], n_unknown=len(unknown))
     return evaluate(samples, PredictionsPolicy(predictions), matcher, max_rounds=max_rounds, settings=settings)
 
@@ -131,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         from toolrl.env.cache import open_default_cache
 
         lookup = open_default_cache(args.data_dir, args.cache).lookup
-    report = score_predictions(samples, read_predictions(args.predictions), make_matcher(args.data_dir, lookup),
+    predictions = read_predictions(args.predictions)
+    unknown = unknown_prediction_keys(samples, predictions, f"split {args.split}")
+    if unknown:
+        print(f"warning: {len(unknown)} of {len(predictions)} predictions match no scored turn of split {args.split} "
+              f"({len(samples)} samples) and are not scored; e.g. {_examples(unknown)}", file=sys.stderr)
+    report = score_predictions(samples, predictions, make_matcher(args.data_dir, lookup),
                                max_rounds=args.max_rounds, settings={"split": args.split, "predictions": args.predictions})
     report.print()
     if args.out:
@@ -141,4 +208,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from toolrl.env.cache import CacheError
+
+    run_cli(main, prog="python -m toolrl.eval.score", user_errors=(CacheError,))
