@@ -108,3 +108,29 @@ def test_paper_repeat_of_a_good_call_raises_reward_on_a_real_sample():
     rep = CORRUPTIONS["repeated_call"](bad, 0)
     assert reference.paper_reward(rep).reward > reference.paper_reward(bad).reward
     assert reference.episode_reward(rep).reward < reference.episode_reward(bad).reward
+
+
+@pytest.mark.parametrize("compat", ("ours", "official"))
+def test_paper_kernel_matches_reference_on_real_samples_in_both_settings(compat):
+    """Kernel == reference for `paper` on every real golden rollout and its corruptions; golden
+    rollouts: below 1 only with a repeated function, or (official only) a list-of-object value."""
+    from toolrl.rewards.registry import score_episodes
+
+    batch, golden_rows, samples_of_row = [], [], []
+    for name in FILES:
+        for sample in samples(name):
+            golden = golden_episode(sample.steps)
+            golden_rows.append(len(batch))
+            samples_of_row.append(sample)
+            batch.append(golden)
+            batch += [bad for _, _, bad in corrupted(golden)]
+    out = score_episodes("paper", "graduated", batch, paper_compat=compat)
+    want = np.array([reference.paper_reward(e, paper_compat=compat).reward for e in batch])
+    np.testing.assert_allclose(out.reward, want, atol=1e-6)
+    for row, sample in zip(golden_rows, samples_of_row):
+        names = [s.function for s in sample.steps]
+        has_legs = any(isinstance(v, list) and v and isinstance(v[0], dict) for s in sample.steps for v in s.arguments.values())
+        if out.reward[row] < 1.0:
+            assert len(set(names)) < len(names) or (compat == "official" and has_legs), sample.sample_id
+        elif compat == "official":
+            assert not has_legs
