@@ -1,40 +1,65 @@
-"""Config validation, data order, metrics truncation, and a rollout with a scripted policy."""
+"""Config validation and variants, data order, metrics truncation, the fit report, and a rollout with a
+scripted policy."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
+from toolrl.data.golden import load_samples
+from toolrl.env.booking import ViewPolicy
 from toolrl.rl.config import ConfigError, config_from_file, validate, validate_for_devices
-from toolrl.rl.data import TaskStream, golden_turns, load_tasks
 from toolrl.rl.metrics import MetricsLog, read_metrics
+from toolrl.rl.trainer import TaskStream
 
 REPO = Path(__file__).resolve().parents[1]
+RENDER = ViewPolicy(max_list_items=2, max_chars=120).render
 
 
-@pytest.mark.parametrize("name", ["grpo.py", "sft.py", "tiny.py", "ablations/turn_mode.py", "ablations/dr_grpo.py",
-                                  "ablations/kl_reference.py"])
-def test_shipped_configs_validate(name):
-    validate(config_from_file(REPO / "configs" / name))
+def _config(name: str, arg: str | None = None):
+    import runpy
+
+    return runpy.run_path(str(REPO / "configs" / name))["get_config"](*([arg] if arg is not None else []))
+
+
+@pytest.mark.parametrize("name,arg", [("grpo.py", None), ("grpo.py", "turn"), ("grpo.py", "atomic"),
+                                      ("grpo.py", "turn,binary"), ("grpo.py", "dr_grpo,kl"),
+                                      ("grpo.py", "official"), ("sft.py", None), ("tiny.py", None)])
+def test_shipped_configs_and_variants_validate(name, arg):
+    validate(_config(name, arg))
+
+
+def test_variants_change_only_their_fields_and_the_workdir():
+    base, atomic = _config("grpo.py"), _config("grpo.py", "atomic")
+    assert atomic.reward.mode == "atomic" and atomic.workdir != base.workdir
+    atomic.reward.mode, atomic.workdir, atomic.wandb.run_name = base.reward.mode, base.workdir, base.wandb.run_name
+    assert atomic.to_dict() == base.to_dict()
+    with pytest.raises(ValueError, match="unknown config variant 'nope'"):
+        _config("grpo.py", "nope")
 
 
 @pytest.mark.parametrize("field,value,message", [
     ("rollout.group_size", 1, "group_size"),
     ("rollout.mode", "turn", "reward.family must be 'turn'"),
     ("reward.family", "turn", "needs an episode reward"),
+    ("reward.family", "nosuch", "must be one of ('episode', 'paper', 'turn')"),
+    ("reward.mode", "nosuch", "reward.mode"),
     ("grpo.aggregation", "median", "grpo.aggregation"),
     ("grpo.epsilon_low", 1.5, "epsilon_low"),
     ("rollout.max_new_tokens", 4096, "max_seq_len"),
+    ("rollout.top_p", 0.0, "top_p"),
+    ("data.max_samples", -5, "data.max_samples"),
     ("mesh.fsdp", 3, "divide over mesh"),
+    ("eval.max_rounds", 0, "eval.max_rounds"),
 ])
 def test_validate_rejects_with_field_names(field, value, message):
     config = config_from_file(REPO / "configs" / "tiny.py")
     section, key = field.split(".")
     config[section][key] = value
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate(config)
 
 
@@ -47,17 +72,13 @@ def test_validate_for_devices_resolves_mesh():
         validate_for_devices(config, 3)
 
 
-def test_golden_turns_groups_independent_steps():
-    assert golden_turns([(), (), (0,), (1, 2), ()]) == ((0, 1, 4), (2,), (3,))
-
-
-def test_task_stream_is_reproducible():
-    tasks = load_tasks(max_samples=5)
-    a, b = TaskStream(tasks, seed=3), TaskStream(tasks, seed=3)
-    ids = [t.task_id for t in a.take(0, 12)]
-    assert ids == [t.task_id for t in b.take(0, 12)]
-    assert sorted(ids[:5]) == sorted(t.task_id for t in tasks)  # one epoch = a permutation
-    assert [t.task_id for t in a.take(7, 5)] == ids[7:12]  # resuming at a position continues the order
+def test_task_stream_is_reproducible(data_dir):
+    samples = load_samples("bfcl_training", data_dir, max_samples=5)
+    a, b = TaskStream(samples, seed=3), TaskStream(samples, seed=3)
+    ids = [s.sample_id for s in a.take(0, 12)]
+    assert ids == [s.sample_id for s in b.take(0, 12)]
+    assert sorted(ids[:5]) == sorted(s.sample_id for s in samples)  # one epoch = a permutation
+    assert [s.sample_id for s in a.take(7, 5)] == ids[7:12]  # resuming at a position continues the order
 
 
 def test_metrics_truncate_drops_later_and_torn_records(tmp_path):
@@ -71,38 +92,116 @@ def test_metrics_truncate_drops_later_and_torn_records(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "m.jsonl")] == [1, 2, 3]
 
 
-def test_episode_rollout_with_scripted_policy(booking_env):
-    """A policy that always emits the golden turns: masks, environment segments and a perfect reward."""
-    import jax
+# ----------------------------------------------------------------------------- fit report
 
-    from toolrl.rl import rewards
-    from toolrl.rl.chat_format import ChatFormat
-    from toolrl.rl.data import golden_turn_text
-    from toolrl.rl.policy_model import CharTokenizer
-    from toolrl.rl.rollout import rollout
 
-    task = next(t for t in load_tasks(max_steps=3) if len(t.turns) == 2)
-    fmt = ChatFormat(CharTokenizer(), end_id=2, pad_id=0)
-    script = [fmt.assistant_ids(golden_turn_text(task, 0)), fmt.assistant_ids(golden_turn_text(task, 1)),
-              fmt.assistant_ids("Done.")]
-    calls = {"n": 0}
+@pytest.fixture(scope="module")
+def tiny_policy():
+    from toolrl.policy.runtime import Policy
 
-    def generate(tokens, mask, key):
-        out = script[calls["n"]]
-        calls["n"] += 1
-        n = 400
-        new = np.zeros((tokens.shape[0], n), np.int32)
-        new[:, : len(out)] = out
-        completion = np.zeros_like(new, bool)
-        completion[:, : len(out)] = True
-        return new, np.zeros(new.shape, np.float32), completion
+    return Policy.load(preset="tiny")
 
-    batch = rollout([task], 2, generate, booking_env, fmt, jax.random.PRNGKey(0), max_turns=3,
-                    max_new_tokens=400, max_seq_len=8192, tool_view="signature")
-    assert calls["n"] == 3 and list(batch.n_turns) == [3, 3]
-    generated = batch.tokens[0][batch.loss_mask[0]].tolist()
-    assert generated == [t for turn in script for t in turn]  # exactly the policy's tokens are trained
-    text = fmt.decode(batch.tokens[0][batch.attention_mask[0] & ~batch.loss_mask[0]].tolist())
-    assert "<tool_response>" in text  # environment responses are in the context, masked out
-    scored = rewards.score("episode", "graduated", batch.inputs)
+
+def test_fit_report_counts_and_names_the_budget_fields(tiny_policy, data_dir):
+    from toolrl.rl.trainer import load_training_samples, prepare_data
+
+    config = config_from_file(REPO / "configs" / "tiny.py")
+    samples = load_training_samples(config)
+    data = prepare_data(config, tiny_policy, samples, RENDER)
+    assert data.rl_fit.fit == data.rl_fit.total == 4 and data.rl_fit.line() == "fit: 4/4 tasks (100%)"
+    config.rollout.max_new_tokens, config.rollout.max_seq_len = 64, 900
+    with pytest.raises(ConfigError, match=r"rollout.max_new_tokens \(4 tasks\).*rollout.max_seq_len") as err:
+        prepare_data(config, tiny_policy, samples, RENDER)
+    assert "data.min_fit=0.9" in str(err.value)
+    report = prepare_data(config, tiny_policy, samples, RENDER, check=False).rl_fit
+    assert report.fit == 0 and report.exceeded["turn_tokens"] == 4
+
+
+def test_turn_budget_counts_rounds_of_merged_free_turns(tiny_policy, data_dir):
+    from toolrl.eval.protocol import build_turn_tasks
+    from toolrl.rl.rollout import turn_budget
+
+    samples = load_samples("bfcl_training", data_dir)
+    merged = next(t for s in samples for t in build_turn_tasks(s) if len(t.subturns) > 1)
+    assert turn_budget(merged, tiny_policy, "signature", RENDER).turns == len(merged.subturns)
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+
+class ScriptedPolicy:
+    """Wraps a Policy; `generate` returns scripted turns (the golden ones) instead of sampling."""
+
+    def __init__(self, policy, script):
+        self.inner, self.script, self.calls = policy, script, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def generate(self, prompts, key, settings, group_size=1):
+        from toolrl.policy.runtime import Generation
+
+        out = self.script[self.calls]
+        self.calls += 1
+        return Generation([list(out) for _ in prompts], [np.zeros(len(out), np.float32) for _ in prompts],
+                          np.ones(len(prompts), bool), 0.0)
+
+
+def test_episode_rollout_with_scripted_policy(tiny_policy, booking_env, data_dir):
+    """A policy that emits the golden turns: masks, environment segments and a perfect reward."""
+    from toolrl.eval.protocol import turn_messages
+    from toolrl.policy.runtime import SamplingSettings
+    from toolrl.rewards.registry import score_episodes
+    from toolrl.rl.rollout import FINAL_ANSWER, rollout_episodes
+
+    sample = next(s for s in load_samples("bfcl_training", data_dir) if len(s.turns) == 2)
+    chat = tiny_policy.chat
+    script = [chat.assistant_ids(turn_messages([t])[0]) for t in sample.turns] + [chat.final_ids(FINAL_ANSWER)]
+    policy = ScriptedPolicy(tiny_policy, script)
+    batch = rollout_episodes([sample], 2, policy, booking_env, jax.random.PRNGKey(0),
+                             SamplingSettings(max_new_tokens=1000), max_turns=3, max_seq_len=20000,
+                             tool_view="signature")
+    assert policy.calls == 3 and list(batch.n_turns) == [3, 3] and not batch.truncated.any()
+    ids, flags = batch.rows[0]
+    assert [t for t, f in zip(ids, flags) if f] == [t for turn in script for t in turn]  # the policy's tokens
+    environment = chat.decode([t for t, f in zip(ids, flags) if not f])
+    assert "<tool_response>" in environment  # responses are in the context, masked out of the loss
+    scored = score_episodes("episode", "graduated", batch.inputs)
     np.testing.assert_allclose(scored.reward, [1.0, 1.0], atol=1e-6)
+
+
+def test_turn_rollout_runs_the_evaluator_rounds(tiny_policy, data_dir):
+    """Turn mode: a scored turn whose first golden subturn is free lookups takes two rounds, the second
+    after the golden responses, and the golden calls score 1 under the turn reward."""
+    from toolrl.eval.evaluator import make_matcher
+    from toolrl.eval.protocol import build_turn_tasks, turn_messages
+    from toolrl.policy.runtime import SamplingSettings
+    from toolrl.rewards.registry import score_turns
+    from toolrl.rl.rollout import rollout_turns
+
+    samples = load_samples("bfcl_training", data_dir)
+    sample, task = next((s, t) for s in samples for t in build_turn_tasks(s) if len(t.subturns) == 2 and t.complete)
+    chat = tiny_policy.chat
+    script = [chat.assistant_ids(turn_messages([sub])[0]) for sub in task.subturns]
+    policy = ScriptedPolicy(tiny_policy, script)
+    batch = rollout_turns([(sample, task)], 2, policy, make_matcher(data_dir), jax.random.PRNGKey(0),
+                          SamplingSettings(max_new_tokens=2000), max_rounds=3, max_seq_len=20000,
+                          tool_view="signature", render=RENDER)
+    assert policy.calls == 2 and list(batch.n_turns) == [2, 2]
+    np.testing.assert_allclose(score_turns("turn", "graduated", batch.inputs).reward, [1.0, 1.0], atol=1e-6)
+
+
+def test_rows_never_exceed_max_seq_len(tiny_policy, booking_env, data_dir):
+    from toolrl.eval.protocol import turn_messages
+    from toolrl.policy.runtime import SamplingSettings
+    from toolrl.rl.rollout import rollout_episodes
+
+    sample = next(s for s in load_samples("bfcl_training", data_dir) if len(s.turns) >= 2)
+    chat = tiny_policy.chat
+    script = [chat.assistant_ids(turn_messages([t])[0]) for t in sample.turns]
+    prompt = len(tiny_policy.prompt_ids([{"role": "user", "content": sample.query}], sample.tools, "signature"))
+    limit = prompt + len(script[0]) + 1000 + 20  # room for the first turn, not for its responses + a turn
+    batch = rollout_episodes([sample], 2, ScriptedPolicy(tiny_policy, script), booking_env, jax.random.PRNGKey(0),
+                             SamplingSettings(max_new_tokens=1000), max_turns=3, max_seq_len=limit,
+                             tool_view="signature")
+    assert batch.truncated.all() and all(len(ids) <= limit for ids, _ in batch.rows)

@@ -148,11 +148,15 @@ def rollout_episodes(samples: Sequence[GoldenSample], group_size: int, policy: P
 
 
 def turn_reward_input(sample: GoldenSample, task: TurnTask, calls: Sequence[PredictedCall]) -> TurnInput:
-    """The `turn` family's input for one scored turn: its golden calls, the later ones, the history."""
+    """The `turn` family's input for one scored turn: its golden calls, the later ones, the history.
+
+    A scored turn may merge free lookups into the turn that needs them (the protocol answers them
+    between rounds): their calls count as done for the dependencies of the turn's other calls."""
     turn = tuple(c.index for c in task.golden)
     history = frozenset(c.index for t in task.history for c in t.calls)
+    answered = frozenset(c.index for sub in task.subturns[:-1] for c in sub.calls)
     later = tuple(c.index for c in sample.calls if c.index not in history and c.index not in turn)
-    return TurnInput(calls=tuple(calls), steps=sample.reward_steps(), turn=turn, later=later, done=history)
+    return TurnInput(calls=tuple(calls), steps=sample.reward_steps(), turn=turn, later=later, done=history | answered)
 
 
 def turn_prompt_ids(policy: Policy, task: TurnTask, tool_view: str,
