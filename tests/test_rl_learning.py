@@ -10,18 +10,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolrl.rl.rewards import N_ERROR_CODES, RewardBatch
+from toolrl.rewards.registry import RewardOutput
 
 TARGET = ord("<")
 
 
-def _target_share(batch) -> RewardBatch:
+def _target_share(batch) -> RewardOutput:
     shares = []
-    for tokens, mask in zip(batch.tokens, batch.loss_mask):
-        generated = tokens[mask]
+    for ids, flags in batch.rows:
+        generated = np.asarray([t for t, f in zip(ids, flags) if f])
         shares.append(float((generated == TARGET).mean()) if generated.size else 0.0)
     reward = np.asarray(shares, np.float32)
-    return RewardBatch(reward, {"target_share": reward}, np.zeros(N_ERROR_CODES, np.int64))
+    return RewardOutput(reward, {"target_share": reward}, np.zeros((len(reward), 1), np.int32),
+                        np.zeros(len(reward), np.int32))
 
 
 @pytest.mark.slow
@@ -46,6 +47,8 @@ def test_grpo_raises_reward_on_easy_task(tmp_path):
     config.rollout.prompts_per_step = 2
     config.rollout.max_turns = 1
     config.rollout.max_new_tokens = 8
+    config.data.drop_unfit = False  # the task here is the token reward, not the golden trajectory
+    config.grpo.mask_truncated = False  # 8 tokens never end a turn
     config.optim.learning_rate = 1e-2
     config.grpo.beta = 0.0
     config.wandb.mode = "disabled"

@@ -245,6 +245,19 @@ def load_samples(source: str = "eval_100", data_dir: str | os.PathLike | None = 
     return [from_trace_sample(t, schemas, typed, max_distractors) for t in load_trace_file(path)[:limit]]
 
 
+def select_ids(samples: Sequence[GoldenSample], sample_ids: str) -> list[GoldenSample]:
+    """The samples named in a comma-separated id list, in the list's order ("" = all); an unknown id is
+    an error naming it."""
+    wanted = [i.strip() for i in sample_ids.split(",") if i.strip()]
+    if not wanted:
+        return list(samples)
+    by_id = {s.sample_id: s for s in samples}
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+        raise ValueError(f"sample ids not found: {', '.join(missing)}")
+    return [by_id[i] for i in wanted]
+
+
 def filter_by_calls(samples: Sequence[GoldenSample], max_calls: int) -> list[GoldenSample]:
     """Samples with at most ``max_calls`` golden calls (0 = keep all)."""
     return [s for s in samples if not max_calls or len(s.calls) <= max_calls]

@@ -49,14 +49,14 @@ class Evaluation:
     """
 
     def __init__(self, config: Any):
-        from toolrl.data.golden import load_samples
+        from toolrl.data.golden import load_samples, select_ids
         from toolrl.env.cache import open_default_cache
 
         e = config.eval
         data_dir = config.data.data_dir or None
         self.config = config
-        self.samples = load_samples(e.source, data_dir, e.max_samples or None, config.data.max_distractors,
-                                    config.data.synth_dir or None)
+        self.samples = select_ids(load_samples(e.source, data_dir, e.max_samples or None, config.data.max_distractors,
+                                               config.data.synth_dir or None), e.sample_ids)
         tasks = [task for sample in self.samples for task in build_turn_tasks(sample)]
         if e.max_turns:
             tasks = [t for t in tasks if t.complete][: e.max_turns]

@@ -53,10 +53,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.train_file = "bfcl_training_3_per_workflow.json"
     c.data.synth_dir = ""  # TFDS directory of toolrl_traces ("" = the default, ~/.cache/toolrl/tfds).
     c.data.max_samples = 0  # Use only the first N samples (0 = all); small values make easy tasks.
+    c.data.sample_ids = ""  # Comma-separated sample ids to train on ("" = all), e.g. the memorisation check.
     c.data.max_steps_per_sample = 0  # Drop samples with more golden calls (0 = keep all).
     # Before training, tasks whose golden trajectory does not fit the budgets (rollout.max_turns,
     # max_new_tokens, max_seq_len) are counted and dropped; fewer than this share fitting is an error.
     c.data.min_fit = 0.9
+    c.data.drop_unfit = True  # False: keep tasks that cannot fit (reported only; for custom rewards)
     # "compact": only the candidate tools, as one line name(param: type, ...) each — short prompts for
     # the CPU; "full": their JSON schemas, as the benchmark shows them.
     c.data.tool_view = "compact"  # ("signature": the one-liners without descriptions)
@@ -143,6 +145,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Which samples: "eval_100", "bfcl_training", "synthetic:SPLIT", or a file (*.jsonl = the full benchmark).
     c.eval.source = "eval_100"
     c.eval.max_samples = 0  # First N samples (0 = all).
+    c.eval.sample_ids = ""  # Comma-separated sample ids to evaluate ("" = all).
     c.eval.max_turns = 0  # First N scored turns with complete golden history (0 = all scored turns).
     c.eval.every = 0  # During training: evaluate every N steps (and at the start and the end); 0 = never.
     c.eval.max_new_tokens = 0  # Per request; 0 = rollout.max_new_tokens.

@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from toolrl.data.golden import GoldenSample, filter_by_calls, load_samples
+from toolrl.data.golden import GoldenSample, filter_by_calls, load_samples, select_ids
 from toolrl.eval.protocol import TurnTask, build_turn_tasks
 from toolrl.policy.checkpoint import Checkpointer, load_params, save_params
 from toolrl.policy.runtime import Policy, SamplingSettings
@@ -97,7 +97,7 @@ class TrainingData:
 def load_training_samples(config: ml_collections.ConfigDict) -> list[GoldenSample]:
     d = config.data
     samples = load_samples(d.train_file, d.data_dir or None, None, d.max_distractors, d.synth_dir or None)
-    samples = filter_by_calls(samples, d.max_steps_per_sample)
+    samples = filter_by_calls(select_ids(samples, d.sample_ids), d.max_steps_per_sample)
     if d.max_samples:
         samples = samples[: d.max_samples]
     if not samples:
@@ -111,6 +111,7 @@ def prepare_data(config: ml_collections.ConfigDict, policy: Policy, samples: Seq
     """Fit reports for the GRPO tasks and the SFT episodes; raises ConfigError below data.min_fit."""
     r, view = config.rollout, config.data.tool_view
     budgets = dict(max_new_tokens=r.max_new_tokens, max_seq_len=r.max_seq_len)
+    tasks: list[Any] = []
     if r.mode == "turn":
         tasks = [(s, t) for s in samples for t in build_turn_tasks(s) if t.complete]
         rl = fit_report("scored turns", tasks, lambda st: turn_budget(st[1], policy, view, render),
@@ -121,6 +122,8 @@ def prepare_data(config: ml_collections.ConfigDict, policy: Policy, samples: Seq
     # SFT episodes: the whole golden episode (with its final answer) within max_seq_len.
     sft = fit_report("SFT episodes", list(samples), lambda s: episode_budget(s, policy, view, render, True),
                      max_turns=10**9, max_new_tokens=10**9, max_seq_len=r.max_seq_len)
+    if not config.data.drop_unfit:
+        return TrainingData(list(tasks if r.mode == "turn" else samples), list(samples), rl, sft)
     if check:
         if config.mode == "grpo" and config.train.num_steps:
             require_fit(rl, config.data.min_fit)
