@@ -1,23 +1,28 @@
-"""The reward-ablation sweep: which runs, how each is executed, resuming, and aggregating results.
+"""The study runner: which runs, how each is executed, resuming, and the report from the result files.
 
-A sweep directory holds one directory per run::
+A study is a plan of runs, executed one after another (or by several workers sharing the disk):
 
-    <sweep_dir>/zero_shot/                  the untrained model, evaluated (no training)
-    <sweep_dir>/sft/seed<k>/                the SFT warm start of seed k, evaluated ("before" GRPO)
-    <sweep_dir>/<mode>/seed<k>/             GRPO with reward mode <mode> from sft/seed<k>, evaluated
+    zero_shot                 the untrained model, evaluated (no training)
+    sft                       the SFT start, trained ONCE per study and evaluated
+    <arm>_seed<S>             GRPO with ``configs/grpo.py:<arm>`` and ``--config.seed=S``, from the SFT start
 
-and in each: ``work/`` (the trainer's workdir: checkpoints, metrics.jsonl, W&B), ``train.log``,
-``eval.log``, ``eval.json`` and, written last and atomically, ``results.json``. A run is finished
-exactly when its ``results.json`` exists with ``"status": "done"``; a restarted sweep skips finished
-runs and redoes unfinished ones (the trainer itself resumes from its last checkpoint). Every
-finished run is also appended to ``<sweep_dir>/results.jsonl``.
+Every run is ``python -m toolrl.main`` subprocesses: the training (``--config.mode=sft`` / ``grpo``,
+one workdir per run, as toolrl/rl/workdir.py requires) and evaluations with ``--config.mode=eval``
+(the run's own saved config; only ``config.eval`` comes from the command). All GRPO runs start from
+the same SFT checkpoint (``--config.model.init_checkpoint=<sft workdir>``, ``--config.sft.num_steps=0``),
+so "before GRPO" is the same policy for every arm and seed. A GRPO run evaluates its config's
+``eval.source`` during training (``--config.eval.every``: at step 0, every N steps and at the end;
+``metrics.jsonl`` records ``eval/*``); further sources (``--eval_sources``) are evaluated after training.
 
-The SFT warm start does not depend on the reward, so it runs once per seed and the four GRPO runs
-of that seed start from its checkpoint (``model.init_checkpoint``): the modes differ only in the
-reward, and "before" is the same policy for all of them.
+Files. Heavy artefacts go to ``<runs_dir>/<study>/<run>/`` (git-ignored: ``work/`` is the trainer's
+workdir, ``<step>.log`` the subprocess output, ``eval/<source>/eval_results.json``). What is kept is
+one small JSON per finished run, ``<results_dir>/<study>/<run>.json`` (schema: :func:`collect_result`),
+written last and atomically: a run is finished exactly when that file exists, so a restarted study
+skips finished runs and redoes the others (the trainer itself resumes from its last checkpoint).
+``summary.json`` and :func:`markdown_report` are rebuilt from those files alone.
 
-Aggregation: mean and a two-sided Student-t confidence interval over seeds per mode
-(:func:`t_interval`), written as a markdown table (:func:`markdown_table`).
+Aggregation: mean and a two-sided Student-t interval over seeds per arm (:func:`t_interval`), and
+paired differences (per run: end minus its SFT start; per seed: arm minus the baseline arm).
 """
 
 from __future__ import annotations
@@ -26,146 +31,219 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-MODES = ("binary", "atomic", "orchestration", "graduated")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ARMS = ("graduated", "atomic", "orchestration", "binary")
+BASELINE_ARM = "graduated"
 KINDS = ("zero_shot", "sft", "grpo")
+# eval.every for "at step 0 and at the last step only": a period no run reaches (the trainer always
+# evaluates at the start and at the end when eval.every > 0).
+START_AND_END = 1_000_000_000
+# Set by the runner for every run; an override of one of them would break the plan.
+RESERVED_FIELDS = ("seed", "workdir", "mode", "model.init_checkpoint", "eval.output_dir", "eval.checkpoint")
+EVAL_METRICS = ("turn_accuracy", "call_accuracy", "success_rate")
+SCHEMA = "toolrl.study_run/1"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.md"
+
+
+def arm_slug(arm: str) -> str:
+    """File-name form of an arm: variants "turn,binary" -> "turn+binary"."""
+    return arm.replace(",", "+").replace(" ", "")
+
+
+def source_slug(source: str) -> str:
+    """Directory-name form of an eval source ("synthetic:test" -> "synthetic_test"; "" -> "default")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", source).strip("_") or "default"
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """One run of the sweep.
+    """One run of the study.
 
     Attributes:
-      kind: "zero_shot" (evaluation only), "sft" (warm start), or "grpo" (one reward mode).
-      mode: the reward ablation mode (grpo only).
-      seed: training seed (data order, sampling); zero_shot has none.
+      kind: "zero_shot" (evaluation only), "sft" (the SFT start) or "grpo" (one arm, one seed).
+      arm: config variants of a GRPO run (e.g. "atomic", "turn,binary").
+      seed: training seed (``--config.seed``); None for zero_shot.
     """
 
     kind: str
-    mode: str = ""
-    seed: int = 0
+    arm: str = ""
+    seed: int | None = None
 
     @property
     def name(self) -> str:
-        if self.kind == "zero_shot":
-            return "zero_shot"
-        if self.kind == "sft":
-            return f"sft/seed{self.seed}"
-        return f"{self.mode}/seed{self.seed}"
-
-    def directory(self, sweep_dir: str | os.PathLike) -> Path:
-        return Path(sweep_dir) / self.name
+        if self.kind in ("zero_shot", "sft"):
+            return self.kind
+        return f"{arm_slug(self.arm)}_seed{self.seed}"
 
 
 @dataclasses.dataclass
-class EvalSettings:
-    """How every run is evaluated (flags of ``experiments.evaluate_run``)."""
-
-    max_turns: int = 16
-    max_new_tokens: int = 96
-    batch_size: int = 8
-    max_rounds: int = 2
-    tool_view: str = "compact"
-    view_max_chars: int = 300
-    view_max_items: int = 2
-    synth_dir: str = ""
-    synth_max_turns: int = 16
-
-    def flags(self) -> list[str]:
-        return [f"--{k}={v}" for k, v in dataclasses.asdict(self).items()]
-
-
-@dataclasses.dataclass
-class SweepSettings:
-    """The whole sweep.
+class StudySettings:
+    """The whole study.
 
     Attributes:
-      sweep_dir: where runs go (keep it under runs/, which git ignores).
-      modes, seeds: the grid.
-      family: reward family of the GRPO runs (the paper's ablation used "paper").
-      sft_steps, grpo_steps: training budget per run.
-      train_overrides: extra ``--config.x=y`` flags for every training run (CPU sizing).
-      eval: evaluation settings.
+      study: its name (directory names under runs_dir and results_dir).
+      arms, seeds: the GRPO grid; an arm is a variant argument of the config file (configs/grpo.py VARIANTS).
+      variants: variants common to every run, applied before the arm (e.g. "paper").
+      config_file: the training config file.
+      sft_seed: seed of the one SFT start.
+      sft_steps, grpo_steps: --config.sft.num_steps / --config.train.num_steps (0 = the config's).
+      eval_every: --config.eval.every of the GRPO runs (0 = at the start and the end only).
+      eval_sources: eval sources; the first is evaluated during training, all after the SFT start
+        and the zero-shot model, the others after each GRPO run ((): the config's eval.source only).
+      overrides: extra ``--config.x=y`` flags for every subprocess (last, so they win).
       zero_shot: also evaluate the untrained model.
-      python: interpreter for the subprocesses.
-      env: extra environment for the subprocesses (e.g. WANDB_MODE, JAX cache dir).
+      runs_dir, results_dir: where heavy artefacts / the small result files go (relative = to the repo root).
+      python: interpreter of the subprocesses.
+      env: extra environment for the subprocesses.
     """
 
-    sweep_dir: str = "runs/ablation"
-    modes: tuple[str, ...] = MODES
+    study: str = "ablation"
+    arms: tuple[str, ...] = ARMS
     seeds: tuple[int, ...] = (0, 1, 2)
-    family: str = "paper"
-    sft_steps: int = 8
-    grpo_steps: int = 8
-    train_overrides: tuple[str, ...] = ()
-    eval: EvalSettings = dataclasses.field(default_factory=EvalSettings)
+    variants: str = ""
+    config_file: str = "configs/grpo.py"
+    sft_seed: int = 0
+    sft_steps: int = 0
+    grpo_steps: int = 0
+    eval_every: int = 0
+    eval_sources: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
     zero_shot: bool = True
+    runs_dir: str = "runs/studies"
+    results_dir: str = "experiments/results"
     python: str = sys.executable
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_overrides(self.overrides)
+        slugs = [arm_slug(a) for a in self.arms]
+        if len(set(slugs)) != len(slugs) or any(s in ("", "zero_shot", "sft") for s in slugs):
+            raise ValueError(f"arms must be distinct, non-empty and not 'zero_shot' / 'sft': {list(self.arms)}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.study):
+            raise ValueError(f"study name {self.study!r}: use letters, digits, '_', '-', '.'")
+
+    # Paths as given (relative ones are relative to the repo root, the subprocesses' directory).
+    def run_dir(self, spec: RunSpec) -> Path:
+        return Path(self.runs_dir) / self.study / spec.name
+
+    def workdir(self, spec: RunSpec) -> Path:
+        return self.run_dir(spec) / "work"
+
+    def results_path(self) -> Path:
+        return Path(self.results_dir) / self.study
+
+    def result_file(self, spec: RunSpec) -> Path:
+        return self.results_path() / f"{spec.name}.json"
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out.pop("python")
+        out.pop("env")
         return out
 
 
-def plan(settings: SweepSettings) -> list[RunSpec]:
-    """Runs in execution order: zero-shot, then seed by seed its SFT and every mode.
+def resolve(path: str | os.PathLike) -> Path:
+    """A settings path on disk: relative paths are relative to the repo root."""
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path
 
-    Seed-major order makes a partial sweep useful: after the first seed every mode has one run.
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Overrides must be ``--config.x=y`` and must not set what the runner sets per run."""
+    for item in overrides:
+        m = re.fullmatch(r"--config\.([A-Za-z0-9_.]+)=(.*)", item, re.S)
+        if not m:
+            raise ValueError(f"override {item!r} is not of the form --config.field=value")
+        if m.group(1) in RESERVED_FIELDS:
+            raise ValueError(f"override {item!r}: {m.group(1)} is set by the study runner for each run")
+
+
+def plan(settings: StudySettings) -> list[RunSpec]:
+    """Runs in execution order: zero-shot, the SFT start, then seed by seed every arm.
+
+    Seed-major order makes a partial study useful: after the first seed every arm has one run.
     """
     runs = [RunSpec("zero_shot")] if settings.zero_shot else []
+    if settings.arms:
+        runs.append(RunSpec("sft", seed=settings.sft_seed))
     for seed in settings.seeds:
-        runs.append(RunSpec("sft", seed=seed))
-        runs += [RunSpec("grpo", mode, seed) for mode in settings.modes]
+        runs += [RunSpec("grpo", arm, int(seed)) for arm in settings.arms]
     return runs
 
 
 # ----------------------------------------------------------------------------- commands
 
 
-def train_command(spec: RunSpec, settings: SweepSettings) -> list[str] | None:
-    """argv of the training subprocess (``python -m toolrl.main``), None for zero-shot."""
+def config_arg(settings: StudySettings, arm: str = "") -> str:
+    variants = ",".join(v for v in (settings.variants, arm) if v)
+    return f"--config={settings.config_file}" + (f":{variants}" if variants else "")
+
+
+def _toolrl(settings: StudySettings) -> list[str]:
+    return [settings.python, "-m", "toolrl.main"]
+
+
+def train_command(spec: RunSpec, settings: StudySettings) -> list[str] | None:
+    """argv of the training subprocess; None for zero-shot."""
     if spec.kind == "zero_shot":
         return None
-    work = spec.directory(settings.sweep_dir) / "work"
-    common = [f"--config.seed={spec.seed}", f"--config.workdir={work}", "--config.train.progress=False"]
+    common = [f"--config.seed={spec.seed}", f"--config.workdir={settings.workdir(spec)}",
+              "--config.train.progress=False", f"--config.wandb.run_name={settings.study}-{spec.name}"]
     if spec.kind == "sft":
-        return [settings.python, "-m", "toolrl.main", "--config=configs/grpo.py", "--config.mode=sft",
-                f"--config.sft.num_steps={settings.sft_steps}", f"--config.wandb.run_name=ablation-sft-seed{spec.seed}",
-                *common, *settings.train_overrides]
-    sft_work = RunSpec("sft", seed=spec.seed).directory(settings.sweep_dir) / "work"
-    return [settings.python, "-m", "toolrl.main", f"--config=configs/ablations/{spec.mode}.py",
-            f"--config.reward.family={settings.family}", "--config.sft.num_steps=0",
-            f"--config.train.num_steps={settings.grpo_steps}", f"--config.train.save_every={max(settings.grpo_steps, 1)}",
-            f"--config.model.init_checkpoint={sft_work}",
-            f"--config.wandb.run_name=ablation-{spec.mode}-seed{spec.seed}", *common, *settings.train_overrides]
+        steps = [f"--config.sft.num_steps={settings.sft_steps}"] if settings.sft_steps else []
+        return [*_toolrl(settings), config_arg(settings), "--config.mode=sft", *common, *steps,
+                "--config.eval.every=0", *settings.overrides]
+    sft = settings.workdir(RunSpec("sft", seed=settings.sft_seed))
+    steps = [f"--config.train.num_steps={settings.grpo_steps}"] if settings.grpo_steps else []
+    source = [f"--config.eval.source={settings.eval_sources[0]}"] if settings.eval_sources else []
+    return [*_toolrl(settings), config_arg(settings, spec.arm), "--config.mode=grpo", *common,
+            f"--config.model.init_checkpoint={sft}", "--config.sft.num_steps=0", *steps,
+            f"--config.eval.every={settings.eval_every or START_AND_END}", *source, *settings.overrides]
 
 
-def eval_command(spec: RunSpec, settings: SweepSettings) -> list[str]:
-    """argv of the evaluation subprocess (``python -m experiments.evaluate_run``)."""
-    run_dir = spec.directory(settings.sweep_dir)
-    workdir = "" if spec.kind == "zero_shot" else str(run_dir / "work")
-    return [settings.python, "-m", "experiments.evaluate_run", f"--workdir={workdir}",
-            f"--out={run_dir / 'eval.json'}", f"--run_name=ablation-{spec.name.replace('/', '-')}",
-            *settings.eval.flags()]
+def eval_sources_after(spec: RunSpec, settings: StudySettings) -> list[str]:
+    """Sources evaluated after the run ("" = the config's eval.source)."""
+    sources = list(settings.eval_sources) or [""]
+    return sources[1:] if spec.kind == "grpo" else sources
 
 
-# A command builder: (spec, settings) -> [(step name, argv)]; tests substitute fake commands.
-CommandFn = Callable[[RunSpec, SweepSettings], list[tuple[str, list[str]]]]
+def eval_step_name(source: str) -> str:
+    return f"eval-{source_slug(source)}"
 
 
-def default_commands(spec: RunSpec, settings: SweepSettings) -> list[tuple[str, list[str]]]:
+def eval_output_dir(spec: RunSpec, settings: StudySettings, source: str) -> Path:
+    return settings.run_dir(spec) / "eval" / source_slug(source)
+
+
+def eval_command(spec: RunSpec, settings: StudySettings, source: str) -> list[str]:
+    """argv of one evaluation (``--config.mode=eval``): the run's workdir (its own saved config and
+    checkpoint), or for zero-shot a workdir without a run, which evaluates the configured model."""
+    seed = settings.sft_seed if spec.seed is None else spec.seed
+    chosen = [f"--config.eval.source={source}"] if source else []
+    return [*_toolrl(settings), config_arg(settings, spec.arm), "--config.mode=eval", f"--config.seed={seed}",
+            f"--config.workdir={settings.workdir(spec)}", *chosen,
+            f"--config.eval.output_dir={eval_output_dir(spec, settings, source)}", *settings.overrides]
+
+
+# A command builder: (spec, settings) -> [(step name, argv)]; tests substitute fake commands. Step
+# "train" trains; a step "eval-<slug>" must leave <run_dir>/eval/<slug>/eval_results.json.
+CommandFn = Callable[[RunSpec, StudySettings], list[tuple[str, list[str]]]]
+
+
+def default_commands(spec: RunSpec, settings: StudySettings) -> list[tuple[str, list[str]]]:
     steps = []
     train = train_command(spec, settings)
     if train is not None:
         steps.append(("train", train))
-    steps.append(("eval", eval_command(spec, settings)))
+    steps += [(eval_step_name(s), eval_command(spec, settings, s)) for s in eval_sources_after(spec, settings)]
     return steps
 
 
@@ -173,16 +251,32 @@ def default_commands(spec: RunSpec, settings: SweepSettings) -> list[tuple[str, 
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON through a temporary file and a rename: readers never see a torn file."""
+    """JSON through a temporary file, fsync and a rename: readers see the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, ensure_ascii=False, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def finite(data: Any) -> Any:
+    """``data`` with NaN / infinities as None (JSON has no NaN; an undefined rate is null)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -190,83 +284,193 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
-def is_finished(run_dir: str | os.PathLike) -> bool:
-    """True when the run's results.json exists, parses, and says it is done."""
-    path = Path(run_dir) / "results.json"
+def read_result(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A run's result file when it exists, parses and is finished; else None."""
     try:
-        return read_json(path).get("status") == "done"
-    except (OSError, ValueError, AttributeError):
-        return False
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("status") == "done" and data.get("name") else None
+
+
+def is_finished(spec: RunSpec, settings: StudySettings) -> bool:
+    return read_result(resolve(settings.result_file(spec))) is not None
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Records of a trainer metrics.jsonl (a torn last line is skipped); [] when absent."""
+    """Records of a trainer metrics.jsonl (torn or non-object lines skipped); [] when absent."""
     out = []
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
                 try:
-                    out.append(json.loads(line))
+                    record = json.loads(line)
                 except ValueError:
                     continue
+                if isinstance(record, dict):
+                    out.append(record)
     except OSError:
         return []
     return out
 
 
-def train_summary(metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """What results.json keeps of a training log: steps, reward trajectory, timing."""
-    grpo = [r for r in metrics if r.get("phase") == "grpo"]
-    sft = [r for r in metrics if r.get("phase") == "sft"]
-    rewards = [r["reward/mean"] for r in grpo if r.get("reward/mean") is not None]
-    half = max(len(rewards) // 2, 1)
-    return {
-        "steps": max((int(r.get("step", 0)) for r in metrics), default=0),
-        "sft_steps": len(sft),
-        "grpo_steps": len(grpo),
-        "sft_nll_first": sft[0].get("sft/nll") if sft else None,
-        "sft_nll_last": sft[-1].get("sft/nll") if sft else None,
-        "reward_first": rewards[0] if rewards else None,
-        "reward_last": rewards[-1] if rewards else None,
-        "reward_mean": sum(rewards) / len(rewards) if rewards else None,
-        "reward_mean_first_half": sum(rewards[:half]) / half if rewards else None,
-        "reward_mean_second_half": sum(rewards[-half:]) / half if rewards else None,
-        "degenerate_fraction_mean": _mean(r.get("grpo/degenerate_fraction") for r in grpo),
-        "step_seconds_mean": _mean(r.get("time/step_s") for r in metrics),
-    }
-
-
 def _mean(values: Iterable[Any]) -> float | None:
-    xs = [float(v) for v in values if v is not None]
+    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return sum(xs) / len(xs) if xs else None
 
 
-def eval_summary(eval_json: Mapping[str, Any]) -> dict[str, Any]:
-    """Per split: the overall complete-bucket metrics (counts, rates, errors), policy counters, and
-    denser signals for small budgets: the share of optional (free, location-lookup) golden calls
-    matched, and per evaluated turn the mean number of predicted calls and of unparseable blocks."""
-    out = {}
-    for split, s in eval_json.get("splits", {}).items():
-        overall = dict(s["overall"])
-        free = overall.get("free_calls") or 0
-        overall["free_call_match_rate"] = overall.get("free_calls_matched", 0) / free if free else None
-        turns = s.get("turns") or []
-        overall["calls_per_turn"] = sum(len(t.get("predicted", [])) for t in turns) / len(turns) if turns else None
-        overall["format_errors_per_turn"] = sum(t.get("format_errors", 0) for t in turns) / len(turns) if turns else None
-        out[split] = {"overall": overall, "by_domain": s.get("by_domain", {}), "policy": s.get("policy", {}),
-                      "seconds": s.get("seconds")}
+def train_summary(metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a result keeps of a training log: step counts, reward, degenerate groups, SFT loss."""
+    grpo = [r for r in metrics if r.get("phase") == "grpo"]
+    sft = [r for r in metrics if r.get("phase") == "sft" and r.get("sft/nll") is not None]
+    rewards = [r["reward/mean"] for r in grpo if r.get("reward/mean") is not None]
+    return {
+        "grpo_steps": len(grpo),
+        "sft_steps": len(sft),
+        "reward_mean": _mean(rewards),
+        "reward_first": rewards[0] if rewards else None,
+        "reward_last": rewards[-1] if rewards else None,
+        "degenerate_fraction": _mean(r.get("grpo/degenerate_fraction") for r in grpo),
+        "sft_nll_first": sft[0]["sft/nll"] if sft else None,
+        "sft_nll_last": sft[-1]["sft/nll"] if sft else None,
+        "step_seconds_mean": _mean(r.get("time/step_s") for r in metrics if r.get("phase") in ("sft", "grpo")),
+    }
+
+
+def report_overall(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics kept of an evaluator report (eval_results.json / eval/step_*.json): the complete-
+    history bucket when it has turns (as the trainer logs it), else all turns."""
+    metrics = report.get("metrics", {})
+    overall = (metrics.get("complete") or {}).get("overall") or {}
+    if not overall.get("turns"):
+        overall = (metrics.get("all") or {}).get("overall") or {}
+    free = overall.get("free_calls") or 0
+    out = {k: overall.get(k) for k in (*EVAL_METRICS, "turns")}
+    out["free_call_match_rate"] = overall.get("free_calls_matched", 0) / free if free else None
+    out["errors"] = {k: v for k, v in (overall.get("errors") or {}).items() if v}
     return out
+
+
+def training_evals(metrics: Sequence[Mapping[str, Any]], workdir: Path) -> tuple[dict | None, dict | None]:
+    """(start, end) of the evaluations logged during training (metrics.jsonl ``eval/*`` records),
+    completed from the step's report (``workdir/eval/step_XXXXXX.json``) when it is there."""
+    records = [r for r in metrics if r.get("eval/turn_accuracy", "absent") != "absent"]
+    if not records:
+        return None, None
+
+    def entry(record: Mapping[str, Any]) -> dict[str, Any]:
+        step = int(record.get("step", 0))
+        out: dict[str, Any] = {"step": step}
+        try:
+            out |= report_overall(read_json(workdir / "eval" / f"step_{step:06d}.json"))
+        except (OSError, ValueError):
+            pass
+        out |= {k: record.get(f"eval/{k}") for k in (*EVAL_METRICS, "turns")}
+        return out
+
+    starts = [r for r in records if r.get("phase") == "start" or int(r.get("step", 0)) == 0]
+    last = max(records, key=lambda r: int(r.get("step", 0)))  # the last of equal steps (a resume redoes steps)
+    last = [r for r in records if int(r.get("step", 0)) == int(last.get("step", 0))][-1]
+    return (entry(starts[0]) if starts else None), entry(last)
+
+
+FIT_RE = re.compile(r"fit: (\d+)/(\d+) tasks \((\d+)%\)")
+
+
+def parse_fit(log_text: str) -> dict[str, Any] | None:
+    """The last ``fit: K/N tasks (P%)`` line a training printed."""
+    found = FIT_RE.findall(log_text)
+    if not found:
+        return None
+    k, n, _ = found[-1]
+    return {"fit": int(k), "total": int(n), "share": int(k) / int(n) if int(n) else None}
+
+
+KEY_FIELDS = (
+    "model.preset", "model.path", "model.dtype", "model.init_checkpoint", "data.train_file", "data.tool_view",
+    "data.max_distractors", "data.max_steps_per_sample", "reward.family", "reward.mode", "reward.paper_compat",
+    "rollout.mode", "rollout.group_size", "rollout.prompts_per_step", "rollout.max_turns",
+    "rollout.max_new_tokens", "rollout.max_seq_len", "grpo.beta", "grpo.aggregation", "grpo.scale_by_std",
+    "optim.learning_rate", "sft.num_steps", "sft.learning_rate", "train.num_steps", "eval.source",
+    "eval.max_turns", "eval.max_new_tokens", "eval.max_rounds", "eval.every",
+)
+
+
+def dotted(tree: Any, path: str) -> Any:
+    """A value by dotted path, e.g. ``eval.eval_100.end.turn_accuracy``; None when missing."""
+    node = tree
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, list[str]],
+                   seconds: Mapping[str, float]) -> dict[str, Any]:
+    """The small result of a finished run (``<results_dir>/<study>/<run>.json``)::
+
+        schema, study, name, kind ("zero_shot" | "sft" | "grpo"), arm, seed, status ("done"), finished (UTC),
+        config: {arg (--config=...), resolved (the run's config.json, under runs_dir), overrides
+                 (the --config.* flags of its training command), key (selected resolved fields)},
+        steps: last step logged,
+        eval: {<source>: {start: M | null, end: M | null}} with M = {step?, turn_accuracy,
+               call_accuracy, success_rate, turns, free_call_match_rate?, errors?},
+        train: {grpo_steps, sft_steps, reward_mean, reward_first, reward_last, degenerate_fraction,
+                sft_nll_first, sft_nll_last, step_seconds_mean},
+        fit: {fit, total, share} | null,
+        wall_seconds: {<step>: s, ..., total: s}
+    """
+    run_dir, work = resolve(settings.run_dir(spec)), resolve(settings.workdir(spec))
+    metrics = read_metrics(work / "metrics.jsonl")
+    try:
+        run_config = read_json(work / "config.json")
+    except (OSError, ValueError):
+        run_config = None
+    evals: dict[str, dict[str, Any]] = {}
+    start, end = training_evals(metrics, work)
+    if end is not None:
+        evals[dotted(run_config, "eval.source") or "default"] = {"start": start, "end": end}
+    for step in argvs:
+        if not step.startswith("eval-"):
+            continue
+        report = read_json(run_dir / "eval" / step[len("eval-"):] / "eval_results.json")
+        source = dotted(report, "settings.source") or step[len("eval-"):]
+        evals.setdefault(source, {"start": None, "end": None})["end"] = report_overall(report)
+    try:
+        fit = parse_fit((run_dir / "train.log").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        fit = None
+    train_argv = argvs.get("train", [])
+    return finite({
+        "schema": SCHEMA, "study": settings.study, "name": spec.name, "kind": spec.kind,
+        "arm": spec.arm or spec.kind, "seed": spec.seed, "status": "done",
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": {
+            "arg": config_arg(settings, spec.arm)[len("--config="):],
+            "resolved": str(settings.workdir(spec) / "config.json") if run_config is not None else None,
+            "overrides": [a for a in train_argv if a.startswith("--config.")]
+            or [a for a in next(iter(argvs.values()), []) if a.startswith("--config.")],
+            "key": {k: dotted(run_config, k) for k in KEY_FIELDS} if run_config is not None else None,
+        },
+        "steps": max((int(r.get("step", 0)) for r in metrics), default=0),
+        "eval": evals,
+        "train": train_summary(metrics),
+        "fit": fit,
+        "wall_seconds": dict(seconds) | {"total": sum(seconds.values())},
+    })
 
 
 # ----------------------------------------------------------------------------- running
 
 
 class RunLock:
-    """``<run_dir>/.lock`` (created exclusively, holding host and pid): one process per run.
+    """``<run_dir>/.lock`` (created exclusively, holding host and pid): one worker per run.
 
-    Parallel workers (W&B agents on a shared filesystem, or two local sweeps) must not train into
-    the same workdir. A lock left by a dead process on this host is stale and taken over; a lock of
-    another host is honoured (the caller waits for that run or skips it).
+    Parallel workers (W&B agents on a shared filesystem, or two local studies) must not run the same
+    run. A lock left by a dead process on this host is stale and taken over; a lock of another host
+    is honoured (the caller waits for that run or leaves it). (The trainer's own flock on the
+    workdir, toolrl/rl/workdir.py, guards the workdir itself.)
     """
 
     def __init__(self, run_dir: str | os.PathLike):
@@ -314,121 +518,128 @@ class RunLock:
             self.held = False
 
 
-def execute(spec: RunSpec, settings: SweepSettings, commands: CommandFn = default_commands,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Runs one spec's subprocesses in order, then writes its results.json (and appends results.jsonl).
+def subprocess_env(settings: StudySettings) -> dict[str, str]:
+    """The subprocesses' environment: a shared JAX compilation cache (every run compiles the same
+    programs), W&B offline unless WANDB_MODE is set, unbuffered output; then ``settings.env``."""
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(resolve(Path(settings.runs_dir) / settings.study / "jax_cache")),
+           "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    env.setdefault("WANDB_MODE", "offline")
+    return env | settings.env
 
-    Each step's stdout/stderr go to ``<run_dir>/<step>.log``. A failing step raises
-    ``subprocess.CalledProcessError`` and leaves no results.json, so a restarted sweep redoes the run.
+
+def execute(spec: RunSpec, settings: StudySettings, commands: CommandFn = default_commands,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Runs one spec's subprocesses in order (cwd: the repo root), then writes its result file.
+
+    Each step's output goes to ``<run_dir>/<step>.log``. A failing step raises
+    ``subprocess.CalledProcessError`` (a step that leaves no output it must: ``FileNotFoundError``)
+    and no result file is written, so a restarted study redoes the run.
     """
-    run_dir = spec.directory(settings.sweep_dir)
+    run_dir = resolve(settings.run_dir(spec))
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **settings.env}
-    timings: dict[str, float] = {}
+    env = subprocess_env(settings)
+    seconds: dict[str, float] = {}
     argvs: dict[str, list[str]] = {}
-    started = time.time()
     for step, argv in commands(spec, settings):
         argvs[step] = argv
         t0 = time.perf_counter()
         with open(run_dir / f"{step}.log", "a", encoding="utf-8") as out:
             out.write(f"\n$ {' '.join(argv)}\n")
             out.flush()
-            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
-        timings[step] = time.perf_counter() - t0
-        log(f"  {spec.name}: {step} rc={proc.returncode} in {timings[step]:.0f}s")
+            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        seconds[step] = time.perf_counter() - t0
+        log(f"  {spec.name}: {step} rc={proc.returncode} in {seconds[step]:.0f}s")
         if proc.returncode != 0:
             raise subprocess.CalledProcessError(proc.returncode, argv)
-    eval_path = run_dir / "eval.json"
-    results = {
-        "name": spec.name, "kind": spec.kind, "mode": spec.mode, "seed": spec.seed if spec.kind != "zero_shot" else None,
-        "status": "done", "started": started, "finished": time.time(),
-        "seconds": timings | {"total": sum(timings.values())},
-        "train": train_summary(read_metrics(run_dir / "work" / "metrics.jsonl")),
-        "eval": eval_summary(read_json(eval_path)) if eval_path.exists() else {},
-        "commands": argvs,
-        "settings": settings.to_json(),
-    }
-    write_json_atomic(run_dir / "results.json", results)
-    with open(Path(settings.sweep_dir) / "results.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({k: v for k, v in results.items() if k != "settings"}, ensure_ascii=False) + "\n")
-    return results
+        if step.startswith("eval-"):
+            expected = run_dir / "eval" / step[len("eval-"):] / "eval_results.json"
+            if not expected.is_file():
+                raise FileNotFoundError(f"{step} wrote no {expected}")
+        if step == "train" and not read_metrics(resolve(settings.workdir(spec)) / "metrics.jsonl"):
+            raise FileNotFoundError(f"train wrote no records to {settings.workdir(spec) / 'metrics.jsonl'}")
+    result = collect_result(spec, settings, {k: [_portable(a) for a in v] for k, v in argvs.items()}, seconds)
+    write_json_atomic(resolve(settings.result_file(spec)), result)
+    return result
 
 
-def run_sweep(settings: SweepSettings, commands: CommandFn = default_commands, log: Callable[[str], None] = print,
+def _portable(arg: str) -> str:
+    """The interpreter's absolute path is machine-specific: recorded as "python"."""
+    return "python" if arg == sys.executable else arg
+
+
+def run_study(settings: StudySettings, commands: CommandFn = default_commands, log: Callable[[str], None] = print,
               max_runs: int | None = None) -> dict[str, str]:
-    """Runs every unfinished run of the plan in order; returns name -> "skipped" / "done" / "failed: ...".
+    """Runs every unfinished run of the plan in order; returns name -> status.
 
-    A failed SFT run marks the GRPO runs of its seed "blocked" (they need its checkpoint); other
-    failures do not stop the sweep. ``max_runs`` stops after that many executed runs (sizing). A run
-    locked by another live process (:class:`RunLock`) is waited for when later runs need it (an SFT
-    run), else reported "locked" and left to its owner.
+    Statuses: "skipped" (finished before), "done", "failed: ...", "blocked" (the SFT start did not
+    finish: every GRPO run needs its checkpoint), "locked" (another live worker runs it),
+    "pending" (beyond ``max_runs``). A failure does not stop the study. The SFT start, locked by
+    another worker, is waited for. ``summary.json`` is rewritten after every finished run.
     """
-    sweep_dir = Path(settings.sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(sweep_dir / "sweep_settings.json", settings.to_json())
     status: dict[str, str] = {}
-    failed_sft: set[int] = set()
+    sft_ok = True
     executed = 0
     runs = plan(settings)
     for i, spec in enumerate(runs):
-        if is_finished(spec.directory(sweep_dir)):
+        where = f"[{i + 1}/{len(runs)}] {spec.name}"
+        if is_finished(spec, settings):
             status[spec.name] = "skipped"
-            log(f"[{i + 1}/{len(runs)}] {spec.name}: finished before, skipped")
+            log(f"{where}: finished before, skipped")
             continue
-        if spec.kind == "grpo" and spec.seed in failed_sft:
+        if spec.kind == "grpo" and not sft_ok:
             status[spec.name] = "blocked"
-            log(f"[{i + 1}/{len(runs)}] {spec.name}: blocked (its SFT run failed)")
+            log(f"{where}: blocked (the SFT start did not finish)")
             continue
         if max_runs is not None and executed >= max_runs:
             status[spec.name] = "pending"
+            if spec.kind == "sft":
+                sft_ok = False
             continue
-        lock = RunLock(spec.directory(sweep_dir))
+        lock = RunLock(resolve(settings.run_dir(spec)))
         if not lock.acquire():
-            if spec.kind == "sft" and wait_for(spec.directory(sweep_dir), lock, log):
+            if spec.kind == "sft" and wait_for(spec, settings, lock, log):
                 status[spec.name] = "skipped"
                 continue
             status[spec.name] = "locked"
-            log(f"[{i + 1}/{len(runs)}] {spec.name}: locked by {lock.owner()}, left to it")
-            if spec.kind == "sft":
-                failed_sft.add(spec.seed)
+            log(f"{where}: locked by {lock.owner()}, left to it")
+            sft_ok = sft_ok and spec.kind != "sft"
             continue
-        log(f"[{i + 1}/{len(runs)}] {spec.name}: running")
+        log(f"{where}: running")
         executed += 1
         try:
             execute(spec, settings, commands, log)
             status[spec.name] = "done"
+            write_summary(settings.results_path())
         except (subprocess.CalledProcessError, OSError, ValueError, KeyError) as err:
             status[spec.name] = f"failed: {err}"
-            log(f"  {spec.name}: FAILED ({err}); see {spec.directory(sweep_dir)}/*.log")
-            if spec.kind == "sft":
-                failed_sft.add(spec.seed)
+            log(f"  {spec.name}: FAILED ({err}); see {settings.run_dir(spec)}/*.log")
+            sft_ok = sft_ok and spec.kind != "sft"
         finally:
             lock.release()
     return status
 
 
-def wait_for(run_dir: Path, lock: RunLock, log: Callable[[str], None], poll_s: float = 30.0,
-             timeout_s: float = 6 * 3600) -> bool:
-    """Waits while another process holds ``run_dir``'s lock; True when the run then is finished."""
-    log(f"  {run_dir}: locked by {lock.owner()}, waiting for it")
+def wait_for(spec: RunSpec, settings: StudySettings, lock: RunLock, log: Callable[[str], None],
+             poll_s: float = 30.0, timeout_s: float = 6 * 3600) -> bool:
+    """Waits while another process holds the run's lock; True when the run then is finished."""
+    log(f"  {spec.name}: locked by {lock.owner()}, waiting for it")
     deadline = time.time() + timeout_s
     while lock.path.exists() and not lock.stale() and time.time() < deadline:
         time.sleep(poll_s)
-    return is_finished(run_dir)
+    return is_finished(spec, settings)
 
 
-# ----------------------------------------------------------------------------- aggregation
+# ----------------------------------------------------------------------------- the report
 
 
-def load_results(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every finished run's results.json under ``sweep_dir`` (sorted by name)."""
+def load_results(results_path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every finished run's result file in ``<results_dir>/<study>`` (sorted by name)."""
     out = []
-    for path in sorted(Path(sweep_dir).glob("**/results.json")):
-        try:
-            data = read_json(path)
-        except (OSError, ValueError):
+    for path in sorted(resolve(results_path).glob("*.json")):
+        if path.name == SUMMARY_FILE:
             continue
-        if data.get("status") == "done":
+        data = read_result(path)
+        if data is not None:
             out.append(data)
     return out
 
@@ -440,8 +651,9 @@ def t_critical(df: int, confidence: float = 0.95) -> float:
     return float(stats.t.ppf((1 + confidence) / 2, df))
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, int]:
-    """(mean, half width, n) of the t-interval mean ± t · s / sqrt(n); half width NaN when n < 2."""
+def t_interval(values: Sequence[Any], confidence: float = 0.95) -> tuple[float, float, int]:
+    """(mean, half width, n) of the t-interval mean ± t · s / sqrt(n); half width NaN when n < 2.
+    None / NaN values are left out."""
     xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     n = len(xs)
     if n == 0:
@@ -453,93 +665,153 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     return mean, t_critical(n - 1, confidence) * sd / math.sqrt(n), n
 
 
-def metric(result: Mapping[str, Any], path: str) -> Any:
-    """A value by dotted path, e.g. ``eval.eval_100.overall.turn_accuracy``; None when missing."""
-    node: Any = result
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+def _stat(values: Sequence[Any], confidence: float) -> dict[str, Any]:
+    mean, half, n = t_interval(values, confidence)
+    return finite({"mean": mean, "half_width": half, "n": n})
 
 
-def group(results: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    """Results by row label: "zero_shot", "sft (before)", then each mode."""
-    rows: dict[str, list[Mapping[str, Any]]] = {}
+def arm_order(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM) -> list[str]:
+    """GRPO arms present: the baseline first, then ARMS order, then the rest by name."""
+    arms = {r["arm"] for r in results if r.get("kind") == "grpo"}
+    known = [baseline, *[a for a in ARMS if a != baseline]]
+    return [a for a in known if a in arms] + sorted(arms - set(known))
+
+
+def eval_sources(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    found: list[str] = []
     for r in results:
-        label = {"zero_shot": "zero-shot", "sft": "SFT warm start (before GRPO)"}.get(r["kind"], r.get("mode", ""))
-        rows.setdefault(label, []).append(r)
-    order = ["zero-shot", "SFT warm start (before GRPO)", *MODES]
-    return {k: rows[k] for k in sorted(rows, key=lambda k: (order.index(k) if k in order else len(order), k))}
+        for source in r.get("eval", {}):
+            if source not in found:
+                found.append(source)
+    return sorted(found, key=lambda s: (s != "eval_100", s))
 
 
-def aggregate(results: Sequence[Mapping[str, Any]], metrics: Sequence[str],
-              confidence: float = 0.95) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """label -> metric path -> (mean, CI half width, n seeds)."""
-    return {label: {m: t_interval([metric(r, m) for r in runs], confidence) for m in metrics}
-            for label, runs in group(results).items()}
+def _end(result: Mapping[str, Any], source: str, metric: str) -> Any:
+    return dotted(result, f"eval.{source}.end.{metric}") if source in result.get("eval", {}) else None
 
 
-def fmt_ci(mean: float, half: float, n: int, scale: float = 100.0, digits: int = 1) -> str:
-    if n == 0 or mean != mean:
+def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM,
+              confidence: float = 0.95) -> dict[str, Any]:
+    """The study's numbers from its result files alone.
+
+    Returns::
+
+        {confidence, baseline_arm, runs: [names], arms: [...],
+         sources: {<source>: {
+             end: {<row>: {<metric>: {mean, half_width, n}}}        rows: zero_shot, sft, each arm
+             vs_sft: {<arm>: {<metric>: {...}}}                     per run: end - its SFT start
+             vs_baseline: {<arm>: {<metric>: {...}}}                per seed: arm end - baseline end
+         }},
+         train: {<row>: {reward_mean, degenerate_fraction, steps, wall_seconds: {mean, half_width, n}},
+                 fit: ...}}
+
+    The SFT start of a GRPO run is its own step-0 evaluation when logged, else the SFT run's.
+    """
+    by_arm: dict[str, list[Mapping[str, Any]]] = {}
+    for r in results:
+        if r.get("kind") == "grpo":
+            by_arm.setdefault(r["arm"], []).append(r)
+    singles = {kind: next((r for r in results if r.get("kind") == kind), None) for kind in ("zero_shot", "sft")}
+    arms = arm_order(results, baseline)
+    rows = [k for k in ("zero_shot", "sft") if singles[k] is not None] + arms
+    members = {k: [singles[k]] for k in ("zero_shot", "sft") if singles[k] is not None} | {a: by_arm[a] for a in arms}
+    sources: dict[str, Any] = {}
+    for source in eval_sources(results):
+        end = {row: {m: _stat([_end(r, source, m) for r in members[row]], confidence) for m in EVAL_METRICS}
+               for row in rows}
+        sft = singles["sft"]
+        vs_sft, vs_base = {}, {}
+        for arm in arms:
+            diffs: dict[str, list[float]] = {m: [] for m in EVAL_METRICS}
+            for r in by_arm[arm]:
+                for m in EVAL_METRICS:
+                    start = dotted(r, f"eval.{source}.start.{m}")
+                    if start is None and sft is not None:
+                        start = _end(sft, source, m)
+                    after = _end(r, source, m)
+                    if start is not None and after is not None:
+                        diffs[m].append(after - start)
+            vs_sft[arm] = {m: _stat(diffs[m], confidence) for m in EVAL_METRICS}
+            if arm != baseline and baseline in by_arm:
+                base = {r["seed"]: r for r in by_arm[baseline]}
+                paired: dict[str, list[float]] = {m: [] for m in EVAL_METRICS}
+                for r in by_arm[arm]:
+                    if r["seed"] in base:
+                        for m in EVAL_METRICS:
+                            a, b = _end(r, source, m), _end(base[r["seed"]], source, m)
+                            if a is not None and b is not None:
+                                paired[m].append(a - b)
+                vs_base[arm] = {m: _stat(paired[m], confidence) for m in EVAL_METRICS}
+        sources[source] = {"end": end, "vs_sft": vs_sft, "vs_baseline": vs_base}
+    train = {}
+    for row in rows:
+        runs = members[row]
+        train[row] = {
+            "reward_mean": _stat([dotted(r, "train.reward_mean") for r in runs], confidence),
+            "degenerate_fraction": _stat([dotted(r, "train.degenerate_fraction") for r in runs], confidence),
+            "steps": _stat([r.get("steps") for r in runs], confidence),
+            "wall_seconds": _stat([dotted(r, "wall_seconds.total") for r in runs], confidence),
+            "fit": _stat([dotted(r, "fit.share") for r in runs], confidence),
+            "seeds": sorted(r["seed"] for r in runs if r.get("seed") is not None),
+        }
+    return {"confidence": confidence, "baseline_arm": baseline, "runs": sorted(r["name"] for r in results),
+            "arms": arms, "sources": sources, "train": train}
+
+
+def fmt_ci(stat: Mapping[str, Any], scale: float = 100.0, digits: int = 1, sign: bool = False) -> str:
+    """"mean ± half (n=k)"; "mean (n=1)" without an interval; "–" without values."""
+    if not stat or not stat.get("n") or stat.get("mean") is None:
         return "–"
-    if half != half:
-        return f"{scale * mean:.{digits}f} (n={n})"
-    return f"{scale * mean:.{digits}f} ± {scale * half:.{digits}f} (n={n})"
+    value = f"{scale * stat['mean']:{'+' if sign else ''}.{digits}f}"
+    if stat.get("half_width") is None:
+        return f"{value} (n={stat['n']})"
+    return f"{value} ± {scale * stat['half_width']:.{digits}f} (n={stat['n']})"
 
 
-TABLE_METRICS = (
-    ("turn acc %", "eval.eval_100.overall.turn_accuracy", 100.0),
-    ("call acc %", "eval.eval_100.overall.call_accuracy", 100.0),
-    ("success %", "eval.eval_100.overall.success_rate", 100.0),
-    ("free calls matched %", "eval.eval_100.overall.free_call_match_rate", 100.0),
-    ("calls / turn", "eval.eval_100.overall.calls_per_turn", 1.0),
-    ("train reward (own mode, mean over steps)", "train.reward_mean", 1.0),
-    ("degenerate GRPO groups", "train.degenerate_fraction_mean", 1.0),
-)
+ROW_LABELS = {"zero_shot": "zero-shot", "sft": "SFT start"}
+METRIC_LABELS = {"turn_accuracy": "turn acc", "call_accuracy": "call acc", "success_rate": "success"}
 
 
-def markdown_table(results: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, float]] = TABLE_METRICS,
-                   confidence: float = 0.95) -> str:
-    """Rows per label, cells "mean ± CI half width (n=seeds)"; rates in percent, rewards raw."""
-    agg = aggregate(results, [c[1] for c in columns], confidence)
-    lines = ["| run | " + " | ".join(c[0] for c in columns) + " |",
-             "|---|" + "---|" * len(columns)]
-    for label, per in agg.items():
-        cells = [fmt_ci(*per[path], scale=scale, digits=1 if scale == 100.0 else 3) for _, path, scale in columns]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
+    """The study's tables: per eval source the end-of-run metrics (%) and the paired differences
+    (percentage points), then training (reward, degenerate groups, fit, wall time)."""
+    conf = round(100 * summary["confidence"])
+    base = summary["baseline_arm"]
+    lines = [f"# Study {study}".rstrip(), "",
+             f"{len(summary['runs'])} finished runs. Cells: mean ± {conf}% Student-t half width over seeds (n runs)."]
+    for source, s in summary["sources"].items():
+        lines += ["", f"## {source}: end of run (%)", "",
+                  "| run | " + " | ".join(f"{METRIC_LABELS[m]} %" for m in EVAL_METRICS) + " |",
+                  "|---|" + "---|" * len(EVAL_METRICS)]
+        for row, per in s["end"].items():
+            lines.append(f"| {ROW_LABELS.get(row, row)} | " + " | ".join(fmt_ci(per[m]) for m in EVAL_METRICS) + " |")
+        if s["vs_sft"]:
+            cols = [(f"Δ {METRIC_LABELS[m]} vs SFT start", "vs_sft", m) for m in EVAL_METRICS]
+            cols += [(f"Δ {METRIC_LABELS[m]} vs {base}", "vs_baseline", m) for m in EVAL_METRICS]
+            lines += ["", f"## {source}: paired differences (percentage points)", "",
+                      "| arm | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+            for arm in s["vs_sft"]:
+                cells = [fmt_ci(s[kind].get(arm, {}).get(m, {}), sign=True) for _, kind, m in cols]
+                lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += ["", "## Training", "",
+              "| run | seeds | steps | mean train reward | degenerate groups % | fit % | wall min / run |",
+              "|---|---|---|---|---|---|---|"]
+    for row, t in summary["train"].items():
+        seeds = ",".join(str(x) for x in t["seeds"]) or "–"
+        lines.append(f"| {ROW_LABELS.get(row, row)} | {seeds} | {fmt_ci(t['steps'], 1.0, 0)} | "
+                     f"{fmt_ci(t['reward_mean'], 1.0, 3)} | {fmt_ci(t['degenerate_fraction'])} | "
+                     f"{fmt_ci(t['fit'], 100.0, 0)} | {fmt_ci(t['wall_seconds'], 1 / 60, 1)} |")
+    return "\n".join(lines) + "\n"
 
 
-def error_table(results: Sequence[Mapping[str, Any]], split: str = "eval_100") -> str:
-    """Mean count per run of each error kind (leftover calls of the evaluated turns), per label."""
-    groups = group(results)
-    kinds: list[str] = []
-    for runs in groups.values():
-        for r in runs:
-            for k in (metric(r, f"eval.{split}.overall.errors") or {}):
-                if k not in kinds:
-                    kinds.append(k)
-    lines = ["| run | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
-    for label, runs in groups.items():
-        cells = []
-        for k in kinds:
-            values = [(metric(r, f"eval.{split}.overall.errors") or {}).get(k, 0) for r in runs]
-            cells.append(f"{sum(values) / len(values):.1f}" if values else "–")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def wall_time_table(results: Sequence[Mapping[str, Any]]) -> str:
-    """Seconds spent per row label: runs, mean train and eval time per run, total."""
-    lines = ["| run | runs | train s / run | eval s / run | total s |", "|---|---|---|---|---|"]
-    grand = 0.0
-    for label, runs in group(results).items():
-        train = [r["seconds"].get("train") for r in runs if r["seconds"].get("train") is not None]
-        evals = [r["seconds"].get("eval") for r in runs if r["seconds"].get("eval") is not None]
-        total = sum(r["seconds"].get("total", 0.0) for r in runs)
-        grand += total
-        lines.append(f"| {label} | {len(runs)} | {sum(train) / len(train):.0f} | {sum(evals) / len(evals):.0f} | {total:.0f} |"
-                     if train else f"| {label} | {len(runs)} | – | {sum(evals) / len(evals):.0f} | {total:.0f} |")
-    lines.append(f"| all | {len(results)} | | | {grand:.0f} ({grand / 60:.1f} min) |")
-    return "\n".join(lines)
+def write_summary(results_path: str | os.PathLike, baseline: str = BASELINE_ARM,
+                  confidence: float = 0.95) -> tuple[dict[str, Any], str]:
+    """Rebuilds ``summary.json`` and ``report.md`` in ``results_path`` from its result files alone."""
+    path = resolve(results_path)
+    summary = summarize(load_results(path), baseline, confidence)
+    text = markdown_report(summary, path.name)
+    write_json_atomic(path / SUMMARY_FILE, summary)
+    tmp = path / f".{REPORT_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path / REPORT_FILE)
+    return summary, text

@@ -1,9 +1,11 @@
-"""The ablation sweep's bookkeeping: resume / skip with fake commands, aggregation with hand-computed CIs."""
+"""The study runner's bookkeeping with fake commands (no training): plan, commands, resume, atomic
+result files, and the report from the result files alone with hand-computed intervals."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -11,25 +13,44 @@ import pytest
 
 from experiments import sweep
 
-# A fake job: appends its run name to a ledger; as the eval step it writes an eval.json whose turn
-# accuracy is seed / 10. FAIL_ON names a "<run>:<step>" that exits 1 instead.
+# A fake job. argv: run_dir, step, run name, seed, source. Appends "<run>:<step>" to the ledger; as
+# "train" it writes work/config.json, work/metrics.jsonl (GRPO: rewards, degenerate shares and eval
+# records at the start and the end; SFT: nll) and prints a fit line; as "eval-*" it writes
+# eval/<slug>/eval_results.json. Turn accuracy at the end = seed / 10 (+ 0.05 for the atomic arm),
+# at the start 0.05. FAIL_ON names a "<run>:<step>" that exits 1 instead.
 FAKE_JOB = r"""
 import json, os, sys
 from pathlib import Path
-run_dir, step, name, seed = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-with open(run_dir.parent.parent / "ledger.txt" if "/" in name else run_dir.parent / "ledger.txt", "a") as f:
+run_dir, step, name, seed, source = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+with open(run_dir.parent / "ledger.txt", "a") as f:
     f.write(f"{name}:{step}\n")
 if os.environ.get("FAIL_ON") == f"{name}:{step}":
     sys.exit(1)
+end = seed / 10 + (0.05 if name.startswith("atomic") else 0.0)
+work = run_dir / "work"
 if step == "train":
-    (run_dir / "work").mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "work" / "metrics.jsonl", "w") as f:
-        for s, r in enumerate([0.1, 0.3, 0.5, 0.7], start=1):
-            f.write(json.dumps({"step": s, "phase": "grpo", "reward/mean": r, "time/step_s": 2.0}) + "\n")
-if step == "eval":
-    overall = {"turns": 10, "turn_accuracy": seed / 10, "call_accuracy": 0.5, "success_rate": 0.0,
-               "errors": {"wrong_value": seed, "stopped_early": 1}}
-    (run_dir / "eval.json").write_text(json.dumps({"splits": {"eval_100": {"overall": overall}}}))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps({"seed": seed, "eval": {"source": "eval_100", "max_turns": 8},
+                                                  "reward": {"mode": name.split("_")[0]}}))
+    with open(work / "metrics.jsonl", "w") as f:
+        if name == "sft":
+            for s in (1, 2):
+                f.write(json.dumps({"step": s, "phase": "sft", "sft/nll": 2.0 / s, "time/step_s": 1.0}) + "\n")
+        else:
+            ev = lambda acc: {"eval/turn_accuracy": acc, "eval/call_accuracy": 0.5, "eval/success_rate": 0.0, "eval/turns": 8}
+            f.write(json.dumps({"step": 0, "phase": "start", **ev(0.05)}) + "\n")
+            for s, r in enumerate([0.1, 0.3, 0.5, 0.7], start=1):
+                rec = {"step": s, "phase": "grpo", "reward/mean": r, "grpo/degenerate_fraction": 0.5 if s % 2 else 0.0}
+                f.write(json.dumps(rec | (ev(end) if s == 4 else {})) + "\n")
+            f.write('{"step": 5, "pha')  # a torn last line (killed mid-write)
+    print("| fit: 14/15 tasks (93%) | | |")
+if step.startswith("eval-"):
+    overall = {"turns": 8, "turn_accuracy": end, "call_accuracy": 0.25, "success_rate": None,
+               "free_calls": 4, "free_calls_matched": 1, "errors": {"wrong_value": 2, "stopped_early": 0}}
+    out = run_dir / "eval" / step[len("eval-"):]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval_results.json").write_text(json.dumps(
+        {"settings": {"source": source or "eval_100"}, "metrics": {"complete": {"overall": overall}}}))
 """
 
 
@@ -39,187 +60,263 @@ def fake_commands(tmp_path):
     script.write_text(FAKE_JOB)
 
     def commands(spec, settings):
-        run_dir = spec.directory(settings.sweep_dir)
-        steps = ["eval"] if spec.kind == "zero_shot" else ["train", "eval"]
-        return [(s, [sys.executable, str(script), str(run_dir), s, spec.name, str(spec.seed)]) for s in steps]
+        run_dir = sweep.resolve(settings.run_dir(spec))
+        steps = [] if spec.kind == "zero_shot" else ["train"]
+        sources = sweep.eval_sources_after(spec, settings)
+        steps += [sweep.eval_step_name(s) for s in sources]
+        source_of = {sweep.eval_step_name(s): s for s in sources}
+        seed = 0 if spec.seed is None else spec.seed
+        real = dict(sweep.default_commands(spec, settings))  # its --config flags ride along, unread
+        return [(s, [sys.executable, str(script), str(run_dir), s, spec.name, str(seed), source_of.get(s, ""),
+                     *[a for a in real[s] if a.startswith("--config")]]) for s in steps]
 
     return commands
 
 
 def _settings(tmp_path, **kw):
-    kw = {"modes": ("binary", "graduated"), "seeds": (0, 1)} | kw
-    return sweep.SweepSettings(sweep_dir=str(tmp_path / "sweep"), **kw)
+    kw = {"arms": ("graduated", "atomic"), "seeds": (0, 1), "study": "s"} | kw
+    return sweep.StudySettings(runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"), **kw)
 
 
-def _ledger(tmp_path) -> list[str]:
-    path = tmp_path / "sweep" / "ledger.txt"
+def _ledger(tmp_path, study="s") -> list[str]:
+    path = tmp_path / "runs" / study / "ledger.txt"
     return path.read_text().split() if path.exists() else []
 
 
-def test_plan_is_seed_major_with_sft_first(tmp_path):
-    names = [s.name for s in sweep.plan(_settings(tmp_path))]
-    assert names == ["zero_shot", "sft/seed0", "binary/seed0", "graduated/seed0",
-                     "sft/seed1", "binary/seed1", "graduated/seed1"]
+def _quiet(_: str) -> None:
+    pass
 
 
-def test_commands_chain_grpo_runs_to_their_seeds_sft(tmp_path):
-    settings = _settings(tmp_path, train_overrides=("--config.rollout.group_size=4",))
-    argv = sweep.train_command(sweep.RunSpec("grpo", "graduated", 1), settings)
-    assert "--config=configs/ablations/graduated.py" in argv
-    assert f"--config.model.init_checkpoint={tmp_path / 'sweep' / 'sft' / 'seed1' / 'work'}" in argv
-    assert "--config.sft.num_steps=0" in argv and "--config.seed=1" in argv and argv[-1] == "--config.rollout.group_size=4"
+# ----------------------------------------------------------------------------- plan and commands
+
+
+def test_plan_order_zero_shot_sft_once_then_seed_major():
+    settings = sweep.StudySettings(arms=("graduated", "atomic", "turn,binary"), seeds=(3, 1))
+    assert [s.name for s in sweep.plan(settings)] == [
+        "zero_shot", "sft", "graduated_seed3", "atomic_seed3", "turn+binary_seed3",
+        "graduated_seed1", "atomic_seed1", "turn+binary_seed1"]
+    assert [s.name for s in sweep.plan(sweep.StudySettings(arms=(), zero_shot=True))] == ["zero_shot"]
+    assert sweep.plan(sweep.StudySettings(zero_shot=False))[0].name == "sft"
+
+
+def test_commands_start_every_arm_from_the_one_sft_checkpoint(tmp_path):
+    settings = _settings(tmp_path, variants="paper", grpo_steps=7, eval_sources=("eval_100", "synthetic:test"),
+                         overrides=("--config.rollout.group_size=8",))
+    runs = tmp_path / "runs" / "s"
+    argv = sweep.train_command(sweep.RunSpec("grpo", "atomic", 1), settings)
+    assert argv[1:4] == ["-m", "toolrl.main", "--config=configs/grpo.py:paper,atomic"]
+    for flag in ("--config.mode=grpo", "--config.seed=1", f"--config.workdir={runs / 'atomic_seed1' / 'work'}",
+                 f"--config.model.init_checkpoint={runs / 'sft' / 'work'}", "--config.sft.num_steps=0",
+                 "--config.train.num_steps=7", f"--config.eval.every={sweep.START_AND_END}",
+                 "--config.eval.source=eval_100"):
+        assert flag in argv
+    assert argv[-1] == "--config.rollout.group_size=8"  # overrides last: they win
+    sft = sweep.train_command(sweep.RunSpec("sft", seed=0), settings)
+    assert "--config.mode=sft" in sft and "--config.eval.every=0" in sft and sft[3] == "--config=configs/grpo.py:paper"
     assert sweep.train_command(sweep.RunSpec("zero_shot"), settings) is None
-    assert "--workdir=" in sweep.eval_command(sweep.RunSpec("zero_shot"), settings)
+    # Evaluations after training: every source for the SFT start and zero-shot, the others for GRPO runs.
+    steps = sweep.default_commands(sweep.RunSpec("grpo", "atomic", 1), settings)
+    assert [s for s, _ in steps] == ["train", "eval-synthetic_test"]
+    ev = steps[1][1]
+    assert "--config.mode=eval" in ev and "--config.eval.source=synthetic:test" in ev
+    assert f"--config.eval.output_dir={runs / 'atomic_seed1' / 'eval' / 'synthetic_test'}" in ev
+    assert [s for s, _ in sweep.default_commands(sweep.RunSpec("zero_shot"), settings)] == [
+        "eval-eval_100", "eval-synthetic_test"]
+    # Without eval_sources: the config's eval.source, no --config.eval.source flag.
+    plain = sweep.default_commands(sweep.RunSpec("sft", seed=0), _settings(tmp_path))
+    assert [s for s, _ in plain] == ["train", "eval-default"] and not any("eval.source" in a for a in plain[1][1])
+
+
+def test_overrides_must_be_config_flags_and_not_per_run_fields():
+    with pytest.raises(ValueError, match="set by the study runner"):
+        sweep.StudySettings(overrides=("--config.workdir=x",))
+    with pytest.raises(ValueError, match="--config.field=value"):
+        sweep.StudySettings(overrides=("rollout.group_size=8",))
+    with pytest.raises(ValueError, match="distinct"):
+        sweep.StudySettings(arms=("binary", "binary"))
+
+
+# ----------------------------------------------------------------------------- running and resuming
 
 
 def test_resume_skips_finished_runs_and_redoes_failed_ones(tmp_path, fake_commands, monkeypatch):
     settings = _settings(tmp_path)
-    monkeypatch.setenv("FAIL_ON", "graduated/seed1:eval")
-    status = sweep.run_sweep(settings, fake_commands, log=lambda s: None)
-    assert status["graduated/seed1"].startswith("failed")
-    assert sum(v == "done" for v in status.values()) == 6
-    assert not (tmp_path / "sweep" / "graduated" / "seed1" / "results.json").exists()
+    monkeypatch.setenv("FAIL_ON", "atomic_seed1:train")
+    status = sweep.run_study(settings, fake_commands, log=_quiet)
+    assert status["atomic_seed1"].startswith("failed")
+    assert sum(v == "done" for v in status.values()) == 5
+    assert not (tmp_path / "results" / "s" / "atomic_seed1.json").exists()
     first = _ledger(tmp_path)
-    assert len(first) == 1 + 6 * 2  # zero-shot eval + 6 runs x (train, eval), the failed eval included
+    assert first == ["zero_shot:eval-default", "sft:train", "sft:eval-default", "graduated_seed0:train",
+                     "atomic_seed0:train", "graduated_seed1:train", "atomic_seed1:train"]
 
     monkeypatch.delenv("FAIL_ON")
-    status = sweep.run_sweep(settings, fake_commands, log=lambda s: None)
-    assert status["graduated/seed1"] == "done"
-    assert sum(v == "skipped" for v in status.values()) == 6
-    assert _ledger(tmp_path)[len(first):] == ["graduated/seed1:train", "graduated/seed1:eval"]
+    status = sweep.run_study(settings, fake_commands, log=_quiet)
+    assert status["atomic_seed1"] == "done" and sum(v == "skipped" for v in status.values()) == 5
+    assert _ledger(tmp_path)[len(first):] == ["atomic_seed1:train"]
 
-    status = sweep.run_sweep(settings, fake_commands, log=lambda s: None)
-    assert set(status.values()) == {"skipped"}
-    assert len(_ledger(tmp_path)) == len(first) + 2
-    lines = (tmp_path / "sweep" / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 7 and {json.loads(x)["name"] for x in lines} == {s.name for s in sweep.plan(settings)}
-
-
-def test_torn_or_unfinished_results_are_rerun(tmp_path, fake_commands):
-    settings = _settings(tmp_path, seeds=(0,), modes=("binary",), zero_shot=False)
-    run_dir = tmp_path / "sweep" / "sft" / "seed0"
-    run_dir.mkdir(parents=True)
-    (run_dir / "results.json").write_text('{"status": "do')  # killed mid-write (without the atomic rename)
-    assert not sweep.is_finished(run_dir)
-    status = sweep.run_sweep(settings, fake_commands, log=lambda s: None)
-    assert status == {"sft/seed0": "done", "binary/seed0": "done"}
-    assert sweep.is_finished(run_dir)
+    status = sweep.run_study(settings, fake_commands, log=_quiet)
+    assert set(status.values()) == {"skipped"} and len(_ledger(tmp_path)) == len(first) + 1
+    files = sorted(p.name for p in (tmp_path / "results" / "s").iterdir())
+    assert files == ["atomic_seed0.json", "atomic_seed1.json", "graduated_seed0.json", "graduated_seed1.json",
+                     "report.md", "sft.json", "summary.json", "zero_shot.json"]
 
 
-def test_failed_sft_blocks_its_seeds_grpo_runs(tmp_path, fake_commands, monkeypatch):
-    monkeypatch.setenv("FAIL_ON", "sft/seed0:train")
-    status = sweep.run_sweep(_settings(tmp_path), fake_commands, log=lambda s: None)
-    assert status["binary/seed0"] == status["graduated/seed0"] == "blocked"
-    assert status["binary/seed1"] == "done"
+def test_failed_sft_blocks_the_grpo_runs(tmp_path, fake_commands, monkeypatch):
+    monkeypatch.setenv("FAIL_ON", "sft:eval-default")
+    status = sweep.run_study(_settings(tmp_path), fake_commands, log=_quiet)
+    assert status["zero_shot"] == "done" and status["sft"].startswith("failed")
+    assert {status[k] for k in ("graduated_seed0", "atomic_seed0", "graduated_seed1", "atomic_seed1")} == {"blocked"}
 
 
-def test_run_locks(tmp_path, fake_commands):
-    settings = _settings(tmp_path, seeds=(0,), modes=("binary",), zero_shot=False)
-    busy = sweep.RunSpec("grpo", "binary", 0).directory(settings.sweep_dir)
+def test_max_runs_and_locks(tmp_path, fake_commands):
+    settings = _settings(tmp_path, seeds=(0,), arms=("binary",), zero_shot=False)
+    status = sweep.run_study(settings, fake_commands, log=_quiet, max_runs=1)
+    assert status == {"sft": "done", "binary_seed0": "pending"}
+    busy = tmp_path / "runs" / "s" / "binary_seed0"
     busy.mkdir(parents=True)
     (busy / ".lock").write_text("some-other-host 1")  # a live worker elsewhere: honoured
-    status = sweep.run_sweep(settings, fake_commands, log=lambda s: None)
-    assert status == {"sft/seed0": "done", "binary/seed0": "locked"}
-    assert not (tmp_path / "sweep" / "sft" / "seed0" / ".lock").exists()  # released after the run
-    (busy / ".lock").write_text(f"{__import__('os').uname().nodename} 999999999")  # dead pid here: stale
-    status = sweep.run_sweep(settings, fake_commands, log=lambda s: None)
-    assert status == {"sft/seed0": "skipped", "binary/seed0": "done"}
+    assert sweep.run_study(settings, fake_commands, log=_quiet) == {"sft": "skipped", "binary_seed0": "locked"}
+    (busy / ".lock").write_text(f"{os.uname().nodename} 999999999")  # a dead pid here: stale, taken over
+    assert sweep.run_study(settings, fake_commands, log=_quiet) == {"sft": "skipped", "binary_seed0": "done"}
+    assert not (busy / ".lock").exists()
 
 
-def test_max_runs_leaves_the_rest_pending(tmp_path, fake_commands):
-    status = sweep.run_sweep(_settings(tmp_path), fake_commands, log=lambda s: None, max_runs=2)
-    assert [k for k, v in status.items() if v == "done"] == ["zero_shot", "sft/seed0"]
-    assert sum(v == "pending" for v in status.values()) == 5
+def test_a_step_without_its_output_fails_the_run(tmp_path):
+    settings = _settings(tmp_path, arms=(), zero_shot=True)
+    status = sweep.run_study(settings, lambda spec, s: [("eval-default", [sys.executable, "-c", "pass"])], log=_quiet)
+    assert status["zero_shot"].startswith("failed") and "eval_results.json" in status["zero_shot"]
+    assert not (tmp_path / "results" / "s" / "zero_shot.json").exists()
 
 
-def test_results_record_training_and_eval_summaries(tmp_path, fake_commands):
-    sweep.run_sweep(_settings(tmp_path, seeds=(1,), modes=("atomic",), zero_shot=False), fake_commands, log=lambda s: None)
-    result = json.loads((tmp_path / "sweep" / "atomic" / "seed1" / "results.json").read_text())
-    assert result["status"] == "done" and result["mode"] == "atomic" and result["seed"] == 1
-    train = result["train"]
-    assert train["grpo_steps"] == 4 and train["reward_first"] == 0.1 and train["reward_last"] == 0.7
-    assert train["reward_mean_first_half"] == pytest.approx(0.2) and train["reward_mean_second_half"] == pytest.approx(0.6)
-    assert result["eval"]["eval_100"]["overall"]["turn_accuracy"] == 0.1
-    assert set(result["seconds"]) == {"train", "eval", "total"}
+def test_result_file_schema(tmp_path, fake_commands):
+    settings = _settings(tmp_path, arms=("atomic",), seeds=(2,), eval_sources=("eval_100", "synthetic:test"))
+    sweep.run_study(settings, fake_commands, log=_quiet)
+    result = json.loads((tmp_path / "results" / "s" / "atomic_seed2.json").read_text())
+    assert (result["schema"], result["name"], result["kind"], result["arm"], result["seed"], result["status"]) == (
+        sweep.SCHEMA, "atomic_seed2", "grpo", "atomic", 2, "done")
+    assert result["config"]["arg"] == "configs/grpo.py:atomic"
+    assert result["config"]["resolved"] == str(tmp_path / "runs" / "s" / "atomic_seed2" / "work" / "config.json")
+    assert result["config"]["key"]["eval.source"] == "eval_100" and result["config"]["key"]["reward.mode"] == "atomic"
+    assert "--config.seed=2" in result["config"]["overrides"]
+    assert result["steps"] == 4
+    # eval_100 during training (start and end from metrics.jsonl), synthetic:test after it (end only).
+    assert result["eval"]["eval_100"]["start"] == {"step": 0, "turn_accuracy": 0.05, "call_accuracy": 0.5,
+                                                   "success_rate": 0.0, "turns": 8}
+    assert result["eval"]["eval_100"]["end"]["step"] == 4
+    assert result["eval"]["eval_100"]["end"]["turn_accuracy"] == pytest.approx(0.25)
+    synth = result["eval"]["synthetic:test"]
+    assert synth["start"] is None and synth["end"]["call_accuracy"] == 0.25 and synth["end"]["success_rate"] is None
+    assert synth["end"]["free_call_match_rate"] == 0.25 and synth["end"]["errors"] == {"wrong_value": 2}
+    assert result["train"]["grpo_steps"] == 4 and result["train"]["reward_mean"] == pytest.approx(0.4)
+    assert result["train"]["degenerate_fraction"] == pytest.approx(0.25)
+    assert result["fit"] == {"fit": 14, "total": 15, "share": pytest.approx(14 / 15)}
+    assert set(result["wall_seconds"]) == {"train", "eval-synthetic_test", "total"}
+    sft = json.loads((tmp_path / "results" / "s" / "sft.json").read_text())
+    assert sft["train"]["sft_steps"] == 2 and sft["train"]["sft_nll_last"] == 1.0
+    assert set(sft["eval"]) == {"eval_100", "synthetic:test"} and sft["seed"] == 0
 
 
-# ----------------------------------------------------------------------------- aggregation
+def test_result_files_are_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    sweep.write_json_atomic(path, {"status": "done", "name": "a"})
+    with pytest.raises(ValueError):  # NaN is not JSON: the write fails half way
+        sweep.write_json_atomic(path, {"status": "done", "name": "b", "x": float("nan")})
+    assert sweep.read_result(path)["name"] == "a" and os.listdir(tmp_path) == ["r.json"]
+
+    def killed(src, dst):  # killed before the rename: the old file stays, the temporary goes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.write_json_atomic(path, {"status": "done", "name": "c"})
+    assert sweep.read_result(path)["name"] == "a" and os.listdir(tmp_path) == ["r.json"]
+    path.write_text('{"status": "do')  # a torn file (written without the rename) is not finished
+    assert sweep.read_result(path) is None
+
+
+def test_torn_result_is_rerun(tmp_path, fake_commands):
+    settings = _settings(tmp_path, arms=(), zero_shot=True)
+    (tmp_path / "results" / "s").mkdir(parents=True)
+    (tmp_path / "results" / "s" / "zero_shot.json").write_text('{"status": "done", "na')
+    assert sweep.run_study(settings, fake_commands, log=_quiet) == {"zero_shot": "done"}
+    assert sweep.is_finished(sweep.RunSpec("zero_shot"), settings)
+
+
+# ----------------------------------------------------------------------------- the report
 
 
 def test_t_interval_hand_computed():
     # x = (0.1, 0.2, 0.3): mean 0.2, s = 0.1, t_{0.975, 2} = 4.302653 (table), half = t * s / sqrt(3).
     mean, half, n = sweep.t_interval([0.1, 0.2, 0.3])
     assert (mean, n) == (pytest.approx(0.2), 3)
-    assert half == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-6)
-    assert half == pytest.approx(0.248414, abs=1e-6)
-    # x = (0.25, 0.5, 0.5, 1.0): mean 0.5625, s^2 = (0.3125^2 + 2 * 0.0625^2 + 0.4375^2) / 3 = 0.098958...,
-    # t_{0.975, 3} = 3.182446, half = t * s / 2.
+    assert half == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-6) == pytest.approx(0.248414, abs=1e-6)
+    # x = (0.25, 0.5, 0.5, 1.0): mean 0.5625, s^2 = 0.296875 / 3, t_{0.975, 3} = 3.182446, half = t * s / 2.
     mean, half, n = sweep.t_interval([0.25, 0.5, 0.5, 1.0])
-    assert mean == pytest.approx(0.5625)
-    assert half == pytest.approx(3.182446 * math.sqrt(0.296875 / 3) / 2, rel=1e-6)
-    # One seed: no interval; no seeds: nothing; None / NaN values are left out.
-    assert math.isnan(sweep.t_interval([0.4])[1]) and sweep.t_interval([0.4])[0] == 0.4
-    assert sweep.t_interval([])[2] == 0
+    assert mean == pytest.approx(0.5625) and half == pytest.approx(3.182446 * math.sqrt(0.296875 / 3) / 2, rel=1e-6)
+    assert math.isnan(sweep.t_interval([0.4])[1]) and sweep.t_interval([])[2] == 0
     assert sweep.t_interval([0.1, None, float("nan"), 0.3])[2] == 2
 
 
-def test_markdown_table_aggregates_over_seeds(tmp_path, fake_commands):
-    settings = sweep.SweepSettings(sweep_dir=str(tmp_path / "sweep"), modes=("graduated",), seeds=(1, 2, 3))
-    sweep.run_sweep(settings, fake_commands, log=lambda s: None)
-    results = sweep.load_results(settings.sweep_dir)
-    assert len(results) == 1 + 3 + 3
-    agg = sweep.aggregate(results, ["eval.eval_100.overall.turn_accuracy"])
-    mean, half, n = agg["graduated"]["eval.eval_100.overall.turn_accuracy"]
-    assert (mean, n) == (pytest.approx(0.2), 3) and half == pytest.approx(0.248414, abs=1e-6)  # seeds 1,2,3 -> 0.1,0.2,0.3
-    table = sweep.markdown_table(results)
-    assert list(agg) == ["zero-shot", "SFT warm start (before GRPO)", "graduated"]
-    assert "| graduated | 20.0 ± 24.8 (n=3) | 50.0 ± 0.0 (n=3) | 0.0 ± 0.0 (n=3) |" in table
-    assert "| zero-shot | 0.0 (n=1) |" in table
-    errors = sweep.error_table(results)
-    assert "| graduated | 2.0 | 1.0 |" in errors  # wrong_value = seed: mean of 1, 2, 3
+def _result(name, kind, arm, seed, end, start=None, reward=None):
+    return {"schema": sweep.SCHEMA, "name": name, "kind": kind, "arm": arm, "seed": seed, "status": "done",
+            "steps": 4, "eval": {"eval_100": {"start": None if start is None else {"turn_accuracy": start},
+                                              "end": {"turn_accuracy": end, "call_accuracy": 2 * end}}},
+            "train": {"reward_mean": reward, "degenerate_fraction": 0.5 if reward is not None else None},
+            "fit": None, "wall_seconds": {"total": 60.0}}
 
 
-def test_select_turns_is_fixed_and_balanced():
-    from types import SimpleNamespace
+def test_report_from_the_result_files_alone(tmp_path):
+    """Only hand-written result files (no runs dir): end-of-run means with t-intervals, paired
+    differences to the baseline arm (per seed) and to the SFT start (the run's own start, else the
+    SFT run's end)."""
+    results = tmp_path / "results" / "s"
+    files = [_result("zero_shot", "zero_shot", "zero_shot", None, 0.0),
+             _result("sft", "sft", "sft", 0, 0.05),
+             # graduated: end 0.1, 0.2, 0.3 (seeds 0-2), starts logged (0.05 each).
+             *[_result(f"graduated_seed{s}", "grpo", "graduated", s, e, start=0.05, reward=0.5)
+               for s, e in ((0, 0.1), (1, 0.2), (2, 0.3))],
+             # atomic: end 0.2, 0.2, 0.5, no logged start (-> the SFT run's 0.05).
+             *[_result(f"atomic_seed{s}", "grpo", "atomic", s, e, reward=0.3) for s, e in ((0, 0.2), (1, 0.2), (2, 0.5))]]
+    for r in files:
+        sweep.write_json_atomic(results / f"{r['name']}.json", r)
+    (results / "notes.json").write_text('{"not": "a result"}')  # ignored
+    summary, text = sweep.write_summary(results)
+    assert json.loads((results / "summary.json").read_text()) == summary
+    assert (results / "report.md").read_text() == text
+    assert summary["arms"] == ["graduated", "atomic"] and len(summary["runs"]) == 8
+    s = summary["sources"]["eval_100"]
+    # graduated end: mean 0.2, s = 0.1, n = 3 -> half 4.302653 * 0.1 / sqrt(3) = 0.248414.
+    g = s["end"]["graduated"]["turn_accuracy"]
+    assert (g["mean"], g["n"]) == (pytest.approx(0.2), 3) and g["half_width"] == pytest.approx(0.248414, abs=1e-6)
+    # atomic - graduated per seed: 0.1, 0.0, 0.2 -> mean 0.1, s = 0.1, half 0.248414.
+    d = s["vs_baseline"]["atomic"]["turn_accuracy"]
+    assert (d["mean"], d["n"]) == (pytest.approx(0.1), 3) and d["half_width"] == pytest.approx(0.248414, abs=1e-6)
+    # atomic - SFT start (0.05): 0.15, 0.15, 0.45 -> mean 0.25, s = sqrt(0.03) = 0.173205,
+    # half = 4.302653 * 0.173205 / sqrt(3) = 0.430265. Call accuracy (2 x turn; SFT 0.1): 0.3, 0.3, 0.9.
+    v = s["vs_sft"]["atomic"]["turn_accuracy"]
+    assert v["mean"] == pytest.approx(0.25) and v["half_width"] == pytest.approx(0.430265, abs=1e-6)
+    assert s["vs_sft"]["graduated"]["turn_accuracy"]["mean"] == pytest.approx(0.15)
+    assert "graduated" not in s["vs_baseline"]
+    assert s["end"]["zero_shot"]["turn_accuracy"] == {"mean": 0.0, "half_width": None, "n": 1}
+    assert summary["sources"]["eval_100"]["vs_sft"]["atomic"]["success_rate"]["n"] == 0
+    assert "| graduated | 20.0 ± 24.8 (n=3) | 40.0 ± 49.7 (n=3) | – |" in text
+    assert "| zero-shot | 0.0 (n=1) | 0.0 (n=1) | – |" in text
+    assert "| SFT start | 5.0 (n=1) |" in text
+    assert "| atomic | +25.0 ± 43.0 (n=3) | +50.0 ± 86.1 (n=3) | – | +10.0 ± 24.8 (n=3) | +20.0 ± 49.7 (n=3) | – |" in text
+    assert "| graduated | 0,1,2 | 4 ± 0 (n=3) | 0.500 ± 0.000 (n=3) | 50.0 ± 0.0 (n=3) | – | 1.0 ± 0.0 (n=3) |" in text
 
-    from experiments.evaluate_run import select_turns
 
-    tasks = [SimpleNamespace(domain=d, complete=c, i=i)
-             for i, (d, c) in enumerate([("A", True), ("A", True), ("A", False), ("B", True), ("A", True), ("C", True)])]
-    picked = select_turns(tasks, 3)
-    assert [t.i for t in picked] == [0, 3, 5]  # one per domain, in file order
-    assert [t.i for t in select_turns(tasks, 4)] == [0, 1, 3, 5]
-    assert [t.i for t in select_turns(tasks, 0)] == [0, 1, 3, 4, 5]
+def test_report_cli_reads_only_the_result_files(tmp_path):
+    import subprocess
 
-
-# ----------------------------------------------------------------------------- the model policy
-
-
-def test_model_policy_on_the_tiny_model():
-    """Batched greedy policy: one text per request in request order, deterministic, prompts rendered
-    with the training system prompt (compact view) or the chat template's tool listing (hermes)."""
-    from toolrl.eval.model_policy import make_model_policy, render_prompts
-    from toolrl.eval.types import PolicyRequest
-    from toolrl.rl.policy_model import load_policy
-
-    model, tokenizer, model_config = load_policy("tiny", "", "float32", None, 0)
-    tool = {"name": "Search_Car_Location", "description": "Find a place.",
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}
-    history = ({"role": "user", "content": "A car at Zurich"},
-               {"role": "assistant", "content": "", "tool_calls": [{"name": "Search_Car_Location", "arguments": {"query": "Zurich"}}]},
-               {"role": "tool", "name": "Search_Car_Location", "content": '{"status": true}'})
-    requests = [PolicyRequest("a", 0, 0, history[:1], (tool,)), PolicyRequest("b", 0, 0, history, (tool,)),
-                PolicyRequest("c", 1, 0, history[:1], (tool,))]
-    compact, hermes = render_prompts(requests[1:2], tokenizer, "compact")[0], render_prompts(requests[1:2], tokenizer, "hermes")[0]
-    assert "Search_Car_Location(query: string)" in compact and "<tools>" not in compact
-    assert '"name": "Search_Car_Location"' in hermes and "<tools>" in hermes
-    assert "<tool_response>" in compact and compact.endswith("<|im_start|>assistant\n")
-
-    policy = make_model_policy(model, tokenizer, None, model_config=model_config, batch_size=2, max_new_tokens=4)
-    texts = policy(requests)
-    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
-    assert texts[0] == texts[2]  # same prompt, greedy: same answer, whatever the batch position
-    assert policy(requests[::-1]) == texts[::-1]
-    assert policy.stats.requests == 6 and policy.stats.batches == 4  # 3 requests in chunks of 2, twice
-    with pytest.raises(ValueError, match="tool_view"):
-        make_model_policy(model, tokenizer, None, tool_view="nope", batch_size=1, max_new_tokens=1)
+    results = tmp_path / "results"
+    for s, e in ((0, 0.1), (1, 0.3)):
+        sweep.write_json_atomic(results / "x" / f"graduated_seed{s}.json",
+                                _result(f"graduated_seed{s}", "grpo", "graduated", s, e))
+    out = subprocess.run([sys.executable, "-m", "experiments.run_ablation", "--study=x", f"--results_dir={results}",
+                          f"--runs_dir={tmp_path / 'nowhere'}", "--report"], capture_output=True, text=True,
+                         cwd=Path(sweep.__file__).resolve().parents[1], check=True).stdout
+    # mean 0.2, s = sqrt(0.02), t_{0.975, 1} = 12.706205 -> half = 12.706205 * 0.141421 / sqrt(2) = 1.270620.
+    assert "| graduated | 20.0 ± 127.1 (n=2) |" in out
+    assert not (tmp_path / "nowhere").exists()
