@@ -109,10 +109,11 @@ class Policy:
 
     @classmethod
     def load(cls, preset: str = "", path: str = "", dtype: str = "float32", mesh: Mesh | None = None,
-             seed: int = 0) -> "Policy":
+             seed: int = 0, attention_impl: str = "xla", remat: bool = False) -> "Policy":
         """A preset (``tiny*`` = random init with the character tokenizer) or a local HF directory.
 
-        Parameters are float32; ``dtype`` is the compute dtype."""
+        Parameters are float32; ``dtype`` is the compute dtype. ``attention_impl`` and ``remat`` are the
+        decoder's execution options (`ModelConfig`): they change memory and speed, not the numbers."""
         if not path and preset.startswith("tiny"):
             from toolrl.models.decoder import init_model
             from toolrl.models.sharding import shard_model
@@ -121,22 +122,33 @@ class Policy:
             model = init_model(config, seed)
             if mesh is not None:
                 shard_model(model, mesh)
-            return cls(model, CharTokenizer(), config, mesh, preset)
-        from toolrl.models.checkpoint_io import load_pretrained
+            tokenizer, name = CharTokenizer(), preset
+        else:
+            from toolrl.models.checkpoint_io import load_pretrained
 
-        if not (path or preset):
-            raise ValueError("set model.preset or model.path")
-        model, tokenizer, config = load_pretrained(path or preset, dtype=dtype, param_dtype="float32", mesh=mesh)
-        if tokenizer is None:
-            raise FileNotFoundError(f"model {path or preset!r} has no tokenizer files")
-        return cls(model, tokenizer, config, mesh, str(path or preset))
+            if not (path or preset):
+                raise ValueError("set model.preset or model.path")
+            model, tokenizer, config = load_pretrained(path or preset, dtype=dtype, param_dtype="float32", mesh=mesh)
+            if tokenizer is None:
+                raise FileNotFoundError(f"model {path or preset!r} has no tokenizer files")
+            name = str(path or preset)
+        config = dataclasses.replace(config, attention_impl=attention_impl, remat=bool(remat))
+        for _, module in model.iter_modules():  # every layer reads its execution options at call time
+            if getattr(module, "config", None) is not None:
+                module.config = config
+        return cls(model, tokenizer, config, mesh, name)
+
+    @classmethod
+    def from_model_config(cls, m: Any, mesh: Mesh | None = None, seed: int = 0) -> "Policy":
+        """From a training config's ``model`` section (preset / path / dtype / attention_impl / remat)."""
+        return cls.load(m.preset, m.path, m.dtype, mesh, seed, m.get("attention_impl", "xla"), m.get("remat", False))
 
     @classmethod
     def from_config(cls, config: Any, mesh: Mesh | None = None) -> "Policy":
-        """The model a training config names (``model.preset`` / ``model.path`` / ``model.dtype``); with
-        ``model.init_checkpoint`` (another run's workdir) its latest parameters are loaded on top."""
+        """The model a training config names (``model.*``); with ``model.init_checkpoint`` (another run's
+        workdir) its latest parameters are loaded on top."""
         m = config.model
-        policy = cls.load(m.preset, m.path, m.dtype, mesh, int(config.seed))
+        policy = cls.from_model_config(m, mesh, int(config.seed))
         if m.init_checkpoint:
             policy.restore_params(m.init_checkpoint)
         return policy
@@ -148,8 +160,7 @@ class Policy:
         from toolrl.rl.workdir import load_run_config
 
         run_config = load_run_config(workdir)
-        m = run_config.model
-        policy = cls.load(m.preset, m.path, m.dtype, mesh, int(run_config.seed))
+        policy = cls.from_model_config(run_config.model, mesh, int(run_config.seed))
         policy.restore_params(workdir, step)
         policy.name = str(workdir)
         return policy, run_config

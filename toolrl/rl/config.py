@@ -38,6 +38,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Compute dtype (bfloat16 on TPU/GPU). Parameters and AdamW moments always stay float32.
     c.model.dtype = "float32"
     c.model.init_checkpoint = ""  # An earlier run's workdir (e.g. an SFT run) to start from.
+    # Execution options (same numbers): "xla" einsum attention or "dot_product_attention"
+    # (jax.nn.dot_product_attention: cuDNN flash on GPU); remat = recompute each layer in the backward
+    # pass (activation memory / layers, ~1/3 more compute).
+    c.model.attention_impl = "xla"
+    c.model.remat = False
 
     c.mesh = ml_collections.ConfigDict()
     # Mesh shape (data, fsdp, tensor); -1 takes the remaining devices. Batch is split over data·fsdp,
@@ -238,6 +243,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(t.log_every >= 1, f"train.log_every={t.log_every} must be >= 1")
     check(bool(config.model.preset or config.model.path), "set model.preset or model.path")
     check(config.model.dtype in ("float32", "bfloat16", "float16"), f"model.dtype={config.model.dtype!r} unknown")
+    check(config.model.attention_impl in ("xla", "dot_product_attention"),
+          f"model.attention_impl={config.model.attention_impl!r} must be 'xla' or 'dot_product_attention'")
     check(config.data.tool_view in TOOL_VIEWS, f"data.tool_view={config.data.tool_view!r} must be one of {TOOL_VIEWS}")
     check(config.wandb.mode in ("auto", "online", "offline", "disabled"), f"wandb.mode={config.wandb.mode!r} unknown")
     m = config.mesh
