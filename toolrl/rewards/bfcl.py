@@ -27,6 +27,7 @@ answer):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any, Mapping
@@ -37,6 +38,7 @@ _STRIP = re.compile(r"[ ,./\-_*^]")
 _SCHEMA_TYPES = (str, int, float, bool, dict, list)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def standardize(s: str) -> str:
     """BFCL's string standardisation: drop `` ,./-_*^``, lower-case, map ``'`` to ``"``."""
     return _STRIP.sub("", s).lower().replace("'", '"')

@@ -11,6 +11,7 @@ position, e.g. no step depends on it).  Used by the tests and by `benchmarks/rew
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Callable, Iterable, Protocol
 
 from toolrl.rewards.types import EpisodeInput, GoldenStep, PredictedCall
@@ -149,3 +150,17 @@ CORRUPTIONS: dict[str, Callable[[EpisodeInput, int], EpisodeInput | None]] = {
     "unparseable_call": unparseable_call,
     "repeated_call": repeated_call,
 }
+
+
+def episode_to_text(ep: EpisodeInput) -> tuple[str, list[Any]]:
+    """The assistant text that makes the episode's calls, and the responses of its well-formed
+    calls in order (None: not executed), so that `episode_from_text(text, responses, ep.steps)`
+    gives `ep` back (an unparseable call becomes a block with broken JSON)."""
+    parts, responses = [], []
+    for c in ep.calls:
+        if not c.format_ok:
+            parts.append('<tool_call>{"name": </tool_call>')
+            continue
+        parts.append("<tool_call>" + json.dumps({"name": c.name, "arguments": dict(c.arguments)}) + "</tool_call>")
+        responses.append(c.response if c.executed else None)
+    return "\n".join(parts), responses

@@ -21,8 +21,11 @@ Shapes (B batch, C = max_calls, S = max_steps, W = vocab_words):
           step_deps [B, S, S] bool (step_deps[b, i, j]: step i depends on step j).
   turn only: turn_mask/later_mask/done_mask [B, S] bool.
   paper only (``paper=True``, the default of `encode_episodes`): call_counted_official,
-          call_paper_success, call_has_response, call_no_error [B, C] bool; paper_n_type,
-          paper_n_val, paper_n_val_official [B, C] int32.  BFCL's value rules are not an equality
+          call_paper_success, call_has_response, call_no_error [B, C] bool; paper_n_c, paper_n_g,
+          paper_n_shared, paper_n_type, paper_n_val, paper_n_val_official [B, C] int32 (key counts
+          of the call, of its first same-name golden step, shared keys, ...; 0 without such a
+          step).  With ``episode=False`` (the `paper` family's encoder) the argument bitsets are
+          left empty: `paper` reads only these counts.  BFCL's value rules are not an equality
           relation (a model int passes against a golden float, not the other way round; the
           official dict check is not symmetric either), so they cannot be hashed: the host checks
           each argument of a call against the FIRST golden step with the call's name (the only step
@@ -201,20 +204,22 @@ class _Vocab:
         return self._intern(0, kh), self._intern(1, (kh, value_type_code(value))), self._intern(2, (kh, value_hash(value)))
 
 
-def _paper_counts(call: PredictedCall, golden: GoldenStep) -> tuple[int, int, int]:
-    """(#shared keys with compatible types, #shared keys passing our value check, #shared keys
-    passing the official one) of a call against its golden step (see the module docstring)."""
-    n_type = n_val = n_off = 0
+def _paper_counts(call: PredictedCall, golden: GoldenStep) -> tuple[int, int, int, int, int, int]:
+    """(#call keys, #golden keys, #shared keys, #shared keys with compatible types, #shared keys
+    passing our value check, #shared keys passing the official one) of a call against its golden
+    step (see the module docstring)."""
+    n_shared = n_type = n_val = n_off = 0
     g_args = golden.arguments
     for k, v in call.arguments.items():
         if k not in g_args:
             continue
         g = g_args[k]
+        n_shared += 1
         n_type += bfcl.types_compatible(v, g)
         ours = bfcl.value_ok(v, g, official=False)
         n_val += ours
         n_off += ours if type(g) in _SAME_RULE_TYPES else bfcl.value_ok(v, g, official=True)
-    return n_type, n_val, n_off
+    return len(call.arguments), len(g_args), n_shared, n_type, n_val, n_off
 
 
 def _encode(
@@ -222,6 +227,7 @@ def _encode(
     rows_steps: Sequence[Sequence[GoldenStep]],
     config: EncodeConfig,
     paper: bool = False,
+    hash_args: bool = True,
 ) -> dict[str, np.ndarray]:
     """Encodes calls and steps of B examples; see the module docstring."""
     b, c, s, w = len(rows_calls), config.max_calls, config.max_steps, config.vocab_words
@@ -238,7 +244,7 @@ def _encode(
         p_success = np.zeros((b, c), bool)
         has_response = np.zeros((b, c), bool)
         no_error = np.zeros((b, c), bool)
-        p_counts = np.zeros((3, b, c), np.int32)
+        p_counts = np.zeros((6, b, c), np.int32)
     # (flat word index, bit value) per set bit, for the key / type / value bitsets.
     where: tuple[list[int], list[int], list[int]] = ([], [], [])
     bits: tuple[list[float], list[float], list[float]] = ([], [], [])
@@ -262,7 +268,8 @@ def _encode(
             validate_depends_on(steps, i)
             vocab, entries, dropped = _Vocab(), [], max(0, len(steps) - s)
             for j, step in enumerate(steps[:s]):
-                entries.append((c + j, [vocab.ids(k, v) for k, v in step.arguments.items()]))
+                if hash_args:
+                    entries.append((c + j, [vocab.ids(k, v) for k, v in step.arguments.items()]))
             step_names = [vocab.name_id(step.function) for step in steps[:s]]
             first: dict[str, GoldenStep] = {}
             for step in steps:
@@ -300,8 +307,9 @@ def _encode(
                     p_counts[:, i, j] = _paper_counts(call, golden)
             success[i, j] = semantic_success(call.executed, call.response)
             names[i, j] = overlay.name_id(call.name)
-            for k, v in call.arguments.items():
-                overflow[i] += put(i, j, overlay.ids(k, v))
+            if hash_args:
+                for k, v in call.arguments.items():
+                    overflow[i] += put(i, j, overlay.ids(k, v))
 
     def bitset(n: int) -> np.ndarray:
         # Bits of one row are distinct, so their sum is their OR (exact in float64 below 2^53).
@@ -316,9 +324,12 @@ def _encode(
             "call_paper_success": p_success,
             "call_has_response": has_response,
             "call_no_error": no_error,
-            "paper_n_type": p_counts[0],
-            "paper_n_val": p_counts[1],
-            "paper_n_val_official": p_counts[2],
+            "paper_n_c": p_counts[0],
+            "paper_n_g": p_counts[1],
+            "paper_n_shared": p_counts[2],
+            "paper_n_type": p_counts[3],
+            "paper_n_val": p_counts[4],
+            "paper_n_val_official": p_counts[5],
         }
     return {
         **extra,
@@ -340,16 +351,16 @@ def _encode(
 
 
 def encode_episodes(
-    episodes: Sequence[EpisodeInput], config: EncodeConfig = EncodeConfig(), paper: bool = True
+    episodes: Sequence[EpisodeInput], config: EncodeConfig = EncodeConfig(), paper: bool = True, episode: bool = True
 ) -> dict[str, np.ndarray]:
     """Encodes episodes (for the `paper` and `episode` families); see the module docstring for the
     arrays and their shapes.  ``paper=False`` skips the paper-only arrays (the `episode` family
-    does not read them).
+    does not read them), ``episode=False`` the argument hashing (`paper` does not read it).
 
     Raises:
       ValueError from `types.validate_depends_on` (naming the sample index and step).
     """
-    return _encode([e.calls for e in episodes], [e.steps for e in episodes], config, paper)
+    return _encode([e.calls for e in episodes], [e.steps for e in episodes], config, paper, hash_args=episode)
 
 
 def encode_turns(turns: Sequence[TurnInput], config: EncodeConfig = EncodeConfig()) -> dict[str, np.ndarray]:

@@ -35,6 +35,8 @@ def golden_steps(golden: Any) -> tuple[GoldenStep, ...]:
     a ``steps`` attribute (e.g. `toolrl.data.traces.TraceSample`)."""
     if hasattr(golden, "steps"):
         golden = golden.steps
+    if isinstance(golden, tuple) and all(isinstance(s, GoldenStep) for s in golden):
+        return golden  # the same object: the encoder encodes each distinct steps tuple once
     out = []
     for s in golden:
         if isinstance(s, GoldenStep):

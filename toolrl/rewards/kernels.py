@@ -187,16 +187,16 @@ def _credit_steps(name_eq: Array, step_deps: Array) -> tuple[Array, Array, Array
 def paper_single(x: Batch, mode: str, w: RewardWeights, compat: str = "ours") -> dict[str, Any]:
     """`paper` reward of one episode (see `reference.paper_reward`); compat is `paper_compat`."""
     official = compat == "official"
-    f = _pair_features(x)
-    name_eq = f["name_eq"]
-    n_calls_max = name_eq.shape[0]
     call_mask, step_mask = x["call_mask"], x["step_mask"]
+    call_ok = call_mask & x["call_format"]
+    name_eq = (x["call_name"][:, None] == x["step_name"][None, :]) & call_ok[:, None] & step_mask[None, :]
+    n_calls_max = name_eq.shape[0]
     counted = call_mask & x["call_counted_official"] if official else call_mask
 
     has = jnp.any(name_eq, axis=1)  # [C]
-    first = jnp.argmax(name_eq, axis=1)  # first golden step with the call's name
-    n_c, n_g, n_shared = (_take(f[k], first) for k in ("n_c", "n_g", "n_shared"))
-    n_type = x["paper_n_type"]
+    # Argument counts against the first golden step with the call's name, from the host (see
+    # encode.py: BFCL's value rules are not an equality relation, so they are not hashed).
+    n_c, n_g, n_shared, n_type = x["paper_n_c"], x["paper_n_g"], x["paper_n_shared"], x["paper_n_type"]
     n_val = x["paper_n_val_official"] if official else x["paper_n_val"]
     values_ok = has & (n_shared == n_g) & (n_shared == n_c) & (n_val == n_g)
     ratio = jnp.where(
@@ -229,6 +229,7 @@ def paper_single(x: Batch, mode: str, w: RewardWeights, compat: str = "ours") ->
     binary = (n > 0) & (n_steps > 0) & jnp.all(full | ~counted) & jnp.all(credited | ~step_mask)
 
     pos = jnp.arange(n_calls_max, dtype=jnp.int32)
+    first = jnp.argmax(name_eq, axis=1)  # first golden step with the call's name
     deps_ok = _take(deps_all, first) & (pos > _take(lower, first))
     arg_code = jnp.select(
         [n_shared < n_g, n_shared < n_c, n_type < n_shared, n_val < n_shared],
@@ -464,11 +465,12 @@ _EPISODE_KEYS = (
     "step_mask", "step_name", "step_key_bits", "step_type_bits", "step_val_bits", "step_deps",
 )  # fmt: skip
 _PAPER_KEYS = (
+    "call_mask", "call_format", "call_name", "step_mask", "step_name", "step_deps",
     "call_counted_official", "call_paper_success", "call_has_response", "call_no_error",
-    "paper_n_type", "paper_n_val", "paper_n_val_official",
+    "paper_n_c", "paper_n_g", "paper_n_shared", "paper_n_type", "paper_n_val", "paper_n_val_official",
 )  # fmt: skip
 _INPUT_KEYS = {
-    "paper": _EPISODE_KEYS + _PAPER_KEYS,
+    "paper": _PAPER_KEYS,
     "episode": _EPISODE_KEYS,
     "turn": _EPISODE_KEYS + ("turn_mask", "later_mask", "done_mask"),
 }

@@ -70,7 +70,8 @@ def register_reward(name: str) -> Callable[[Callable[[], RewardFamily]], Callabl
 
 @register_reward("paper")
 def _paper() -> RewardFamily:
-    return RewardFamily(reference.paper_reward, kernels.paper_single, encode_lib.encode_episodes, "episode", True)
+    encoder = functools.partial(encode_lib.encode_episodes, paper=True, episode=False)
+    return RewardFamily(reference.paper_reward, kernels.paper_single, encoder, "episode", True)
 
 
 @register_reward("episode")

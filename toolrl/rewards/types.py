@@ -172,6 +172,16 @@ def argument_problem(arguments: Any) -> str:
     """
     if not isinstance(arguments, Mapping):
         return ""
+    if len(arguments) < 64:  # fast path: a small dict of short strings and ordinary scalars
+        for v in arguments.values():
+            t = type(v)
+            if not (
+                (t is str and len(v) < 4096) or t is float or t is bool or v is None or (t is int and -(1 << 62) < v < 1 << 62)
+            ):
+                break
+        else:
+            if all(type(k) is str and len(k) < 4096 for k in arguments):
+                return ""
     chars, nodes = 0, 1  # nodes: values pushed so far (containers and scalars)
     stack: list[tuple[Any, int]] = [(arguments, 1)]
     while stack:
