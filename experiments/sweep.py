@@ -582,9 +582,11 @@ def run_study(settings: StudySettings, commands: CommandFn = default_commands, l
     runs = plan(settings)
     for i, spec in enumerate(runs):
         where = f"[{i + 1}/{len(runs)}] {spec.name}"
-        if is_finished(spec, settings):
+        done = read_result(resolve(settings.result_file(spec)))
+        if done is not None:
             status[spec.name] = "skipped"
-            log(f"{where}: finished before, skipped")
+            changed = settings_changed(spec, settings, done)
+            log(f"{where}: finished before, skipped" + (f" (NOTE: it ran with other flags: {changed})" if changed else ""))
             continue
         if spec.kind == "grpo" and not sft_ok:
             status[spec.name] = "blocked"
@@ -617,6 +619,24 @@ def run_study(settings: StudySettings, commands: CommandFn = default_commands, l
         finally:
             lock.release()
     return status
+
+
+def planned_flags(spec: RunSpec, settings: StudySettings) -> list[str]:
+    """The --config.* flags of a run's training command (zero-shot: of its first evaluation)."""
+    steps = dict(default_commands(spec, settings))
+    argv = steps.get("train") or next(iter(steps.values()), [])
+    return [a for a in argv if a.startswith("--config.")]
+
+
+def settings_changed(spec: RunSpec, settings: StudySettings, result: Mapping[str, Any]) -> str:
+    """"" when a finished run's recorded flags are the planned ones, else what differs (a finished
+    run is never redone: delete its result file to redo it)."""
+    recorded = dotted(result, "config.overrides")
+    if not isinstance(recorded, list):
+        return ""
+    planned = planned_flags(spec, settings)
+    gone, new = [a for a in recorded if a not in planned], [a for a in planned if a not in recorded]
+    return "; ".join(x for x in (f"then {' '.join(gone)}" if gone else "", f"now {' '.join(new)}" if new else "") if x)
 
 
 def wait_for(spec: RunSpec, settings: StudySettings, lock: RunLock, log: Callable[[str], None],

@@ -157,6 +157,11 @@ def test_resume_skips_finished_runs_and_redoes_failed_ones(tmp_path, fake_comman
 
     status = sweep.run_study(settings, fake_commands, log=_quiet)
     assert set(status.values()) == {"skipped"} and len(_ledger(tmp_path)) == len(first) + 1
+    # A finished run is never redone, but a changed plan is pointed out.
+    lines: list[str] = []
+    changed = _settings(tmp_path, overrides=("--config.rollout.group_size=8",))
+    assert set(sweep.run_study(changed, fake_commands, log=lines.append).values()) == {"skipped"}
+    assert sum("NOTE: it ran with other flags: now --config.rollout.group_size=8" in x for x in lines) == 6
     files = sorted(p.name for p in (tmp_path / "results" / "s").iterdir())
     assert files == ["atomic_seed0.json", "atomic_seed1.json", "graduated_seed0.json", "graduated_seed1.json",
                      "report.md", "sft.json", "summary.json", "zero_shot.json"]
