@@ -2,9 +2,11 @@
 
     jupyter nbconvert --to notebook --execute --inplace notebooks/ablations.ipynb
 
-The notebook reads a sweep directory of ``python -m experiments.run_ablation`` (SWEEP_DIR at its top,
-or $ABLATION_SWEEP_DIR) and plots reward curves, turn accuracy before/after per mode with 95%
-t-intervals over seeds, and the error breakdown.
+The notebook reads one study's result files, ``experiments/results/<study>/*.json`` (written by
+``python -m experiments.run_ablation --study=<study>``; STUDY at its top, or $ABLATION_STUDY), and
+plots the end-of-run metrics per arm, before / after GRPO, the paired differences with their 95%
+t-intervals over seeds, and the error breakdown. When the study's run directory is on this machine
+(``runs/studies/<study>``, git-ignored) it also plots the training reward curves.
 """
 
 from pathlib import Path
@@ -13,20 +15,24 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 CELLS = [
-    new_markdown_cell("""# Reward ablation: binary vs atomic vs orchestration vs graduated
+    new_markdown_cell("""# Reward ablation study: graduated vs atomic vs orchestration vs binary
 
-GRPO on SmolLM2-135M-Instruct with the `paper` reward family in its four ablation modes (DESIGN.md,
-"Graduated reward"), several seeds each, every mode starting from the same per-seed SFT warm start.
-Evaluation: ComplexFuncBench protocol on a fixed subset of eval_100 turns with complete golden history
-(see `experiments/evaluate_run.py`). Produced by `python -m experiments.run_ablation`; numbers in
-`experiments/RESULTS.md`. Error bars are 95% Student-t intervals over seeds."""),
+GRPO on SmolLM2-135M-Instruct (`configs/grpo.py:<arm>`), several seeds per arm, every run starting
+from the same SFT checkpoint (the study's one SFT start). Evaluation: ComplexFuncBench protocol on the
+config's `eval.source` turns (at the start and the end of every GRPO run, `--config.eval.every`), and
+on further sources after training. Produced by `python -m experiments.run_ablation --study=<study>`;
+this notebook reads only the small result files in `experiments/results/<study>/`. Error bars and
+intervals: Student-t over seeds."""),
     new_code_cell("""import json, os
 from pathlib import Path
 
 # ---- configuration -------------------------------------------------------------------------------
 ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "pyproject.toml").exists())
-SWEEP_DIR = Path(os.environ.get("ABLATION_SWEEP_DIR", ROOT / "runs" / "ablation"))
-SPLIT = "eval_100"          # or "synth_test" when the sweep evaluated the synthesized test split
+STUDY = os.environ.get("ABLATION_STUDY", "ablation")
+RESULTS_DIR = ROOT / "experiments" / "results" / STUDY
+RUNS_DIR = ROOT / "runs" / "studies" / STUDY   # optional: training curves when the runs are here
+SOURCE = None            # eval source to plot; None = the first (eval_100 when evaluated)
+BASELINE = "graduated"   # arm of the paired differences
 CONFIDENCE = 0.95
 # ---------------------------------------------------------------------------------------------------
 
@@ -38,130 +44,151 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from experiments import sweep
 
-results = sweep.load_results(SWEEP_DIR)
-groups = sweep.group(results)
-print(f"{len(results)} finished runs in {SWEEP_DIR}")
-for label, runs in groups.items():
-    print(f"  {label:32s} seeds {sorted(r['seed'] for r in runs if r['seed'] is not None) or '-'}")"""),
-    new_markdown_cell("## Results table (mean ± 95% CI half width over seeds)"),
-    new_code_cell("""columns = [(name, path.replace("eval_100", SPLIT), scale) for name, path, scale in sweep.TABLE_METRICS]
-display(Markdown(sweep.markdown_table(results, columns, CONFIDENCE)))
-settings = json.loads((SWEEP_DIR / "sweep_settings.json").read_text()) if (SWEEP_DIR / "sweep_settings.json").exists() else {}
-print("budget:", {k: settings.get(k) for k in ("sft_steps", "grpo_steps", "seeds", "family")}, "eval:", settings.get("eval"))"""),
-    new_markdown_cell("""## Training reward curves per mode
+results = sweep.load_results(RESULTS_DIR)
+summary = sweep.summarize(results, BASELINE, CONFIDENCE)
+sources = list(summary["sources"])
+SOURCE = SOURCE or (sources[0] if sources else None)
+by_name = {r["name"]: r for r in results}
+arms = summary["arms"]
+runs_of = {arm: sorted((r for r in results if r.get("kind") == "grpo" and r["arm"] == arm), key=lambda r: r["seed"])
+           for arm in arms}
+print(f"{len(results)} result files in {RESULTS_DIR}; eval sources {sources}; plotting {SOURCE!r}")
+for arm in arms:
+    print(f"  {arm:24s} seeds {[r['seed'] for r in runs_of[arm]]}")
+for name in ("zero_shot", "sft"):
+    print(f"  {name:24s} {'present' if name in by_name else 'missing'}")"""),
+    new_markdown_cell("## The report (as `--report` writes it)"),
+    new_code_cell("""display(Markdown(sweep.markdown_report(summary, STUDY)))
+for r in [r for r in results if r.get("kind") == "grpo"][:1]:
+    config = r.get("config") or {}
+    print("config of", r["name"], ":", config.get("arg"), " ".join(a for a in config.get("overrides", [])
+                                                                 if "workdir" not in a and "run_name" not in a))"""),
+    new_markdown_cell("""## End of run per arm
 
-Each mode is trained on its own reward, so the curves are on different scales: `binary` is 0/1 per
-episode, the others are in [0, 1]. Thin lines: seeds; thick: mean over seeds. The second row shows the
-paper's two reward parts, logged for every mode (the same yardstick across modes)."""),
-    new_code_cell("""def curves(run_name, key):
-    rows = sweep.read_metrics(SWEEP_DIR / run_name / "work" / "metrics.jsonl")
-    rows = [r for r in rows if r.get("phase") == "grpo" and r.get(key) is not None]
-    return np.array([r["step"] for r in rows]), np.array([r[key] for r in rows], float)
+Bars: mean over seeds, whiskers: t-interval; dots: the seeds. Dashed: the SFT start, dotted: the
+zero-shot model (single runs)."""),
+    new_code_cell("""def end(r, metric, source=SOURCE):
+    return sweep.dotted(r, f"eval.{source}.end.{metric}")
 
-modes = [m for m in sweep.MODES if m in groups]
-level_keys = []
-for m in modes:
-    for r in groups[m]:
-        rows = sweep.read_metrics(SWEEP_DIR / r["name"] / "work" / "metrics.jsonl")
-        level_keys = sorted({k for row in rows for k in row if k.startswith("reward/") and k not in
-                             ("reward/mean", "reward/std", "reward/max", "reward/min")})
-        break
-    if level_keys:
-        break
-keys = ["reward/mean"] + [k for k in level_keys if any(w in k for w in ("atomic", "orch"))][:2]
-if modes:
-    fig, axes = plt.subplots(len(keys), len(modes), figsize=(3.4 * len(modes), 2.6 * len(keys)), squeeze=False, sharex=True)
-    for j, mode in enumerate(modes):
-        for i, key in enumerate(keys):
-            ax = axes[i, j]
-            series = [curves(r["name"], key) for r in groups[mode]]
-            for steps, values in series:
-                ax.plot(steps, values, lw=0.8, alpha=0.5)
-            n = min((len(v) for _, v in series), default=0)
-            if n:
-                ax.plot(series[0][0][:n], np.mean([v[:n] for _, v in series], axis=0), color="k", lw=2, label="mean")
-            ax.set_title(f"{mode}: {key}" if i == 0 else key, fontsize=9)
-            ax.set_ylim(-0.05, 1.05)
-            if i == len(keys) - 1:
-                ax.set_xlabel("step (after SFT)")
+def start(r, metric, source=SOURCE):
+    value = sweep.dotted(r, f"eval.{source}.start.{metric}")
+    return value if value is not None else (end(by_name["sft"], metric, source) if "sft" in by_name else None)
+
+if SOURCE and arms:
+    fig, axes = plt.subplots(1, len(sweep.EVAL_METRICS), figsize=(4 * len(sweep.EVAL_METRICS), 3.4))
+    for ax, metric in zip(np.atleast_1d(axes), sweep.EVAL_METRICS):
+        stats = [summary["sources"][SOURCE]["end"][arm][metric] for arm in arms]
+        means = np.array([np.nan if s["mean"] is None else s["mean"] for s in stats])
+        halves = np.array([0.0 if s["half_width"] is None else s["half_width"] for s in stats])
+        x = np.arange(len(arms))
+        ax.bar(x, 100 * means, 0.6, yerr=100 * halves, capsize=4, color="C0", alpha=0.7)
+        for i, arm in enumerate(arms):
+            ys = [100 * y for y in (end(r, metric) for r in runs_of[arm]) if y is not None]
+            ax.scatter([i] * len(ys), ys, color="k", s=12, zorder=3)
+        for name, style in (("sft", "--"), ("zero_shot", ":")):
+            value = end(by_name[name], metric) if name in by_name else None
+            if value is not None:
+                ax.axhline(100 * value, ls=style, color="gray", label=sweep.ROW_LABELS[name])
+        ax.set_xticks(x, [f"{a}\\n(n={len(runs_of[a])})" for a in arms], fontsize=8)
+        ax.set_title(f"{SOURCE}: {sweep.METRIC_LABELS[metric]} (%)", fontsize=10)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     plt.show()
 else:
-    print("no GRPO runs yet")"""),
-    new_markdown_cell("""## Turn accuracy before / after GRPO, per mode
+    print("no GRPO results yet")"""),
+    new_markdown_cell("""## Before / after GRPO, per seed
 
-"Before" is the SFT warm start of the same seed (identical for every mode), "after" the final GRPO
-checkpoint; the dashed line is the untrained model. Bars: mean over seeds, whiskers: 95% t-interval.
-Denser signals than turn accuracy at a small budget: the share of the optional location-lookup calls
-(the first thing most turns need) matched, and per evaluated turn the calls made and the `<tool_call>`
-blocks that did not parse."""),
-    new_code_cell("""def ci(values):
-    return sweep.t_interval(values, CONFIDENCE)
+Each line is one run: its SFT start (the run's own step-0 evaluation, else the SFT run's) and its end."""),
+    new_code_cell("""if SOURCE and arms:
+    fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 3.2), sharey=True, squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        for r in runs_of[arm]:
+            a, b = start(r, "turn_accuracy"), end(r, "turn_accuracy")
+            if a is not None and b is not None:
+                ax.plot([0, 1], [100 * a, 100 * b], marker="o", lw=1, label=f"seed {r['seed']}")
+        ax.set_xticks([0, 1], ["SFT start", "end"])
+        ax.set_title(arm, fontsize=10)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    axes[0][0].set_ylabel(f"{SOURCE} turn accuracy (%)")
+    fig.tight_layout()
+    plt.show()"""),
+    new_markdown_cell("""## Paired differences (percentage points)
 
-def acc(r, key="turn_accuracy"):
-    return sweep.metric(r, f"eval.{SPLIT}.overall.{key}")
+Left: each arm's end minus its SFT start (per run). Right: each arm minus the baseline arm at the
+same seed. Points: mean, bars: t-interval; an interval that crosses 0 is no evidence of a difference."""),
+    new_code_cell("""if SOURCE and arms:
+    s = summary["sources"][SOURCE]
+    panels = [("vs_sft", "vs SFT start"), ("vs_baseline", f"vs {BASELINE} (same seed)")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * max(len(arms), 2) * len(sweep.EVAL_METRICS) / 2 + 1.5))
+    for ax, (kind, title) in zip(axes, panels):
+        labels, means, halves = [], [], []
+        for arm in s[kind]:
+            for metric in sweep.EVAL_METRICS:
+                st = s[kind][arm][metric]
+                if st["mean"] is None:
+                    continue
+                labels.append(f"{arm}: {sweep.METRIC_LABELS[metric]} (n={st['n']})")
+                means.append(100 * st["mean"])
+                halves.append(0.0 if st["half_width"] is None else 100 * st["half_width"])
+        y = np.arange(len(labels))
+        ax.errorbar(means, y, xerr=halves, fmt="o", capsize=3)
+        ax.axvline(0, color="gray", lw=1)
+        ax.set_yticks(y, labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(f"{SOURCE}: {title}", fontsize=10)
+        ax.set_xlabel("percentage points")
+    fig.tight_layout()
+    plt.show()"""),
+    new_markdown_cell("""## Training reward curves (when the run directories are on this machine)
 
-sft_by_seed = {r["seed"]: r for r in groups.get("SFT warm start (before GRPO)", [])}
-zero = [acc(r) for r in groups.get("zero-shot", [])]
-panels = [("turn_accuracy", 100, "%"), ("call_accuracy", 100, "%"), ("free_call_match_rate", 100, "%"),
-          ("calls_per_turn", 1, ""), ("format_errors_per_turn", 1, "")]
-fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4))
-for ax, (key, scale, unit) in zip(axes, panels):
-    x = np.arange(len(modes))
-    for offset, which in ((-0.18, "before"), (0.18, "after")):
-        stats = []
-        for mode in modes:
-            runs = groups[mode]
-            values = [acc(sft_by_seed[r["seed"]], key) for r in runs if r["seed"] in sft_by_seed] if which == "before" \\
-                else [acc(r, key) for r in runs]
-            stats.append(ci(values))
-        means = np.array([s[0] for s in stats])
-        halves = np.nan_to_num(np.array([s[1] for s in stats]))
-        ax.bar(x + offset, scale * means, 0.36, yerr=scale * halves, capsize=3, label=f"{which} GRPO")
-    zero_value = [acc(r, key) for r in groups.get("zero-shot", [])]
-    if zero_value and zero_value[0] is not None:
-        ax.axhline(scale * zero_value[0], ls="--", color="gray", label="zero-shot")
-    ax.set_xticks(x, [f"{m}\\n(n={len(groups[m])})" for m in modes], fontsize=8)
-    ax.set_title(f"{key.replace('_', ' ')}" + (f" ({unit})" if unit else ""), fontsize=10)
-    ax.legend(fontsize=7)
-fig.tight_layout()
-plt.show()"""),
-    new_markdown_cell("""## Error breakdown
+Each arm is trained on its own reward, so the curves are on different scales (`binary` is 0/1).
+Thin lines: seeds; thick: mean over seeds."""),
+    new_code_cell("""def curve(name, key="reward/mean"):
+    rows = sweep.read_metrics(RUNS_DIR / name / "work" / "metrics.jsonl")
+    rows = [r for r in rows if r.get("phase") == "grpo" and r.get(key) is not None]
+    return np.array([r["step"] for r in rows]), np.array([r[key] for r in rows], float)
 
-Mean count per run of each error kind over the evaluated turns (a turn can have several: one per
-leftover call; `stopped_early` = a golden call never made, `hallucinated_call` = a predicted call
-matching no golden call, `format_error` = a `<tool_call>` block that does not parse)."""),
-    new_code_cell("""display(Markdown(sweep.error_table(results, SPLIT)))
-labels = list(groups)
-kinds = []
-for r in results:
-    for k in (sweep.metric(r, f"eval.{SPLIT}.overall.errors") or {}):
-        if k not in kinds:
-            kinds.append(k)
-if labels and kinds:
-    means = np.array([[np.mean([(sweep.metric(r, f"eval.{SPLIT}.overall.errors") or {}).get(k, 0) for r in groups[l]])
-                       for k in kinds] for l in labels])
+have = [arm for arm in arms if any(len(curve(r["name"])[0]) for r in runs_of[arm])]
+if have:
+    fig, axes = plt.subplots(1, len(have), figsize=(3.4 * len(have), 2.8), squeeze=False, sharey=True)
+    for ax, arm in zip(axes[0], have):
+        series = [curve(r["name"]) for r in runs_of[arm]]
+        for steps, values in series:
+            ax.plot(steps, values, lw=0.8, alpha=0.5)
+        n = min(len(v) for _, v in series)
+        if n:
+            ax.plot(series[0][0][:n], np.mean([v[:n] for _, v in series], axis=0), color="k", lw=2)
+        ax.set_title(f"{arm} (mean over run {summary['train'][arm]['reward_mean']['mean']:.3f})", fontsize=9)
+        ax.set_xlabel("GRPO step")
+    fig.tight_layout()
+    plt.show()
+else:
+    print(f"no training logs under {RUNS_DIR} (the result files hold the mean reward only)")"""),
+    new_markdown_cell("""## Error breakdown at the end of run
+
+Mean count per run of each error kind over the evaluated turns (one per leftover call:
+`stopped_early` = a golden call never made, `hallucinated_call` = a predicted call matching no
+golden call, `format_error` = a `<tool_call>` block that does not parse)."""),
+    new_code_cell("""rows = [n for n in ("zero_shot", "sft") if n in by_name] + arms
+members = {n: [by_name[n]] for n in ("zero_shot", "sft") if n in by_name} | runs_of
+kinds = sorted({k for rs in members.values() for r in rs for k in (sweep.dotted(r, f"eval.{SOURCE}.end.errors") or {})})
+if rows and kinds:
+    means = np.array([[np.mean([(sweep.dotted(r, f"eval.{SOURCE}.end.errors") or {}).get(k, 0) for r in members[row]])
+                       for k in kinds] for row in rows])
     fig, ax = plt.subplots(figsize=(9, 3.4))
-    bottom = np.zeros(len(labels))
+    bottom = np.zeros(len(rows))
     for j, k in enumerate(kinds):
-        ax.bar(range(len(labels)), means[:, j], bottom=bottom, label=k)
+        ax.bar(range(len(rows)), means[:, j], bottom=bottom, label=k)
         bottom += means[:, j]
-    ax.set_xticks(range(len(labels)), [l.replace(" (before GRPO)", "\\n(before)") for l in labels], fontsize=8)
+    ax.set_xticks(range(len(rows)), [sweep.ROW_LABELS.get(r, r) for r in rows], fontsize=8)
     ax.set_ylabel("errors per run (mean over seeds)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    plt.show()"""),
-    new_markdown_cell("## What the policies write (first evaluated turn of each mode, seed 0)"),
-    new_code_cell("""for label, runs in groups.items():
-    run = sorted(runs, key=lambda r: r["seed"] if r["seed"] is not None else -1)[0]
-    path = SWEEP_DIR / run["name"] / "eval.json"
-    if not path.exists():
-        continue
-    turns = json.loads(path.read_text())["splits"].get(SPLIT, {}).get("turns", [])
-    if turns:
-        t = turns[0]
-        print(f"--- {label} ({run['name']}), {t['sample_id']} turn {t['turn']}: correct={t['correct']} errors={t['errors']}")
-        print(t["texts"][0][:400])"""),
+    plt.show()
+else:
+    print("no error counts in the result files")"""),
 ]
 
 
