@@ -41,7 +41,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("graduated", "atomic", "orchestration", "binary")
 BASELINE_ARM = "graduated"
-KINDS = ("zero_shot", "sft", "grpo")
 # eval.every for "at step 0 and at the last step only": a period no run reaches (the trainer always
 # evaluates at the start and at the end when eval.every > 0).
 START_AND_END = 1_000_000_000
