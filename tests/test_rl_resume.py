@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--config=configs/tiny.py", "--config.sft.num_steps=2", "--config.train.num_steps=4",
-        "--config.train.save_every=2", "--config.rollout.max_new_tokens=8", "--config.rollout.max_turns=1"]
+        "--config.train.save_every=2"]
 
 
 def _cmd(workdir: Path) -> list[str]:

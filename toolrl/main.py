@@ -10,7 +10,9 @@ Dispatches on ``config.mode``:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -55,8 +57,13 @@ def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
     from toolrl.rl.trainer import Trainer
     from toolrl.rl.workdir import open_workdir
 
+    import jax
+
     mesh = build_mesh(config)
-    with open_workdir(config.workdir, config, allow_changes=config.train.allow_config_change):
+    # One process owns the workdir (on a multi-host slice every host would lock the others out).
+    owner = (open_workdir(config.workdir, config, allow_changes=config.train.allow_config_change)
+             if jax.process_index() == 0 else contextlib.nullcontext())
+    with owner:
         policy, env, data = prepare(config, mesh)
         for report in (data.rl_fit, data.sft_fit):
             logging.info(report.describe())
@@ -153,9 +160,17 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
+    """Runs `main` under absl; a user's mistake (config, budgets, workdir, files) is one line and exit 2
+    (`--verbose` shows the traceback)."""
+    from toolrl.cli import run_cli
+    from toolrl.env.cache import CacheError
+    from toolrl.rl.config import ConfigError
+    from toolrl.rl.workdir import WorkdirError
+
     os.environ.setdefault("WANDB_SILENT", "true")
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    run_cli(lambda argv: app.run(main, argv=[sys.argv[0], *argv]), prog="toolrl.main",
+            user_errors=(ConfigError, WorkdirError, CacheError))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def _execute(env: Any, policy: Policy, text: str) -> tuple[list[PredictedCall], 
     calls, messages = [], []
     for block in policy.chat.parse(text).blocks:
         if isinstance(block, ParseError):
-            calls.append(PredictedCall.unparseable())
+            calls.append(PredictedCall.unparseable(reason=block.reason))
             response = {"status": False, "error": "invalid_call", "message": f"unparseable tool call ({block.reason})"}
             messages.append({"role": "tool", "name": "", "content": env.render(response)})
             continue
@@ -191,7 +191,7 @@ def rollout_turns(tasks: Sequence[tuple[GoldenSample, TurnTask]], group_size: in
             row, state = rows[i], states[i]
             text = policy.chat.decode(new[j])
             _append_policy_tokens(row, new[j], text)
-            row.calls += [PredictedCall.unparseable() if isinstance(b, ParseError)
+            row.calls += [PredictedCall.unparseable(reason=b.reason) if isinstance(b, ParseError)
                           else PredictedCall(b.name, dict(b.arguments)) for b in policy.chat.parse(text).blocks]
             shown = len(state.messages)
             state.step(text, matcher, max_rounds, render)

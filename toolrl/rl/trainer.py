@@ -136,7 +136,13 @@ def prepare_data(config: ml_collections.ConfigDict, policy: Policy, samples: Seq
 
 
 def bucket(length: int, multiple: int) -> int:
-    return -(-length // multiple) * multiple
+    """A padded width for `length`: the next of 2^k and 1.5 * 2^k, rounded up to a multiple of
+    `multiple`. Above 128 tokens at most a third of a row is padding, and a run compiles a handful of widths (an
+    update program per width: compiling SmolLM2's step costs tens of seconds on a CPU)."""
+    size = max(int(multiple), 1)
+    while size < length:
+        size = size * 3 // 2 if size & (size - 1) == 0 and size >= 4 else 1 << size.bit_length()
+    return -(-size // multiple) * multiple
 
 
 def pack_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int, width: int) -> tuple[np.ndarray, ...]:
@@ -281,10 +287,11 @@ class Trainer:
             self.metrics.truncate_after(0)
             self._maybe_reference()
             return 0
-        _, _, meta, _ = self.checkpointer.restore(None, nnx.state(self.model, nnx.Param))
-        self._make_optimizer(meta["phase"])
-        params, opt, meta, _ = self.checkpointer.restore(int(meta["step"]), nnx.state(self.model, nnx.Param),
-                                                         nnx.state(self.optimizer))
+        def optimizer_for(meta: dict[str, Any]) -> Any:  # the optimizer of the checkpoint's phase
+            self._make_optimizer(meta["phase"])
+            return nnx.state(self.optimizer)
+
+        params, opt, meta, _ = self.checkpointer.restore(None, nnx.state(self.model, nnx.Param), optimizer_for)
         nnx.update(self.model, params)
         nnx.update(self.optimizer, opt)
         self.step = int(meta["step"])

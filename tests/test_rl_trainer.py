@@ -1,0 +1,112 @@
+"""The trainer on the tiny model: updates without signal are skipped, a run restores with its own
+model and settings, `--config.mode=eval` and `--config.mode=check` use them, bucketed widths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from toolrl.rewards.registry import RewardOutput
+from toolrl.rl.config import config_from_file, validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny(workdir: Path, **fields):
+    config = config_from_file(REPO / "configs" / "tiny.py")
+    config.workdir = str(workdir)
+    config.wandb.mode = "disabled"
+    config.data.tool_view = "signature"
+    for dotted, value in fields.items():
+        if "__" in dotted:
+            section, key = dotted.split("__")
+            config[section][key] = value
+        else:
+            config[dotted] = value
+    validate(config)
+    return config
+
+
+def _constant_reward(batch) -> RewardOutput:
+    n = len(batch.rows)
+    return RewardOutput(np.full(n, 0.5, np.float32), {}, np.zeros((n, 1), np.int32), np.zeros(n, np.int32))
+
+
+def test_update_without_signal_is_skipped(tmp_path):
+    """Every group degenerate: no update runs (AdamW would still move the weights on momentum)."""
+    from toolrl.main import train
+    from toolrl.policy.runtime import Policy
+    from toolrl.rl.metrics import read_metrics
+
+    config = _tiny(tmp_path / "run", sft__num_steps=1, train__num_steps=2, train__save_every=1, train__keep=5)
+    info = train(config, reward_fn=_constant_reward)
+    records = read_metrics(info.metrics)
+    grpo = [r for r in records if r["phase"] == "grpo"]
+    assert [r["grpo/skipped_update"] for r in grpo] == [1, 1]
+    assert all(r["grpo/degenerate_fraction"] == 1.0 and r["grpo/live_rows"] == 0 for r in grpo)
+    after_sft, _ = Policy.from_run(tmp_path / "run", step=1)
+    final, run_config = Policy.from_run(tmp_path / "run")
+    same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), nnx.state(after_sft.model, nnx.Param),
+                        nnx.state(final.model, nnx.Param))
+    assert all(jax.tree.leaves(same))
+    assert run_config.data.tool_view == "signature"  # the run's own settings come back with it
+
+
+def test_a_run_restores_with_its_own_model_and_settings(tmp_path):
+    from toolrl.main import train
+    from toolrl.policy.runtime import Policy
+
+    config = _tiny(tmp_path / "sft", mode="sft", sft__num_steps=2, train__num_steps=0, model__dtype="bfloat16")
+    train(config)
+    policy, run_config = Policy.from_run(tmp_path / "sft")
+    assert run_config.model.dtype == "bfloat16" and policy.model_config.dtype == "bfloat16"
+    assert run_config.sft.num_steps == 2 and policy.chat.end_id == 2
+    # The trained weights, not a fresh initialisation.
+    fresh = Policy.load(preset="tiny", dtype="bfloat16", seed=int(run_config.seed))
+    leaves = zip(jax.tree.leaves(nnx.state(policy.model, nnx.Param)), jax.tree.leaves(nnx.state(fresh.model, nnx.Param)))
+    assert any(not np.array_equal(a, b) for a, b in leaves)
+
+
+def _main(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toolrl.main", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**__import__("os").environ, "WANDB_MODE": "disabled"})
+
+
+def test_mode_check_prints_the_fit_line_and_a_bad_budget_is_one_line():
+    ok = _main("--config=configs/tiny.py", "--config.mode=check")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.strip().splitlines()[-1] == "fit: 4/4 tasks (100%)"
+    bad = _main("--config=configs/tiny.py", "--config.rollout.max_new_tokens=32", "--config.workdir=/nonexistent/x")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("toolrl.main: error: only 0/4 episodes")
+    assert "rollout.max_new_tokens" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_mode_eval_evaluates_a_run_with_its_own_settings(tmp_path):
+    run = tmp_path / "run"
+    trained = _main("--config=configs/tiny.py", f"--config.workdir={run}", "--config.mode=sft",
+                    "--config.sft.num_steps=1", "--config.train.num_steps=0", "--config.data.tool_view=signature")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    evaluated = _main("--config=configs/tiny.py", "--config.mode=eval", f"--config.eval.checkpoint={run}",
+                      "--config.eval.source=bfcl_training", "--config.eval.max_turns=2",
+                      "--config.eval.max_new_tokens=16")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    results = json.loads((run / "eval" / "eval_results.json").read_text())
+    assert results["settings"]["tool_view"] == "signature"  # the run's view, not this command's default
+    assert results["settings"]["turns"] == 2
+
+
+def test_update_widths_are_bucketed():
+    from toolrl.rl.trainer import bucket, row_buckets
+
+    widths = [bucket(n, 64) for n in range(1, 2049)]
+    assert sorted(set(widths)) == [64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
+    assert all(n <= w <= max(128, 1.5 * n) for n, w in zip(range(1, 2049), widths))
+    assert row_buckets(8, 4) == [4, 8] and row_buckets(32, 1) == [4, 8, 16, 32]
