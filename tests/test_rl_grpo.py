@@ -15,8 +15,9 @@ from toolrl.rl import grpo
 def test_group_advantages_hand_values():
     rewards = jnp.array([1.0, 0.0, 0.5, 0.5, 0.2, 0.2])
     adv, degenerate = grpo.group_advantages(rewards, 2, eps=0.0)
-    # group 0: mean 0.5, std 0.5 -> +1, -1; groups 1 and 2 are degenerate -> 0.
-    np.testing.assert_allclose(adv, [1.0, -1.0, 0.0, 0.0, 0.0, 0.0], atol=1e-6)
+    # group 0: mean 0.5, unbiased std sqrt(0.5) -> +-0.707; groups 1 and 2 are degenerate -> 0.
+    z = 0.5 / math.sqrt(0.5)
+    np.testing.assert_allclose(adv, [z, -z, 0.0, 0.0, 0.0, 0.0], atol=1e-6)
     np.testing.assert_array_equal(degenerate, [False, False, True, True, True, True])
     summary = grpo.degenerate_summary(degenerate, 2)
     assert int(summary["degenerate_groups"]) == 2
@@ -25,7 +26,7 @@ def test_group_advantages_hand_values():
 
 def test_group_advantages_group_of_four_and_dr_grpo():
     rewards = jnp.array([0.0, 1.0, 1.0, 2.0])
-    mean, std = 1.0, math.sqrt(0.5)  # population std of (0, 1, 1, 2)
+    mean, std = 1.0, math.sqrt(2.0 / 3.0)  # unbiased (ddof=1) std of (0, 1, 1, 2), as TRL / verl / tunix
     adv, _ = grpo.group_advantages(rewards, 4, eps=0.0)
     np.testing.assert_allclose(adv, [(r - mean) / std for r in (0, 1, 1, 2)], rtol=1e-6)
     adv_dr, _ = grpo.group_advantages(rewards, 4, scale_by_std=False)
@@ -77,8 +78,10 @@ def test_aggregations_hand_values():
     mask = jnp.array([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
     assert float(grpo.aggregate(per_token, mask, "token_mean")) == pytest.approx((1 + 2 + 3 + 4) / 4)
     assert float(grpo.aggregate(per_token, mask, "sequence_mean")) == pytest.approx((2.0 + 4.0) / 2)
-    assert float(grpo.aggregate(per_token, mask, "constant")) == pytest.approx(10 / (2 * 4))
-    assert float(grpo.aggregate(per_token, mask, "constant", max_tokens=10)) == pytest.approx(10 / 20)
+    # Dr.GRPO: a constant denominator, batch (3 rows, the empty one included) x max completion tokens.
+    assert float(grpo.aggregate(per_token, mask, "constant")) == pytest.approx(10 / (3 * 4))
+    assert float(grpo.aggregate(per_token, mask, "constant", constant_tokens=30)) == pytest.approx(10 / 30)
+    assert [float(x) for x in grpo.aggregate_parts(per_token, mask, "sequence_mean")] == [6.0, 2.0]
     with pytest.raises(ValueError, match="unknown aggregation"):
         grpo.aggregate(per_token, mask, "nope")
 

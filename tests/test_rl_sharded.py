@@ -107,7 +107,7 @@ def test_micro_batched_step_equals_full_batch(aggregation):
     batch = {"tokens": rng.integers(3, cfg.vocab_size, (B, T)).astype(np.int32), "attention_mask": attn,
              "loss_mask": loss_mask, "advantages": rng.normal(size=B).astype(np.float32),
              "valid": np.array([1, 1, 0, 1, 1, 1, 1, 0], bool)}
-    loss_config = grpo.LossConfig(beta=0.0, aggregation=aggregation, max_tokens=T)
+    loss_config = grpo.LossConfig(beta=0.0, aggregation=aggregation, constant_tokens=B * T)
     results = []
     for micro in (1, 4):
         model = init_model(cfg, seed=0)
