@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from configs import eval as eval_config
 from toolrl.eval import evaluate, golden_policy, load_eval_samples, make_matcher, run_evaluation
 from toolrl.eval.judge import JudgeConfigError, JudgeSettings, make_judge
 from toolrl.eval.match import CallMatcher, PredictedCall, bfcl_name, load_exact_match_values
@@ -176,17 +175,20 @@ def test_prediction_records_are_validated():
 
 
 def test_config_and_run_evaluation(tmp_path, samples, cache_path):
-    config = eval_config.get_config()
-    eval_config.validate(config)
-    config.max_samples = 5
-    config.cache_path = str(cache_path)
-    config.output_dir = str(tmp_path)
-    report = run_evaluation(config, golden_policy(samples[:5]))
+    """Evaluation settings live in the training config (config.eval); the golden policy scores 100 %."""
+    from toolrl.rl.config import ConfigError, base_config, validate
+
+    config = base_config()
+    validate(config)
+    config.eval.max_samples = 5
+    config.eval.cache_path = str(cache_path)
+    report = run_evaluation(config, golden_policy(samples[:5]), tmp_path)
     assert report.overall("all").samples == report.overall("all").samples_success == 5
+    assert report.settings["response_max_chars"] == config.data.response_max_chars  # the training view
     assert (tmp_path / "eval_results.json").is_file() and (tmp_path / "eval_by_domain.png").is_file()
     assert report.table().row_count == len(report.metrics["complete"])
-    config.judge.enabled = True
-    with pytest.raises(ValueError, match="judge.endpoint"):
-        eval_config.validate(config)
+    config.eval.judge.enabled = True
+    with pytest.raises(ConfigError, match="eval.judge.endpoint"):
+        validate(config)
     with pytest.raises(JudgeConfigError):
         run_evaluation(config, golden_policy(samples[:5]))

@@ -79,14 +79,18 @@ class Evaluation:
                 "response_equivalence": c.eval.response_equivalence, "judge": c.eval.judge.enabled}
 
     def run(self, policy: Any) -> EvalReport:
-        """Evaluate a :class:`toolrl.policy.runtime.Policy` (greedy, the training prompts)."""
+        """Evaluate a :class:`toolrl.policy.runtime.Policy` (greedy, the training prompts), or any
+        evaluator policy callable (`toolrl.eval.types.Policy`, e.g. the golden or a scripted one)."""
         e = self.config.eval
-        batched = policy.as_eval_policy(tool_view=self.config.data.tool_view, max_new_tokens=self.max_new_tokens,
-                                        batch_size=e.batch_size, pad_multiple=self.config.rollout.pad_multiple)
+        batched = policy
+        if hasattr(policy, "as_eval_policy"):
+            batched = policy.as_eval_policy(tool_view=self.config.data.tool_view, max_new_tokens=self.max_new_tokens,
+                                            batch_size=e.batch_size, pad_multiple=self.config.rollout.pad_multiple)
         results = run_protocol(self.tasks, batched, self.matcher, max_rounds=e.max_rounds,
                                batch_size=e.batch_size, render=self.render)
-        settings = self.settings(getattr(policy, "name", ""))
-        settings["policy_stats"] = batched.stats.to_json()
+        settings = self.settings(getattr(policy, "name", type(policy).__name__))
+        if hasattr(batched, "stats"):
+            settings["policy_stats"] = batched.stats.to_json()
         return EvalReport.from_results(results, settings)
 
 

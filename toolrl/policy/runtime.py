@@ -245,6 +245,14 @@ class Policy:
             finished[i] = bool(ids) and ids[-1] in stops
         return Generation(rows, lps, finished, time.perf_counter() - start)
 
+    def response_text(self, ids: Sequence[int]) -> str:
+        """A generated turn as the evaluator reads it: decoded, with calls in `<tool_call>` blocks even
+        when the template writes them bare (Llama 3.x), so rollouts and evaluation parse alike."""
+        from toolrl.data.chat import tagless_calls_to_blocks
+
+        text = self.chat.decode(ids)
+        return text if self.chat.calls_tagged else tagless_calls_to_blocks(text)
+
     # ------------------------------------------------------------------ log-probs
 
     def logprobs_fn(self, temperature: float = 1.0) -> Any:
@@ -326,7 +334,7 @@ class EvalPolicy:
             rows += [rows[-1]] * (self.batch_size - len(rows))
             out = self.policy.generate(rows, jax.random.key(0), self.settings)
             for j, i in enumerate(chunk):
-                texts[i] = self.policy.chat.decode(out.tokens[j])
+                texts[i] = self.policy.response_text(out.tokens[j])
                 self.stats.generated_tokens += len(out.tokens[j])
                 self.stats.truncated_turns += int(not out.finished[j])
             self.stats.batches += 1

@@ -221,6 +221,10 @@ class Trainer:
         self.loss_config = grpo.LossConfig(
             epsilon_low=config.grpo.epsilon_low, epsilon_high=config.grpo.epsilon_high, beta=config.grpo.beta,
             aggregation=config.grpo.aggregation, constant_tokens=batch * r.max_turns * r.max_new_tokens)
+        if r.top_k or r.top_p < 1.0:
+            log.warning("rollout.top_k=%s / rollout.top_p=%s truncate the sampling distribution; the trainer's "
+                        "log-probs are those of the untruncated tempered policy, so the importance ratio is "
+                        "approximate", r.top_k, r.top_p)
         self.sampling = SamplingSettings(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_k=r.top_k,
                                          top_p=r.top_p, pad_multiple=r.pad_multiple)
         shards = 1 if mesh is None else int(mesh.shape["data"] * mesh.shape["fsdp"])
