@@ -77,7 +77,7 @@ def case(request) -> Case:
         tok = AutoTokenizer.from_pretrained(str(_smollm2_dir()), local_files_only=True)
         return Case(ChatFormat.for_model(tok, ModelConfig.smollm2_135m()), "hermes", "<|im_end|>", TOOLS)
     from toolrl.models.config import ModelConfig
-    from toolrl.rl.policy_model import CharTokenizer
+    from toolrl.policy.tokenizers import CharTokenizer
 
     return Case(ChatFormat.for_model(CharTokenizer(), ModelConfig.preset("tiny")), "hermes", "<|im_end|>", None)
 
@@ -318,7 +318,7 @@ def test_template_with_one_call_per_message():
 
 
 def test_native_needs_a_template_and_tool_calls():
-    from toolrl.rl.policy_model import CharTokenizer
+    from toolrl.policy.tokenizers import CharTokenizer
 
     with pytest.raises(ValueError, match="chat template"):
         ChatFormat(CharTokenizer(), kind="native")
