@@ -13,7 +13,8 @@ def get_config():
     config.mode = "sft"
     config.workdir = "artifacts/runs/sft"
     config.data.max_steps_per_sample = 3
-    config.rollout.max_seq_len = 1024  # SFT trains on whole episodes: >= 95% of them fit
+    config.rollout.max_seq_len = 1536  # SFT trains on whole episodes: all 30 fit (the longest needs 1,531)
+    config.rollout.max_new_tokens = 512  # a golden turn needs up to 486 tokens
     config.sft.num_steps = 50
     config.sft.batch_size = 4
     config.sft.learning_rate = 5e-5
