@@ -70,22 +70,35 @@ def rope_inverse_frequencies(config: ModelConfig) -> np.ndarray:
     return np.where(medium, blended, scaled)
 
 
-def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
-    """Rotate ``x`` [B, T, N, Dh] by ``positions`` [B, T] (HF "rotate half" layout, not interleaved)."""
-    # Angles in float32 as HF does, then cast cos/sin to the activation dtype.
+def rope_tables(positions: Array, inv_freq: np.ndarray, dtype: jnp.dtype) -> tuple[Array, Array]:
+    """cos, sin [B, T, 1, Dh] for ``positions`` [B, T] (angles in float32 as HF, cast to ``dtype``).
+
+    Computed once per forward and shared by every layer.
+    """
     angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)  # [B, T, Dh/2]
     angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, T, 1, Dh]
-    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+
+
+def rotate(x: Array, cos: Array, sin: Array) -> Array:
+    """Apply precomputed RoPE tables to ``x`` [B, T, N, Dh] (HF "rotate half" layout)."""
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos + rotated * sin
 
 
-def grouped_attention(q: Array, k: Array, v: Array, mask: Array, impl: str = "xla") -> Array:
-    """Grouped-query attention.
+def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
+    """Rotate ``x`` [B, T, N, Dh] by ``positions`` [B, T] (HF "rotate half" layout, not interleaved)."""
+    cos, sin = rope_tables(positions, inv_freq, x.dtype)
+    return rotate(x, cos, sin)
 
-    q: [B, T, H, Dh]; k, v: [B, S, K, Dh]; mask: [B, T, S] bool (True = may attend).
-    Returns [B, T, H, Dh] in q.dtype.
+
+def attend(q: Array, keys: Array, values: Array, mask: Array, impl: str = "xla") -> Array:
+    """Grouped-query attention on the KV-cache layout.
+
+    q: [B, T, H, Dh]; keys, values: [B, K, S, Dh] (heads before slots: the layout the two batched
+    matmuls want, so XLA inserts no per-step transpose of the cache); mask: [B, T, S] bool
+    (True = may attend). Returns [B, T, H, Dh] in q.dtype.
 
     ``impl="xla"``: explicit einsums. The [B, K, G, T, S] score array is materialised in the compute
     dtype (float32 accumulation inside the dot; for bf16 it is stored in bf16, like HF's eager
@@ -98,18 +111,28 @@ def grouped_attention(q: Array, k: Array, v: Array, mask: Array, impl: str = "xl
     Same numbers as ``"xla"`` in float32.
     """
     b, t, h, dh = q.shape
-    kv = k.shape[2]
+    kv = keys.shape[1]
     if impl == "dot_product_attention":
-        return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, :, :], scale=1.0 / math.sqrt(dh))
+        return jax.nn.dot_product_attention(q, keys.swapaxes(1, 2), values.swapaxes(1, 2),
+                                            mask=mask[:, None, :, :], scale=1.0 / math.sqrt(dh))
     if impl != "xla":
         raise ValueError(f"unknown attention impl {impl!r}")
-    qg = q.reshape(b, t, kv, h // kv, dh)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=q.dtype)
+    qg = q.reshape(b, t, kv, h // kv, dh).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, Dh]
+    scores = jnp.einsum("bkgtd,bksd->bkgts", qg, keys, preferred_element_type=q.dtype)
     scores = scores.astype(jnp.float32) * (1.0 / math.sqrt(dh))
     scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, t, h, dh)
+    probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
+    out = jnp.einsum("bkgts,bksd->bkgtd", probs, values)  # [B, K, G, T, Dh]
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
+
+
+def grouped_attention(q: Array, k: Array, v: Array, mask: Array, impl: str = "xla") -> Array:
+    """Grouped-query attention with keys / values in token-major layout.
+
+    q: [B, T, H, Dh]; k, v: [B, S, K, Dh]; mask: [B, T, S] bool (True = may attend).
+    Returns [B, T, H, Dh] in q.dtype. See :func:`attend` for the implementations and precision.
+    """
+    return attend(q, k.swapaxes(1, 2), v.swapaxes(1, 2), mask, impl)
 
 
 def token_logprobs(logits: Array, targets: Array, temperature: float = 1.0) -> Array:
@@ -137,7 +160,9 @@ def left_pad_positions(attention_mask: Array) -> Array:
 class KVCache:
     """Preallocated key/value cache (a pytree; pass it through jit / while_loop).
 
-    k, v: per layer [B, S, K, Dh] (keys stored after RoPE). mask: [B, S] bool, slots holding real
+    k, v: per layer [B, K, S, Dh] (heads before slots, the layout attention reads without a
+    transpose; keys stored after RoPE). Updated in place (``dynamic_update_slice`` on the while-loop
+    carry / donated buffers). mask: [B, S] bool, slots holding real
     tokens. index: int32 scalar, next slot to write (all rows write the same slots, so prompts are
     left-padded to a common length).
     """
@@ -151,7 +176,7 @@ class KVCache:
     def init(cls, config: ModelConfig, batch: int, length: int, dtype: jnp.dtype | None = None) -> "KVCache":
         """An empty cache for ``batch`` rows of ``length`` slots (dtype defaults to the compute dtype)."""
         dtype = dtype or config.compute_dtype
-        shape = (batch, length, config.num_kv_heads, config.head_dim)
+        shape = (batch, config.num_kv_heads, length, config.head_dim)
         zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
         return cls(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
                    mask=jnp.zeros((batch, length), bool), index=jnp.zeros((), jnp.int32))
@@ -204,28 +229,36 @@ class Attention(nnx.Module):
             self.k_bias = _param(None, (c.num_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd, init="zeros")
             self.v_bias = _param(None, (c.num_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd, init="zeros")
 
-    def __call__(self, x: Array, positions: Array, mask: Array, inv_freq: np.ndarray,
+    def __call__(self, x: Array, rope: tuple[Array, Array], mask: Array,
                  cache_kv: tuple[Array, Array] | None, index: Array | None) -> tuple[Array, tuple[Array, Array] | None]:
-        """x: [B, T, D]; mask: [B, T, S] (S = T without cache). Returns ([B, T, D], updated (k, v) or None)."""
-        dt = x.dtype
-        q = jnp.einsum("btd,dhe->bthe", x, self.q_kernel[...].astype(dt))
-        k = jnp.einsum("btd,dke->btke", x, self.k_kernel[...].astype(dt))
-        v = jnp.einsum("btd,dke->btke", x, self.v_kernel[...].astype(dt))
-        if self.config.qkv_bias:
-            q = q + self.q_bias[...].astype(dt)
-            k = k + self.k_bias[...].astype(dt)
-            v = v + self.v_bias[...].astype(dt)
-        q = apply_rope(q, positions, inv_freq)
-        k = apply_rope(k, positions, inv_freq)
+        """x: [B, T, D]; rope: (cos, sin) [B, T, 1, Dh]; mask: [B, T, S] (S = T without cache).
+
+        Returns ([B, T, D], updated (k, v) cache arrays [B, K, S, Dh] or None). Projections are
+        plain 2-D matmuls on the kernels reshaped (free, row-major) to [D, H*Dh] / [H*Dh, D].
+        """
+        c, dt = self.config, x.dtype
+        b, t, d = x.shape
+        h, kvh, dh = c.num_heads, c.num_kv_heads, c.head_dim
+        q = x @ self.q_kernel[...].reshape(d, h * dh).astype(dt)
+        k = x @ self.k_kernel[...].reshape(d, kvh * dh).astype(dt)
+        v = x @ self.v_kernel[...].reshape(d, kvh * dh).astype(dt)
+        if c.qkv_bias:
+            q = q + self.q_bias[...].reshape(h * dh).astype(dt)
+            k = k + self.k_bias[...].reshape(kvh * dh).astype(dt)
+            v = v + self.v_bias[...].reshape(kvh * dh).astype(dt)
+        cos, sin = rope
+        q = rotate(q.reshape(b, t, h, dh), cos, sin)
+        k = rotate(k.reshape(b, t, kvh, dh), cos, sin).swapaxes(1, 2)  # [B, K, T, Dh]
+        v = v.reshape(b, t, kvh, dh).swapaxes(1, 2)
         new_kv = None
         if cache_kv is not None:
             ck, cv = cache_kv
-            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
-            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
+            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, 0, index, 0))
+            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, 0, index, 0))
             new_kv = (ck, cv)
             k, v = ck.astype(dt), cv.astype(dt)
-        out = grouped_attention(q, k, v, mask, self.config.attention_impl)
-        return jnp.einsum("bthe,hed->btd", out, self.o_kernel[...].astype(dt)), new_kv
+        out = attend(q, k, v, mask, c.attention_impl)
+        return out.reshape(b, t, h * dh) @ self.o_kernel[...].reshape(h * dh, d).astype(dt), new_kv
 
 
 class MLP(nnx.Module):
@@ -253,8 +286,8 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, config.weight_dtype)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache_kv, index):
-        h, new_kv = self.attn(self.attn_norm(x), positions, mask, inv_freq, cache_kv, index)
+    def __call__(self, x, rope, mask, cache_kv, index):
+        h, new_kv = self.attn(self.attn_norm(x), rope, mask, cache_kv, index)
         x = x + h
         x = x + self.mlp(self.mlp_norm(x))
         return x, new_kv
@@ -299,10 +332,10 @@ class Decoder(nnx.Module):
             slots = jnp.arange(cache.length)
             query_slots = index + jnp.arange(t)
             mask = new_mask[:, None, :] & (slots[None, None, :] <= query_slots[None, :, None])  # [B, T, S]
-        inv_freq = rope_inverse_frequencies(c)
+        rope = rope_tables(positions, rope_inverse_frequencies(c), dt)  # once, shared by all layers
 
-        def run_layer(layer: Block, x: Array, positions: Array, mask: Array, kv, index):
-            return layer(x, positions, mask, inv_freq, kv, index)
+        def run_layer(layer: Block, x: Array, rope: tuple[Array, Array], mask: Array, kv, index):
+            return layer(x, rope, mask, kv, index)
 
         if c.remat:
             # Recompute each block's activations in the backward pass (only its input is saved).
@@ -310,7 +343,7 @@ class Decoder(nnx.Module):
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i], cache.v[i])
-            x, updated = run_layer(layer, x, positions, mask, kv, index)
+            x, updated = run_layer(layer, x, rope, mask, kv, index)
             if updated is not None:
                 new_k.append(updated[0])
                 new_v.append(updated[1])
