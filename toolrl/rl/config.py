@@ -113,6 +113,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.grpo.mask_truncated = True
     c.grpo.num_iterations = 1  # Updates per rollout batch (mu); >1 makes the ratio/clip matter.
     c.grpo.micro_batches = 1  # Gradient accumulation chunks per update (memory / micro_batches).
+    # LM head + log-softmax only at the loss positions (policy tokens) instead of every position;
+    # same loss and gradient (False: the plain path, for comparison).
+    c.grpo.loss_positions_only = True
+    # Prefix Grouper: rows sharing a prompt are packed into one row (prompt once, each completion
+    # attending to it under a block mask) when that is less work; same loss and gradient.
+    c.grpo.shared_prefix = False
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 2e-6

@@ -417,10 +417,88 @@ class Trainer:
         return scalars, histograms
 
     def _update(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray) -> dict[str, float]:
-        """GRPO update(s) on the live rows, padded to a row bucket and a width bucket; skipped if none."""
-        c = self.config
+        """GRPO update(s) on the live rows; skipped if none.
+
+        grpo.loss_positions_only / grpo.shared_prefix take the packed path (`_update_packed`: the LM
+        head only at loss positions, a group's shared prompt run once); both off, the plain path
+        (`_update_plain`). All compute the same loss and gradient."""
         if not rows:
             return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0}
+        g = self.config.grpo
+        shared = bool(g.get("shared_prefix", False))
+        if shared or bool(g.get("loss_positions_only", True)):
+            return self._update_packed(rows, advantages, shared)
+        return self._update_plain(rows, advantages)
+
+    def _plain_shape(self, rows: list[tuple[list[int], list[int]]]) -> tuple[int, int]:
+        """(rows, width) of the plain layout: a row bucket and a width bucket."""
+        c = self.config
+        n_rows = next(b for b in self.row_buckets if b >= len(rows))
+        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), bucket(c.rollout.max_seq_len, 8))
+        return n_rows, width
+
+    def _packed_batch(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray,
+                      shared: bool) -> tuple[dict[str, np.ndarray], bool, int]:
+        """The packed host batch (`steps.pack_plain` / `steps.pack_shared`), whether it is the shared
+        layout (used only when its trunk work is below the plain layout's), and its micro-batch count."""
+        c = self.config
+        pad_id = self.policy.chat.pad_id
+        k = bucket(max(max(len(steps.loss_positions(f)) for _, f in rows), 1), 16)
+        n_rows, width = self._plain_shape(rows)
+        micro = int(c.grpo.micro_batches)
+        if shared:
+            linear, quadratic = steps.trunk_costs(self.policy.model_config)
+            groups = steps.plan_groups(rows, int(c.rollout.group_size), linear, quadratic)
+            shards = 1 if self.mesh is None else int(self.mesh.shape["data"] * self.mesh.shape["fsdp"])
+            s_rows = -(-len(groups) // shards) * shards  # a padding row would cost a whole packed row
+            s_width = bucket(max(steps.packed_length(rows, g) for g in groups), c.rollout.pad_multiple)
+            if s_rows * steps.row_cost(s_width, linear, quadratic) < n_rows * steps.row_cost(width, linear, quadratic):
+                per_shard = s_rows // shards
+                s_micro = max(d for d in range(1, min(micro, per_shard) + 1) if per_shard % d == 0)
+                slots = int(c.rollout.group_size)
+                return (steps.pack_shared(rows, advantages, pad_id, groups, s_rows, s_width, slots, k), True,
+                        s_micro)
+        return steps.pack_plain(rows, advantages, pad_id, n_rows, width, k), False, micro
+
+    def _update_packed(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray,
+                       shared: bool) -> dict[str, float]:
+        """The packed update: same loss and gradient as `_update_plain`, less work (see steps.py)."""
+        c = self.config
+        host, shared, micro = self._packed_batch(rows, advantages, shared)
+        r, s, k = host["gather"].shape
+        width = host["tokens"].shape[1]
+        device = steps.to_device_batch(host, self.mesh)
+        use_old = c.grpo.num_iterations > 1
+        temperature = float(c.rollout.temperature)
+        loss_config = self.loss_config
+        if loss_config.aggregation == "constant" and loss_config.constant_tokens == 0:
+            n_rows, plain_width = self._plain_shape(rows)  # the plain path's batch x T
+            loss_config = dataclasses.replace(loss_config, constant_tokens=n_rows * (plain_width - 1))
+        graphdef, state = nnx.split((self.model, self.optimizer))
+        shape = (shared, r, width, s, k)
+        if use_old or self.ref_state is not None:
+            mgraph, mstate = nnx.split(self.model)
+            logp_fn = self._get(("packed_logp",) + shape, lambda: steps.make_packed_logprob_fn(
+                mgraph, self.mesh, mstate, temperature, shared))
+            inputs = {n: device[n] for n in steps.packed_keys(shared, ())}
+            if use_old:
+                device["old_logp"] = logp_fn(mstate, inputs)
+            if self.ref_state is not None:
+                device["ref_logp"] = logp_fn(nnx.merge_state(mstate, self.ref_state), inputs)
+        fn = self._get(("packed_grpo", micro) + shape, lambda: steps.make_packed_grpo_step(
+            graphdef, loss_config, self.mesh, state, use_old, micro, temperature, shared))
+        metrics: dict[str, float] = {}
+        for _ in range(c.grpo.num_iterations):
+            state, m = fn(state, device)
+            metrics = {name: float(np.asarray(v)) for name, v in m.items()}
+        nnx.update((self.model, self.optimizer), state)
+        metrics.update(width=float(width), rows=float(r), loss_positions=float(k), shared_prefix=float(shared),
+                       packed_tokens=float(r * width))
+        return metrics
+
+    def _update_plain(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray) -> dict[str, float]:
+        """The plain update: rows padded to a row bucket and a width bucket, logits at every position."""
+        c = self.config
         n_rows = next(b for b in self.row_buckets if b >= len(rows))
         width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), bucket(c.rollout.max_seq_len, 8))
         pad = n_rows - len(rows)
