@@ -5,7 +5,7 @@ evaluate those same samples through the evaluator (`--config.mode=eval`: the run
 prompt settings). A policy that has memorised its training episodes must get their turns right; if it
 does not, training and evaluation disagree on prompts, turns or decoding.
 
-    python -m experiments.memorisation [--samples=3] [--steps=40] [--workdir=artifacts/runs/memorisation]
+    python -m experiments.memorisation [--samples=4] [--steps=30] [--workdir=artifacts/runs/memorisation]
 
 Prints the SFT loss curve's ends and the evaluator's turn accuracy, and writes
 ``experiments/results/memorisation.json``.
@@ -22,16 +22,16 @@ from absl import app, flags
 
 REPO = Path(__file__).resolve().parents[1]
 
-_SAMPLES = flags.DEFINE_integer("samples", 3, "Training samples to memorise.")
-_STEPS = flags.DEFINE_integer("steps", 40, "SFT steps (each on all the samples).")
+_SAMPLES = flags.DEFINE_integer("samples", 4, "Training samples to memorise.")
+_STEPS = flags.DEFINE_integer("steps", 30, "SFT steps (each on all the samples).")
 _LR = flags.DEFINE_float("learning_rate", 1e-4, "SFT learning rate.")
 _WORKDIR = flags.DEFINE_string("workdir", "artifacts/runs/memorisation", "Run directory (a new one per setting).")
 _OUT = flags.DEFINE_string("out", str(REPO / "experiments" / "results" / "memorisation.json"), "Result JSON.")
 
 
 def pick_samples(config: Any, count: int) -> list[str]:
-    """The first `count` training samples with at least two golden turns, shortest episodes first among
-    those that fit the budgets (so the check is cheap on a CPU)."""
+    """`count` training samples with at least two scored turns (the evaluator's unit: a turn of only free
+    lookups merges into the next), shortest episodes first (so the check is cheap on a CPU)."""
     from toolrl.main import build_environment
     from toolrl.policy.runtime import Policy
     from toolrl.rl.rollout import episode_budget
@@ -39,7 +39,9 @@ def pick_samples(config: Any, count: int) -> list[str]:
 
     policy = Policy.load(config.model.preset, config.model.path, config.model.dtype)
     render = build_environment(config).render
-    samples = [s for s in load_training_samples(config) if len(s.turns) >= 2]
+    from toolrl.eval.protocol import build_turn_tasks
+
+    samples = [s for s in load_training_samples(config) if len(build_turn_tasks(s)) >= 2]
     sized = sorted(samples, key=lambda s: episode_budget(s, policy, config.data.tool_view, render, True).total)
     return [s.sample_id for s in sized[:count]]
 
@@ -74,7 +76,7 @@ def run(samples: int, steps: int, learning_rate: float, workdir: str) -> dict[st
     from toolrl.rl.metrics import read_metrics
 
     started = time.perf_counter()
-    probe = memorisation_config(["_"], steps, learning_rate, workdir)
+    probe = memorisation_config([], steps, learning_rate, workdir)  # all samples, to pick from
     ids = pick_samples(probe, samples)
     config = memorisation_config(ids, steps, learning_rate, workdir)
     validate(config)
