@@ -61,8 +61,11 @@ def get_config(arg=None):
     config.rollout.group_size = 4
     config.rollout.prompts_per_step = 2
     config.rollout.max_turns = 3
-    config.rollout.max_new_tokens = 96
-    config.rollout.max_seq_len = 768
+    # Golden turns need up to ~490 tokens (a flight's legs, base64 ids) and episodes up to ~1,310:
+    # these budgets fit >= 95% of the tasks (--config.mode=check). Widths are bucketed to the
+    # longest row, so short rollouts do not pay for the budget.
+    config.rollout.max_new_tokens = 512
+    config.rollout.max_seq_len = 1344
     config.sft.num_steps = 6
     config.sft.batch_size = 2
     config.sft.learning_rate = 5e-5
