@@ -74,8 +74,8 @@ def _jsonable(value: Any) -> Any:
 def fingerprint_fields(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
     """The flattened (dotted names) fields of `config` that determine a run's results.
 
-    model.*, data.*, reward.*, rollout.*, grpo.*, optim.*, sft.*, train.num_steps, seed and mode;
-    sections or fields absent from `config` are skipped. Values are JSON-normalised (tuples become
+    model.*, data.*, reward.*, rollout.*, grpo.*, optim.*, sft.*, train.num_steps, seed and mode,
+    less the execution options of `EXECUTION_FIELDS`; sections or fields absent from `config` are skipped. Values are JSON-normalised (tuples become
     lists), so a config and the same config read back from config.json have the same fingerprint.
     """
     tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
@@ -91,7 +91,14 @@ def fingerprint_fields(config: ml_collections.ConfigDict | Mapping[str, Any]) ->
             node = node[name]
         else:
             out[dotted] = node
-    return {key: _jsonable(out[key]) for key in sorted(out)}
+    return {key: _jsonable(out[key]) for key in sorted(out) if key not in EXECUTION_FIELDS}
+
+
+# Fields that change how a run executes (memory, speed, which update path), never its numbers: a
+# resume may change them. Each one has a test that it gives the same numbers as the plain path.
+EXECUTION_FIELDS = frozenset({"model.attention_impl", "model.remat", "grpo.micro_batches",
+                              "grpo.loss_positions_only", "grpo.shared_prefix", "sft.micro_batches",
+                              "rollout.pad_multiple"})
 
 
 def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
