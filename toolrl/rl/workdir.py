@@ -97,8 +97,7 @@ def fingerprint_fields(config: ml_collections.ConfigDict | Mapping[str, Any]) ->
 # Fields that change how a run executes (memory, speed, which update path), never its numbers: a
 # resume may change them. Each one has a test that it gives the same numbers as the plain path.
 EXECUTION_FIELDS = frozenset({"model.attention_impl", "model.remat", "grpo.micro_batches",
-                              "grpo.loss_positions_only", "grpo.shared_prefix", "sft.micro_batches",
-                              "rollout.pad_multiple"})
+                              "grpo.loss_positions_only", "grpo.shared_prefix", "sft.micro_batches"})
 
 
 def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
