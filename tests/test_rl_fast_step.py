@@ -235,3 +235,136 @@ def test_plan_groups_shares_a_prompt_and_splits_unrelated_rows():
     assert groups == [[0, 1], [2], [3]]
     assert steps.packed_length(rows, [0, 1]) == 50 + 2 + 1
     assert steps.plan_groups(rows[:2], 1) == [[0], [1]]  # at most max_slots rows per group
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+def _varied_reward(batch):
+    from toolrl.rewards.registry import RewardOutput
+
+    n = len(batch.rows)
+    reward = np.asarray([(len(ids) * 7919 % 13) / 13.0 for ids, _ in batch.rows], np.float32)
+    reward[:4] = 0.25  # the first group is degenerate
+    return RewardOutput(reward, {}, np.zeros((n, 1), np.int32), np.zeros(n, np.int32))
+
+
+def test_trainer_update_paths_agree(tmp_path):
+    """One GRPO step of the tiny run through the plain, loss-positions and shared-prefix updates."""
+    from pathlib import Path
+
+    from toolrl.main import train
+    from toolrl.policy.runtime import Policy
+    from toolrl.rl.config import config_from_file, validate
+    from toolrl.rl.metrics import read_metrics
+
+    results = {}
+    for name, positions, shared in (("plain", False, False), ("positions", True, False), ("prefix", True, True)):
+        config = config_from_file(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
+        config.workdir = str(tmp_path / name)
+        config.wandb.mode = "disabled"
+        config.sft.num_steps, config.train.num_steps, config.eval.every = 0, 1, 0
+        config.rollout.max_turns, config.rollout.max_new_tokens, config.data.drop_unfit = 1, 48, False
+        config.grpo.loss_positions_only, config.grpo.shared_prefix = positions, shared
+        validate(config)
+        info = train(config, reward_fn=_varied_reward)
+        record = [r for r in read_metrics(info.metrics) if r["phase"] == "grpo"][-1]
+        policy, _ = Policy.from_run(tmp_path / name)
+        results[name] = (record, nnx.state(policy.model, nnx.Param))
+    base, params = results["plain"]
+    assert base["grpo/live_rows"] == 4 and base["grpo/skipped_update"] == 0
+    for name in ("positions", "prefix"):
+        record, p = results[name]
+        for key in ("grpo/loss", "grpo/grad_norm", "grpo/tokens", "grpo/ratio_mean"):
+            np.testing.assert_allclose(record[key], base[key], rtol=RTOL, err_msg=f"{name} {key}")
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params, p)
+    assert results["prefix"][0]["grpo/shared_prefix"] == 1.0  # the group's prompt was shared
+    assert results["positions"][0]["grpo/shared_prefix"] == 0.0
+
+
+# ----------------------------------------------------------------------------- SmolLM2-135M (slow)
+
+
+def _smollm2_batch(policy):
+    """Real prompts from the bundled data: a scored turn (golden history, 2 completions identical), a
+    degenerate group, and a multi-turn episode (assistant turn, real tool response, assistant turn)."""
+    from toolrl.eval.protocol import turn_messages
+    from toolrl.main import build_environment
+    from toolrl.rl.config import base_config
+    from toolrl.rl.rollout import turn_prompt_ids
+    from toolrl.rl.trainer import load_training_samples
+    from toolrl.eval.protocol import build_turn_tasks
+
+    config = base_config()
+    config.data.max_steps_per_sample, config.data.max_distractors, config.data.response_max_chars = 3, 1, 200
+    env = build_environment(config)
+    samples = load_training_samples(config)
+    rng = np.random.default_rng(0)
+    vocab = policy.model_config.vocab_size
+    rand = lambda n: [int(x) for x in rng.integers(200, vocab, n)]  # noqa: E731
+    view, chat = config.data.tool_view, policy.chat
+    rows, reward = [], []
+    # 1) a scored turn with history
+    task = next(t for s in samples for t in build_turn_tasks(s) if t.complete and t.history)
+    prompt = turn_prompt_ids(policy, task, view, env.render)
+    comps = [rand(40), rand(25), None, rand(60)]
+    comps[2] = list(comps[0])
+    for c in comps:
+        rows.append((prompt + c, [0] * len(prompt) + [1] * len(c)))
+    reward += [1.0, 0.0, 1.0, 0.5]
+    # 2) a degenerate group (another, shorter prompt)
+    s2 = samples[1]
+    p2 = policy.prompt_ids([{"role": "user", "content": s2.query}], s2.tools, view)
+    for n in (30, 20, 35, 28):
+        rows.append((p2 + rand(n), [0] * len(p2) + [1] * n))
+    reward += [0.5] * 4
+    # 3) multi-turn episodes of a sample with at least two golden turns
+    s3 = next(s for s in samples if len(s.turns) >= 2 and s is not s2)
+    p3 = policy.prompt_ids([{"role": "user", "content": s3.query}], s3.tools, view)
+    env_ids = chat.env_ids(turn_messages([s3.turns[0]], env.render)[1:])
+    for g, (a, b) in enumerate(((30, 20), (45, 0), (25, 33), (38, 12))):
+        ids, flags = list(p3) + rand(a), [0] * len(p3) + [1] * a
+        if b:
+            ids += env_ids + rand(b)
+            flags += [0] * len(env_ids) + [1] * b
+        rows.append((ids, flags))
+    reward += [0.2, 0.9, 0.4, 0.1]
+    return rows, np.asarray(reward, np.float32)
+
+
+@pytest.mark.slow
+def test_smollm2_fast_paths_equal_plain():
+    from toolrl.policy.runtime import Policy
+    from toolrl.rl.trainer import bucket
+
+    policy = Policy.load(preset="smollm2_135m")
+    model = policy.model
+    rows, reward = _smollm2_batch(policy)
+    adv, degenerate = grpo.group_advantages(jnp.asarray(reward), 4)
+    adv, degenerate = np.asarray(adv), np.asarray(degenerate)
+    assert degenerate[4:8].all() and not degenerate[:4].any() and not degenerate[8:].any()
+    pad = policy.chat.pad_id
+    cfg = grpo.LossConfig(beta=0.04, aggregation="token_mean")
+    temperature = 0.8
+    # The old path: every row (the degenerate group masked), one width; noisy old / reference log-probs.
+    width = bucket(max(len(ids) for ids, _ in rows), 64)
+    pb = plain_batch(rows, adv, pad, len(rows), width)
+    pb["valid"] = jnp.asarray(~degenerate)
+    noise = np.random.default_rng(1).normal(size=(len(rows), width - 1)).astype(np.float32)
+    base = sequence_logprobs(model, pb["tokens"], pb["attention_mask"], temperature=temperature)
+    old, ref = base + 0.2 * noise, base - 0.1 * noise
+    loss1, m1, g1 = _grads(lambda m: plain_loss(m, pb, cfg, temperature, old, ref), model)
+    g1 = nnx.state(g1, nnx.Param)
+    live = np.flatnonzero(~degenerate)
+    live_rows = [rows[i] for i in live]
+    for shared in (False, True):
+        kb = packed(live_rows, adv[live], pad, shared, 4, policy.model_config)
+        if shared:
+            kb, groups = kb
+            assert [len(g) for g in groups] == [4, 4]  # the turn group and the episode group
+        kb = dict(kb, old_logp=to_packed_positions(old[live], live_rows, kb),
+                  ref_logp=to_packed_positions(ref[live], live_rows, kb))
+        loss2, m2, g2 = _grads(lambda m: steps.packed_grpo_loss(m, kb, cfg, temperature, True), model)
+        assert_same_metrics(dict(m1, loss=loss1), dict(m2, loss=loss2))
+        assert_close_tree(g1, nnx.state(g2, nnx.Param))
+        del g2

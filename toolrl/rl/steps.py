@@ -297,11 +297,13 @@ def trunk_costs(model_config: Any) -> tuple[float, float]:
     return float(per_layer * c.num_layers), float(4 * h * dh * c.num_layers)
 
 
-def plan_groups(rows: Any, max_slots: int, linear: float = 1.0, quadratic: float = 0.0) -> list[list[int]]:
+def plan_groups(rows: Any, max_slots: int, linear: float = 1.0, quadratic: float = 0.0,
+                max_len: int | None = None) -> list[list[int]]:
     """Consecutive rows packed into shared-prefix groups (at most `max_slots` rows each).
 
     Greedy: a row joins the current group when the group's packed row [common prefix, suffixes]
-    with it costs less trunk work (`row_cost`) than the group plus the row on its own."""
+    with it costs less trunk work (`row_cost`) than the group plus the row on its own, and stays
+    within `max_len` tokens (the dense [W, W] attention of a long packed row costs memory)."""
     groups: list[list[int]] = []
     prefix = 0
     lengths = [len(ids) for ids, _ in rows]
@@ -311,7 +313,8 @@ def plan_groups(rows: Any, max_slots: int, linear: float = 1.0, quadratic: float
             new_prefix = min(prefix, _common_prefix(rows[g[0]][0], ids))
             packed_now = prefix + sum(lengths[j] - prefix for j in g)
             packed_new = new_prefix + sum(lengths[j] - new_prefix for j in g) + lengths[i] - new_prefix
-            if row_cost(packed_new, linear, quadratic) < (row_cost(packed_now, linear, quadratic)
+            if (max_len is None or packed_new <= max_len) and row_cost(packed_new, linear, quadratic) < (
+                    row_cost(packed_now, linear, quadratic)
                                                           + row_cost(lengths[i], linear, quadratic)):
                 g.append(i)
                 prefix = new_prefix

@@ -444,12 +444,18 @@ class Trainer:
         c = self.config
         pad_id = self.policy.chat.pad_id
         k = bucket(max(max(len(steps.loss_positions(f)) for _, f in rows), 1), 16)
-        n_rows, width = self._plain_shape(rows)
+        _, width = self._plain_shape(rows)
         micro = int(c.grpo.micro_batches)
+        shards = 1 if self.mesh is None else int(self.mesh.shape["data"] * self.mesh.shape["fsdp"])
+        # Rows per micro-batch as configured (memory); the row count on a ladder of that unit, so a
+        # batch with few live rows runs fewer chunks instead of padding rows (each costs a whole row).
+        unit = shards * max(1, (c.rollout.prompts_per_step * c.rollout.group_size) // (micro * shards))
+        n_rows = bucket(len(rows), unit)
         if shared:
             linear, quadratic = steps.trunk_costs(self.policy.model_config)
-            groups = steps.plan_groups(rows, int(c.rollout.group_size), linear, quadratic)
-            shards = 1 if self.mesh is None else int(self.mesh.shape["data"] * self.mesh.shape["fsdp"])
+            # A packed row's attention scores may take the memory of a micro-batch of plain rows.
+            max_len = max(width, int(width * (unit // shards) ** 0.5))
+            groups = steps.plan_groups(rows, int(c.rollout.group_size), linear, quadratic, max_len)
             s_rows = -(-len(groups) // shards) * shards  # a padding row would cost a whole packed row
             s_width = bucket(max(steps.packed_length(rows, g) for g in groups), c.rollout.pad_multiple)
             if s_rows * steps.row_cost(s_width, linear, quadratic) < n_rows * steps.row_cost(width, linear, quadratic):
@@ -458,7 +464,7 @@ class Trainer:
                 slots = int(c.rollout.group_size)
                 return (steps.pack_shared(rows, advantages, pad_id, groups, s_rows, s_width, slots, k), True,
                         s_micro)
-        return steps.pack_plain(rows, advantages, pad_id, n_rows, width, k), False, micro
+        return steps.pack_plain(rows, advantages, pad_id, n_rows, width, k), False, n_rows // unit
 
     def _update_packed(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray,
                        shared: bool) -> dict[str, float]:
