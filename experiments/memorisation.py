@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 _SAMPLES = flags.DEFINE_integer("samples", 4, "Training samples to memorise.")
 _STEPS = flags.DEFINE_integer("steps", 30, "SFT steps (each on all the samples).")
 _LR = flags.DEFINE_float("learning_rate", 1e-4, "SFT learning rate.")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Episodes per SFT step (0 = all the samples; smaller saves memory).")
 _WORKDIR = flags.DEFINE_string("workdir", "artifacts/runs/memorisation", "Run directory (a new one per setting).")
 _OUT = flags.DEFINE_string("out", str(REPO / "experiments" / "results" / "memorisation.json"), "Result JSON.")
 
@@ -46,7 +47,8 @@ def pick_samples(config: Any, count: int) -> list[str]:
     return [s.sample_id for s in sized[:count]]
 
 
-def memorisation_config(sample_ids: list[str], steps: int, learning_rate: float, workdir: str) -> Any:
+def memorisation_config(sample_ids: list[str], steps: int, learning_rate: float, workdir: str,
+                        batch_size: int = 0) -> Any:
     """configs/grpo.py as an SFT-only run on `sample_ids`, evaluated on the same samples."""
     import runpy
 
@@ -55,7 +57,7 @@ def memorisation_config(sample_ids: list[str], steps: int, learning_rate: float,
     config.workdir = workdir
     config.data.sample_ids = ",".join(sample_ids)
     config.sft.num_steps = steps
-    config.sft.batch_size = len(sample_ids)
+    config.sft.batch_size = batch_size or len(sample_ids)
     config.sft.learning_rate = learning_rate
     config.train.num_steps = 0
     config.train.save_every = steps
@@ -69,7 +71,7 @@ def memorisation_config(sample_ids: list[str], steps: int, learning_rate: float,
     return config
 
 
-def run(samples: int, steps: int, learning_rate: float, workdir: str) -> dict[str, Any]:
+def run(samples: int, steps: int, learning_rate: float, workdir: str, batch_size: int = 0) -> dict[str, Any]:
     """Trains, evaluates the run's own checkpoint, returns the numbers."""
     from toolrl.main import evaluate, train
     from toolrl.rl.config import validate
@@ -78,7 +80,7 @@ def run(samples: int, steps: int, learning_rate: float, workdir: str) -> dict[st
     started = time.perf_counter()
     probe = memorisation_config([], steps, learning_rate, workdir)  # all samples, to pick from
     ids = pick_samples(probe, samples)
-    config = memorisation_config(ids, steps, learning_rate, workdir)
+    config = memorisation_config(ids, steps, learning_rate, workdir, batch_size)
     validate(config)
     train(config)
     trained = time.perf_counter()
@@ -88,7 +90,7 @@ def run(samples: int, steps: int, learning_rate: float, workdir: str) -> dict[st
     report = evaluate(config)
     overall = report.overall("all")
     result = {
-        "samples": ids, "sft_steps": steps, "learning_rate": learning_rate,
+        "samples": ids, "sft_steps": steps, "sft_batch_size": config.sft.batch_size, "learning_rate": learning_rate,
         "nll_first": records[0]["sft/nll"], "nll_last": records[-1]["sft/nll"],
         "sft_tokens_per_step": records[-1]["sft/tokens"],
         "turns": overall.turns, "turns_right": round(overall.turn_accuracy * overall.turns),
@@ -102,7 +104,7 @@ def run(samples: int, steps: int, learning_rate: float, workdir: str) -> dict[st
 
 def main(argv: list[str]) -> None:
     del argv
-    result = run(_SAMPLES.value, _STEPS.value, _LR.value, _WORKDIR.value)
+    result = run(_SAMPLES.value, _STEPS.value, _LR.value, _WORKDIR.value, _BATCH.value)
     out = Path(_OUT.value)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
