@@ -136,3 +136,17 @@ def test_initial_done_rows_emit_nothing(tiny):
         np.testing.assert_allclose(out.logprobs[row], base.logprobs[row], atol=1e-6)
     none = generate(model, PROMPTS, params, bucket=8, initial_done=[True] * 3)
     assert not none.completion_mask.any()
+
+
+def test_fast_argmax_and_categorical_pure():
+    from toolrl.models.sampler import argmax_first, categorical
+
+    x = jax.random.normal(jax.random.key(0), (64, 1000))
+    x = x.at[3, 7].set(x[3].max()).at[3, 500].set(x[3].max())  # ties: first index wins, like argmax
+    np.testing.assert_array_equal(np.asarray(argmax_first(x)), np.asarray(jnp.argmax(x, -1)))
+    probs = np.asarray([0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = jnp.log(jnp.asarray([probs] * 20000))
+    draws = np.asarray(categorical(jax.random.key(1), logits))
+    freq = np.bincount(draws, minlength=5) / draws.size
+    np.testing.assert_allclose(freq, probs, atol=0.012)
+    assert freq[4] == 0  # probability 0 (-inf logit) never drawn

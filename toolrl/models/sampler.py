@@ -99,23 +99,49 @@ class SampleOutput:
 # --------------------------------------------------------------------------- pure sampling math
 
 
+def argmax_first(x: Array) -> Array:
+    """``jnp.argmax(x, -1)`` (first index of the maximum) as two plain reductions: [B, V] -> [B] int32.
+
+    Same result as ``jnp.argmax`` for finite inputs; about 5-10x faster on the XLA CPU backend,
+    whose variadic (value, index) reduction is slow over a 50k-entry vocabulary.
+    """
+    top = jnp.max(x, axis=-1, keepdims=True)
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    return jnp.min(jnp.where(x == top, iota, x.shape[-1]), axis=-1).astype(jnp.int32)
+
+
+def categorical(key: Array, logits: Array) -> Array:
+    """One draw per row from softmax(logits) by inverse-CDF sampling: [B, V] -> [B] int32.
+
+    One uniform per row against the cumulative probabilities, instead of ``jax.random.categorical``'s
+    B x V Gumbel noise (the random bits dominated the decode step on CPU: ~12 ms vs ~2 ms per step
+    at B=16, V=49152). Entries at -inf (probability 0) are never drawn: a draw lands on token i
+    only when cdf[i-1] < u <= cdf[i].
+    """
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    cdf = jnp.cumsum(probs, axis=-1)
+    u = jax.random.uniform(key, (*logits.shape[:-1], 1), jnp.float32, minval=jnp.finfo(jnp.float32).tiny)
+    u = u * cdf[..., -1:]
+    return jnp.minimum(jnp.sum(cdf < u, axis=-1), logits.shape[-1] - 1).astype(jnp.int32)
+
+
 def sample_from_logits(logits: Array, key: Array, params: SamplingParams) -> Array:
     """Draw one token per row. logits: [B, V] float32 -> [B] int32."""
     if params.greedy:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return argmax_first(logits)
     x = logits / max(params.temperature, 1e-6)
     if params.top_k > 0:
         # Work in the top-k subspace: sorted values, then map the pick back to vocabulary ids.
         vals, idx = jax.lax.top_k(x, params.top_k)
         vals = _nucleus(vals, params.top_p) if params.top_p < 1.0 else vals
-        choice = jax.random.categorical(key, vals, axis=-1)
+        choice = categorical(key, vals)
         return jnp.take_along_axis(idx, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
     if params.top_p < 1.0:
         sorted_vals = jnp.sort(x, axis=-1)[:, ::-1]
         kept = _nucleus(sorted_vals, params.top_p)
         threshold = jnp.min(jnp.where(jnp.isfinite(kept), kept, jnp.inf), axis=-1, keepdims=True)
         x = jnp.where(x >= threshold, x, -jnp.inf)
-    return jax.random.categorical(key, x, axis=-1).astype(jnp.int32)
+    return categorical(key, x)
 
 
 def _nucleus(sorted_desc: Array, top_p: float) -> Array:
