@@ -5,7 +5,7 @@ evaluate those same samples through the evaluator (`--config.mode=eval`: the run
 prompt settings). A policy that has memorised its training episodes must get their turns right; if it
 does not, training and evaluation disagree on prompts, turns or decoding.
 
-    python -m experiments.memorisation [--samples=4] [--steps=30] [--workdir=artifacts/runs/memorisation]
+    python -m experiments.memorisation [--samples=3] [--steps=75] [--batch_size=1] [--workdir=artifacts/runs/memorisation]
 
 Prints the SFT loss curve's ends and the evaluator's turn accuracy, and writes
 ``experiments/results/memorisation.json``.
@@ -22,10 +22,10 @@ from absl import app, flags
 
 REPO = Path(__file__).resolve().parents[1]
 
-_SAMPLES = flags.DEFINE_integer("samples", 4, "Training samples to memorise.")
-_STEPS = flags.DEFINE_integer("steps", 30, "SFT steps (each on all the samples).")
+_SAMPLES = flags.DEFINE_integer("samples", 3, "Training samples to memorise.")
+_STEPS = flags.DEFINE_integer("steps", 75, "SFT steps.")
 _LR = flags.DEFINE_float("learning_rate", 1e-4, "SFT learning rate.")
-_BATCH = flags.DEFINE_integer("batch_size", 0, "Episodes per SFT step (0 = all the samples; smaller saves memory).")
+_BATCH = flags.DEFINE_integer("batch_size", 1, "Episodes per SFT step (0 = all the samples; 1 bounds memory).")
 _WORKDIR = flags.DEFINE_string("workdir", "artifacts/runs/memorisation", "Run directory (a new one per setting).")
 _OUT = flags.DEFINE_string("out", str(REPO / "experiments" / "results" / "memorisation.json"), "Result JSON.")
 

@@ -12,7 +12,7 @@ import pytest
 def test_a_model_fine_tuned_on_samples_passes_them_through_the_evaluator(tmp_path):
     from experiments.memorisation import run
 
-    result = run(samples=4, steps=30, learning_rate=1e-4, workdir=str(tmp_path / "memorisation"))
+    result = run(samples=3, steps=75, learning_rate=1e-4, workdir=str(tmp_path / "memorisation"), batch_size=1)
     assert result["nll_last"] < 0.05, result
-    assert result["turns"] >= 8
+    assert result["turns"] >= 6
     assert result["turn_accuracy"] >= 0.9, result
