@@ -110,3 +110,9 @@ def test_update_widths_are_bucketed():
     assert sorted(set(widths)) == [64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
     assert all(n <= w <= max(128, 1.5 * n) for n, w in zip(range(1, 2049), widths))
     assert row_buckets(8, 4) == [4, 8] and row_buckets(32, 1) == [4, 8, 16, 32]
+
+
+def test_unknown_config_field_is_one_line():
+    bad = _main("--config=configs/tiny.py", "--config.nosuchfield=1", "--config.mode=check")
+    assert bad.returncode == 2
+    assert "unknown config field" in bad.stderr and "nosuchfield" in bad.stderr and "Traceback" not in bad.stderr

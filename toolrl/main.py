@@ -136,8 +136,13 @@ def summary_table(info: Any, minutes: float) -> str:
     return "\n".join(lines)
 
 
+_STARTED = False  # set once flags are parsed: errors after that are not about the command line
+
+
 def main(argv: list[str]) -> None:
     del argv
+    global _STARTED
+    _STARTED = True
     from toolrl.rl.config import validate
 
     config = _CONFIG.value
@@ -169,8 +174,19 @@ def run() -> None:
 
     os.environ.setdefault("WANDB_SILENT", "true")
     logging.set_verbosity(logging.WARNING)
-    run_cli(lambda argv: app.run(main, argv=[sys.argv[0], *argv]), prog="toolrl.main",
-            user_errors=(ConfigError, WorkdirError, CacheError))
+
+    def parse_and_run(argv: list[str]) -> None:
+        try:
+            app.run(main, argv=[sys.argv[0], *argv])
+        except (AttributeError, KeyError) as err:
+            if _STARTED:
+                raise
+            # The config flag could not apply an override: a field that does not exist.
+            overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+            raise ConfigError(f"unknown config field ({err}); overrides given: {', '.join(overrides) or 'none'}; "
+                              "every field is listed in toolrl/rl/config.py") from err
+
+    run_cli(parse_and_run, prog="toolrl.main", user_errors=(ConfigError, WorkdirError, CacheError))
 
 
 if __name__ == "__main__":
