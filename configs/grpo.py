@@ -74,6 +74,7 @@ def get_config(arg=None):
     config.optim.learning_rate = 2e-6
     config.train.num_steps = 6
     config.train.save_every = 3
-    config.eval.every = 6  # held-out turns at the start and after the last step
+    # Held-out turns at the start and after the last step (every = the run's length).
+    config.eval.every = config.sft.num_steps + config.train.num_steps
     config.eval.max_turns = 8
     return apply(config, arg)
