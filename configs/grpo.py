@@ -72,9 +72,9 @@ def get_config(arg=None):
     config.sft.learning_rate = 5e-5
     config.grpo.micro_batches = 8
     config.optim.learning_rate = 2e-6
-    config.train.num_steps = 6
+    config.train.num_steps = 4
     config.train.save_every = 3
     # Held-out turns at the start and after the last step (every = the run's length).
     config.eval.every = config.sft.num_steps + config.train.num_steps
-    config.eval.max_turns = 8
+    config.eval.max_turns = 4
     return apply(config, arg)
