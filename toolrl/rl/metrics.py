@@ -14,6 +14,7 @@ import math
 import netrc
 import uuid
 import os
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -126,6 +127,10 @@ def resolve_wandb_mode(mode: str) -> str:
     return mode
 
 
+_INIT_ATTEMPTS = 30
+_INIT_RETRY_S = 2.0
+
+
 class WandbRun:
     """A thin W&B wrapper: resumable run id kept in the workdir, scalars and histograms.
 
@@ -148,12 +153,20 @@ class WandbRun:
         id_file = workdir / "wandb_id"
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
-        self.run = wandb.init(
-            project=project, entity=entity or None, name=name or None, id=run_id, resume="allow",
-            dir=str(workdir), config=config, mode=self.mode,
-            # No system-metrics sampler or console capture: on a 2-core CPU box they cost training time.
-            settings=wandb.Settings(x_disable_stats=True, console="off"),
-        )
+        for attempt in range(_INIT_ATTEMPTS):
+            try:
+                self.run = wandb.init(
+                    project=project, entity=entity or None, name=name or None, id=run_id, resume="allow",
+                    dir=str(workdir), config=config, mode=self.mode,
+                    # No system-metrics sampler or console capture: on a 2-core CPU box they cost training time.
+                    settings=wandb.Settings(x_disable_stats=True, console="off"),
+                )
+                break
+            except Exception as err:  # wandb raises its own error types
+                # After a kill, the dead run's W&B service can hold the run id for a few seconds.
+                if "in use" not in str(err) or attempt == _INIT_ATTEMPTS - 1:
+                    raise
+                time.sleep(_INIT_RETRY_S)
 
     @property
     def location(self) -> str:
