@@ -22,9 +22,15 @@ random number of turns). Paths:
              only at loss positions);
   +prefix    ... and grpo.shared_prefix (a group's prompt run once).
 
-Each path: a warm-up (compilation; the old path compiles ahead of time and does not run it), then
-the median of `--repeats` updates (`--old_repeats` for the old path, which is slow on a CPU). Every
-path's first measured update starts from the same parameters, so their grad norms must agree.
+Each path: a warm-up compilation (ahead of time, not run), then the median of `--repeats` updates
+(`--old_repeats` for the old path). Every path runs one row (a packed row for +prefix) per backward
+pass with model.remat (`--remat`), so a 1,344-token row fits beside other jobs on a 24 GB CPU machine.
+A whole old turn-mode update takes many minutes on 2 CPU cores, so by default only `--max_chunks`
+of an update's equal micro-batches run and the rest is extrapolated (they have the same shapes and
+run one after the other; the optimizer's time is counted with each timed part, which overstates
+every path a little and understates the speedup). With
+--max_chunks=0 whole updates run and every path's first one starts from the same parameters, so
+their grad norms must agree. Other jobs on the machine make the numbers noisy.
 Columns: update seconds; policy tokens (loss tokens of the live rows) per second; model FLOPs/s —
 3 x the forward FLOPs the batch needs (live rows unpadded, causal attention, head at loss
 positions), the same numerator for every path — and executed FLOPs/s (what the path computes:
@@ -52,7 +58,9 @@ STEPS = flags.DEFINE_integer("steps", 3, "measured GRPO steps")
 WARMUP = flags.DEFINE_integer("warmup", 1, "unmeasured steps (compilation)")
 COMPARE = flags.DEFINE_bool("compare", False, "old vs new update path on the same batches")
 REPEATS = flags.DEFINE_integer("repeats", 3, "--compare: measured updates per new path (median)")
-OLD_REPEATS = flags.DEFINE_integer("old_repeats", 1, "--compare: measured updates of the old path (median)")
+OLD_REPEATS = flags.DEFINE_integer("old_repeats", 3, "--compare: measured updates of the old path (median)")
+REMAT = flags.DEFINE_bool("remat", True, "--compare: model.remat (activation memory of a 1,344-token row "
+                          "fits beside other jobs; every path recomputes alike)")
 MODES = flags.DEFINE_list("modes", ["turn", "episode"], "--compare: rollout modes")
 PATHS = flags.DEFINE_list("paths", ["old", "positions", "prefix"], "--compare: paths")
 SEED = flags.DEFINE_integer("seed", 0, "--compare: batch seed")
@@ -108,30 +116,6 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
         f(a).block_until_ready()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
-
-
-def optimizer_seconds(trainer, repeats: int = 3) -> float:
-    """Median seconds of the optimizer's update alone (zero gradients), to separate it from the chunks."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from flax import nnx
-
-    graphdef, state = nnx.split((trainer.model, trainer.optimizer))
-
-    def update(state):
-        model, optimizer = nnx.merge(graphdef, state)
-        optimizer.update(model, jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param)))
-        return nnx.state((model, optimizer))
-
-    fn = jax.jit(update)
-    state = jax.block_until_ready(fn(jax.tree.map(jnp.copy, state)))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        state = jax.block_until_ready(fn(state))
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def _random_ids(rng, n: int, vocab: int) -> list[int]:
@@ -242,7 +226,7 @@ def compare():
     peak = matmul_peak()
     print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({jax.devices()[0].device_kind}, "
           f"{os.cpu_count()} cores)", flush=True)
-    policy = Policy.load(preset="smollm2_135m")
+    policy = Policy.load(preset="smollm2_135m", remat=REMAT.value)
     mc = policy.model_config
     linear, quadratic = steps.trunk_costs(mc)
     head = 2.0 * mc.hidden_size * mc.vocab_size
@@ -252,7 +236,8 @@ def compare():
         config = grpo_config("turn" if mode == "turn" else None)
         if mode == "turn":
             config.rollout.group_size, config.rollout.prompts_per_step = 8, 4
-            config.grpo.micro_batches = 16  # 2 rows per backward pass, as configs/grpo.py sizes memory
+        # One row per backward pass on every path (memory beside other jobs on a 24 GB machine).
+        config.grpo.micro_batches = config.rollout.group_size * config.rollout.prompts_per_step
         r = config.rollout
         batch_size = r.prompts_per_step * r.group_size
         rng = np.random.default_rng(SEED.value)
@@ -284,7 +269,6 @@ def compare():
                 if snapshot is not None:
                     nnx.update((trainer.model, trainer.optimizer), jax.tree.map(jnp.copy, snapshot))
 
-            opt_s = optimizer_seconds(trainer)
             for path in PATHS.value:
                 reset()
                 t = time.perf_counter()
@@ -293,7 +277,7 @@ def compare():
                     tokens, attn, loss_mask = pack_rows(rows, policy.chat.pad_id, width)
                     host = {"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask,
                             "advantages": adv.astype(np.float32), "valid": live}
-                    micro, shared = len(rows), False  # one row per backward pass: fits beside other jobs
+                    micro, shared = int(config.grpo.micro_batches), False
                     shape = f"{len(rows)}x{width}"
                     executed = 3 * len(rows) * (width * linear + quadratic * width * width + (width - 1) * head)
                 else:
@@ -331,7 +315,8 @@ def compare():
                     grad_norm = grad_norm if grad_norm is not None else m["grad_norm"]
                 nnx.update((trainer.model, trainer.optimizer), state)
                 # Chunks run one after the other (lax.scan) and cost the same; the optimizer runs once.
-                times = [host_s + (x - opt_s) * micro / chunks + opt_s for x in times]
+                # (The optimizer is counted micro / chunks times: an upper bound on every path.)
+                times = [host_s + x * micro / chunks for x in times]
                 if chunks < micro:
                     shape += f" [{chunks}/{micro} chunks timed]"
                     grad_norm = float("nan")  # of a part of the batch: not comparable
@@ -352,8 +337,8 @@ def compare():
               f"{row['policy_tok_s']:12.1f} {row['model_flops']:12.1%} {row['executed_flops']:12.1%} "
               f"{row['grad_norm']:11.6g}")
     print(f"(update s: median of {REPEATS.value} (old: {OLD_REPEATS.value}) after a warm-up compile (not run); "
-          f"with [c/n chunks timed], c of the update's n equal micro-batches ran and update s = host packing + n/c x "
-          f"(their time - optimizer) + optimizer; FLOPs/s as a share of the {peak / 1e9:.0f} GFLOP/s fp32 matmul peak)")
+          f"with [c/n chunks timed], c of the update's n equal micro-batches ran (with the optimizer) and "
+          f"update s = host packing + n/c x their time; FLOPs/s as a share of the {peak / 1e9:.0f} GFLOP/s fp32 matmul peak)")
     turn = {row["path"]: row["update_s"] for row in table if row["mode"] == "turn"}
     new = [turn[p] for p in ("positions", "prefix") if p in turn]
     if "old" in turn and new:

@@ -73,10 +73,11 @@ def plain_batch(rows, advantages, pad_id, n_rows, width):
             "valid": jnp.asarray(np.arange(n_rows) < len(rows))}
 
 
-def plain_loss(model, batch, cfg, temperature, old=None, ref=None):
+def plain_loss(model, batch, cfg, temperature, old=None, ref=None, chunk_size=128):
     """The plain path's loss (`steps.make_grpo_step`'s micro_loss on the whole batch)."""
     mask = batch["loss_mask"][:, 1:] & batch["valid"][:, None]
-    logp = sequence_logprobs(model, batch["tokens"], batch["attention_mask"], temperature=temperature)
+    logp = sequence_logprobs(model, batch["tokens"], batch["attention_mask"], temperature=temperature,
+                             chunk_size=chunk_size)
     old = jax.lax.stop_gradient(logp) if old is None else old
     return grpo.grpo_loss(logp, old, ref, batch["advantages"], mask, cfg)
 
@@ -113,23 +114,32 @@ def _grads(loss_fn, model):
     return loss, metrics, g
 
 
-def assert_close_tree(a, b, rtol=RTOL):
+def relative_error(a, b) -> float:
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     assert len(la) == len(lb)
     num = sum(float(jnp.sum((x - y) ** 2)) for x, y in zip(la, lb))
     den = sum(float(jnp.sum(x ** 2)) for x in la)
     assert den > 0
-    assert np.sqrt(num / den) < rtol, f"relative gradient error {np.sqrt(num / den):.2e}"
+    return float(np.sqrt(num / den))
+
+
+def assert_close_tree(a, b, rtol=RTOL):
+    err = relative_error(a, b)
+    assert err < rtol, f"relative gradient error {err:.2e}"
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     for x, y in zip(la, lb):  # and leaf by leaf, relative to the leaf's scale
         scale = float(jnp.max(jnp.abs(x))) + 1e-12
         assert float(jnp.max(jnp.abs(x - y))) / scale < 20 * rtol
 
 
 def assert_same_metrics(m1, m2, keys=("loss", "kl", "clip_fraction", "clip_low", "clip_high", "ratio_mean",
-                                      "pg_loss", "tokens")):
+                                      "pg_loss", "tokens"), scale: float = 0.0):
+    """Metrics equal within RTOL; the loss (a mean of +-A·ratio terms that cancel) within RTOL of the
+    terms' scale (`scale`, e.g. the mean |advantage|) too."""
     for key in keys:
         if key in m1 or key in m2:
-            np.testing.assert_allclose(float(m2[key]), float(m1[key]), rtol=RTOL, atol=1e-7, err_msg=key)
+            atol = max(1e-7, RTOL * scale) if key in ("loss", "pg_loss") else 1e-7
+            np.testing.assert_allclose(float(m2[key]), float(m1[key]), rtol=RTOL, atol=atol, err_msg=key)
 
 
 # ----------------------------------------------------------------------------- tiny model
@@ -244,7 +254,7 @@ def _varied_reward(batch):
     from toolrl.rewards.registry import RewardOutput
 
     n = len(batch.rows)
-    reward = np.asarray([(len(ids) * 7919 % 13) / 13.0 for ids, _ in batch.rows], np.float32)
+    reward = np.asarray([(sum(i * x for i, x in enumerate(ids)) % 13) / 13.0 for ids, _ in batch.rows], np.float32)
     reward[:4] = 0.25  # the first group is degenerate
     return RewardOutput(reward, {}, np.zeros((n, 1), np.int32), np.zeros(n, np.int32))
 
@@ -337,7 +347,7 @@ def test_smollm2_fast_paths_equal_plain():
     from toolrl.policy.runtime import Policy
     from toolrl.rl.trainer import bucket
 
-    policy = Policy.load(preset="smollm2_135m")
+    policy = Policy.load(preset="smollm2_135m", remat=True)  # remat: memory only, the numbers are the same
     model = policy.model
     rows, reward = _smollm2_batch(policy)
     adv, degenerate = grpo.group_advantages(jnp.asarray(reward), 4)
@@ -356,6 +366,13 @@ def test_smollm2_fast_paths_equal_plain():
     loss1, m1, g1 = _grads(lambda m: plain_loss(m, pb, cfg, temperature, old, ref), model)
     g1 = nnx.state(g1, nnx.Param)
     live = np.flatnonzero(~degenerate)
+    # fp32 noise floor of the plain path itself: the LM head over chunks of 96 positions instead of
+    # 128 (other matmul shapes, other summation orders; a 49k-way log-softmax of logits ~30 carries
+    # ~1e-5 absolute rounding in fp32) — the only kind of change gathering the loss positions makes.
+    _, _, g0 = _grads(lambda m: plain_loss(m, pb, cfg, temperature, old, ref, chunk_size=96), model)
+    floor = relative_error(g1, nnx.state(g0, nnx.Param))
+    del g0
+    print(f"plain vs plain (head chunk 96): relative gradient difference {floor:.2e}")
     live_rows = [rows[i] for i in live]
     for shared in (False, True):
         kb = packed(live_rows, adv[live], pad, shared, 4, policy.model_config)
@@ -365,6 +382,9 @@ def test_smollm2_fast_paths_equal_plain():
         kb = dict(kb, old_logp=to_packed_positions(old[live], live_rows, kb),
                   ref_logp=to_packed_positions(ref[live], live_rows, kb))
         loss2, m2, g2 = _grads(lambda m: steps.packed_grpo_loss(m, kb, cfg, temperature, True), model)
-        assert_same_metrics(dict(m1, loss=loss1), dict(m2, loss=loss2))
-        assert_close_tree(g1, nnx.state(g2, nnx.Param))
+        assert_same_metrics(dict(m1, loss=loss1), dict(m2, loss=loss2), scale=float(np.abs(adv[live]).mean()))
+        err = relative_error(g1, nnx.state(g2, nnx.Param))
+        print(f"{'shared prefix' if shared else 'loss positions'} vs plain: relative gradient difference {err:.2e}")
+        # 1e-5, or the plain path's own fp32 noise at this depth (30 layers) when that is larger.
+        assert err < max(RTOL, 3 * floor), f"relative gradient error {err:.2e} (plain's own: {floor:.2e})"
         del g2

@@ -117,7 +117,10 @@ def base_config() -> ml_collections.ConfigDict:
     # same loss and gradient (False: the plain path, for comparison).
     c.grpo.loss_positions_only = True
     # Prefix Grouper: rows sharing a prompt are packed into one row (prompt once, each completion
-    # attending to it under a block mask) when that is less work; same loss and gradient.
+    # attending to it under a block mask) when that is less work; same loss and gradient. Off by
+    # default: the decoder's dense [T, T] attention pays for a packed row's masked pairs and packed
+    # rows are capped to a micro-batch's attention memory; on CPU (benchmarks/train_step.py --compare)
+    # it made episode updates ~25% faster but packed nothing in turn mode at one row per chunk.
     c.grpo.shared_prefix = False
 
     c.optim = ml_collections.ConfigDict()

@@ -339,7 +339,7 @@ class Trainer:
         t0 = time.perf_counter()
         samples = self.sft_stream.take(self._sft_position(self.step), c.sft.batch_size)
         rows = [golden_episode(s, self.policy, c.data.tool_view, self.render) for s in samples]
-        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), bucket(c.rollout.max_seq_len, 8))
+        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), -(-c.rollout.max_seq_len // 8) * 8)
         tokens, attn, loss_mask = pack_rows(rows, self.policy.chat.pad_id, width)
         batch = steps.to_device_batch({"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask}, self.mesh)
         graphdef, state = nnx.split((self.model, self.optimizer))
@@ -434,7 +434,8 @@ class Trainer:
         """(rows, width) of the plain layout: a row bucket and a width bucket."""
         c = self.config
         n_rows = next(b for b in self.row_buckets if b >= len(rows))
-        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), bucket(c.rollout.max_seq_len, 8))
+        # Rows never exceed max_seq_len: cap the bucket there (rounded to 8), not at its next bucket.
+        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), -(-c.rollout.max_seq_len // 8) * 8)
         return n_rows, width
 
     def _packed_batch(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray,
@@ -458,10 +459,11 @@ class Trainer:
             groups = steps.plan_groups(rows, int(c.rollout.group_size), linear, quadratic, max_len)
             s_rows = -(-len(groups) // shards) * shards  # a padding row would cost a whole packed row
             s_width = bucket(max(steps.packed_length(rows, g) for g in groups), c.rollout.pad_multiple)
-            if s_rows * steps.row_cost(s_width, linear, quadratic) < n_rows * steps.row_cost(width, linear, quadratic):
+            slots = max(len(g) for g in groups)
+            if slots > 1 and (s_rows * steps.row_cost(s_width, linear, quadratic)
+                              < n_rows * steps.row_cost(width, linear, quadratic)):
                 per_shard = s_rows // shards
                 s_micro = max(d for d in range(1, min(micro, per_shard) + 1) if per_shard % d == 0)
-                slots = int(c.rollout.group_size)
                 return (steps.pack_shared(rows, advantages, pad_id, groups, s_rows, s_width, slots, k), True,
                         s_micro)
         return steps.pack_plain(rows, advantages, pad_id, n_rows, width, k), False, n_rows // unit
@@ -506,7 +508,7 @@ class Trainer:
         """The plain update: rows padded to a row bucket and a width bucket, logits at every position."""
         c = self.config
         n_rows = next(b for b in self.row_buckets if b >= len(rows))
-        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), bucket(c.rollout.max_seq_len, 8))
+        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), -(-c.rollout.max_seq_len // 8) * 8)
         pad = n_rows - len(rows)
         tokens, attn, loss_mask = pack_rows(rows + [([self.policy.chat.pad_id], [0])] * pad, self.policy.chat.pad_id, width)
         valid = np.arange(n_rows) < len(rows)
