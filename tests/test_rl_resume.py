@@ -35,7 +35,10 @@ def _records(path: Path) -> list[dict]:
 def test_sigkill_then_resume(tmp_path):
     killed = tmp_path / "killed"
     metrics = killed / "metrics.jsonl"
-    proc = subprocess.Popen(_cmd(killed), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its own session: the kill takes the run's helper processes (the W&B service) with it, as a job
+    # scheduler's would.
+    proc = subprocess.Popen(_cmd(killed), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     deadline = time.time() + 240
     # Kill as soon as step 5 is logged: the last checkpoint is step 4, so record 5 must be dropped.
     while time.time() < deadline:
@@ -47,7 +50,7 @@ def test_sigkill_then_resume(tmp_path):
     else:
         proc.kill()
         pytest.fail("run did not reach step 5 in time")
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = _records(metrics)
     assert max(r["step"] for r in before) >= 5

@@ -13,6 +13,7 @@ import json
 import math
 import netrc
 import uuid
+import warnings
 import os
 import time
 from pathlib import Path
@@ -127,7 +128,7 @@ def resolve_wandb_mode(mode: str) -> str:
     return mode
 
 
-_INIT_ATTEMPTS = 30
+_INIT_ATTEMPTS = 5
 _INIT_RETRY_S = 2.0
 
 
@@ -153,7 +154,7 @@ class WandbRun:
         id_file = workdir / "wandb_id"
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
-        for attempt in range(_INIT_ATTEMPTS):
+        for attempt in range(_INIT_ATTEMPTS + 1):
             try:
                 self.run = wandb.init(
                     project=project, entity=entity or None, name=name or None, id=run_id, resume="allow",
@@ -163,9 +164,17 @@ class WandbRun:
                 )
                 break
             except Exception as err:  # wandb raises its own error types
-                # After a kill, the dead run's W&B service can hold the run id for a few seconds.
-                if "in use" not in str(err) or attempt == _INIT_ATTEMPTS - 1:
+                # A killed run's W&B service can outlive it and hold the run id. Wait a little, then log to
+                # a new W&B run (metrics.jsonl stays the complete record) rather than fail the resume.
+                if "in use" not in str(err) or attempt == _INIT_ATTEMPTS:
                     raise
+                if attempt == _INIT_ATTEMPTS - 1:
+                    new_id = uuid.uuid4().hex[:8]
+                    warnings.warn(f"W&B run {run_id} is held by another (killed?) process; logging to a new W&B "
+                                  f"run {new_id} (metrics.jsonl in {workdir} has every step)", RuntimeWarning)
+                    run_id = new_id
+                    id_file.write_text(run_id)
+                    continue
                 time.sleep(_INIT_RETRY_S)
 
     @property
