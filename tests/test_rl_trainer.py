@@ -79,11 +79,11 @@ def _main(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
                           timeout=timeout, env={**__import__("os").environ, "WANDB_MODE": "disabled"})
 
 
-def test_mode_check_prints_the_fit_line_and_a_bad_budget_is_one_line():
+def test_mode_check_prints_the_fit_line_and_a_bad_budget_is_one_line(tmp_path):
     ok = _main("--config=configs/tiny.py", "--config.mode=check")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert ok.stdout.strip().splitlines()[-1] == "fit: 4/4 tasks (100%)"
-    bad = _main("--config=configs/tiny.py", "--config.rollout.max_new_tokens=32", "--config.workdir=/nonexistent/x")
+    bad = _main("--config=configs/tiny.py", "--config.rollout.max_new_tokens=32", f"--config.workdir={tmp_path / 'x'}")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("toolrl.main: error: only 0/4 episodes")
     assert "rollout.max_new_tokens" in bad.stderr and "Traceback" not in bad.stderr
