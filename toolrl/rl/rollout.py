@@ -70,10 +70,31 @@ class RolloutBatch:
     generate_seconds: float
 
 
-def _assistant_turn(policy: Policy, sample_rows: Sequence[Row], active: Sequence[int], key: jax.Array,
-                    settings: SamplingSettings, group_size: int) -> tuple[list[list[int]], np.ndarray, float, int]:
-    out = policy.generate([sample_rows[i].ids for i in active], key, settings, group_size=group_size)
-    return out.tokens, out.finished, out.seconds, out.generated
+def _assistant_turn(policy: Policy, rows: Sequence[Row], turn: int, key: jax.Array, settings: SamplingSettings,
+                    group_size: int, max_seq_len: int) -> tuple[list[tuple[int, str, bool]], float, int]:
+    """One assistant turn for every row still going: rows whose next turn would not fit `max_seq_len`
+    end truncated, the rest generate in one call (the first turn's groups share their prefill) and
+    get their tokens appended.
+
+    Returns:
+      ([(row index, decoded text, finished with the end token)], seconds generating, tokens generated);
+      an empty list when no row is left.
+    """
+    for row in rows:
+        if not row.done and len(row.ids) + settings.max_new_tokens > max_seq_len:
+            row.done, row.truncated = True, True
+    active = [i for i, r in enumerate(rows) if not r.done]
+    if not active:
+        return [], 0.0, 0
+    # Only the first turn has groups of identical prompts.
+    shared = group_size if turn == 0 and len(active) == len(rows) else 1
+    out = policy.generate([rows[i].ids for i in active], jax.random.fold_in(key, turn), settings, group_size=shared)
+    turns = []
+    for j, i in enumerate(active):
+        text = policy.chat.decode(out.tokens[j])
+        _append_policy_tokens(rows[i], out.tokens[j], text)
+        turns.append((i, text, bool(out.finished[j])))
+    return turns, out.seconds, out.generated
 
 
 def _append_policy_tokens(row: Row, ids: list[int], text: str) -> None:
@@ -118,23 +139,15 @@ def rollout_episodes(samples: Sequence[GoldenSample], group_size: int, policy: P
         rows += [Row(list(ids), [0] * len(ids)) for _ in range(group_size)]
     generated, seconds = 0, 0.0
     for turn in range(max_turns):
-        for row in rows:
-            if not row.done and len(row.ids) + settings.max_new_tokens > max_seq_len:
-                row.done, row.truncated = True, True
-        active = [i for i, r in enumerate(rows) if not r.done]
-        if not active:
+        turns, dt, n = _assistant_turn(policy, rows, turn, key, settings, group_size, max_seq_len)
+        if not turns:
             break
-        # Only the first turn has groups of identical prompts.
-        shared = group_size if turn == 0 and len(active) == len(rows) else 1
-        new, finished, dt, n = _assistant_turn(policy, rows, active, jax.random.fold_in(key, turn), settings, shared)
         generated, seconds = generated + n, seconds + dt
-        for j, i in enumerate(active):
+        for i, text, finished in turns:
             row = rows[i]
-            text = policy.chat.decode(new[j])
-            _append_policy_tokens(row, new[j], text)
             calls, messages = _execute(env, policy, text)
             row.calls += calls
-            if not finished[j]:
+            if not finished:
                 row.done, row.truncated = True, True
             elif not calls or turn == max_turns - 1:
                 row.done = True
@@ -178,24 +191,17 @@ def rollout_turns(tasks: Sequence[tuple[GoldenSample, TurnTask]], group_size: in
             states.append(TurnState(task, history_messages(task, render), list(task.golden)))
     generated, seconds = 0, 0.0
     for round_ in range(max_rounds):
-        for row in rows:
-            if not row.done and len(row.ids) + settings.max_new_tokens > max_seq_len:
-                row.done, row.truncated = True, True
-        active = [i for i, r in enumerate(rows) if not r.done]
-        if not active:
+        turns, dt, n = _assistant_turn(policy, rows, round_, key, settings, group_size, max_seq_len)
+        if not turns:
             break
-        shared = group_size if round_ == 0 and len(active) == len(rows) else 1
-        new, finished, dt, n = _assistant_turn(policy, rows, active, jax.random.fold_in(key, round_), settings, shared)
         generated, seconds = generated + n, seconds + dt
-        for j, i in enumerate(active):
+        for i, text, finished in turns:
             row, state = rows[i], states[i]
-            text = policy.chat.decode(new[j])
-            _append_policy_tokens(row, new[j], text)
             row.calls += [PredictedCall.unparseable(reason=b.reason) if isinstance(b, ParseError)
                           else PredictedCall(b.name, dict(b.arguments)) for b in policy.chat.parse(text).blocks]
             shown = len(state.messages)
             state.step(text, matcher, max_rounds, render)
-            if not finished[j]:
+            if not finished:
                 row.done, row.truncated = True, True
             elif state.done:
                 row.done = True
