@@ -19,10 +19,13 @@ Rules:
     (0644, less the umask, for a new one);
   * ``--out`` is checked before any source is read: it must not be a directory nor one of the
     sources (building over a source would destroy it);
+  * ``--exclude KIND:PATH`` (decontamination): no key called in an excluded source is entered, whatever
+    source records it, so a cache built with ``--exclude traces:eval_100.json`` cannot answer, and
+    synthesis from it cannot produce, any call of the benchmark's test samples (counted in the summary);
   * readers open the file read-only (``mode=ro``), one connection per process, so many rollout
     workers can look up at once.
 
-CLI: ``python -m toolrl.env.cache build --out PATH [--source KIND:PATH ...]`` where KIND is
+CLI: ``python -m toolrl.env.cache build --out PATH [--source KIND:PATH ...] [--exclude KIND:PATH ...]`` where KIND is
 ``traces`` (eval_100 / bfcl_training files), ``benchmark`` (ComplexFuncBench JSONL) or ``dump``
 (the authors' ``{function: [{arguments, response}]}`` file); with no ``--source`` it builds from the
 two bundled trace files. User errors (a bad ``--out``, an unknown KIND, a missing or malformed
@@ -144,6 +147,9 @@ class BuildSummary:
     conflicting_keys: int = 0
     conflict_rule: str = "most frequently recorded response; ties to the first seen"
     sources: list[str] = dataclasses.field(default_factory=list)
+    excluded_sources: list[str] = dataclasses.field(default_factory=list)
+    excluded_keys: int = 0  # distinct keys called in the excluded sources
+    skipped_excluded: int = 0  # recorded calls not entered because an excluded source calls their key
     seconds: float = 0.0
 
     def format(self) -> str:
@@ -160,6 +166,9 @@ class BuildSummary:
             "sources:",
         ]
         lines += [f"  {source}" for source in self.sources]
+        if self.excluded_sources:
+            lines.append(f"excluded ({self.excluded_keys} keys, {self.skipped_excluded} recorded calls skipped):")
+            lines += [f"  {source}" for source in self.excluded_sources]
         return "\n".join(lines)
 
 
@@ -255,24 +264,27 @@ class _RemoveOnSignal:
             signal.signal(signal.SIGTERM, self.previous if self.previous is not None else signal.SIG_DFL)
 
 
-def build_cache(out: str | os.PathLike, sources: Iterable[Source]) -> BuildSummary:
+def build_cache(out: str | os.PathLike, sources: Iterable[Source], exclude: Iterable[Source] = ()) -> BuildSummary:
     """Build a cache file from the given sources; atomically replaces ``out`` on success.
 
-    Raises CacheBuildError (before reading anything) when ``out`` is a directory or a source."""
+    Keys called anywhere in ``exclude`` are left out (decontamination). Raises CacheBuildError
+    (before reading anything) when ``out`` is a directory or a source."""
     start = time.perf_counter()
     out = Path(out)
-    sources = list(sources)
-    check_output(out, [source.path for source in sources])
+    sources, exclude = list(sources), list(exclude)
+    check_output(out, [source.path for source in sources + exclude])
+    excluded = {cache_key(call.function, call.arguments) for source in exclude for call in source.calls()}
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_builds(out)
     mode = _new_file_mode(out)
-    summary = BuildSummary(sources=[str(s) for s in sources])
+    summary = BuildSummary(sources=[str(s) for s in sources], excluded_sources=[str(s) for s in exclude],
+                           excluded_keys=len(excluded))
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".building", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         with _RemoveOnSignal(tmp):
-            _write_cache(tmp, sources, summary, start)
+            _write_cache(tmp, sources, summary, start, excluded)
             os.chmod(tmp, mode)
             os.replace(tmp, out)
     except BaseException:
@@ -282,13 +294,15 @@ def build_cache(out: str | os.PathLike, sources: Iterable[Source]) -> BuildSumma
     return summary
 
 
-def _write_cache(tmp: Path, sources: list[Source], summary: BuildSummary, start: float) -> None:
+def _write_cache(tmp: Path, sources: list[Source], summary: BuildSummary, start: float,
+                 excluded: frozenset[str] | set[str] = frozenset()) -> None:
     """Fills the SQLite file ``tmp`` from the sources (the body of :func:`build_cache`)."""
     with contextlib.closing(sqlite3.connect(tmp)) as connection:
-        _fill(connection, sources, summary, start)
+        _fill(connection, sources, summary, start, excluded)
 
 
-def _fill(connection: sqlite3.Connection, sources: list[Source], summary: BuildSummary, start: float) -> None:
+def _fill(connection: sqlite3.Connection, sources: list[Source], summary: BuildSummary, start: float,
+          excluded: frozenset[str] | set[str] = frozenset()) -> None:
     # The temporary file is thrown away on any failure, so durability during the build is moot.
     connection.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
     batch: list[tuple] = []
@@ -296,6 +310,10 @@ def _fill(connection: sqlite3.Connection, sources: list[Source], summary: BuildS
     for source in sources:
         for call in source.calls():
             summary.recorded_calls += 1
+            key = cache_key(call.function, call.arguments)
+            if key in excluded:
+                summary.skipped_excluded += 1
+                continue
             if not is_success_response(call.response):
                 if call.response in ("", None, {}, []):
                     summary.skipped_empty += 1
@@ -306,7 +324,7 @@ def _fill(connection: sqlite3.Connection, sources: list[Source], summary: BuildS
             # Responses that differ only in key order are the same response.
             ordered = json.dumps(call.response, sort_keys=True, ensure_ascii=False)
             digest = hashlib.blake2b(ordered.encode(), digest_size=16).hexdigest()
-            batch.append((cache_key(call.function, call.arguments), digest, response, order, str(source)))
+            batch.append((key, digest, response, order, str(source)))
             order += 1
             if len(batch) >= _INSERT_BATCH:
                 _insert_variants(connection, batch)
@@ -460,15 +478,17 @@ def main(argv: list[str] | None = None) -> int:
     build = sub.add_parser("build", help="build a cache file")
     build.add_argument("--out", required=True, help="the SQLite file to write")
     build.add_argument("--source", action="append", default=[], help="KIND:PATH with KIND in traces/benchmark/dump (repeatable)")
+    build.add_argument("--exclude", action="append", default=[],
+                       help="KIND:PATH whose called keys are left out (decontamination; repeatable)")
     build.add_argument("--data-dir", default=None, help="benchmark data directory for the default sources")
     info = sub.add_parser("info", help="summarise a cache file")
     info.add_argument("path")
     args = parser.parse_args(argv)
     if args.command == "build":
         # --out is checked against the sources before any of them is opened.
-        check_output(args.out, [Source.path_of(spec) for spec in args.source])
+        check_output(args.out, [Source.path_of(spec) for spec in args.source + args.exclude])
         sources = [Source.parse(spec) for spec in args.source] or default_sources(args.data_dir)
-        summary = build_cache(args.out, sources)
+        summary = build_cache(args.out, sources, [Source.parse(spec) for spec in args.exclude])
         print(f"built {args.out}\n{summary.format()}")
     else:
         with ResponseCache(args.path) as cache:

@@ -55,7 +55,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.data_dir = ""  # ComplexFuncBench directory; "" = $TOOLRL_DATA_DIR or the bundled one.
     # Where the prompts come from: a bundled trace file, or "synthetic:train" for a split of the
     # synthesized toolrl_traces dataset (build it first: python -m toolrl.synth --config=configs/synth.py).
+    # Several sources: comma-separated, e.g. "synthetic:train,bfcl_training".
     c.data.train_file = "bfcl_training_3_per_workflow.json"
+    # A test source (e.g. "eval_100") whose golden calls no training sample may contain: samples calling
+    # any of them are dropped and counted (toolrl.data.contamination). "" = no filter.
+    c.data.decontaminate = ""
     c.data.synth_dir = ""  # TFDS directory of toolrl_traces ("" = the default, ~/.cache/toolrl/tfds).
     c.data.max_samples = 0  # Use only the first N samples (0 = all); small values make easy tasks.
     c.data.sample_ids = ""  # Comma-separated sample ids to train on ("" = all), e.g. the memorisation check.

@@ -95,14 +95,26 @@ class TrainingData:
 
 
 def load_training_samples(config: ml_collections.ConfigDict) -> list[GoldenSample]:
+    """The training samples: every source of ``data.train_file`` (comma-separated), by id and size filters,
+    without the samples that call a golden call of ``data.decontaminate`` (logged)."""
     d = config.data
-    samples = load_samples(d.train_file, d.data_dir or None, None, d.max_distractors, d.synth_dir or None)
+    sources = [s.strip() for s in d.train_file.split(",") if s.strip()]
+    samples = [s for source in sources
+               for s in load_samples(source, d.data_dir or None, None, d.max_distractors, d.synth_dir or None)]
+    if d.decontaminate:
+        from toolrl.data.contamination import drop_overlapping, sample_keys
+
+        test = load_samples(d.decontaminate, d.data_dir or None, synth_dir=d.synth_dir or None)
+        samples, dropped = drop_overlapping(samples, sample_keys(test))
+        log.info("decontamination: dropped %d of %d training samples calling a golden call of %s",
+                 dropped, dropped + len(samples), d.decontaminate)
     samples = filter_by_calls(select_ids(samples, d.sample_ids), d.max_steps_per_sample)
     if d.max_samples:
         samples = samples[: d.max_samples]
     if not samples:
         raise ValueError(f"no training samples in data.train_file={d.train_file!r} "
-                         f"(data.max_steps_per_sample={d.max_steps_per_sample}, data.max_samples={d.max_samples})")
+                         f"(data.max_steps_per_sample={d.max_steps_per_sample}, data.max_samples={d.max_samples}, "
+                         f"data.decontaminate={d.decontaminate!r})")
     return samples
 
 

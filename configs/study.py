@@ -1,0 +1,57 @@
+"""The decontaminated reward-ablation study at CPU scale (experiments/run_ablation.py --study=...).
+
+    python -m experiments.study_data                                   # the decontaminated data, once
+    python -m toolrl.main --config=configs/study.py --config.mode=check   # fit of every budget
+    python -m experiments.run_ablation --config_file=configs/study.py --study=decontaminated
+
+Training tasks: the synthesized ``toolrl_traces`` train split grown from a response cache that holds
+no eval_100 call, plus the authors' bfcl_training samples; any sample still calling an eval_100 golden
+call is dropped (``data.decontaminate``). GRPO runs in turn mode (one scored turn after the golden
+history, the benchmark's unit). Held-out evaluation: the synthesized test split (whole workflows held
+out) during training, and eval_100's complete-history turns after it. Variants as configs/grpo.py
+(``configs/study.py:atomic``); the arms are reward modes of the ``turn`` family.
+"""
+
+import os
+
+from configs import grpo
+from toolrl.data.paths import toolrl_home
+
+
+def study_dir() -> str:
+    """Where experiments/study_data.py writes the decontaminated cache and traces ($TOOLRL_HOME/study)."""
+    return os.path.join(str(toolrl_home()), "study")
+
+
+def get_config(arg=None):
+    config = grpo.get_config("turn")
+    config.workdir = "artifacts/runs/study"
+    config.wandb.run_name = "study"
+    d = config.data
+    d.train_file = "synthetic:train,bfcl_training"
+    d.synth_dir = os.path.join(study_dir(), "tfds")
+    d.decontaminate = "eval_100"
+    d.max_steps_per_sample = 4
+    d.max_distractors = 1
+    d.response_max_chars = 200
+    d.min_fit = 0.95
+    r = config.rollout
+    r.group_size = 4
+    r.prompts_per_step = 2
+    r.max_turns = 3
+    r.max_new_tokens = 256
+    r.max_seq_len = 1152
+    r.temperature = 1.0
+    config.sft.num_steps = 0
+    config.sft.batch_size = 1
+    config.sft.learning_rate = 5e-5
+    config.optim.learning_rate = 1e-6
+    config.train.num_steps = 8
+    config.train.save_every = 4
+    config.grpo.micro_batches = 4
+    e = config.eval
+    e.source = "synthetic:test"
+    e.max_turns = 24
+    e.max_new_tokens = 0
+    e.every = 4
+    return grpo.apply(config, arg)
