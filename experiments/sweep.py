@@ -50,6 +50,7 @@ EVAL_METRICS = ("turn_accuracy", "call_accuracy", "success_rate")
 SCHEMA = "toolrl.study_run/1"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
+CURVES_FILE = "curves.png"
 
 
 def arm_slug(arm: str) -> str:
@@ -336,6 +337,21 @@ def train_summary(metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def learning_curves(metrics: Sequence[Mapping[str, Any]]) -> dict[str, list[list[Any]]]:
+    """Per-step curves of a run (small; kept in its result file so plots need no run directory):
+    ``train``: [step, reward/mean, grpo/degenerate_fraction] per GRPO step; ``eval``: [step,
+    turn_accuracy, call_accuracy, success_rate] per evaluation during training (a resumed step: the last)."""
+    train: dict[int, list[Any]] = {}
+    evals: dict[int, list[Any]] = {}
+    for r in metrics:
+        step = int(r.get("step", 0))
+        if r.get("phase") == "grpo" and r.get("reward/mean") is not None:
+            train[step] = [step, r.get("reward/mean"), r.get("grpo/degenerate_fraction")]
+        if r.get("eval/turn_accuracy", "absent") != "absent":
+            evals[step] = [step] + [r.get(f"eval/{m}") for m in EVAL_METRICS]
+    return {"train": [train[k] for k in sorted(train)], "eval": [evals[k] for k in sorted(evals)]}
+
+
 def report_overall(report: Mapping[str, Any]) -> dict[str, Any]:
     """The metrics kept of an evaluator report (eval_results.json / eval/step_*.json): the complete-
     history bucket when it has turns (as the trainer logs it), else all turns."""
@@ -417,6 +433,7 @@ def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, l
                call_accuracy, success_rate, turns, free_call_match_rate?, errors?},
         train: {grpo_steps, sft_steps, reward_mean, reward_first, reward_last, degenerate_fraction,
                 sft_nll_first, sft_nll_last, step_seconds_mean},
+        curves: {train: [[step, reward_mean, degenerate_fraction]], eval: [[step, turn, call, success]]},
         fit: {fit, total, share} | null,
         wall_seconds: {<step>: s, ..., total: s}
     """
@@ -455,6 +472,7 @@ def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, l
         "steps": max((int(r.get("step", 0)) for r in metrics), default=0),
         "eval": evals,
         "train": train_summary(metrics),
+        "curves": learning_curves(metrics),
         "fit": fit,
         "wall_seconds": dict(seconds) | {"total": sum(seconds.values())},
     })
@@ -823,6 +841,59 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def curve_bands(results: Sequence[Mapping[str, Any]], arm: str, kind: str, column: int,
+                confidence: float = 0.95) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(steps, mean, low, high) over the seeds of an arm of one curve column (``kind`` "train" or
+    "eval"; column 1 = reward / turn accuracy); steps where not every seed has a value are dropped."""
+    runs = [r for r in results if r.get("kind") == "grpo" and r.get("arm") == arm]
+    by_step: dict[int, list[float]] = {}
+    for r in runs:
+        for row in dotted(r, f"curves.{kind}") or []:
+            if row[column] is not None:
+                by_step.setdefault(int(row[0]), []).append(float(row[column]))
+    steps = [k for k in sorted(by_step) if len(by_step[k]) == len(runs)]
+    mean, low, high = [], [], []
+    for k in steps:
+        m, half, _ = t_interval(by_step[k], confidence)
+        mean.append(m)
+        low.append(m - (half or 0.0))
+        high.append(m + (half or 0.0))
+    return steps, mean, low, high
+
+
+def plot_curves(results: Sequence[Mapping[str, Any]], out: str | os.PathLike, baseline: str = BASELINE_ARM,
+                confidence: float = 0.95) -> Path | None:
+    """Learning curves per arm (mean over seeds, t-band): training reward and held-out turn accuracy,
+    written as a PNG; None when no run has curves (or matplotlib is missing)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    arms = arm_order(results, baseline)
+    if not any(dotted(r, "curves.train") for r in results):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (kind, column, label) in zip(axes, (("train", 1, "mean training reward"),
+                                                ("eval", 1, "held-out turn accuracy"))):
+        for arm in arms:
+            steps, mean, low, high = curve_bands(results, arm, kind, column, confidence)
+            if steps:
+                ax.plot(steps, mean, marker="o", label=arm)
+                ax.fill_between(steps, low, high, alpha=0.15)
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"mean over seeds, {round(100 * confidence)}% t-band")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def write_summary(results_path: str | os.PathLike, baseline: str = BASELINE_ARM,
                   confidence: float = 0.95) -> tuple[dict[str, Any], str]:
     """Rebuilds ``summary.json`` and ``report.md`` in ``results_path`` from its result files alone."""
@@ -833,4 +904,5 @@ def write_summary(results_path: str | os.PathLike, baseline: str = BASELINE_ARM,
     tmp = path / f".{REPORT_FILE}.{os.getpid()}.tmp"
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path / REPORT_FILE)
+    plot_curves(load_results(path), path / CURVES_FILE, baseline, confidence)
     return summary, text

@@ -163,7 +163,7 @@ def test_resume_skips_finished_runs_and_redoes_failed_ones(tmp_path, fake_comman
     assert set(sweep.run_study(changed, fake_commands, log=lines.append).values()) == {"skipped"}
     assert sum("NOTE: it ran with other flags: now --config.rollout.group_size=8" in x for x in lines) == 6
     files = sorted(p.name for p in (tmp_path / "results" / "s").iterdir())
-    assert files == ["atomic_seed0.json", "atomic_seed1.json", "graduated_seed0.json", "graduated_seed1.json",
+    assert files == ["atomic_seed0.json", "atomic_seed1.json", "curves.png", "graduated_seed0.json", "graduated_seed1.json",
                      "report.md", "sft.json", "summary.json", "zero_shot.json"]
 
 
@@ -216,6 +216,9 @@ def test_result_file_schema(tmp_path, fake_commands):
     assert result["train"]["grpo_steps"] == 4 and result["train"]["reward_mean"] == pytest.approx(0.4)
     assert result["train"]["degenerate_fraction"] == pytest.approx(0.25)
     assert result["fit"] == {"fit": 14, "total": 15, "share": pytest.approx(14 / 15)}
+    # Curves: every GRPO step's reward and degenerate share; the evaluations at steps 0 and 4.
+    assert result["curves"]["train"] == [[1, 0.1, 0.5], [2, 0.3, 0.0], [3, 0.5, 0.5], [4, 0.7, 0.0]]
+    assert result["curves"]["eval"] == [[0, 0.05, 0.5, 0.0], [4, pytest.approx(0.25), 0.5, 0.0]]
     assert set(result["wall_seconds"]) == {"train", "eval-synthetic_test", "total"}
     sft = json.loads((tmp_path / "results" / "s" / "sft.json").read_text())
     assert sft["train"]["sft_steps"] == 2 and sft["train"]["sft_nll_last"] == 1.0
@@ -310,6 +313,23 @@ def test_report_from_the_result_files_alone(tmp_path):
     assert "| SFT start | 5.0 (n=1) |" in text
     assert "| atomic | +25.0 ± 43.0 (n=3) | +50.0 ± 86.1 (n=3) | – | +10.0 ± 24.8 (n=3) | +20.0 ± 49.7 (n=3) | – |" in text
     assert "| graduated | 0,1,2 | 4 ± 0 (n=3) | 0.500 ± 0.000 (n=3) | 50.0 ± 0.0 (n=3) | – | 1.0 ± 0.0 (n=3) |" in text
+
+
+def test_curve_bands_and_plot(tmp_path):
+    """Mean and t-band over seeds per step; a step some seed lacks is dropped; the PNG is written."""
+    runs = [{"kind": "grpo", "arm": "graduated", "seed": s, "name": f"graduated_seed{s}",
+             "curves": {"train": [[1, r1, 0.5], [2, r2, 0.0]] + ([[3, 0.9, 0.0]] if s == 0 else []),
+                        "eval": [[0, 0.1, 0.2, 0.0], [2, 0.2 + 0.1 * s, 0.3, 0.0]]}}
+            for s, (r1, r2) in enumerate(((0.1, 0.3), (0.3, 0.5)))]
+    steps, mean, low, high = sweep.curve_bands(runs, "graduated", "train", 1)
+    assert steps == [1, 2] and mean == pytest.approx([0.2, 0.4])
+    # s = sqrt(0.02), t_{0.975, 1} = 12.706205 -> half 1.270620 at both steps.
+    assert high[0] - mean[0] == pytest.approx(1.270620, abs=1e-6) and low[1] == pytest.approx(0.4 - 1.270620, abs=1e-6)
+    e_steps, e_mean, _, _ = sweep.curve_bands(runs, "graduated", "eval", 1)
+    assert e_steps == [0, 2] and e_mean == pytest.approx([0.1, 0.25])
+    out = sweep.plot_curves(runs, tmp_path / "curves.png")
+    assert out is not None and out.stat().st_size > 1000
+    assert sweep.plot_curves([{"kind": "sft", "name": "sft"}], tmp_path / "none.png") is None
 
 
 def test_report_cli_reads_only_the_result_files(tmp_path):
