@@ -4,9 +4,9 @@
 
 The notebook reads one study's result files, ``experiments/results/<study>/*.json`` (written by
 ``python -m experiments.run_ablation --study=<study>``; STUDY at its top, or $ABLATION_STUDY), and
-plots the end-of-run metrics per arm, before / after GRPO, the paired differences with their 95%
-t-intervals over seeds, and the error breakdown. When the study's run directory is on this machine
-(``runs/studies/<study>``, git-ignored) it also plots the training reward curves.
+plots the contamination figure, the end-of-run metrics per arm, before / after GRPO, the paired
+differences with their 95% t-intervals over seeds, the learning curves (from the curves each result
+file keeps) and the error breakdown.
 """
 
 from pathlib import Path
@@ -28,7 +28,7 @@ from pathlib import Path
 
 # ---- configuration -------------------------------------------------------------------------------
 ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "pyproject.toml").exists())
-STUDY = os.environ.get("ABLATION_STUDY", "ablation")
+STUDY = os.environ.get("ABLATION_STUDY", "decontaminated")
 RESULTS_DIR = ROOT / "experiments" / "results" / STUDY
 RUNS_DIR = ROOT / "runs" / "studies" / STUDY   # optional: training curves when the runs are here
 SOURCE = None            # eval source to plot; None = the first (eval_100 when evaluated)
@@ -57,6 +57,20 @@ for arm in arms:
     print(f"  {arm:24s} seeds {[r['seed'] for r in runs_of[arm]]}")
 for name in ("zero_shot", "sft"):
     print(f"  {name:24s} {'present' if name in by_name else 'missing'}")"""),
+    new_markdown_cell("""## Contamination
+
+Share of eval_100 scored turns (and golden calls) found in the study's training data
+(`experiments/results/<study>/contamination.json`, written by `python -m experiments.study_data`)."""),
+    new_code_cell("""path = RESULTS_DIR / "contamination.json"
+if path.exists():
+    c = json.loads(path.read_text())
+    for when in ("before_filter", "after_filter"):
+        r = c[when]
+        print(f"{when:14s} exact turns {r['exact_turns']}/{r['test_turns']} ({r['exact_turn_share']:.1%}), "
+              f"turns with any call {r['any_call_turns']}, calls {r['calls']}/{r['test_calls']} ({r['call_share']:.1%})")
+    print(f"training samples dropped by data.decontaminate: {c['dropped_training_samples']}")
+else:
+    print("no contamination.json for this study")"""),
     new_markdown_cell("## The report (as `--report` writes it)"),
     new_code_cell("""display(Markdown(sweep.markdown_report(summary, STUDY)))
 for r in [r for r in results if r.get("kind") == "grpo"][:1]:
@@ -141,31 +155,27 @@ same seed. Points: mean, bars: t-interval; an interval that crosses 0 is no evid
         ax.set_xlabel("percentage points")
     fig.tight_layout()
     plt.show()"""),
-    new_markdown_cell("""## Training reward curves (when the run directories are on this machine)
+    new_markdown_cell("""## Learning curves
 
-Each arm is trained on its own reward, so the curves are on different scales (`binary` is 0/1).
-Thin lines: seeds; thick: mean over seeds."""),
-    new_code_cell("""def curve(name, key="reward/mean"):
-    rows = sweep.read_metrics(RUNS_DIR / name / "work" / "metrics.jsonl")
-    rows = [r for r in rows if r.get("phase") == "grpo" and r.get(key) is not None]
-    return np.array([r["step"] for r in rows]), np.array([r[key] for r in rows], float)
-
-have = [arm for arm in arms if any(len(curve(r["name"])[0]) for r in runs_of[arm])]
-if have:
-    fig, axes = plt.subplots(1, len(have), figsize=(3.4 * len(have), 2.8), squeeze=False, sharey=True)
-    for ax, arm in zip(axes[0], have):
-        series = [curve(r["name"]) for r in runs_of[arm]]
-        for steps, values in series:
-            ax.plot(steps, values, lw=0.8, alpha=0.5)
-        n = min(len(v) for _, v in series)
-        if n:
-            ax.plot(series[0][0][:n], np.mean([v[:n] for _, v in series], axis=0), color="k", lw=2)
-        ax.set_title(f"{arm} (mean over run {summary['train'][arm]['reward_mean']['mean']:.3f})", fontsize=9)
+Per arm, mean over seeds with a t-band: the training reward of each GRPO step (each arm on its own
+reward, so the scales differ: `binary` is 0/1) and the held-out turn accuracy at the evaluations
+during training (`eval.every`). Read from the result files alone (`curves`)."""),
+    new_code_cell("""if arms:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, (kind, label) in zip(axes, (("train", "mean training reward"), ("eval", f"{SOURCE} turn accuracy"))):
+        for arm in arms:
+            steps, mean, low, high = sweep.curve_bands(results, arm, kind, 1, CONFIDENCE)
+            if steps:
+                ax.plot(steps, mean, marker="o", label=f"{arm} (n={len(runs_of[arm])})")
+                ax.fill_between(steps, low, high, alpha=0.15)
         ax.set_xlabel("GRPO step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     plt.show()
 else:
-    print(f"no training logs under {RUNS_DIR} (the result files hold the mean reward only)")"""),
+    print("no GRPO results yet")"""),
     new_markdown_cell("""## Error breakdown at the end of run
 
 Mean count per run of each error kind over the evaluated turns (one per leftover call:
