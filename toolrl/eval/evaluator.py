@@ -1,6 +1,10 @@
 """Evaluation entry points: ``evaluate`` (samples + any policy callable -> report) and
 :class:`Evaluation` / ``run_evaluation`` (the training config's ``eval`` section + a
 :class:`toolrl.policy.runtime.Policy`, which renders the same prompts as training).
+
+Two protocols (``eval.protocol``): ``turn`` (the default; teacher-forced scored turns,
+:mod:`toolrl.eval.protocol`, what training's turn mode matches) and ``official`` (the benchmark's own
+free-running runner and rules, :mod:`toolrl.eval.official`, numbers comparable with published ones).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 from toolrl.eval.judge import JudgeSettings, make_judge
 from toolrl.eval.match import CallMatcher, Judge, ResponseLookup, load_exact_match_values
 from toolrl.eval.protocol import build_turn_tasks, render_response, run_protocol
-from toolrl.eval.report import EvalReport
+from toolrl.eval.report import PROTOCOLS, EvalReport
 from toolrl.eval.types import EvalSample, Policy
 
 
@@ -23,10 +27,24 @@ def make_matcher(data_dir: str | os.PathLike | None = None, lookup: ResponseLook
     return CallMatcher(load_exact_match_values(data_dir), lookup, judge)
 
 
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"eval.protocol={protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
 def evaluate(samples: Sequence[EvalSample], policy: Policy, matcher: CallMatcher, *, max_rounds: int = 3,
              batch_size: int = 64, render: Callable[[Any], str] = render_response,
-             settings: dict[str, Any] | None = None) -> EvalReport:
-    """Run the protocol (:mod:`toolrl.eval.protocol`) on every scored turn of ``samples``."""
+             settings: dict[str, Any] | None = None, protocol: str = "turn") -> EvalReport:
+    """Run a protocol on ``samples``: ``turn`` (:mod:`toolrl.eval.protocol`, every scored turn after
+    its golden history) or ``official`` (:mod:`toolrl.eval.official`, each sample free-running with
+    the benchmark's rules; ``matcher`` gives its exact parameters, cache and judge)."""
+    if check_protocol(protocol) == "official":
+        from toolrl.eval.official import OfficialRules, run_official
+
+        results = run_official(samples, policy, OfficialRules.from_matcher(matcher), max_rounds=max_rounds,
+                               batch_size=batch_size, render=render)
+        return EvalReport.from_results(results, settings, protocol="official")
     tasks = [task for sample in samples for task in build_turn_tasks(sample)]
     results = run_protocol(tasks, policy, matcher, max_rounds=max_rounds, batch_size=batch_size, render=render)
     return EvalReport.from_results(results, settings)
@@ -45,7 +63,8 @@ class Evaluation:
 
     Prompts use the training view (``data.tool_view``, ``data.response_*``, ``data.max_distractors``), so
     a checkpoint is evaluated on the prompts it was trained on. ``eval.max_turns`` keeps the first N
-    scored turns whose golden history is complete (a fixed subset for evaluation during training).
+    scored turns whose golden history is complete (a fixed subset for evaluation during training); with
+    ``eval.protocol="official"`` the samples of those turns are run whole, free-running.
     """
 
     def __init__(self, config: Any):
@@ -63,6 +82,10 @@ class Evaluation:
         if not tasks:
             raise ValueError(f"eval.source={e.source!r} (max_samples={e.max_samples}) gives no scored turn")
         self.tasks = tasks
+        self.protocol = check_protocol(str(e.get("protocol", "turn")))
+        if self.protocol == "official" and e.max_turns:
+            kept = {t.sample_id for t in tasks}
+            self.samples = [s for s in self.samples if s.sample_id in kept]
         lookup = open_default_cache(data_dir, e.cache_path or None).lookup if e.response_equivalence else None
         judge = make_judge(JudgeSettings(e.judge.enabled, e.judge.endpoint, e.judge.model))
         self.matcher = make_matcher(data_dir, lookup, judge)
@@ -71,8 +94,9 @@ class Evaluation:
 
     def settings(self, policy_name: str = "") -> dict[str, Any]:
         c = self.config
-        return {"source": c.eval.source, "max_samples": c.eval.max_samples, "max_turns": c.eval.max_turns,
-                "turns": len(self.tasks), "model": policy_name, "max_rounds": c.eval.max_rounds,
+        return {"protocol": self.protocol, "source": c.eval.source, "max_samples": c.eval.max_samples,
+                "max_turns": c.eval.max_turns, "turns": len(self.tasks), "samples": len(self.samples),
+                "model": policy_name, "max_rounds": c.eval.max_rounds,
                 "max_new_tokens": self.max_new_tokens, "tool_view": c.data.tool_view,
                 "response_max_chars": c.data.response_max_chars,
                 "response_max_list_items": c.data.response_max_list_items,
@@ -86,12 +110,18 @@ class Evaluation:
         if hasattr(policy, "as_eval_policy"):
             batched = policy.as_eval_policy(tool_view=self.config.data.tool_view, max_new_tokens=self.max_new_tokens,
                                             batch_size=e.batch_size, pad_multiple=self.config.rollout.pad_multiple)
-        results = run_protocol(self.tasks, batched, self.matcher, max_rounds=e.max_rounds,
-                               batch_size=e.batch_size, render=self.render)
+        if self.protocol == "official":
+            from toolrl.eval.official import OfficialRules, run_official
+
+            results = run_official(self.samples, batched, OfficialRules.from_matcher(self.matcher),
+                                   max_rounds=e.max_rounds, batch_size=e.batch_size, render=self.render)
+        else:
+            results = run_protocol(self.tasks, batched, self.matcher, max_rounds=e.max_rounds,
+                                   batch_size=e.batch_size, render=self.render)
         settings = self.settings(getattr(policy, "name", type(policy).__name__))
         if hasattr(batched, "stats"):
             settings["policy_stats"] = batched.stats.to_json()
-        return EvalReport.from_results(results, settings)
+        return EvalReport.from_results(results, settings, protocol=self.protocol)
 
 
 def run_evaluation(config: Any, policy: Any, output_dir: str | os.PathLike | None = None) -> EvalReport:

@@ -6,11 +6,22 @@ counted):
   ``incomplete``  the other turns; samples with at least one such turn;
   ``all``         everything together (for reference only).
 
-Metrics of a set of turns (and of the samples they belong to):
+Metrics of a set of turns (and of the samples they belong to), protocol ``turn``:
   turn accuracy = right turns / turns;
   call accuracy = matched required golden calls / required golden calls (free calls are optional,
                   so they are reported apart as ``free_calls_matched`` / ``free_calls``);
   success       = samples all of whose scored turns are right / samples.
+
+Protocol ``official`` (:mod:`toolrl.eval.official`, the benchmark's own counts, per sample):
+  success       = successful samples / samples (Success Rate);
+  call accuracy = correct calls / golden calls, lookups included (Call Accuracy);
+  turn accuracy = the benchmark's success turns / golden turns, lookup-only turns included;
+  ``undecided_calls`` (calls only the live API or the LLM judge could decide), ``undecided_samples``
+  (samples with one; never counted as successes) and ``undecided_turns`` (their golden turns not
+  credited) say how much the rates could still rise. A sample is ``complete`` when no response the
+  benchmark data lost was shown to the policy.
+
+Every report names its protocol (``EvalReport.protocol``, in the JSON and in the table titles).
 """
 
 from __future__ import annotations
@@ -27,6 +38,9 @@ from toolrl.eval.protocol import TurnResult
 
 BUCKETS = ("complete", "incomplete", "all")
 OVERALL = "overall"
+PROTOCOLS = ("turn", "official")
+PROTOCOL_TITLES = {"turn": "protocol: turn (teacher-forced per scored turn)",
+                   "official": "protocol: official (the benchmark's free-running runner)"}
 
 
 @dataclasses.dataclass
@@ -42,6 +56,9 @@ class Metrics:
     samples: int = 0
     samples_success: int = 0
     errors: dict[str, int] = dataclasses.field(default_factory=lambda: {kind: 0 for kind in ERROR_KINDS})
+    undecided_calls: int = 0
+    undecided_samples: int = 0
+    undecided_turns: int = 0
 
     @staticmethod
     def _rate(numerator: int, denominator: int) -> float:
@@ -59,6 +76,29 @@ class Metrics:
     def success_rate(self) -> float:
         return self._rate(self.samples_success, self.samples)
 
+    @property
+    def undecided_call_share(self) -> float:
+        return self._rate(self.undecided_calls, self.calls)
+
+    @property
+    def undecided_sample_share(self) -> float:
+        return self._rate(self.undecided_samples, self.samples)
+
+    def add_sample(self, result: Any) -> None:
+        """One sample of the official protocol (a :class:`toolrl.eval.official.SampleResult`)."""
+        self.samples += 1
+        self.samples_success += int(result.success)
+        self.turns += result.turns
+        self.turns_correct += result.success_turns
+        self.calls += result.calls
+        self.calls_correct += result.correct_calls
+        self.undecided_calls += result.undecided_calls
+        if result.undecided:
+            self.undecided_samples += 1
+            self.undecided_turns += result.turns - result.success_turns
+        for kind in [f"outcome:{result.outcome}"] + list(result.call_errors):
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+
     def add_turn(self, result: TurnResult) -> None:
         self.turns += 1
         self.turns_correct += int(result.correct)
@@ -71,7 +111,9 @@ class Metrics:
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out.update(turn_accuracy=self.turn_accuracy, call_accuracy=self.call_accuracy, success_rate=self.success_rate)
+        out.update(turn_accuracy=self.turn_accuracy, call_accuracy=self.call_accuracy, success_rate=self.success_rate,
+                   undecided_call_share=self.undecided_call_share,
+                   undecided_sample_share=self.undecided_sample_share)
         return {k: (None if isinstance(v, float) and v != v else v) for k, v in out.items()}  # NaN -> null
 
 
@@ -94,32 +136,67 @@ def aggregate(results: Iterable[TurnResult]) -> dict[str, dict[str, Metrics]]:
             for domain in (turns[0].domain, OVERALL):
                 metrics[b][domain].samples += 1
                 metrics[b][domain].samples_success += int(success)
+    return _sorted(metrics)
+
+
+def _sorted(metrics: dict[str, dict[str, Metrics]]) -> dict[str, dict[str, Metrics]]:
     return {bucket: dict(sorted(m.items(), key=lambda kv: (kv[0] == OVERALL, kv[0]))) for bucket, m in metrics.items()}
+
+
+def aggregate_official(results: Iterable[Any]) -> dict[str, dict[str, Metrics]]:
+    """bucket -> domain (and ``overall``) -> metrics, from official-protocol sample results."""
+    metrics: dict[str, dict[str, Metrics]] = {bucket: defaultdict(lambda: Metrics(errors={})) for bucket in BUCKETS}
+    for result in results:
+        for bucket in ("complete" if result.complete else "incomplete", "all"):
+            for domain in (result.domain, OVERALL):
+                metrics[bucket][domain].add_sample(result)
+    return _sorted(metrics)
 
 
 @dataclasses.dataclass
 class EvalReport:
-    """What an evaluation produced: the turn verdicts, the metrics, and how it was run."""
+    """What an evaluation produced: the verdicts, the metrics, how it was run and under which protocol.
 
-    results: list[TurnResult]
+    ``results`` holds one :class:`TurnResult` per scored turn (protocol ``turn``) or one
+    :class:`toolrl.eval.official.SampleResult` per sample (protocol ``official``)."""
+
+    results: list[Any]
     metrics: dict[str, dict[str, Metrics]]
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    protocol: str = "turn"
 
     @classmethod
-    def from_results(cls, results: Sequence[TurnResult], settings: dict[str, Any] | None = None) -> "EvalReport":
-        return cls(list(results), aggregate(results), dict(settings or {}))
+    def from_results(cls, results: Sequence[Any], settings: dict[str, Any] | None = None,
+                     protocol: str = "turn") -> "EvalReport":
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown evaluation protocol {protocol!r}; expected one of {PROTOCOLS}")
+        metrics = aggregate_official(results) if protocol == "official" else aggregate(results)
+        return cls(list(results), metrics, dict(settings or {}, protocol=protocol), protocol)
 
-    def overall(self, bucket: str = "complete") -> Metrics:
-        return self.metrics[bucket].get(OVERALL, Metrics())
+    def overall(self, bucket: str | None = None) -> Metrics:
+        """Overall metrics of a bucket (default: ``complete`` for the turn protocol, ``all`` for official)."""
+        return self.metrics[bucket or self.default_bucket].get(OVERALL, Metrics())
 
     def to_json(self, include_turns: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
+            "protocol": self.protocol,
             "settings": self.settings,
             "metrics": {b: {d: m.to_json() for d, m in per.items()} for b, per in self.metrics.items()},
         }
         if include_turns:
-            out["turns"] = [r.to_json() for r in self.results]
+            out["samples" if self.protocol == "official" else "turns"] = [r.to_json() for r in self.results]
         return out
+
+    def save_benchmark_jsonl(self, path: str | Path) -> Path:
+        """Official protocol: the run in the benchmark's own result format (one line per sample)."""
+        if self.protocol != "official":
+            raise ValueError("only an official-protocol report has the benchmark's per-sample records")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as handle:
+            for result in self.results:
+                handle.write(json.dumps(result.to_benchmark_record(), ensure_ascii=False) + "\n")
+        return path
 
     def save_json(self, path: str | Path, include_turns: bool = True) -> Path:
         path = Path(path)
@@ -127,11 +204,17 @@ class EvalReport:
         path.write_text(json.dumps(self.to_json(include_turns), indent=2, ensure_ascii=False))
         return path
 
-    def table(self, bucket: str = "complete"):
-        """A rich Table of one bucket (domain rows; turn/call accuracy, success, errors)."""
+    def table(self, bucket: str | None = None):
+        """A rich Table of one bucket (domain rows; turn/call accuracy, success, errors), titled with the
+        protocol. Default bucket: ``complete`` (turn), ``all`` (official)."""
         from rich.table import Table
 
-        table = Table(title=f"ComplexFuncBench evaluation ({bucket} history)")
+        bucket = bucket or self.default_bucket
+        unit = "samples" if self.protocol == "official" else "history"
+        title = f"ComplexFuncBench evaluation, {PROTOCOL_TITLES[self.protocol]}, {bucket} {unit}"
+        if self.protocol == "official":
+            return self._official_table(Table(title=title), bucket)
+        table = Table(title=title)
         for column in ("domain", "turns", "turn acc", "calls", "call acc", "samples", "success"):
             table.add_column(column, justify="left" if column == "domain" else "right")
         table.add_column("errors", justify="left")
@@ -141,16 +224,43 @@ class EvalReport:
                           str(m.samples), _pct(m.success_rate), errors or "-")
         return table
 
+    def _official_table(self, table, bucket: str):
+        for column in ("domain", "samples", "success", "calls", "call acc", "turns", "turn acc", "undecided"):
+            table.add_column(column, justify="left" if column == "domain" else "right")
+        table.add_column("outcomes; call errors", justify="left")
+        for domain, m in self.metrics[bucket].items():
+            outcomes = ", ".join(f"{k[len('outcome:'):]}={v}" for k, v in sorted(m.errors.items())
+                                 if v and k.startswith("outcome:"))
+            calls = ", ".join(f"{k}={v}" for k, v in sorted(m.errors.items()) if v and not k.startswith("outcome:"))
+            table.add_row(domain, str(m.samples), _pct(m.success_rate), str(m.calls), _pct(m.call_accuracy),
+                          str(m.turns), _pct(m.turn_accuracy), f"{m.undecided_calls} calls / {m.undecided_samples} samples",
+                          "; ".join(x for x in (outcomes, calls) if x) or "-")
+        return table
+
+    @property
+    def default_bucket(self) -> str:
+        return "all" if self.protocol == "official" else "complete"
+
     def print(self, console=None) -> None:
-        """Print the complete and incomplete buckets."""
+        """Turn protocol: the complete and incomplete buckets. Official: all samples, and how many were
+        shown a response the benchmark data lost."""
         from rich.console import Console
 
         console = console or Console()
+        if self.protocol == "official":
+            console.print(self.table("all"))
+            everything, complete = self.overall("all"), self.overall("complete")
+            console.print(f"protocol official: {everything.samples - complete.samples} of {everything.samples} samples "
+                          "were shown a response the benchmark data lost (bucket 'incomplete'); "
+                          f"{everything.undecided_calls} calls undecided (live API / judge), counted neither right "
+                          "nor wrong")
+            return
         for bucket in ("complete", "incomplete"):
             console.print(self.table(bucket))
 
-    def plot(self, path: str | Path, bucket: str = "complete") -> Path:
+    def plot(self, path: str | Path, bucket: str | None = None) -> Path:
         """Bar chart of turn accuracy, call accuracy and success per domain (PNG, Agg backend)."""
+        bucket = bucket or self.default_bucket
         import matplotlib
 
         matplotlib.use("Agg")
@@ -171,7 +281,7 @@ class EvalReport:
         ax.set_xticks(x, [f"{d}\n(n={per[d].turns})" for d in domains])
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("rate")
-        ax.set_title(f"ComplexFuncBench, {bucket} history")
+        ax.set_title(f"ComplexFuncBench, {PROTOCOL_TITLES[self.protocol]}, {bucket} history", fontsize="small")
         ax.legend(loc="upper right", fontsize="small")
         fig.tight_layout()
         path = Path(path)

@@ -160,6 +160,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Evaluation (ComplexFuncBench protocol, toolrl.eval). Prompts use the training view: data.tool_view,
     # data.response_max_chars / response_max_list_items, data.max_distractors.
     c.eval = ml_collections.ConfigDict()
+    # "turn": each scored turn after its golden history, our matching rules (what training's turn mode
+    # matches). "official": each sample free-running as the benchmark's own runner and rules score it
+    # (Success Rate, Call Accuracy, the benchmark's turn count), comparable with published numbers
+    # (toolrl/eval/official.py).
+    c.eval.protocol = "turn"
     # Which samples: "eval_100", "bfcl_training", "synthetic:SPLIT", or a file (*.jsonl = the full benchmark).
     c.eval.source = "eval_100"
     c.eval.max_samples = 0  # First N samples (0 = all).
@@ -232,6 +237,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "eval.every, eval.max_samples, eval.max_turns and eval.max_new_tokens must be >= 0")
     check(e.max_rounds >= 1 and e.batch_size >= 1, "eval.max_rounds and eval.batch_size must be >= 1")
     check(not (e.judge.enabled and not e.judge.endpoint), "eval.judge.enabled=True needs eval.judge.endpoint")
+    check(e.get("protocol", "turn") in ("turn", "official"),
+          f"eval.protocol={e.get('protocol')!r} must be 'turn' or 'official'")
     check(r.pad_multiple >= 1, f"rollout.pad_multiple={r.pad_multiple} must be >= 1")
     check(0 <= g.epsilon_low < 1, f"grpo.epsilon_low={g.epsilon_low} must be in [0, 1)")
     check(g.epsilon_high >= 0, f"grpo.epsilon_high={g.epsilon_high} must be >= 0")
