@@ -121,6 +121,8 @@ class Evaluation:
         settings = self.settings(getattr(policy, "name", type(policy).__name__))
         if hasattr(batched, "stats"):
             settings["policy_stats"] = batched.stats.to_json()
+        if isinstance(getattr(self.matcher.judge, "stats", None), dict):
+            settings["judge_stats"] = dict(self.matcher.judge.stats)
         return EvalReport.from_results(results, settings, protocol=self.protocol)
 
 
