@@ -174,10 +174,9 @@ def test_response_based_match_through_the_cache():
     assert rules.compare(_call(golden, units="imperial"), golden).how == "response"  # both cached, equal
     differs = rules.compare(_call(golden, units="kelvin"), golden)  # both cached, different: the judge's turn
     assert (differs.status, differs.how) == ("undecided", "judge")
-    assert OfficialRules(EXACT, lookup, judge=lambda p, g: False).compare(_call(golden, units="kelvin"), golden).status \
-        == "mismatch"
-    assert OfficialRules(EXACT, lookup, judge=lambda p, g: True).compare(_call(golden, units="kelvin"), golden).status \
-        == "match"
+    kelvin = _call(golden, units="kelvin")
+    assert OfficialRules(EXACT, lookup, judge=lambda p, g: False).compare(kelvin, golden).status == "mismatch"
+    assert OfficialRules(EXACT, lookup, judge=lambda p, g: True).compare(kelvin, golden).status == "match"
     # Same cache key (surrounding whitespace is canonicalised away): the cache cannot tell, so undecided.
     assert rules.compare(_call(golden, units=" metric "), golden).status == "undecided"
     # A cache miss: undecided (live API).

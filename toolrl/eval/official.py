@@ -339,7 +339,8 @@ class OfficialRules:
             return bool(self.judge(predicted, golden, context=context))
         return bool(self.judge(predicted, golden))
 
-    def compare(self, predicted: PredictedCall, golden: GoldenCall, context: Mapping[str, Any] | None = None) -> Verdict:
+    def compare(self, predicted: PredictedCall, golden: GoldenCall,
+                context: Mapping[str, Any] | None = None) -> Verdict:
         """``compare_single_call``: rule-based, value checker, response-based, judge (module docstring)."""
         if rule_based(predicted, golden):
             return Verdict("match", "rule")
@@ -407,11 +408,13 @@ class SampleResult:
                 "real_turn_num": self.model_turns}
 
     def to_benchmark_record(self) -> dict[str, Any]:
-        """One line of the benchmark's own result file (``evaluation.py``; ``resp_eval`` not computed)."""
-        message: Any = "Success." if self.success and self.outcome == "success" else {
+        """One line of the benchmark's own result file (``evaluation.py``; ``resp_eval`` not computed). The
+        message is what the run gave (for a sample with undecided calls: on the branch where they were
+        rejected); ``undecided_calls`` is our addition."""
+        message: Any = "Success." if self.outcome == "success" else {
             "error_type": self.outcome, "content": f"{self.outcome} (toolrl official protocol)"}
         return {"id": self.sample_id, "gen_convs": self.conversation, "message": message,
-                "count_dict": self.count_dict(), "resp_eval": None}
+                "count_dict": self.count_dict(), "resp_eval": None, "undecided_calls": self.undecided_calls}
 
 
 class SampleRun:

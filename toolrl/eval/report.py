@@ -18,8 +18,10 @@ Protocol ``official`` (:mod:`toolrl.eval.official`, the benchmark's own counts, 
   turn accuracy = the benchmark's success turns / golden turns, lookup-only turns included;
   ``undecided_calls`` (calls only the live API or the LLM judge could decide), ``undecided_samples``
   (samples with one; never counted as successes) and ``undecided_turns`` (their golden turns not
-  credited) say how much the rates could still rise. A sample is ``complete`` when no response the
-  benchmark data lost was shown to the policy.
+  credited) say how much the rates could still rise. ``errors`` holds ``outcome:KIND`` once per sample
+  (``outcome:undecided`` for a sample with an undecided call) and one call-error kind per wrong,
+  unpaired or undecided call. A sample is ``complete`` when no response the benchmark data lost was
+  shown to the policy.
 
 Every report names its protocol (``EvalReport.protocol``, in the JSON and in the table titles).
 """
@@ -96,7 +98,8 @@ class Metrics:
         if result.undecided:
             self.undecided_samples += 1
             self.undecided_turns += result.turns - result.success_turns
-        for kind in [f"outcome:{result.outcome}"] + list(result.call_errors):
+        outcome = "outcome:undecided" if result.undecided else f"outcome:{result.outcome}"
+        for kind in [outcome] + list(result.call_errors):
             self.errors[kind] = self.errors.get(kind, 0) + 1
 
     def add_turn(self, result: TurnResult) -> None:
@@ -233,7 +236,8 @@ class EvalReport:
                                  if v and k.startswith("outcome:"))
             calls = ", ".join(f"{k}={v}" for k, v in sorted(m.errors.items()) if v and not k.startswith("outcome:"))
             table.add_row(domain, str(m.samples), _pct(m.success_rate), str(m.calls), _pct(m.call_accuracy),
-                          str(m.turns), _pct(m.turn_accuracy), f"{m.undecided_calls} calls / {m.undecided_samples} samples",
+                          str(m.turns), _pct(m.turn_accuracy),
+                          f"{m.undecided_calls} calls / {m.undecided_samples} samples",
                           "; ".join(x for x in (outcomes, calls) if x) or "-")
         return table
 
