@@ -206,7 +206,9 @@ def train_command(spec: RunSpec, settings: StudySettings) -> list[str] | None:
     source = [f"--config.eval.source={settings.eval_sources[0]}"] if settings.eval_sources else []
     return [*_toolrl(settings), config_arg(settings, spec.arm), "--config.mode=grpo", *common,
             f"--config.model.init_checkpoint={sft}", "--config.sft.num_steps=0", *steps,
-            f"--config.eval.every={settings.eval_every or START_AND_END}", *source, *settings.overrides]
+            f"--config.eval.every={settings.eval_every or START_AND_END}",
+            # Step 0 is the SFT checkpoint, already evaluated by the SFT run (greedy decoding: same numbers).
+            "--config.eval.at_start=False", *source, *settings.overrides]
 
 
 def eval_sources_after(spec: RunSpec, settings: StudySettings) -> list[str]:
@@ -458,6 +460,15 @@ def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, l
     except OSError:
         fit = None
     train_argv = argvs.get("train", [])
+    curves = learning_curves(metrics)
+    if spec.kind == "grpo" and not any(row[0] == 0 for row in curves["eval"]):
+        # The run did not evaluate its start (eval.at_start=False): it is the SFT run's checkpoint.
+        sft = read_result(resolve(settings.result_file(RunSpec("sft", seed=settings.sft_seed))))
+        source = dotted(run_config, "eval.source")
+        start_metrics = dotted(sft, f"eval.{source}.end") if sft and source else None
+        if start_metrics and curves["eval"]:
+            curves["eval"].insert(0, [0] + [start_metrics.get(m) for m in EVAL_METRICS])
+            curves["eval_start"] = "the SFT run's evaluation"
     return finite({
         "schema": SCHEMA, "study": settings.study, "name": spec.name, "kind": spec.kind,
         "arm": spec.arm or spec.kind, "seed": spec.seed, "status": "done",
@@ -472,7 +483,7 @@ def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, l
         "steps": max((int(r.get("step", 0)) for r in metrics), default=0),
         "eval": evals,
         "train": train_summary(metrics),
-        "curves": learning_curves(metrics),
+        "curves": curves,
         "fit": fit,
         "wall_seconds": dict(seconds) | {"total": sum(seconds.values())},
     })

@@ -38,7 +38,8 @@ if step == "train":
                 f.write(json.dumps({"step": s, "phase": "sft", "sft/nll": 2.0 / s, "time/step_s": 1.0}) + "\n")
         else:
             ev = lambda acc: {"eval/turn_accuracy": acc, "eval/call_accuracy": 0.5, "eval/success_rate": 0.0, "eval/turns": 8}
-            f.write(json.dumps({"step": 0, "phase": "start", **ev(0.05)}) + "\n")
+            if not os.environ.get("NO_START_EVAL"):
+                f.write(json.dumps({"step": 0, "phase": "start", **ev(0.05)}) + "\n")
             for s, r in enumerate([0.1, 0.3, 0.5, 0.7], start=1):
                 rec = {"step": s, "phase": "grpo", "reward/mean": r, "grpo/degenerate_fraction": 0.5 if s % 2 else 0.0}
                 f.write(json.dumps(rec | (ev(end) if s == 4 else {})) + "\n")
@@ -313,6 +314,21 @@ def test_report_from_the_result_files_alone(tmp_path):
     assert "| SFT start | 5.0 (n=1) |" in text
     assert "| atomic | +25.0 ± 43.0 (n=3) | +50.0 ± 86.1 (n=3) | – | +10.0 ± 24.8 (n=3) | +20.0 ± 49.7 (n=3) | – |" in text
     assert "| graduated | 0,1,2 | 4 ± 0 (n=3) | 0.500 ± 0.000 (n=3) | 50.0 ± 0.0 (n=3) | – | 1.0 ± 0.0 (n=3) |" in text
+
+
+def test_a_run_without_its_start_evaluation_starts_its_curve_at_the_sft_run(tmp_path, fake_commands, monkeypatch):
+    monkeypatch.setenv("NO_START_EVAL", "1")
+    settings = _settings(tmp_path, arms=("graduated",), seeds=(1,), eval_sources=("eval_100",))
+    assert "--config.eval.at_start=False" in sweep.train_command(sweep.RunSpec("grpo", "graduated", 1), settings)
+    sweep.run_study(settings, fake_commands, log=_quiet)
+    result = json.loads((tmp_path / "results" / "s" / "graduated_seed1.json").read_text())
+    sft = json.loads((tmp_path / "results" / "s" / "sft.json").read_text())["eval"]["eval_100"]["end"]
+    assert result["curves"]["eval"][0] == [0, sft["turn_accuracy"], sft["call_accuracy"], sft["success_rate"]]
+    assert result["curves"]["eval"][1][0] == 4 and result["curves"]["eval_start"] == "the SFT run's evaluation"
+    assert result["eval"]["eval_100"]["start"] is None  # no step-0 record: the report uses the SFT run
+    summary = sweep.summarize(sweep.load_results(tmp_path / "results" / "s"))
+    assert summary["sources"]["eval_100"]["vs_sft"]["graduated"]["turn_accuracy"]["mean"] == pytest.approx(
+        0.1 - sft["turn_accuracy"])
 
 
 def test_curve_bands_and_plot(tmp_path):

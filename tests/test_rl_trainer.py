@@ -116,3 +116,18 @@ def test_unknown_config_field_is_one_line():
     bad = _main("--config=configs/tiny.py", "--config.nosuchfield=1", "--config.mode=check")
     assert bad.returncode == 2
     assert "unknown config field" in bad.stderr and "nosuchfield" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("at_start", [True, False])
+def test_evaluation_during_training_and_at_start(tmp_path, at_start):
+    """eval.every=1 evaluates after each step, and at step 0 unless eval.at_start=False (a study's GRPO
+    runs: their start is the SFT run's checkpoint, already evaluated)."""
+    from toolrl.main import train
+    from toolrl.rl.metrics import read_metrics
+
+    config = _tiny(tmp_path / "run", sft__num_steps=0, train__num_steps=2, eval__every=1, eval__at_start=at_start,
+                   eval__source="bfcl_training", eval__max_turns=1, eval__max_new_tokens=8)
+    info = train(config)
+    steps = [r["step"] for r in read_metrics(info.metrics) if "eval/turn_accuracy" in r]
+    assert steps == ([0, 1, 2] if at_start else [1, 2])
+    assert [e["step"] for e in info.evaluations] == steps

@@ -171,6 +171,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.sample_ids = ""  # Comma-separated sample ids to evaluate ("" = all).
     c.eval.max_turns = 0  # First N scored turns with complete golden history (0 = all scored turns).
     c.eval.every = 0  # During training: evaluate every N steps (and at the start and the end); 0 = never.
+    # With eval.every: also evaluate at step 0. False when the starting point is already evaluated (the
+    # GRPO runs of a study start from the one evaluated SFT checkpoint, and evaluation is greedy).
+    c.eval.at_start = True
     c.eval.max_new_tokens = 0  # Per request; 0 = rollout.max_new_tokens.
     c.eval.max_rounds = 3  # Rounds per scored turn (a round of only free lookups gets another).
     c.eval.batch_size = 16  # Requests per generate call.

@@ -573,7 +573,7 @@ class Trainer:
         end = self.total_steps if stop_after is None else min(self.total_steps, start + stop_after)
         info = RunInfo(self.workdir, self.checkpointer.directory, self.metrics.path, wandb_run.location, start)
         every = int(c.eval.every) if self.evaluation is not None else 0
-        if every and start == 0:
+        if every and start == 0 and c.eval.at_start:
             record = {"step": 0, "phase": "start", **self.evaluate()}
             self.metrics.write(record)
             wandb_run.log(0, {k: v for k, v in record.items() if k.startswith("eval/")})
