@@ -108,13 +108,39 @@ def test_fit_report_counts_and_names_the_budget_fields(tiny_policy, data_dir):
     config = config_from_file(REPO / "configs" / "tiny.py")
     samples = load_training_samples(config)
     data = prepare_data(config, tiny_policy, samples, RENDER)
-    assert data.rl_fit.fit == data.rl_fit.total == 4 and data.rl_fit.line() == "fit: 4/4 tasks (100%)"
+    # Two of the four need an id that a 120-character view cuts (the others fit every budget).
+    assert data.rl_fit.total == 4 and data.rl_fit.line() == "fit: 2/4 tasks (50%)"
+    assert dict(data.rl_fit.exceeded) == {"hidden_values": 2}
     config.rollout.max_new_tokens, config.rollout.max_seq_len = 64, 900
     with pytest.raises(ConfigError, match=r"rollout.max_new_tokens \(4 tasks\).*rollout.max_seq_len") as err:
         prepare_data(config, tiny_policy, samples, RENDER)
-    assert "data.min_fit=0.9" in str(err.value)
+    assert "data.min_fit=0.5" in str(err.value)
     report = prepare_data(config, tiny_policy, samples, RENDER, check=False).rl_fit
     assert report.fit == 0 and report.exceeded["turn_tokens"] == 4
+
+
+def test_hidden_values_are_those_the_view_cuts():
+    """A value copied from an earlier response counts as hidden exactly when the rendered response
+    (and the query / tool list) lacks it; short strings, small numbers and user-given values never do."""
+    from toolrl.data.golden import GoldenCall
+    from toolrl.env.booking import SALIENT_KEYS, ViewPolicy
+    from toolrl.rl.rollout import hidden_values
+
+    response = {"status": True, "data": {"products": [{"description": "x" * 300, "slug": "pr-far-away-slug"}],
+                                         "destinations": [{"id": "ZGVzdGluYXRpb24=", "count": 12345}]}}
+    call = GoldenCall(0, "Get", {"slug": "pr-far-away-slug", "id": "ZGVzdGluYXRpb24=", "n": 2, "q": "Paris"})
+    plain = ViewPolicy(max_list_items=2, max_chars=120).render
+    assert hidden_values([call], [response], "Paris", plain) == 2  # both ids sit past the cut
+    assert hidden_values([call], [], "Paris", plain) == 0  # nothing earlier: values are the user's
+    assert hidden_values([call], [response], "Paris", ViewPolicy(max_chars=None).render) == 0
+    salient = ViewPolicy(max_list_items=2, max_chars=120, keep_keys=SALIENT_KEYS).render
+    shown = salient(response)
+    assert "pr-far-away-slug" in shown and "ZGVzdGluYXRpb24=" in shown and "xxxx" not in shown
+    assert hidden_values([call], [response], "Paris", salient) == 0
+    # An id the user gave (in the query) is not hidden whatever the view.
+    assert hidden_values([call], [response], "Paris pr-far-away-slug ZGVzdGluYXRpb24=", plain) == 0
+    big = GoldenCall(1, "Get", {"hotel_id": 12345})
+    assert hidden_values([big], [response], "", plain) == 1 and hidden_values([big], [response], "", salient) == 1
 
 
 def test_turn_budget_counts_rounds_of_merged_free_turns(tiny_policy, data_dir):

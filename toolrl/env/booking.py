@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,18 +73,31 @@ class ViewPolicy:
 
     Applied in order: drop the named fields anywhere in the tree; keep the first
     ``max_list_items`` of every list (a string ``"... N more items"`` marks the cut); if the JSON is
-    still longer than ``max_chars``, halve the list limit until it fits or reaches 1, then cut the
-    text at ``max_chars`` with a ``...[truncated]`` marker. ``None`` disables a rule.
+    longer than ``max_chars`` and ``keep_keys`` is set, keep only the fields whose name matches it
+    (and the objects and lists leading to them); if still longer, halve the list limit until it fits
+    or reaches 1, then cut the text at ``max_chars`` with a ``...[truncated]`` marker. ``None``
+    disables a rule.
+
+    ``keep_keys`` exists because a plain cut loses what the next call needs: at 200 characters the
+    ids, slugs and search keys later calls take (``destinations[*].id`` of Search_Attraction_Location,
+    ``search_key`` of Search_Car_Rentals) sit past the cut in most multi-step tasks, which makes them
+    unsolvable (the fit report counts them). :data:`SALIENT_KEYS` keeps identifiers, names and
+    coordinates.
     """
 
     max_list_items: int | None = 5
     drop_fields: tuple[str, ...] = ()
     max_chars: int | None = 6000
+    keep_keys: str | None = None
 
     def render(self, response: Any) -> str:
         pruned = _drop_fields(response, frozenset(self.drop_fields)) if self.drop_fields else response
         limit = self.max_list_items
         text = _dumps(_truncate_lists(pruned, limit))
+        if self.keep_keys is not None and self.max_chars is not None and len(text) > self.max_chars:
+            kept = _keep_fields(pruned, re.compile(self.keep_keys))
+            pruned = pruned if kept is _NOTHING else kept
+            text = _dumps(_truncate_lists(pruned, limit))
         while self.max_chars is not None and len(text) > self.max_chars and (limit is None or limit > 1):
             limit = max(1, (limit or _longest_list(pruned)) // 2)
             text = _dumps(_truncate_lists(pruned, limit))
@@ -95,6 +109,37 @@ class ViewPolicy:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# Field names of what later calls take and what tells results apart: ids (``id``, ``hotel_id``,
+# ``productId``, ``cityUfi``), slugs, keys and tokens, codes, names / titles / labels, types, and
+# coordinates. Matched against each field name (re.search).
+SALIENT_KEYS = (r"(?i:^(id|ids|slug|token|key|code|ufi|name|title|label|type|lat|lng|latitude|longitude|"
+                r"status|message|data|result|results)$)|(_id|_ids|_key|_code|_type|_name|_ufi|_token)$|"
+                r"(Id|Ids|Slug|Key|Token|Code|Ufi|Name|Title|Label|Type)$")
+_NOTHING = object()
+
+
+def _keep_fields(value: Any, pattern: re.Pattern[str]) -> Any:
+    """The tree with only the fields whose name matches ``pattern`` (any value under them kept whole)
+    and the containers on the way to one; ``_NOTHING`` when no field matches."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if pattern.search(str(key)) and not isinstance(item, (dict, list)):
+                out[key] = item
+            else:
+                kept = _keep_fields(item, pattern)
+                if kept is not _NOTHING:
+                    out[key] = kept
+                elif pattern.search(str(key)):
+                    out[key] = item
+        return out if out else _NOTHING
+    if isinstance(value, list):
+        items = [_keep_fields(item, pattern) for item in value]
+        items = [item for item in items if item is not _NOTHING]
+        return items if items else _NOTHING
+    return _NOTHING
 
 
 def _drop_fields(value: Any, fields: frozenset[str]) -> Any:

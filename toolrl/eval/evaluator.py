@@ -52,10 +52,12 @@ def evaluate(samples: Sequence[EvalSample], policy: Policy, matcher: CallMatcher
 
 def response_view(config: Any):
     """The view policy for tool responses in prompts: the training config's (data.response_*)."""
-    from toolrl.env.booking import ViewPolicy
+    from toolrl.env.booking import SALIENT_KEYS, ViewPolicy
 
+    keep = config.data.get("response_keep", "all")  # runs saved before the field existed: the plain cut
     return ViewPolicy(max_list_items=config.data.response_max_list_items or None,
-                      max_chars=config.data.response_max_chars or None)
+                      max_chars=config.data.response_max_chars or None,
+                      keep_keys=SALIENT_KEYS if keep == "salient" else None)
 
 
 class Evaluation:

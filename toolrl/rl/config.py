@@ -75,6 +75,10 @@ def base_config() -> ml_collections.ConfigDict:
     # View policy for tool responses in prompts (training AND evaluation): chars of JSON, list items.
     c.data.response_max_chars = 300
     c.data.response_max_list_items = 2
+    # A response longer than response_max_chars first keeps only its salient fields (ids, slugs, keys,
+    # tokens, names, types, coordinates: toolrl.env.booking.SALIENT_KEYS), so the values later calls
+    # copy survive the cut; "all" = a plain cut (most multi-step tasks then need a value the view lost).
+    c.data.response_keep = "salient"
 
     c.rollout = ml_collections.ConfigDict()
     # "episode": multi-turn rollout against the environment; "turn": one turn from a golden prefix.
@@ -268,6 +272,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(config.model.dtype in ("float32", "bfloat16", "float16"), f"model.dtype={config.model.dtype!r} unknown")
     check(config.model.attention_impl in ("xla", "dot_product_attention"),
           f"model.attention_impl={config.model.attention_impl!r} must be 'xla' or 'dot_product_attention'")
+    check(config.data.response_keep in ("salient", "all"),
+          f"data.response_keep={config.data.response_keep!r} must be 'salient' or 'all'")
     check(config.data.tool_view in TOOL_VIEWS, f"data.tool_view={config.data.tool_view!r} must be one of {TOOL_VIEWS}")
     check(config.wandb.mode in ("auto", "online", "offline", "disabled"), f"wandb.mode={config.wandb.mode!r} unknown")
     m = config.mesh

@@ -3,7 +3,9 @@
 A task fits when its golden trajectory — the prompt, every golden assistant turn and every
 environment segment, rendered by the same chat format the rollout uses — needs at most
 `rollout.max_turns` turns (rounds in turn mode), at most `rollout.max_new_tokens` tokens in any one
-turn, and at most `rollout.max_seq_len` tokens in all. A task that does not fit is unsolvable by
+turn, and at most `rollout.max_seq_len` tokens in all, and when every argument value its golden calls
+copy from an earlier response is still in the prompt's view of that response (`data.response_*` cut
+long responses; a value cut away can only be guessed). A task that does not fit is unsolvable by
 construction (the budget, not the policy, would end it), so it is dropped and counted; fewer than
 `data.min_fit` fitting is a configuration error naming the fields to raise.
 """
@@ -21,7 +23,8 @@ T = TypeVar("T")
 
 # Which budget a task exceeds -> the config field that sets it.
 BUDGET_FIELDS = {"turns": "rollout.max_turns", "turn_tokens": "rollout.max_new_tokens",
-                 "total_tokens": "rollout.max_seq_len"}
+                 "total_tokens": "rollout.max_seq_len",
+                 "hidden_values": "data.response_keep / data.response_max_chars"}
 
 
 @dataclasses.dataclass
@@ -57,7 +60,10 @@ class FitReport(Generic[T]):
         """A few lines: the fit figure, what the others exceed, the largest needs."""
         lines = [f"{self.what}: {self.fit}/{self.total} fit ({100 * self.share:.1f}%)"]
         for budget, count in sorted(self.exceeded.items()):
-            lines.append(f"  {count} exceed {BUDGET_FIELDS[budget]}")
+            if budget == "hidden_values":
+                lines.append(f"  {count} need a response value the view cuts ({BUDGET_FIELDS[budget]})")
+            else:
+                lines.append(f"  {count} exceed {BUDGET_FIELDS[budget]}")
         need = ", ".join(f"{k} {v}" for k, v in self.largest.items())
         lines.append(f"  largest need: {need}")
         return "\n".join(lines)
@@ -76,7 +82,8 @@ def fit_report(what: str, tasks: Sequence[T], budget_of: Callable[[T], Trajector
         need = budget_of(task)
         over = [name for name, value, limit in (("turns", need.turns, max_turns),
                                                 ("turn_tokens", need.longest_turn, max_new_tokens),
-                                                ("total_tokens", need.total, max_seq_len)) if value > limit]
+                                                ("total_tokens", need.total, max_seq_len),
+                                                ("hidden_values", need.hidden_values, 0)) if value > limit]
         exceeded.update(over)
         largest = {"turns": max(largest["turns"], need.turns),
                    "turn_tokens": max(largest["turn_tokens"], need.longest_turn),

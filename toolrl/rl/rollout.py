@@ -20,12 +20,13 @@ tokens are kept exactly as sampled.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
-from toolrl.data.golden import GoldenSample
+from toolrl.data.golden import GoldenCall, GoldenSample
 from toolrl.eval.protocol import TurnState, TurnTask, history_messages, render_response, turn_messages
 from toolrl.policy.runtime import Policy, SamplingSettings
 from toolrl.rewards.parse import ParseError
@@ -257,6 +258,39 @@ class TrajectoryBudget:
     turns: int
     longest_turn: int
     total: int
+    hidden_values: int = 0
+
+
+def _value_strings(arguments: Any) -> list[str]:
+    """The argument values a call could only have copied from somewhere: strings of 3+ characters and
+    integers of 4+ digits (ids), anywhere in the arguments."""
+    if isinstance(arguments, dict):
+        return [v for x in arguments.values() for v in _value_strings(x)]
+    if isinstance(arguments, list):
+        return [v for x in arguments for v in _value_strings(x)]
+    if isinstance(arguments, str):
+        return [arguments] if len(arguments.strip()) >= 3 else []
+    if isinstance(arguments, int) and not isinstance(arguments, bool) and abs(arguments) >= 1000:
+        return [str(arguments)]
+    return []
+
+
+def hidden_values(calls: Sequence[GoldenCall], earlier_responses: Sequence[Any], shown_text: str,
+                  render: Callable[[Any], str]) -> int:
+    """How many argument values of ``calls`` come from an earlier response that the prompt's view of
+    those responses cuts away: present in a full response, absent from every rendered one and from
+    ``shown_text`` (the query and the tool list). A task with such a value cannot be solved from what
+    the policy is shown (the view, ``data.response_*``, not the policy, decides it)."""
+    if not earlier_responses:
+        return 0
+    full = " ".join(json.dumps(r, ensure_ascii=False) for r in earlier_responses)
+    shown = shown_text + " " + " ".join(render(r) for r in earlier_responses)
+    return sum(1 for call in calls for value in _value_strings(call.arguments)
+               if value in full and value not in shown and json.dumps(value)[1:-1] not in shown)
+
+
+def _shown_text(query: str, tools: Sequence[Any]) -> str:
+    return query + " " + json.dumps(list(tools), ensure_ascii=False)
 
 
 def episode_budget(sample: GoldenSample, policy: Policy, tool_view: str, render: Callable[[Any], str],
@@ -264,25 +298,32 @@ def episode_budget(sample: GoldenSample, policy: Policy, tool_view: str, render:
     """What the golden episode of `sample` needs (with the final answer turn for SFT)."""
     chat = policy.chat
     total = len(policy.prompt_ids([{"role": "user", "content": sample.query}], sample.tools, tool_view))
-    longest = 0
+    longest = hidden = 0
+    shown, responses = _shown_text(sample.query, sample.tools), []
     for turn in sample.turns:
         messages = turn_messages([turn], render)
         a = len(chat.assistant_ids(messages[0]))
         longest = max(longest, a)
         total += a + len(chat.env_ids(messages[1:]))
+        hidden += hidden_values(turn.calls, responses, shown, render)
+        responses += [call.response for call in turn.calls if call.has_response]
     if with_final:
         total += len(chat.final_ids(FINAL_ANSWER))
-    return TrajectoryBudget(len(sample.turns), longest, total)
+    return TrajectoryBudget(len(sample.turns), longest, total, hidden)
 
 
 def turn_budget(task: TurnTask, policy: Policy, tool_view: str, render: Callable[[Any], str]) -> TrajectoryBudget:
     """What the golden solution of one scored turn needs: its subturns as rounds after the history."""
     chat = policy.chat
     total = len(policy.prompt_ids(history_messages(task, render), task.tools, tool_view))
-    longest = 0
+    longest = hidden = 0
+    shown = _shown_text(task.query, task.tools)
+    responses = [call.response for turn in task.history for call in turn.calls if call.has_response]
     for k, sub in enumerate(task.subturns):
         messages = turn_messages([sub], render)
         a = len(chat.assistant_ids(messages[0]))
         longest = max(longest, a)
         total += a + (len(chat.env_ids(messages[1:])) if k < len(task.subturns) - 1 else 0)
-    return TrajectoryBudget(len(task.subturns), longest, total)
+        hidden += hidden_values([c for c in sub.calls if c in task.required], responses, shown, render)
+        responses += [call.response for call in sub.calls if call.has_response]
+    return TrajectoryBudget(len(task.subturns), longest, total, hidden)
