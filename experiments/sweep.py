@@ -229,7 +229,9 @@ def eval_command(spec: RunSpec, settings: StudySettings, source: str) -> list[st
     """argv of one evaluation (``--config.mode=eval``): the run's workdir (its own saved config and
     checkpoint), or for zero-shot a workdir without a run, which evaluates the configured model."""
     seed = settings.sft_seed if spec.seed is None else spec.seed
-    chosen = [f"--config.eval.source={source}"] if source else []
+    name, _, protocol = source.partition("@")  # "eval_100@official": the benchmark's own protocol
+    chosen = [f"--config.eval.source={name}"] if name else []
+    chosen += [f"--config.eval.protocol={protocol}"] if protocol else []
     return [*_toolrl(settings), config_arg(settings, spec.arm), "--config.mode=eval", f"--config.seed={seed}",
             f"--config.workdir={settings.workdir(spec)}", *chosen,
             f"--config.eval.output_dir={eval_output_dir(spec, settings, source)}", *settings.overrides]
@@ -454,6 +456,8 @@ def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, l
             continue
         report = read_json(run_dir / "eval" / step[len("eval-"):] / "eval_results.json")
         source = dotted(report, "settings.source") or step[len("eval-"):]
+        if report.get("protocol", "turn") != "turn":
+            source = f"{source}@{report['protocol']}"
         evals.setdefault(source, {"start": None, "end": None})["end"] = report_overall(report)
     try:
         fit = parse_fit((run_dir / "train.log").read_text(encoding="utf-8", errors="replace"))

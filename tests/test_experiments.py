@@ -50,8 +50,10 @@ if step.startswith("eval-"):
                "free_calls": 4, "free_calls_matched": 1, "errors": {"wrong_value": 2, "stopped_early": 0}}
     out = run_dir / "eval" / step[len("eval-"):]
     out.mkdir(parents=True, exist_ok=True)
+    name, _, protocol = (source or "eval_100").partition("@")
     (out / "eval_results.json").write_text(json.dumps(
-        {"settings": {"source": source or "eval_100"}, "metrics": {"complete": {"overall": overall}}}))
+        {"protocol": protocol or "turn", "settings": {"source": name},
+         "metrics": {"complete": {"overall": overall}}}))
 """
 
 
@@ -329,6 +331,16 @@ def test_a_run_without_its_start_evaluation_starts_its_curve_at_the_sft_run(tmp_
     summary = sweep.summarize(sweep.load_results(tmp_path / "results" / "s"))
     assert summary["sources"]["eval_100"]["vs_sft"]["graduated"]["turn_accuracy"]["mean"] == pytest.approx(
         0.1 - sft["turn_accuracy"])
+
+
+def test_official_protocol_source_is_its_own_column(tmp_path, fake_commands):
+    settings = _settings(tmp_path, arms=("graduated",), seeds=(0,), eval_sources=("eval_100", "eval_100@official"))
+    argv = dict(sweep.default_commands(sweep.RunSpec("grpo", "graduated", 0), settings))["eval-eval_100_official"]
+    assert "--config.eval.source=eval_100" in argv and "--config.eval.protocol=official" in argv
+    sweep.run_study(settings, fake_commands, log=_quiet)
+    result = json.loads((tmp_path / "results" / "s" / "graduated_seed0.json").read_text())
+    assert set(result["eval"]) == {"eval_100", "eval_100@official"}
+    assert "eval_100@official" in sweep.summarize(sweep.load_results(tmp_path / "results" / "s"))["sources"]
 
 
 def test_curve_bands_and_plot(tmp_path):
