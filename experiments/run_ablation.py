@@ -48,6 +48,7 @@ flags.DEFINE_string("runs_dir", "runs/studies", "Workdirs and logs (git-ignored;
 flags.DEFINE_string("results_dir", "experiments/results", "Small per-run result files (relative = to the repo root).")
 flags.DEFINE_string("baseline_arm", sweep.BASELINE_ARM, "Arm the paired differences are taken to.")
 flags.DEFINE_float("confidence", 0.95, "Confidence of the t-intervals.")
+flags.DEFINE_string("sft_study", "", "Start the GRPO runs from this other study's finished SFT run (e.g. pilots).")
 flags.DEFINE_integer("max_runs", None, "Stop after this many executed runs.")
 flags.DEFINE_bool("dry_run", False, "Print the plan and the commands, run nothing.")
 flags.DEFINE_bool("report", False, "Rebuild summary.json and report.md from the result files, print the report, exit.")
@@ -60,7 +61,7 @@ def settings_from_flags(extra: list[str]) -> sweep.StudySettings:
         sft_seed=FLAGS.sft_seed, sft_steps=FLAGS.sft_steps, grpo_steps=FLAGS.grpo_steps,
         eval_every=FLAGS.eval_every, eval_sources=tuple(FLAGS.eval_sources),
         overrides=tuple(FLAGS.override) + tuple(extra), zero_shot=FLAGS.zero_shot, runs_dir=FLAGS.runs_dir,
-        results_dir=FLAGS.results_dir, python=sys.executable)
+        results_dir=FLAGS.results_dir, sft_study=FLAGS.sft_study, python=sys.executable)
 
 
 def main(argv: list[str]) -> None:

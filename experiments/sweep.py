@@ -101,6 +101,8 @@ class StudySettings:
       overrides: extra ``--config.x=y`` flags for every subprocess (last, so they win).
       zero_shot: also evaluate the untrained model.
       runs_dir, results_dir: where heavy artefacts / the small result files go (relative = to the repo root).
+      sft_study: start every GRPO run from this other study's SFT run (trained and evaluated there;
+        e.g. pilots sharing the study's start) instead of training one ("" = this study's own).
       python: interpreter of the subprocesses.
       env: extra environment for the subprocesses.
     """
@@ -119,6 +121,7 @@ class StudySettings:
     zero_shot: bool = True
     runs_dir: str = "runs/studies"
     results_dir: str = "experiments/results"
+    sft_study: str = ""
     python: str = sys.executable
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -132,6 +135,8 @@ class StudySettings:
 
     # Paths as given (relative ones are relative to the repo root, the subprocesses' directory).
     def run_dir(self, spec: RunSpec) -> Path:
+        if spec.kind == "sft" and self.sft_study:
+            return Path(self.runs_dir) / self.sft_study / spec.name
         return Path(self.runs_dir) / self.study / spec.name
 
     def workdir(self, spec: RunSpec) -> Path:
@@ -141,6 +146,8 @@ class StudySettings:
         return Path(self.results_dir) / self.study
 
     def result_file(self, spec: RunSpec) -> Path:
+        if spec.kind == "sft" and self.sft_study:
+            return Path(self.results_dir) / self.sft_study / f"{spec.name}.json"
         return self.results_path() / f"{spec.name}.json"
 
     def to_json(self) -> dict[str, Any]:
@@ -172,7 +179,7 @@ def plan(settings: StudySettings) -> list[RunSpec]:
     Seed-major order makes a partial study useful: after the first seed every arm has one run.
     """
     runs = [RunSpec("zero_shot")] if settings.zero_shot else []
-    if settings.arms:
+    if settings.arms and not settings.sft_study:
         runs.append(RunSpec("sft", seed=settings.sft_seed))
     for seed in settings.seeds:
         runs += [RunSpec("grpo", arm, int(seed)) for arm in settings.arms]
@@ -609,7 +616,8 @@ def run_study(settings: StudySettings, commands: CommandFn = default_commands, l
     another worker, is waited for. ``summary.json`` is rewritten after every finished run.
     """
     status: dict[str, str] = {}
-    sft_ok = True
+    # With sft_study the SFT start is another study's, finished there (pilots share the study's start).
+    sft_ok = not settings.sft_study or is_finished(RunSpec("sft", seed=settings.sft_seed), settings)
     executed = 0
     runs = plan(settings)
     for i, spec in enumerate(runs):

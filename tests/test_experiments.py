@@ -343,6 +343,20 @@ def test_official_protocol_source_is_its_own_column(tmp_path, fake_commands):
     assert "eval_100@official" in sweep.summarize(sweep.load_results(tmp_path / "results" / "s"))["sources"]
 
 
+def test_pilots_start_from_another_studys_sft(tmp_path, fake_commands):
+    pilots = _settings(tmp_path, study="p", arms=("graduated",), seeds=(0,), sft_study="s", zero_shot=False,
+                       overrides=("--config.optim.learning_rate=1e-5",))
+    assert [r.name for r in sweep.plan(pilots)] == ["graduated_seed0"]
+    assert sweep.run_study(pilots, fake_commands, log=_quiet) == {"graduated_seed0": "blocked"}  # no SFT there yet
+    sweep.run_study(_settings(tmp_path, arms=("graduated",), seeds=()), fake_commands, log=_quiet)  # study s: its SFT
+    assert sweep.run_study(pilots, fake_commands, log=_quiet) == {"graduated_seed0": "done"}
+    argv = sweep.train_command(sweep.RunSpec("grpo", "graduated", 0), pilots)
+    assert f"--config.model.init_checkpoint={tmp_path / 'runs' / 's' / 'sft' / 'work'}" in argv
+    assert _ledger(tmp_path, "s").count("sft:train") == 1 and not (tmp_path / "runs" / "p" / "sft").exists()
+    result = json.loads((tmp_path / "results" / "p" / "graduated_seed0.json").read_text())
+    assert "--config.optim.learning_rate=1e-5" in result["config"]["overrides"]
+
+
 def test_curve_bands_and_plot(tmp_path):
     """Mean and t-band over seeds per step; a step some seed lacks is dropped; the PNG is written."""
     runs = [{"kind": "grpo", "arm": "graduated", "seed": s, "name": f"graduated_seed{s}",
