@@ -52,8 +52,9 @@ def get_config(arg=None):
     config.sft.learning_rate = 5e-5
     config.optim.learning_rate = 1e-6
     config.train.num_steps = 8
-    config.train.save_every = 4
-    config.grpo.micro_batches = 4
+    config.train.save_every = 4  # a killed run resumes from its last multiple of 4
+    # One row per backward pass: two 1,536-token rows per chunk took the process past 23 GB (OOM-killed).
+    config.grpo.micro_batches = 8
     e = config.eval
     e.source = "synthetic:test"
     e.max_turns = 24
