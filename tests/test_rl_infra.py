@@ -231,3 +231,19 @@ def test_rows_never_exceed_max_seq_len(tiny_policy, booking_env, data_dir):
                              SamplingSettings(max_new_tokens=1000), max_turns=3, max_seq_len=limit,
                              tool_view="signature")
     assert batch.truncated.all() and all(len(ids) <= limit for ids, _ in batch.rows)
+
+
+def test_response_view_follows_the_config_and_old_runs_keep_the_plain_cut():
+    """data.response_keep="salient" (the default) keeps ids past a cut; a run saved before the field
+    existed (no data.response_keep) is evaluated with the plain cut it was trained on."""
+    from toolrl.eval.evaluator import response_view
+
+    response = {"data": {"items": [{"description": "d" * 400, "hotel_id": 987654}]}}
+    config = config_from_file(REPO / "configs" / "grpo.py")
+    assert config.data.response_keep == "salient"
+    assert "987654" in response_view(config).render(response)
+    config.data.response_keep = "all"
+    assert "987654" not in response_view(config).render(response)
+    old = config_from_file(REPO / "configs" / "grpo.py")
+    del old.data["response_keep"]
+    assert response_view(old).render(response) == response_view(config).render(response)
