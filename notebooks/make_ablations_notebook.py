@@ -31,7 +31,7 @@ ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "pyproject.toml
 STUDY = os.environ.get("ABLATION_STUDY", "decontaminated")
 RESULTS_DIR = ROOT / "experiments" / "results" / STUDY
 RUNS_DIR = ROOT / "runs" / "studies" / STUDY   # optional: training curves when the runs are here
-SOURCE = None            # eval source to plot; None = the first (eval_100 when evaluated)
+SOURCE = None            # eval source to plot; None = synthetic:test when evaluated, else the first
 BASELINE = "graduated"   # arm of the paired differences
 CONFIDENCE = 0.95
 # ---------------------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ from experiments import sweep
 results = sweep.load_results(RESULTS_DIR)
 summary = sweep.summarize(results, BASELINE, CONFIDENCE)
 sources = list(summary["sources"])
-SOURCE = SOURCE or (sources[0] if sources else None)
+SOURCE = SOURCE or ("synthetic:test" if "synthetic:test" in sources else (sources[0] if sources else None))
 by_name = {r["name"]: r for r in results}
 arms = summary["arms"]
 runs_of = {arm: sorted((r for r in results if r.get("kind") == "grpo" and r["arm"] == arm), key=lambda r: r["seed"])
