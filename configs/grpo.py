@@ -7,8 +7,9 @@
 
 A short SFT warm start on whole golden episodes teaches the tool-call format, then GRPO with the
 corrected episode reward, evaluated on held-out eval_100 turns at the start and the end. Prompts list
-only the candidate tools as one-liners and tool responses are cut short; the budgets are set so that
-at least 95% of the tasks' golden trajectories fit (`--config.mode=check` prints the figure). Every
+only the candidate tools as one-liners and tool responses are cut short (salient fields first); the
+token budgets fit every task's golden trajectory, and the 16 of 30 tasks that need an id the short
+response view cuts are dropped (`--config.mode=check` prints the figure: 14/30). Every
 field is documented in toolrl/rl/config.py. On an accelerator scale up with e.g.
 --config.rollout.group_size=8 --config.train.num_steps=500 --config.data.tool_view=full
 --config.rollout.max_seq_len=4096 --config.model.dtype=bfloat16.
