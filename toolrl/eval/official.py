@@ -102,7 +102,7 @@ from typing import Any
 
 from toolrl.env.canonical import cache_key
 from toolrl.eval.match import CallMatcher, Judge, PredictedCall, ResponseLookup, bfcl_name
-from toolrl.eval.protocol import MISSING_RESPONSE_TEXT, render_response
+from toolrl.eval.protocol import MISSING_RESPONSE_TEXT, drive_batched, render_response
 from toolrl.eval.types import FREE_FUNCTIONS, EvalSample, GoldenCall, Policy, PolicyRequest
 from toolrl.rewards.parse import parse_tool_calls
 
@@ -624,17 +624,7 @@ def run_official(samples: Sequence[EvalSample], policy: Policy, rules: OfficialR
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
     runs = [SampleRun(sample, rules, max_steps=max_steps_for(sample, max_rounds), render=render) for sample in samples]
-    while True:
-        active = [run for run in runs if not run.done]
-        if not active:
-            break
-        for start in range(0, len(active), batch_size):
-            chunk = active[start:start + batch_size]
-            texts = policy([run.request() for run in chunk])
-            if len(texts) != len(chunk):
-                raise ValueError(f"policy returned {len(texts)} texts for {len(chunk)} requests")
-            for run, text in zip(chunk, texts):
-                run.step(text if isinstance(text, str) else "")
+    drive_batched(runs, policy, batch_size, lambda run, text: run.step(text))
     return [run.result() for run in runs]
 
 

@@ -241,15 +241,22 @@ def run_protocol(tasks: Sequence[TurnTask], policy: Policy, matcher: CallMatcher
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
     states = [TurnState(task, history_messages(task, render), list(task.golden)) for task in tasks]
+    drive_batched(states, policy, batch_size, lambda state, text: state.step(text, matcher, max_rounds, render))
+    return [state.result() for state in states]
+
+
+def drive_batched(runs: Sequence[Any], policy: Policy, batch_size: int, step: Callable[[Any, str], None]) -> None:
+    """Asks the policy for every unfinished run (``run.done`` false; ``run.request()``), ``batch_size``
+    requests per call, and hands each answer to ``step(run, text)`` (a non-string answer as ""), until
+    every run is done. Shared by the turn protocol and the official runner."""
     while True:
-        active = [state for state in states if not state.done]
+        active = [run for run in runs if not run.done]
         if not active:
             break
         for start in range(0, len(active), batch_size):
             chunk = active[start:start + batch_size]
-            texts = policy([state.request() for state in chunk])
+            texts = policy([run.request() for run in chunk])
             if len(texts) != len(chunk):
                 raise ValueError(f"policy returned {len(texts)} texts for {len(chunk)} requests")
-            for state, text in zip(chunk, texts):
-                state.step(text if isinstance(text, str) else "", matcher, max_rounds, render)
-    return [state.result() for state in states]
+            for run, text in zip(chunk, texts):
+                step(run, text if isinstance(text, str) else "")
