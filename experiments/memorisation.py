@@ -32,7 +32,8 @@ _OUT = flags.DEFINE_string("out", str(REPO / "experiments" / "results" / "memori
 
 def pick_samples(config: Any, count: int) -> list[str]:
     """`count` training samples with at least two scored turns (the evaluator's unit: a turn of only free
-    lookups merges into the next), shortest episodes first (so the check is cheap on a CPU)."""
+    lookups merges into the next) and no id the response view cuts, shortest episodes first (so the
+    check is cheap on a CPU)."""
     from toolrl.main import build_environment
     from toolrl.policy.runtime import Policy
     from toolrl.rl.rollout import episode_budget
@@ -43,7 +44,10 @@ def pick_samples(config: Any, count: int) -> list[str]:
     from toolrl.eval.protocol import build_turn_tasks
 
     samples = [s for s in load_training_samples(config) if len(build_turn_tasks(s)) >= 2]
-    sized = sorted(samples, key=lambda s: episode_budget(s, policy, config.data.tool_view, render, True).total)
+    budgets = {s.sample_id: episode_budget(s, policy, config.data.tool_view, render, True) for s in samples}
+    # Only samples the fit report keeps: one needing an id the response view cuts is dropped from SFT.
+    solvable = [s for s in samples if budgets[s.sample_id].hidden_values == 0]
+    sized = sorted(solvable, key=lambda s: budgets[s.sample_id].total)
     return [s.sample_id for s in sized[:count]]
 
 
