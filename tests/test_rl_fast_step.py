@@ -181,6 +181,23 @@ def test_packed_loss_and_gradient_equal_plain(tiny_models, aggregation, shared):
     assert_close_tree(nnx.state(g1, nnx.Param), nnx.state(g2, nnx.Param))
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_packed_gradient_with_remat_equals_without(tiny_models, shared):
+    """model.remat (blocks scanned under jax.checkpoint) changes memory only: same loss and gradient."""
+    model = tiny_models[0]
+    remat_model = random_model(TINY.replace(remat=True), 0)
+    rows, adv = synthetic_rows(TINY.vocab_size)
+    kb = packed(rows, adv, 0, shared)
+    kb = kb[0] if shared else kb
+    cfg = grpo.LossConfig(beta=0.0, aggregation="token_mean")
+    old = jnp.where(kb["loss_mask"], steps.packed_logprobs(model, kb, 0.7), 0.0)
+    kb = dict(kb, old_logp=old, ref_logp=old)
+    loss1, m1, g1 = _grads(lambda m: steps.packed_grpo_loss(m, kb, cfg, 0.7, True), model)
+    loss2, m2, g2 = _grads(lambda m: steps.packed_grpo_loss(m, kb, cfg, 0.7, True), remat_model)
+    assert_same_metrics(dict(m1, loss=loss1), dict(m2, loss=loss2))
+    assert_close_tree(nnx.state(g1, nnx.Param), nnx.state(g2, nnx.Param))
+
+
 def _sgd_state(model, lr=1000.0):
     opt = nnx.Optimizer(model, optax.sgd(lr), wrt=nnx.Param)
     gd, st = nnx.split((model, opt))

@@ -30,6 +30,7 @@ from toolrl.rl import grpo, steps
 assert jax.device_count() == 8, jax.devices()
 data, fsdp, tensor = (int(x) for x in sys.argv[1].split(","))
 cfg = ModelConfig.tiny()
+sharded_cfg = cfg.replace(remat=len(sys.argv) > 2 and sys.argv[2] == "remat")
 B, T = 8, 32
 rng = np.random.default_rng(0)
 tokens = rng.integers(3, cfg.vocab_size, (B, T)).astype(np.int32)
@@ -41,8 +42,8 @@ batch = {"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask,
          "old_logp": (-4.85 + 0.3 * rng.normal(size=(B, T - 1))).astype(np.float32)}
 loss_config = grpo.LossConfig(epsilon_low=0.2, epsilon_high=0.28, beta=0.05)
 
-def run(mesh):
-    model = init_model(cfg, seed=0)
+def run(mesh, config=cfg):
+    model = init_model(config, seed=0)
     if mesh is None:
         opt = steps.make_optimizer(model, 1e-3)
     else:
@@ -60,7 +61,7 @@ def run(mesh):
     return float(metrics["loss"]), float(metrics["clip_fraction"]), params, shardings
 
 loss0, clip0, p0, _ = run(None)
-loss1, clip1, p1, sh = run(make_mesh(data, fsdp, tensor))
+loss1, clip1, p1, sh = run(make_mesh(data, fsdp, tensor), sharded_cfg)
 diff = max(float(np.max(np.abs(p0[k] - p1[k]))) for k in p0)
 moved = max(float(np.max(np.abs(p0[k] - np.asarray(init)))) for k, init in
             ((k, v) for k, v in {"/".join(map(str, k)): v.get_value() for k, v in nnx.to_flat_state(nnx.state(init_model(cfg, 0), nnx.Param))}.items()))
@@ -69,10 +70,11 @@ print(json.dumps({"loss0": loss0, "loss1": loss1, "clip0": clip0, "clip1": clip1
 '''
 
 
-@pytest.mark.parametrize("mesh", ["2,4,1", "2,2,2"])
-def test_sharded_step_equals_unsharded(mesh):
+@pytest.mark.parametrize("mesh,remat", [("2,4,1", ""), ("2,2,2", ""), ("2,2,2", "remat")])
+def test_sharded_step_equals_unsharded(mesh, remat):
+    """remat: the sharded step scans its blocks under jax.checkpoint; the plain step does not."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run([sys.executable, "-c", SCRIPT, mesh], cwd=REPO, env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", SCRIPT, mesh, remat], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -90,8 +90,9 @@ class ModelConfig:
       attention_impl: ``"xla"`` (explicit einsum + softmax; scores materialised in the compute
         dtype, softmax statistics in float32) or ``"dot_product_attention"``
         (``jax.nn.dot_product_attention``: cuDNN flash attention on GPU, XLA elsewhere).
-      remat: rematerialise each decoder block in the backward pass (``nnx.remat``): activation
-        memory of one block instead of L blocks, for about one extra forward of compute.
+      remat: rematerialise each decoder block in the backward pass (the blocks run as a
+        ``lax.scan`` under ``jax.checkpoint``, see ``decoder.run_blocks``): activation memory of one
+        block plus each block's input instead of L blocks, for about one extra forward of compute.
       bos_token_id, eos_token_ids, pad_token_id: special ids from the HF config (eos may be several).
     """
 

@@ -20,7 +20,7 @@ positions (for left padding: ``cumsum(mask) - 1``). Logits are float32 whatever 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -293,6 +293,35 @@ class Block(nnx.Module):
         return x, new_kv
 
 
+def run_blocks(layers: Sequence[Block], x: Array, apply: Callable[[Block, Array], Array],
+               remat: bool = False) -> Array:
+    """``x`` [B, T, D] through every block in order, ``apply(layer, x) -> x`` (no KV cache).
+
+    With ``remat`` the blocks run as one ``lax.scan`` over their stacked parameters, each step under
+    ``jax.checkpoint``: the backward pass keeps only each block's input and recomputes the rest.
+    An unrolled loop of checkpointed blocks gives the same numbers but saves no memory on XLA's CPU
+    backend (its scheduler moves the recomputations back next to the forward pass; jax-ml/jax#19822);
+    inside a scan each block is recomputed in its own iteration of the backward loop. Stacking
+    copies the block parameters once per call (and their gradients once), which is small next to
+    the activations this frees."""
+    if not remat:
+        for layer in layers:
+            x = apply(layer, x)
+        return x
+    graphdef, _ = nnx.split(layers[0])
+    states = [nnx.split(layer)[1] for layer in layers]
+    if any(nnx.split(layer)[0] != graphdef for layer in layers[1:]):
+        raise ValueError("remat stacks the blocks' parameters: every block must have the same structure")
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+    @jax.checkpoint
+    def step(x, state):
+        return apply(nnx.merge(graphdef, state), x)
+
+    x, _ = jax.lax.scan(lambda carry, state: (step(carry, state), None), x, stacked)
+    return x
+
+
 class Decoder(nnx.Module):
     """Causal LM: embedding [V, D], L blocks, final RMSNorm, LM head [D, V] (or the tied embedding)."""
 
@@ -334,24 +363,16 @@ class Decoder(nnx.Module):
             mask = new_mask[:, None, :] & (slots[None, None, :] <= query_slots[None, :, None])  # [B, T, S]
         rope = rope_tables(positions, rope_inverse_frequencies(c), dt)  # once, shared by all layers
 
-        def run_layer(layer: Block, x: Array, rope: tuple[Array, Array], mask: Array, kv, index):
-            return layer(x, rope, mask, kv, index)
-
-        if c.remat:
-            # Recompute each block's activations in the backward pass (only its input is saved).
-            run_layer = nnx.remat(run_layer)
+        if cache is None:
+            x = run_blocks(self.layers, x, lambda layer, h: layer(h, rope, mask, None, None)[0], c.remat)
+            return self.final_norm(x), None
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
-            kv = None if cache is None else (cache.k[i], cache.v[i])
-            x, updated = run_layer(layer, x, rope, mask, kv, index)
-            if updated is not None:
-                new_k.append(updated[0])
-                new_v.append(updated[1])
-        x = self.final_norm(x)
-        new_cache = None
-        if cache is not None:
-            new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), mask=new_mask, index=index + t)
-        return x, new_cache
+            x, (k, v) = layer(x, rope, mask, (cache.k[i], cache.v[i]), index)
+            new_k.append(k)
+            new_v.append(v)
+        new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), mask=new_mask, index=index + t)
+        return self.final_norm(x), new_cache
 
     def logits_from_hidden(self, hidden: Array) -> Array:
         """[..., D] hidden -> [..., V] float32 logits (LM head in the compute dtype, f32 accumulation)."""

@@ -375,13 +375,6 @@ def _block_mask(segments: jax.Array) -> jax.Array:
     return causal[None] & (k > 0) & ((k == 1) | (k == q))
 
 
-def _blocks_signature(model: nnx.Module) -> str:
-    import inspect
-
-    params = inspect.signature(type(model.layers[0]).__call__).parameters
-    return "rope" if "rope" in params else "positions"
-
-
 def masked_hidden_states(model: nnx.Module, tokens: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
     """The decoder's trunk with an explicit [R, W, W] attention mask: final normed hidden states [R, W, D].
 
@@ -393,20 +386,8 @@ def masked_hidden_states(model: nnx.Module, tokens: jax.Array, positions: jax.Ar
     c = model.config
     dt = c.compute_dtype
     x = jnp.take(model.embed[...], tokens, axis=0).astype(dt)
-    inv_freq = dec.rope_inverse_frequencies(c)
-    if _blocks_signature(model) == "rope":
-        rope = dec.rope_tables(positions, inv_freq, dt)
-
-        def run_layer(layer, x, mask):
-            return layer(x, rope, mask, None, None)[0]
-    else:  # older block signature: (x, positions, mask, inv_freq, cache_kv, index)
-        def run_layer(layer, x, mask):
-            return layer(x, positions, mask, inv_freq, None, None)[0]
-
-    if c.remat:
-        run_layer = nnx.remat(run_layer)
-    for layer in model.layers:
-        x = run_layer(layer, x, mask)
+    rope = dec.rope_tables(positions, dec.rope_inverse_frequencies(c), dt)
+    x = dec.run_blocks(model.layers, x, lambda layer, h: layer(h, rope, mask, None, None)[0], c.remat)
     return model.final_norm(x)
 
 
