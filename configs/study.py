@@ -55,6 +55,10 @@ def get_config(arg=None):
     config.train.save_every = 4  # a killed run resumes from its last multiple of 4
     # One row per backward pass: two 1,536-token rows per chunk took the process past 23 GB (OOM-killed).
     config.grpo.micro_batches = 8
+    # A group's golden history packed once with its 4 rollouts: the same loss and gradient (graduated
+    # seed 0's first 3 steps: equal losses, grad norms to 6 digits, rewards), updates 1.3-2x faster.
+    # Runs before orchestration seed 0 used the plain packed path.
+    config.grpo.shared_prefix = True
     e = config.eval
     e.source = "synthetic:test"
     e.max_turns = 24

@@ -466,8 +466,11 @@ class Trainer:
         n_rows = bucket(len(rows), unit)
         if shared:
             linear, quadratic = steps.trunk_costs(self.policy.model_config)
-            # A packed row's attention scores may take the memory of a micro-batch of plain rows.
-            max_len = max(width, int(width * (unit // shards) ** 0.5))
+            # A packed row may take the memory of a micro-batch of plain rows at the widest width
+            # the run allows (its attention scores grow with the square of the width); a step whose
+            # rows are short may therefore pack its groups wider than its own plain width.
+            full = -(-c.rollout.max_seq_len // 8) * 8
+            max_len = max(width, int(full * (unit // shards) ** 0.5))
             groups = steps.plan_groups(rows, int(c.rollout.group_size), linear, quadratic, max_len)
             s_rows = -(-len(groups) // shards) * shards  # a padding row would cost a whole packed row
             s_width = bucket(max(steps.packed_length(rows, g) for g in groups), c.rollout.pad_multiple)
