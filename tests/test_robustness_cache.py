@@ -102,9 +102,13 @@ def test_stale_temporary_files_of_dead_builds_are_removed(tmp_path):
 
 
 SLOW_BUILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     from toolrl.env.cache import Source, build_cache
     from toolrl.data.complexfuncbench import RecordedCall
+
+    # A shell without job control starts background commands with SIGINT ignored, and Python keeps
+    # that: give this child the interactive default (KeyboardInterrupt) whatever started the tests.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def slow_calls(self):
         for i in range(10_000):
