@@ -52,6 +52,8 @@ flags.DEFINE_string("sft_study", "", "Start the GRPO runs from this other study'
 flags.DEFINE_integer("max_runs", None, "Stop after this many executed runs.")
 flags.DEFINE_bool("dry_run", False, "Print the plan and the commands, run nothing.")
 flags.DEFINE_bool("report", False, "Rebuild summary.json and report.md from the result files, print the report, exit.")
+flags.DEFINE_string("readme", "", "With --report: also write the compact study table into this file, between "
+                    "its study-table markers (e.g. README.md).")
 
 
 def settings_from_flags(extra: list[str]) -> sweep.StudySettings:
@@ -73,6 +75,11 @@ def main(argv: list[str]) -> None:
         summary, text = sweep.write_summary(settings.results_path(), FLAGS.baseline_arm, FLAGS.confidence)
         print(text)
         print(f"({len(summary['runs'])} result files in {settings.results_path()}; summary.json and report.md rewritten)")
+        if FLAGS.readme:
+            try:
+                print(f"study table written into {sweep.splice_readme(FLAGS.readme, sweep.compact_table(summary))}")
+            except (OSError, ValueError) as err:
+                sys.exit(f"run_ablation: {err}")
         return
     if FLAGS.dry_run:
         for spec in sweep.plan(settings):

@@ -864,6 +864,53 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+README_BEGIN = "<!-- study-table:begin (python -m experiments.run_ablation --report --readme=README.md) -->"
+README_END = "<!-- study-table:end -->"
+
+
+def compact_table(summary: Mapping[str, Any]) -> str:
+    """One markdown table of the study for the README: per run row, for each eval source its turn
+    accuracy and call accuracy (%) and the paired turn-accuracy differences to the SFT start and to
+    the baseline arm (points), then the mean training reward, the share of degenerate groups and the
+    wall minutes per run. Cells as in `markdown_report` (mean ± t half width, n runs)."""
+    base = summary["baseline_arm"]
+    sources = list(summary["sources"])
+    header = ["run", "seeds"]
+    for source in sources:
+        header += [f"{source} turn acc %", f"{source} call acc %", f"{source} Δ turn vs SFT start",
+                   f"{source} Δ turn vs {base}"]
+    header += ["mean train reward", "degenerate groups %", "wall min / run"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row, t in summary["train"].items():
+        cells = [ROW_LABELS.get(row, row), ",".join(str(x) for x in t["seeds"]) or "–"]
+        for source in sources:
+            s = summary["sources"][source]
+            end = s["end"].get(row, {})
+            cells += [fmt_ci(end.get("turn_accuracy", {})), fmt_ci(end.get("call_accuracy", {})),
+                      fmt_ci(s["vs_sft"].get(row, {}).get("turn_accuracy", {}), sign=True),
+                      fmt_ci(s["vs_baseline"].get(row, {}).get("turn_accuracy", {}), sign=True)]
+        cells += [fmt_ci(t["reward_mean"], 1.0, 3), fmt_ci(t["degenerate_fraction"]),
+                  fmt_ci(t["wall_seconds"], 1 / 60, 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def splice_readme(readme: str | os.PathLike, table: str) -> Path:
+    """Replaces the text between README_BEGIN and README_END in ``readme`` with ``table`` (atomic write).
+
+    Raises ValueError when the markers are missing or out of order: the table has nowhere to go."""
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path} has no '{README_BEGIN}' ... '{README_END}' block for the study table")
+    new = text[:begin + len(README_BEGIN)] + "\n" + table + text[end:]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def curve_bands(results: Sequence[Mapping[str, Any]], arm: str, kind: str, column: int,
                 confidence: float = 0.95) -> tuple[list[int], list[float], list[float], list[float]]:
     """(steps, mean, low, high) over the seeds of an arm of one curve column (``kind`` "train" or

@@ -374,6 +374,31 @@ def test_curve_bands_and_plot(tmp_path):
     assert sweep.plot_curves([{"kind": "sft", "name": "sft"}], tmp_path / "none.png") is None
 
 
+def test_compact_table_spliced_into_a_readme(tmp_path):
+    results = tmp_path / "results" / "s"
+    for r in [_result("sft", "sft", "sft", 0, 0.05),
+              *[_result(f"graduated_seed{s}", "grpo", "graduated", s, e, reward=0.5) for s, e in ((0, 0.1), (1, 0.3))],
+              *[_result(f"atomic_seed{s}", "grpo", "atomic", s, e, reward=0.3) for s, e in ((0, 0.2), (1, 0.2))]]:
+        sweep.write_json_atomic(results / f"{r['name']}.json", r)
+    summary, _ = sweep.write_summary(results)
+    table = sweep.compact_table(summary)
+    # graduated: end 0.1, 0.3 -> 20.0 ± 127.1; vs SFT (0.05): 0.05, 0.25 -> +15.0 ± 127.1.
+    # atomic - graduated per seed: +0.1, -0.1 -> +0.0 ± 127.1 (s = 0.141421, t_{0.975,1} = 12.706205).
+    assert ("| graduated | 0,1 | 20.0 ± 127.1 (n=2) | 40.0 ± 254.1 (n=2) | +15.0 ± 127.1 (n=2) | – | "
+            "0.500 ± 0.000 (n=2) | 50.0 ± 0.0 (n=2) | 1.0 ± 0.0 (n=2) |") in table
+    assert "| atomic | 0,1 | 20.0 ± 0.0 (n=2) |" in table and "| +0.0 ± 127.1 (n=2) |" in table
+    assert table.startswith("| run | seeds | eval_100 turn acc % |")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{sweep.README_BEGIN}\nold table\n{sweep.README_END}\nafter\n")
+    sweep.splice_readme(readme, table)
+    sweep.splice_readme(readme, table)  # idempotent
+    text = readme.read_text()
+    assert "old table" not in text and text.count(table) == 1 and text.endswith(f"{sweep.README_END}\nafter\n")
+    (tmp_path / "bare.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="no .* block"):
+        sweep.splice_readme(tmp_path / "bare.md", table)
+
+
 def test_report_cli_reads_only_the_result_files(tmp_path):
     import subprocess
 
