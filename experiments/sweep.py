@@ -895,6 +895,25 @@ def compact_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def turns_right_table(results: Sequence[Mapping[str, Any]], source: str, baseline: str = BASELINE_ARM) -> str:
+    """Per seed (rows) and arm (columns): held-out turns right / turns scored on ``source`` at the end of
+    each run, the raw counts behind the intervals; the SFT start's count heads the table."""
+    arms = arm_order(results, baseline)
+    cells: dict[tuple[int, str], str] = {}
+    for r in results:
+        turns, accuracy = _end(r, source, "turns"), _end(r, source, "turn_accuracy")
+        if r.get("kind") == "grpo" and turns and accuracy is not None:
+            cells[(r["seed"], r["arm"])] = f"{round(accuracy * turns)}/{turns}"
+    sft = next((r for r in results if r.get("kind") == "sft"), None)
+    sft_turns = _end(sft, source, "turns") if sft else None
+    start = f"{round(_end(sft, source, 'turn_accuracy') * sft_turns)}/{sft_turns}" if sft_turns else "–"
+    lines = [f"Turns right per run on {source} (the SFT start: {start}):", "",
+             "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for seed in sorted({seed for seed, _ in cells}):
+        lines.append(f"| {seed} | " + " | ".join(cells.get((seed, arm), "–") for arm in arms) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def splice_readme(readme: str | os.PathLike, table: str) -> Path:
     """Replaces the text between README_BEGIN and README_END in ``readme`` with ``table`` (atomic write).
 

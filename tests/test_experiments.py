@@ -388,6 +388,13 @@ def test_compact_table_spliced_into_a_readme(tmp_path):
             "0.500 ± 0.000 (n=2) | 50.0 ± 0.0 (n=2) | 1.0 ± 0.0 (n=2) |") in table
     assert "| atomic | 0,1 | 20.0 ± 0.0 (n=2) |" in table and "| +0.0 ± 127.1 (n=2) |" in table
     assert table.startswith("| run | seeds | eval_100 turn acc % |")
+    assert "(the SFT start: –)" in sweep.turns_right_table(sweep.load_results(results), "eval_100")  # no turn counts
+    loaded = sweep.load_results(results)
+    for r in loaded:
+        r["eval"]["eval_100"]["end"]["turns"] = 20
+    counts = sweep.turns_right_table(loaded, "eval_100")
+    assert "(the SFT start: 1/20)" in counts and "| seed | graduated | atomic |" in counts
+    assert "| 0 | 2/20 | 4/20 |" in counts and "| 1 | 6/20 | 4/20 |" in counts
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{sweep.README_BEGIN}\nold table\n{sweep.README_END}\nafter\n")
     sweep.splice_readme(readme, table)
