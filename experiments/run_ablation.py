@@ -77,10 +77,8 @@ def main(argv: list[str]) -> None:
         print(f"({len(summary['runs'])} result files in {settings.results_path()}; summary.json and report.md rewritten)")
         if FLAGS.readme:
             try:
-                results = sweep.load_results(settings.results_path())
-                tables = [sweep.compact_table(summary)] + [sweep.turns_right_table(results, source, FLAGS.baseline_arm)
-                                                           for source in summary["sources"]]
-                print(f"study tables written into {sweep.splice_readme(FLAGS.readme, chr(10).join(tables))}")
+                tables = sweep.readme_tables(summary, sweep.load_results(settings.results_path()), FLAGS.baseline_arm)
+                print(f"study tables written into {sweep.splice_readme(FLAGS.readme, tables)}")
             except (OSError, ValueError) as err:
                 sys.exit(f"run_ablation: {err}")
         return

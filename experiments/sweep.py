@@ -898,20 +898,30 @@ def compact_table(summary: Mapping[str, Any]) -> str:
 def turns_right_table(results: Sequence[Mapping[str, Any]], source: str, baseline: str = BASELINE_ARM) -> str:
     """Per seed (rows) and arm (columns): held-out turns right / turns scored on ``source`` at the end of
     each run, the raw counts behind the intervals; the SFT start's count heads the table."""
+    def turns_right(r: Mapping[str, Any] | None) -> str | None:
+        turns = _end(r, source, "turns") if r else None
+        accuracy = _end(r, source, "turn_accuracy") if r else None
+        return f"{round(accuracy * turns)}/{turns}" if turns and accuracy is not None else None
+
     arms = arm_order(results, baseline)
     cells: dict[tuple[int, str], str] = {}
     for r in results:
-        turns, accuracy = _end(r, source, "turns"), _end(r, source, "turn_accuracy")
-        if r.get("kind") == "grpo" and turns and accuracy is not None:
-            cells[(r["seed"], r["arm"])] = f"{round(accuracy * turns)}/{turns}"
-    sft = next((r for r in results if r.get("kind") == "sft"), None)
-    sft_turns = _end(sft, source, "turns") if sft else None
-    start = f"{round(_end(sft, source, 'turn_accuracy') * sft_turns)}/{sft_turns}" if sft_turns else "–"
+        count = turns_right(r) if r.get("kind") == "grpo" else None
+        if count:
+            cells[(r["seed"], r["arm"])] = count
+    start = turns_right(next((r for r in results if r.get("kind") == "sft"), None)) or "–"
     lines = [f"Turns right per run on {source} (the SFT start: {start}):", "",
              "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
     for seed in sorted({seed for seed, _ in cells}):
         lines.append(f"| {seed} | " + " | ".join(cells.get((seed, arm), "–") for arm in arms) + " |")
     return "\n".join(lines) + "\n"
+
+
+def readme_tables(summary: Mapping[str, Any], results: Sequence[Mapping[str, Any]],
+                  baseline: str = BASELINE_ARM) -> str:
+    """What `--report --readme` writes: the compact table, then the turns-right counts per source."""
+    tables = [compact_table(summary)] + [turns_right_table(results, source, baseline) for source in summary["sources"]]
+    return "\n".join(tables)
 
 
 def splice_readme(readme: str | os.PathLike, table: str) -> Path:
@@ -987,11 +997,12 @@ def write_summary(results_path: str | os.PathLike, baseline: str = BASELINE_ARM,
                   confidence: float = 0.95) -> tuple[dict[str, Any], str]:
     """Rebuilds ``summary.json`` and ``report.md`` in ``results_path`` from its result files alone."""
     path = resolve(results_path)
-    summary = summarize(load_results(path), baseline, confidence)
+    results = load_results(path)
+    summary = summarize(results, baseline, confidence)
     text = markdown_report(summary, path.name)
     write_json_atomic(path / SUMMARY_FILE, summary)
     tmp = path / f".{REPORT_FILE}.{os.getpid()}.tmp"
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path / REPORT_FILE)
-    plot_curves(load_results(path), path / CURVES_FILE, baseline, confidence)
+    plot_curves(results, path / CURVES_FILE, baseline, confidence)
     return summary, text

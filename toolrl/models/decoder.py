@@ -308,9 +308,9 @@ def run_blocks(layers: Sequence[Block], x: Array, apply: Callable[[Block, Array]
         for layer in layers:
             x = apply(layer, x)
         return x
-    graphdef, _ = nnx.split(layers[0])
-    states = [nnx.split(layer)[1] for layer in layers]
-    if any(nnx.split(layer)[0] != graphdef for layer in layers[1:]):
+    graphdefs, states = zip(*(nnx.split(layer) for layer in layers))
+    graphdef = graphdefs[0]
+    if any(other != graphdef for other in graphdefs[1:]):
         raise ValueError("remat stacks the blocks' parameters: every block must have the same structure")
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 

@@ -446,9 +446,13 @@ class Trainer:
         """(rows, width) of the plain layout: a row bucket and a width bucket."""
         c = self.config
         n_rows = next(b for b in self.row_buckets if b >= len(rows))
-        # Rows never exceed max_seq_len: cap the bucket there (rounded to 8), not at its next bucket.
-        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), -(-c.rollout.max_seq_len // 8) * 8)
+        # Rows never exceed max_seq_len: cap the bucket there, not at its next bucket.
+        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), self._widest_width())
         return n_rows, width
+
+    def _widest_width(self) -> int:
+        """The widest plain update width of this run: max_seq_len rounded up to a multiple of 8."""
+        return -(-self.config.rollout.max_seq_len // 8) * 8
 
     def _packed_batch(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray,
                       shared: bool) -> tuple[dict[str, np.ndarray], bool, int]:
@@ -469,8 +473,7 @@ class Trainer:
             # A packed row may take the memory of a micro-batch of plain rows at the widest width
             # the run allows (its attention scores grow with the square of the width); a step whose
             # rows are short may therefore pack its groups wider than its own plain width.
-            full = -(-c.rollout.max_seq_len // 8) * 8
-            max_len = max(width, int(full * (unit // shards) ** 0.5))
+            max_len = max(width, int(self._widest_width() * (unit // shards) ** 0.5))
             groups = steps.plan_groups(rows, int(c.rollout.group_size), linear, quadratic, max_len)
             s_rows = -(-len(groups) // shards) * shards  # a padding row would cost a whole packed row
             s_width = bucket(max(steps.packed_length(rows, g) for g in groups), c.rollout.pad_multiple)
