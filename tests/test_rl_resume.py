@@ -68,6 +68,11 @@ def test_sigkill_then_resume(tmp_path):
     expected = _records(straight / "metrics.jsonl")
     # Same data order, and the resumed steps reproduce the uninterrupted run (RNG, params, optimizer).
     assert [r["data/tasks"] for r in after] == [r["data/tasks"] for r in expected]
+    for record in (r for r in expected if r.get("phase") == "grpo"):
+        groups = [float(x) for x in record["data/group_rewards"].split(",")]
+        assert len(groups) == len(record["data/tasks"].split(","))
+        # Equal-sized groups: the step mean is the mean of the group means (to their 4 printed digits).
+        assert sum(groups) / len(groups) == pytest.approx(record["reward/mean"], abs=1e-4)
     for got, want in zip(after[4:], expected[4:]):
         assert got["reward/mean"] == pytest.approx(want["reward/mean"], abs=1e-6)
         assert got["rollout/generated_tokens"] == want["rollout/generated_tokens"]

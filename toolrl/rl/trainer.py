@@ -423,6 +423,9 @@ class Trainer:
             "time/policy_tokens": int(sum(sum(f) for _, f in batch.rows)),
             "time/train_tokens": train_tokens,
             "data/tasks": ",".join(_task_id(t) for t in tasks),
+            # Per prompt, in data/tasks' order: a prompt's reward across steps is a learning curve that
+            # the step mean (a new draw of prompts each step) is not.
+            "data/group_rewards": ",".join(f"{x:.4f}" for x in reward.reshape(-1, g).mean(axis=1)),
         }
         histograms = {"hist/advantages": advantages, "hist/rewards": reward,
                       "hist/error_codes": np.repeat(np.arange(N_ERROR_CODES), counts)}
