@@ -363,6 +363,17 @@ def learning_curves(metrics: Sequence[Mapping[str, Any]]) -> dict[str, list[list
     return {"train": [train[k] for k in sorted(train)], "eval": [evals[k] for k in sorted(evals)]}
 
 
+def reward_rise(train_curve: Sequence[Sequence[Any]]) -> float | None:
+    """Mean training reward of a run's second half of GRPO steps minus its first half (the middle
+    step of an odd count left out); None under 2 steps. ``train_curve``: rows [step, reward, ...] as
+    :func:`learning_curves` keeps them. A noisy but unit-free trend: each step draws new prompts."""
+    rewards = [row[1] for row in train_curve if row[1] is not None]
+    half = len(rewards) // 2
+    if half == 0:
+        return None
+    return _mean(rewards[-half:]) - _mean(rewards[:half])
+
+
 def report_overall(report: Mapping[str, Any]) -> dict[str, Any]:
     """The metrics kept of an evaluator report (eval_results.json / eval/step_*.json): the complete-
     history bucket when it has turns (as the trainer logs it), else all turns."""
@@ -808,6 +819,7 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
         runs = members[row]
         train[row] = {
             "reward_mean": _stat([dotted(r, "train.reward_mean") for r in runs], confidence),
+            "reward_rise": _stat([reward_rise(dotted(r, "curves.train") or []) for r in runs], confidence),
             "degenerate_fraction": _stat([dotted(r, "train.degenerate_fraction") for r in runs], confidence),
             "steps": _stat([r.get("steps") for r in runs], confidence),
             "wall_seconds": _stat([dotted(r, "wall_seconds.total") for r in runs], confidence),
@@ -854,12 +866,14 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
                 cells = [fmt_ci(s[kind].get(arm, {}).get(m, {}), sign=True) for _, kind, m in cols]
                 lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += ["", "## Training", "",
-              "| run | seeds | steps | mean train reward | degenerate groups % | fit % | wall min / run |",
-              "|---|---|---|---|---|---|---|"]
+              "| run | seeds | steps | mean train reward | train reward rise (2nd - 1st half) | degenerate groups % "
+              "| fit % | wall min / run |",
+              "|---|---|---|---|---|---|---|---|"]
     for row, t in summary["train"].items():
         seeds = ",".join(str(x) for x in t["seeds"]) or "–"
         lines.append(f"| {ROW_LABELS.get(row, row)} | {seeds} | {fmt_ci(t['steps'], 1.0, 0)} | "
-                     f"{fmt_ci(t['reward_mean'], 1.0, 3)} | {fmt_ci(t['degenerate_fraction'])} | "
+                     f"{fmt_ci(t['reward_mean'], 1.0, 3)} | {fmt_ci(t.get('reward_rise', {}), 1.0, 3, sign=True)} | "
+                     f"{fmt_ci(t['degenerate_fraction'])} | "
                      f"{fmt_ci(t['fit'], 100.0, 0)} | {fmt_ci(t['wall_seconds'], 1 / 60, 1)} |")
     return "\n".join(lines) + "\n"
 

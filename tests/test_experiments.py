@@ -315,7 +315,21 @@ def test_report_from_the_result_files_alone(tmp_path):
     assert "| zero-shot | 0.0 (n=1) | 0.0 (n=1) | – |" in text
     assert "| SFT start | 5.0 (n=1) |" in text
     assert "| atomic | +25.0 ± 43.0 (n=3) | +50.0 ± 86.1 (n=3) | – | +10.0 ± 24.8 (n=3) | +20.0 ± 49.7 (n=3) | – |" in text
-    assert "| graduated | 0,1,2 | 4 ± 0 (n=3) | 0.500 ± 0.000 (n=3) | 50.0 ± 0.0 (n=3) | – | 1.0 ± 0.0 (n=3) |" in text
+    assert "| graduated | 0,1,2 | 4 ± 0 (n=3) | 0.500 ± 0.000 (n=3) | – | 50.0 ± 0.0 (n=3) | – | 1.0 ± 0.0 (n=3) |" in text
+
+
+def test_reward_rise_hand_computed():
+    # Second half minus first half of the GRPO rewards; an odd count leaves the middle step out.
+    assert sweep.reward_rise([[1, 0.2, 0.0], [2, 0.4, 0.0], [3, 0.5, 0.0], [4, 0.9, 0.0]]) == pytest.approx(0.4)
+    assert sweep.reward_rise([[1, 0.1, 0.0], [2, 0.7, 0.0], [3, 0.4, 0.0]]) == pytest.approx(0.3)
+    assert sweep.reward_rise([[1, 0.3, 0.0]]) is None and sweep.reward_rise([]) is None
+    results = [{"kind": "grpo", "arm": "graduated", "seed": s, "name": f"graduated_seed{s}", "steps": 2,
+                "curves": {"train": [[1, 0.5, 0.0], [2, 0.5 + d, 0.0]], "eval": []}, "eval": {}}
+               for s, d in ((0, 0.1), (1, 0.2), (2, 0.3))]
+    rise = sweep.summarize(results)["train"]["graduated"]["reward_rise"]
+    # 0.1, 0.2, 0.3 -> mean 0.2, half 4.302653 * 0.1 / sqrt(3).
+    assert rise["mean"] == pytest.approx(0.2) and rise["half_width"] == pytest.approx(0.248414, abs=1e-6)
+    assert "| +0.200 ± 0.248 (n=3) |" in sweep.markdown_report(sweep.summarize(results))
 
 
 def test_a_run_without_its_start_evaluation_starts_its_curve_at_the_sft_run(tmp_path, fake_commands, monkeypatch):
