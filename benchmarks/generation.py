@@ -77,20 +77,24 @@ def torch_worker(args) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from toolrl.models.bundled import ensure_smollm2
+    from toolrl.models.checkpoint_io import resolve_model_dir
 
-    directory = os.fspath(ensure_smollm2())
-    hf = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=torch.float32).eval()
+    directory = os.fspath(resolve_model_dir(args.model))
+    device = torch.device(args.torch_device)
+    hf = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=torch.float32).eval().to(device)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     n = args.new_tokens
-    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "times": {}}
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device), "times": {}}
     for b in args.batches:
-        enc = tokenizer(_prompts(tokenizer, b), return_tensors="pt", padding=True, padding_side="left")
+        enc = tokenizer(_prompts(tokenizer, b), return_tensors="pt", padding=True, padding_side="left").to(device)
 
         def theirs(new: int = n):
             with torch.no_grad():
-                return hf.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                                   pad_token_id=tokenizer.pad_token_id)
+                out = hf.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                                  pad_token_id=tokenizer.pad_token_id)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return out
 
         out["times"][str(b)] = _median_time(theirs, args.repeats, warmup=lambda: theirs(8))
     print("TORCH_RESULT " + json.dumps(out))
@@ -101,7 +105,8 @@ def _run_torch_subprocess(args) -> dict:
     import subprocess
 
     cmd = [sys.executable, os.path.abspath(__file__), "--torch-worker", "--new-tokens", str(args.new_tokens),
-           "--repeats", str(args.repeats), "--batches", *map(str, args.batches)]
+           "--repeats", str(args.repeats), "--model", args.model, "--torch-device", args.torch_device,
+           "--batches", *map(str, args.batches)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     line = next(x for x in proc.stdout.splitlines() if x.startswith("TORCH_RESULT "))
     return json.loads(line[len("TORCH_RESULT "):])
@@ -130,7 +135,7 @@ def bench_vs_torch(args, model, tokenizer, config, limits) -> None:
                     2 * b * n_params / (limits["matmul_2048_gflops"] * 1e9))
         rows.append((b, b * n / t_ours, b * n / t_torch, b * n / t_nocache, 1e3 * t_ours / n, 1e3 * bound))
 
-    torch_desc = "skipped" if torch_result is None else f"{torch_result['torch']} ({torch_result['threads']} threads, own process)"
+    torch_desc = "skipped" if torch_result is None else f"{torch_result['torch']} ({torch_result.get('device', 'cpu')}, {torch_result['threads']} threads, own process)"
     print(f"\nSmolLM2-135M-Instruct fp32, greedy, {n} new tokens, jax {jax.__version__} "
           f"({jax.devices()[0].platform}), torch {torch_desc}, {_load()}; median of {args.repeats} after warmup")
     print("| batch | ours (tok/s) | HF torch generate (tok/s) | ours / torch | ours ms/token step | roofline bound ms/step "
@@ -183,6 +188,9 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=8, help="0 = skip part 2")
     parser.add_argument("--group-prompt-tokens", type=int, default=400)
     parser.add_argument("--group-new-tokens", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--model", default="smollm2_135m",
+                        help="preset or local HF directory (e.g. benchmarks/random_weights.py's, on a GPU machine)")
+    parser.add_argument("--torch-device", default="cpu", help="torch's device for HF generate (cpu / cuda)")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_worker:
@@ -193,7 +201,7 @@ def main() -> None:
 
     from toolrl.models.checkpoint_io import load_pretrained
 
-    model, tokenizer, config = load_pretrained("smollm2_135m")
+    model, tokenizer, config = load_pretrained(args.model)
     if args.batches:
         limits = machine_limits(repeats=10)
         print("machine limits (same run): " + ", ".join(f"{k} {v:.1f}" for k, v in limits.items()))

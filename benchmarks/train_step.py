@@ -64,6 +64,12 @@ REMAT = flags.DEFINE_bool("remat", True, "--compare: model.remat (activation mem
 MODES = flags.DEFINE_list("modes", ["turn", "episode"], "--compare: rollout modes")
 PATHS = flags.DEFINE_list("paths", ["old", "positions", "prefix"], "--compare: paths")
 SEED = flags.DEFINE_integer("seed", 0, "--compare: batch seed")
+MODEL = flags.DEFINE_string("model", "smollm2_135m", "preset or local HF directory (on a GPU machine without the "
+                            "bundled weights: benchmarks/random_weights.py's)")
+DTYPE = flags.DEFINE_string("dtype", "float32", "compute dtype (parameters stay float32); the matmul peak is "
+                            "measured in it")
+ROWS_PER_PASS = flags.DEFINE_integer("rows_per_pass", 1, "--compare: rows per backward pass (0 = the whole "
+                                     "batch in one pass, for a GPU)")
 MAX_CHUNKS = flags.DEFINE_integer("max_chunks", 1, "--compare: micro-batches actually run per update (the "
                                   "rest extrapolated: same shapes, run one after the other); 0 = all")
 
@@ -81,6 +87,8 @@ def main(argv):
     config = config_from_file(FLAGS.value)
     with tempfile.TemporaryDirectory() as tmp:
         config.workdir = tmp
+        config.model.path = "" if MODEL.value == config.model.preset else MODEL.value
+        config.model.dtype = DTYPE.value
         config.sft.num_steps = 0
         config.train.num_steps = WARMUP.value + STEPS.value
         config.train.save_every = 10**9  # the final step still saves once (not part of step times)
@@ -102,12 +110,12 @@ def main(argv):
 # ----------------------------------------------------------------------------- --compare
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """Measured fp32 matmul FLOP/s of this machine (best of `repeats` n x n x n products)."""
+def matmul_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """Measured matmul FLOP/s of this machine in `dtype` (best of `repeats` n x n x n products)."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     best = float("inf")
@@ -223,10 +231,11 @@ def compare():
     from toolrl.rl import grpo, steps
     from toolrl.rl.trainer import Trainer, TrainingData, load_training_samples, pack_rows, prepare_data
 
-    peak = matmul_peak()
-    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({jax.devices()[0].device_kind}, "
+    on_cpu = jax.devices()[0].platform == "cpu"
+    peak = matmul_peak(4096 if not on_cpu else 2048, dtype=DTYPE.value)
+    print(f"{DTYPE.value} matmul peak: {peak / 1e9:.1f} GFLOP/s ({jax.devices()[0].device_kind}, "
           f"{os.cpu_count()} cores)", flush=True)
-    policy = Policy.load(preset="smollm2_135m", remat=REMAT.value)
+    policy = Policy.load(path=MODEL.value, dtype=DTYPE.value, remat=REMAT.value)
     mc = policy.model_config
     linear, quadratic = steps.trunk_costs(mc)
     head = 2.0 * mc.hidden_size * mc.vocab_size
@@ -236,10 +245,11 @@ def compare():
         config = grpo_config("turn" if mode == "turn" else None)
         if mode == "turn":
             config.rollout.group_size, config.rollout.prompts_per_step = 8, 4
-        # One row per backward pass on every path (memory beside other jobs on a 24 GB machine).
-        config.grpo.micro_batches = config.rollout.group_size * config.rollout.prompts_per_step
         r = config.rollout
         batch_size = r.prompts_per_step * r.group_size
+        # By default one row per backward pass on every path (memory beside other jobs on a 24 GB machine).
+        config.grpo.micro_batches = batch_size // ROWS_PER_PASS.value if ROWS_PER_PASS.value else 1
+        config.model.dtype = DTYPE.value
         rng = np.random.default_rng(SEED.value)
         env = build_environment(config)
         data = prepare_data(config, policy, load_training_samples(config), env.render, check=False)
@@ -338,7 +348,7 @@ def compare():
               f"{row['grad_norm']:11.6g}")
     print(f"(update s: median of {REPEATS.value} (old: {OLD_REPEATS.value}) after a warm-up compile (not run); "
           f"with [c/n chunks timed], c of the update's n equal micro-batches ran (with the optimizer) and "
-          f"update s = host packing + n/c x their time; FLOPs/s as a share of the {peak / 1e9:.0f} GFLOP/s fp32 matmul peak)")
+          f"update s = host packing + n/c x their time; FLOPs/s as a share of the {peak / 1e9:.0f} GFLOP/s {DTYPE.value} matmul peak)")
     turn = {row["path"]: row["update_s"] for row in table if row["mode"] == "turn"}
     new = [turn[p] for p in ("positions", "prefix") if p in turn]
     if "old" in turn and new:

@@ -143,13 +143,13 @@ class WandbRun:
 
     def __init__(self, workdir: str | os.PathLike, config: dict[str, Any], project: str, entity: str = "",
                  name: str = "", mode: str = "auto"):
-        import wandb  # local: importing wandb is slow and tests of the math do not need it
-
         self.mode = resolve_wandb_mode(mode)
-        self._wandb = wandb
         self.run = None
         if self.mode == "disabled":
-            return
+            return  # wandb is not even imported: a machine without it (a bare GPU image) still trains
+        import wandb  # local: importing wandb is slow and tests of the math do not need it
+
+        self._wandb = wandb
         workdir = Path(workdir).absolute()
         id_file = workdir / "wandb_id"
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
