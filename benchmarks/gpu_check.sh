@@ -34,7 +34,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 export TOOLRL_DATA_DIR=$PWD/.devdata TOOLRL_HOME=/tmp/toolrl_home
 MODEL=/tmp/smollm2_random
-parts=${*:-env weights tiny compare generation}
+parts=${*:-env weights tiny compare generation}  # compare32: fp32 too
 
 part() {  # part NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log, report the status
   local name=$1 limit=$2
@@ -49,19 +49,19 @@ part() {  # part NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
 for p in $parts; do
   case $p in
     env)
-      part env 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; python3 -c "
+      part env 45 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; python3 -c "
 import jax, flax, optax, orbax.checkpoint as ocp, transformers, numpy
 print(\"jax\", jax.__version__, \"flax\", flax.__version__, \"optax\", optax.__version__, \"orbax\", ocp.__version__,
       \"transformers\", transformers.__version__, \"numpy\", numpy.__version__)
 print(jax.devices())"' ;;
     weights)
-      part weights 120 python3 benchmarks/random_weights.py --src .devmodel --out "$MODEL" ;;
+      part weights 90 python3 benchmarks/random_weights.py --src .devmodel --out "$MODEL" ;;
     tiny)
       # The whole program (SFT, GRPO on a one-device mesh, orbax checkpoints, evaluation) on the GPU, then
       # the same run on the CPU: the SFT losses are teacher-forced, so they must agree closely.
-      part tiny_gpu 240 python3 -m toolrl.main --config=configs/tiny.py --config.workdir=/tmp/tiny_gpu \
+      part tiny_gpu 120 python3 -m toolrl.main --config=configs/tiny.py --config.workdir=/tmp/tiny_gpu \
         --config.sft.num_steps=3 --config.train.num_steps=2 --config.wandb.mode=disabled
-      part tiny_cpu 240 env JAX_PLATFORMS=cpu python3 -m toolrl.main --config=configs/tiny.py \
+      part tiny_cpu 90 env JAX_PLATFORMS=cpu python3 -m toolrl.main --config=configs/tiny.py \
         --config.workdir=/tmp/tiny_cpu --config.sft.num_steps=3 --config.train.num_steps=2 --config.wandb.mode=disabled
       python3 - <<'EOF' 2>&1 | tee "$OUT/tiny_parity.log"
 import json
@@ -76,12 +76,14 @@ EOF
     compare)
       # Issue 11's old-vs-new update comparison, whole updates (every path from the same parameters, so
       # grad norms agree), the whole batch in one backward pass, no remat.
-      part compare_bf16 200 python3 benchmarks/train_step.py --compare --model="$MODEL" --dtype=bfloat16 \
+      part compare_bf16 180 python3 benchmarks/train_step.py --compare --model="$MODEL" --dtype=bfloat16 \
         --modes=turn,episode --max_chunks=0 --rows_per_pass=0 --remat=False --repeats=5 --old_repeats=5
+      ;;
+    compare32)
       part compare_fp32 150 python3 benchmarks/train_step.py --compare --model="$MODEL" --dtype=float32 \
         --modes=turn --max_chunks=0 --rows_per_pass=0 --remat=False --repeats=5 --old_repeats=5 ;;
     generation)
-      part generation 150 env JAX_PLATFORMS=cuda python3 benchmarks/generation.py --model "$MODEL" \
+      part generation 120 env JAX_PLATFORMS=cuda python3 benchmarks/generation.py --model "$MODEL" \
         --batches 16 64 --new-tokens 128 --repeats 3 --group-size 8 --group-new-tokens 128 --torch-device cuda ;;
     *) echo "unknown part $p" ;;
   esac
