@@ -77,14 +77,18 @@ EOF
       # Issue 11's old-vs-new update comparison, whole updates (every path from the same parameters, so
       # grad norms agree), the whole batch in one backward pass, no remat.
       part compare_bf16 180 python3 benchmarks/train_step.py --compare --model="$MODEL" --dtype=bfloat16 \
-        --modes=turn,episode --max_chunks=0 --rows_per_pass=0 --remat=False --repeats=5 --old_repeats=5
+        --modes=turn,episode --max_chunks=0 --rows_per_pass=${ROWS_PER_PASS:-8} --remat=False --repeats=5 --old_repeats=5
       ;;
     compare32)
       part compare_fp32 150 python3 benchmarks/train_step.py --compare --model="$MODEL" --dtype=float32 \
-        --modes=turn --max_chunks=0 --rows_per_pass=0 --remat=False --repeats=5 --old_repeats=5 ;;
+        --modes=turn --max_chunks=0 --rows_per_pass=${ROWS_PER_PASS:-8} --remat=False --repeats=5 --old_repeats=5 ;;
     generation)
       part generation 120 env JAX_PLATFORMS=cuda python3 benchmarks/generation.py --model "$MODEL" \
         --batches 16 64 --new-tokens 128 --repeats 3 --group-size 8 --group-new-tokens 128 --torch-device cuda ;;
+    step)
+      # Whole GRPO steps of configs/grpo.py (rollout, reward, update) with the random weights: they rarely
+      # stop or call a tool, so each rollout runs one turn to the token budget.
+      part step 240 python3 benchmarks/train_step.py --model="$MODEL" --steps=3 --warmup=1 ;;
     *) echo "unknown part $p" ;;
   esac
 done
