@@ -6,7 +6,7 @@ The notebook reads one study's result files, ``experiments/results/<study>/*.jso
 ``python -m experiments.run_ablation --study=<study>``; STUDY at its top, or $ABLATION_STUDY), and
 plots the contamination figure, the end-of-run metrics per arm, before / after GRPO, the paired
 differences with their 95% t-intervals over seeds, the learning curves (from the curves each result
-file keeps) and the error breakdown.
+file keeps), the error breakdown and the pilots' curves (``experiments/results/pilot_*/``).
 """
 
 from pathlib import Path
@@ -199,6 +199,39 @@ if rows and kinds:
     plt.show()
 else:
     print("no error counts in the result files")"""),
+    new_markdown_cell("""## Pilots
+
+Single GRPO runs from the same SFT start that chose the study's settings
+(`experiments/results/pilot_*/`, each with a README giving its command and reading). Left: training
+reward per step, with a 5-step moving mean; right: turn accuracy at the evaluations during training,
+on each pilot's own evaluation turns (pilot_pool: its 8 training turns; pilot_long: 48 synthesized
+test turns), so the panels compare shapes, not levels."""),
+    new_code_cell("""pilots = {}
+for d in sorted((ROOT / "experiments" / "results").glob("pilot_*")):
+    for r in sweep.load_results(d):
+        if r.get("kind") == "grpo" and (r.get("curves") or {}).get("train"):
+            pilots[f"{d.name}/{r['name']}"] = r
+if pilots:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for name, r in pilots.items():
+        train = np.array([[row[0], row[1]] for row in r["curves"]["train"]], dtype=float)
+        line, = axes[0].plot(train[:, 0], train[:, 1], alpha=0.35)
+        if len(train) >= 5:
+            smooth = np.convolve(train[:, 1], np.ones(5) / 5, mode="valid")
+            axes[0].plot(train[4:, 0], smooth, color=line.get_color(), label=name)
+        evals = [row for row in r["curves"]["eval"] if row[1] is not None]
+        if evals:
+            axes[1].plot([e[0] for e in evals], [100 * e[1] for e in evals], "o-", color=line.get_color(), label=name)
+        print(f"{name}: {len(train)} steps, reward first half {train[: len(train) // 2, 1].mean():.3f}, "
+              f"second half {train[-(len(train) // 2):, 1].mean():.3f}; evals {[(e[0], round(100 * e[1], 1)) for e in evals]}")
+    axes[0].set(xlabel="GRPO step", ylabel="mean training reward (graduated)")
+    axes[1].set(xlabel="GRPO step", ylabel="turn accuracy % (the pilot's own turns)")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.show()
+else:
+    print("no pilot result files")"""),
 ]
 
 
