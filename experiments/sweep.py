@@ -872,7 +872,7 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
     for row, t in summary["train"].items():
         seeds = ",".join(str(x) for x in t["seeds"]) or "–"
         lines.append(f"| {ROW_LABELS.get(row, row)} | {seeds} | {fmt_ci(t['steps'], 1.0, 0)} | "
-                     f"{fmt_ci(t['reward_mean'], 1.0, 3)} | {fmt_ci(t.get('reward_rise', {}), 1.0, 3, sign=True)} | "
+                     f"{fmt_ci(t['reward_mean'], 1.0, 3)} | {fmt_ci(t['reward_rise'], 1.0, 3, sign=True)} | "
                      f"{fmt_ci(t['degenerate_fraction'])} | "
                      f"{fmt_ci(t['fit'], 100.0, 0)} | {fmt_ci(t['wall_seconds'], 1 / 60, 1)} |")
     return "\n".join(lines) + "\n"

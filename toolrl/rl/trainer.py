@@ -351,7 +351,7 @@ class Trainer:
         t0 = time.perf_counter()
         samples = self.sft_stream.take(self._sft_position(self.step), c.sft.batch_size)
         rows = [golden_episode(s, self.policy, c.data.tool_view, self.render) for s in samples]
-        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), -(-c.rollout.max_seq_len // 8) * 8)
+        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), self._widest_width())
         tokens, attn, loss_mask = pack_rows(rows, self.policy.chat.pad_id, width)
         batch = steps.to_device_batch({"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask}, self.mesh)
         graphdef, state = nnx.split((self.model, self.optimizer))
@@ -528,8 +528,7 @@ class Trainer:
     def _update_plain(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray) -> dict[str, float]:
         """The plain update: rows padded to a row bucket and a width bucket, logits at every position."""
         c = self.config
-        n_rows = next(b for b in self.row_buckets if b >= len(rows))
-        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), -(-c.rollout.max_seq_len // 8) * 8)
+        n_rows, width = self._plain_shape(rows)
         pad = n_rows - len(rows)
         tokens, attn, loss_mask = pack_rows(rows + [([self.policy.chat.pad_id], [0])] * pad, self.policy.chat.pad_id, width)
         valid = np.arange(n_rows) < len(rows)
