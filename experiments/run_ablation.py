@@ -53,7 +53,7 @@ flags.DEFINE_integer("max_runs", None, "Stop after this many executed runs.")
 flags.DEFINE_bool("dry_run", False, "Print the plan and the commands, run nothing.")
 flags.DEFINE_bool("report", False, "Rebuild summary.json and report.md from the result files, print the report, exit.")
 flags.DEFINE_string("readme", "", "With --report: also write the compact study table into this file, between "
-                    "its study-table markers (e.g. README.md).")
+                    "the study's own study-table markers (e.g. README.md).")
 
 
 def settings_from_flags(extra: list[str]) -> sweep.StudySettings:
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> None:
         if FLAGS.readme:
             try:
                 tables = sweep.readme_tables(summary, sweep.load_results(settings.results_path()), FLAGS.baseline_arm)
-                print(f"study tables written into {sweep.splice_readme(FLAGS.readme, tables)}")
+                print(f"study tables written into {sweep.splice_readme(FLAGS.readme, tables, settings.study)}")
             except (OSError, ValueError) as err:
                 sys.exit(f"run_ablation: {err}")
         return

@@ -4,6 +4,7 @@ A study is a plan of runs, executed one after another (or by several workers sha
 
     zero_shot                 the untrained model, evaluated (no training)
     sft                       the SFT start, trained ONCE per study and evaluated
+    sft_start                 (with ``sft_study``) another study's SFT start, evaluated on this study's sources
     <arm>_seed<S>             GRPO with ``configs/grpo.py:<arm>`` and ``--config.seed=S``, from the SFT start
 
 Every run is ``python -m toolrl.main`` subprocesses: the training (``--config.mode=sft`` / ``grpo``,
@@ -68,7 +69,8 @@ class RunSpec:
     """One run of the study.
 
     Attributes:
-      kind: "zero_shot" (evaluation only), "sft" (the SFT start) or "grpo" (one arm, one seed).
+      kind: "zero_shot" (evaluation only), "sft" (the SFT start), "start" (evaluation only: another
+        study's SFT start, with ``sft_study``, on this study's held-out budgets) or "grpo" (one arm, one seed).
       arm: config variants of a GRPO run (e.g. "atomic", "turn,binary").
       seed: training seed (``--config.seed``); None for zero_shot.
     """
@@ -81,6 +83,8 @@ class RunSpec:
     def name(self) -> str:
         if self.kind in ("zero_shot", "sft"):
             return self.kind
+        if self.kind == "start":
+            return "sft_start"
         return f"{arm_slug(self.arm)}_seed{self.seed}"
 
 
@@ -128,8 +132,8 @@ class StudySettings:
     def __post_init__(self) -> None:
         check_overrides(self.overrides)
         slugs = [arm_slug(a) for a in self.arms]
-        if len(set(slugs)) != len(slugs) or any(s in ("", "zero_shot", "sft") for s in slugs):
-            raise ValueError(f"arms must be distinct, non-empty and not 'zero_shot' / 'sft': {list(self.arms)}")
+        if len(set(slugs)) != len(slugs) or any(s in ("", "zero_shot", "sft", "sft_start") for s in slugs):
+            raise ValueError(f"arms must be distinct, non-empty and not 'zero_shot' / 'sft' / 'sft_start': {list(self.arms)}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.study):
             raise ValueError(f"study name {self.study!r}: use letters, digits, '_', '-', '.'")
 
@@ -140,6 +144,8 @@ class StudySettings:
         return Path(self.runs_dir) / self.study / spec.name
 
     def workdir(self, spec: RunSpec) -> Path:
+        if spec.kind == "start":  # evaluates the other study's SFT checkpoint where it lies
+            return self.workdir(RunSpec("sft", seed=self.sft_seed))
         return self.run_dir(spec) / "work"
 
     def results_path(self) -> Path:
@@ -181,6 +187,9 @@ def plan(settings: StudySettings) -> list[RunSpec]:
     runs = [RunSpec("zero_shot")] if settings.zero_shot else []
     if settings.arms and not settings.sft_study:
         runs.append(RunSpec("sft", seed=settings.sft_seed))
+    if settings.arms and settings.sft_study:
+        # The shared start, evaluated here too: this study's sources and budgets may differ from its own.
+        runs.append(RunSpec("start", seed=settings.sft_seed))
     for seed in settings.seeds:
         runs += [RunSpec("grpo", arm, int(seed)) for arm in settings.arms]
     return runs
@@ -199,8 +208,8 @@ def _toolrl(settings: StudySettings) -> list[str]:
 
 
 def train_command(spec: RunSpec, settings: StudySettings) -> list[str] | None:
-    """argv of the training subprocess; None for zero-shot."""
-    if spec.kind == "zero_shot":
+    """argv of the training subprocess; None for the evaluation-only kinds (zero-shot, start)."""
+    if spec.kind in ("zero_shot", "start"):
         return None
     common = [f"--config.seed={spec.seed}", f"--config.workdir={settings.workdir(spec)}",
               "--config.train.progress=False", f"--config.wandb.run_name={settings.study}-{spec.name}"]
@@ -639,7 +648,7 @@ def run_study(settings: StudySettings, commands: CommandFn = default_commands, l
             changed = settings_changed(spec, settings, done)
             log(f"{where}: finished before, skipped" + (f" (NOTE: it ran with other flags: {changed})" if changed else ""))
             continue
-        if spec.kind == "grpo" and not sft_ok:
+        if spec.kind in ("grpo", "start") and not sft_ok:
             status[spec.name] = "blocked"
             log(f"{where}: blocked (the SFT start did not finish)")
             continue
@@ -761,6 +770,11 @@ def _end(result: Mapping[str, Any], source: str, metric: str) -> Any:
     return dotted(result, f"eval.{source}.end.{metric}") if source in result.get("eval", {}) else None
 
 
+# Report rows of the single runs, and the result kinds that fill them: a study that starts from another
+# study's SFT run reports its own evaluation of that start ("start") as the SFT start.
+SINGLE_KINDS = {"zero_shot": ("zero_shot",), "sft": ("sft", "start")}
+
+
 def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM,
               confidence: float = 0.95) -> dict[str, Any]:
     """The study's numbers from its result files alone.
@@ -782,7 +796,7 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
     for r in results:
         if r.get("kind") == "grpo":
             by_arm.setdefault(r["arm"], []).append(r)
-    singles = {kind: next((r for r in results if r.get("kind") == kind), None) for kind in ("zero_shot", "sft")}
+    singles = {kind: next((r for r in results if r.get("kind") in SINGLE_KINDS[kind]), None) for kind in SINGLE_KINDS}
     arms = arm_order(results, baseline)
     rows = [k for k in ("zero_shot", "sft") if singles[k] is not None] + arms
     members = {k: [singles[k]] for k in ("zero_shot", "sft") if singles[k] is not None} | {a: by_arm[a] for a in arms}
@@ -878,8 +892,11 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-README_BEGIN = "<!-- study-table:begin (python -m experiments.run_ablation --report --readme=README.md) -->"
-README_END = "<!-- study-table:end -->"
+def readme_markers(study: str) -> tuple[str, str]:
+    """The lines around a study's block of tables in a README: one block per study, so the README can
+    hold several studies (a finished one and the next stage) each rebuilt from its own result files."""
+    return (f"<!-- study-table:begin {study} (python -m experiments.run_ablation --study={study} --report "
+            f"--readme=README.md) -->", f"<!-- study-table:end {study} -->")
 
 
 def compact_table(summary: Mapping[str, Any]) -> str:
@@ -923,7 +940,7 @@ def turns_right_table(results: Sequence[Mapping[str, Any]], source: str, baselin
         count = turns_right(r) if r.get("kind") == "grpo" else None
         if count:
             cells[(r["seed"], r["arm"])] = count
-    start = turns_right(next((r for r in results if r.get("kind") == "sft"), None)) or "–"
+    start = turns_right(next((r for r in results if r.get("kind") in SINGLE_KINDS["sft"]), None)) or "–"
     lines = [f"Turns right per run on {source} (the SFT start: {start}):", "",
              "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
     for seed in sorted({seed for seed, _ in cells}):
@@ -938,16 +955,18 @@ def readme_tables(summary: Mapping[str, Any], results: Sequence[Mapping[str, Any
     return "\n".join(tables)
 
 
-def splice_readme(readme: str | os.PathLike, table: str) -> Path:
-    """Replaces the text between README_BEGIN and README_END in ``readme`` with ``table`` (atomic write).
+def splice_readme(readme: str | os.PathLike, table: str, study: str) -> Path:
+    """Replaces the text between ``study``'s markers (:func:`readme_markers`) in ``readme`` with ``table``
+    (atomic write).
 
     Raises ValueError when the markers are missing or out of order: the table has nowhere to go."""
     path = Path(readme)
     text = path.read_text(encoding="utf-8")
-    begin, end = text.find(README_BEGIN), text.find(README_END)
+    first, last = readme_markers(study)
+    begin, end = text.find(first), text.find(last)
     if begin < 0 or end < begin:
-        raise ValueError(f"{path} has no '{README_BEGIN}' ... '{README_END}' block for the study table")
-    new = text[:begin + len(README_BEGIN)] + "\n" + table + text[end:]
+        raise ValueError(f"{path} has no '{first}' ... '{last}' block for the study table")
+    new = text[:begin + len(first)] + "\n" + table + text[end:]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(new, encoding="utf-8")
     os.replace(tmp, path)

@@ -64,7 +64,7 @@ def fake_commands(tmp_path):
 
     def commands(spec, settings):
         run_dir = sweep.resolve(settings.run_dir(spec))
-        steps = [] if spec.kind == "zero_shot" else ["train"]
+        steps = [] if spec.kind in ("zero_shot", "start") else ["train"]
         sources = sweep.eval_sources_after(spec, settings)
         steps += [sweep.eval_step_name(s) for s in sources]
         source_of = {sweep.eval_step_name(s): s for s in sources}
@@ -360,15 +360,30 @@ def test_official_protocol_source_is_its_own_column(tmp_path, fake_commands):
 def test_pilots_start_from_another_studys_sft(tmp_path, fake_commands):
     pilots = _settings(tmp_path, study="p", arms=("graduated",), seeds=(0,), sft_study="s", zero_shot=False,
                        overrides=("--config.optim.learning_rate=1e-5",))
-    assert [r.name for r in sweep.plan(pilots)] == ["graduated_seed0"]
-    assert sweep.run_study(pilots, fake_commands, log=_quiet) == {"graduated_seed0": "blocked"}  # no SFT there yet
+    assert [r.name for r in sweep.plan(pilots)] == ["sft_start", "graduated_seed0"]
+    blocked = {"sft_start": "blocked", "graduated_seed0": "blocked"}
+    assert sweep.run_study(pilots, fake_commands, log=_quiet) == blocked  # no SFT there yet
     sweep.run_study(_settings(tmp_path, arms=("graduated",), seeds=()), fake_commands, log=_quiet)  # study s: its SFT
-    assert sweep.run_study(pilots, fake_commands, log=_quiet) == {"graduated_seed0": "done"}
+    assert sweep.run_study(pilots, fake_commands, log=_quiet) == {"sft_start": "done", "graduated_seed0": "done"}
     argv = sweep.train_command(sweep.RunSpec("grpo", "graduated", 0), pilots)
     assert f"--config.model.init_checkpoint={tmp_path / 'runs' / 's' / 'sft' / 'work'}" in argv
     assert _ledger(tmp_path, "s").count("sft:train") == 1 and not (tmp_path / "runs" / "p" / "sft").exists()
     result = json.loads((tmp_path / "results" / "p" / "graduated_seed0.json").read_text())
     assert "--config.optim.learning_rate=1e-5" in result["config"]["overrides"]
+    # The shared start is evaluated again under the pilots' flags (no training), from study s's workdir,
+    # into the pilots' own folders; the report shows it as their SFT start.
+    start = sweep.RunSpec("start", seed=0)
+    assert sweep.train_command(start, pilots) is None
+    (step, eval_argv), = sweep.default_commands(start, pilots)
+    assert step == "eval-default" and f"--config.workdir={tmp_path / 'runs' / 's' / 'sft' / 'work'}" in eval_argv
+    assert "--config.optim.learning_rate=1e-5" in eval_argv and _ledger(tmp_path, "p").count("sft_start:eval-default") == 1
+    record = json.loads((tmp_path / "results" / "p" / "sft_start.json").read_text())
+    assert record["kind"] == "start" and record["eval"]["eval_100"]["end"]["turn_accuracy"] == 0.0
+    summary = sweep.summarize(sweep.load_results(tmp_path / "results" / "p"))
+    assert list(summary["train"]) == ["sft", "graduated"]
+    assert "| SFT start | 0 |" in sweep.compact_table(summary)
+    with pytest.raises(ValueError, match="sft_start"):
+        _settings(tmp_path, arms=("sft_start",))
 
 
 def test_curve_bands_and_plot(tmp_path):
@@ -410,14 +425,16 @@ def test_compact_table_spliced_into_a_readme(tmp_path):
     assert "(the SFT start: 1/20)" in counts and "| seed | graduated | atomic |" in counts
     assert "| 0 | 2/20 | 4/20 |" in counts and "| 1 | 6/20 | 4/20 |" in counts
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{sweep.README_BEGIN}\nold table\n{sweep.README_END}\nafter\n")
-    sweep.splice_readme(readme, table)
-    sweep.splice_readme(readme, table)  # idempotent
+    (begin, end), (other_begin, other_end) = sweep.readme_markers("s"), sweep.readme_markers("t")
+    readme.write_text(f"# x\n{begin}\nold table\n{end}\n{other_begin}\nother study\n{other_end}\nafter\n")
+    sweep.splice_readme(readme, table, "s")
+    sweep.splice_readme(readme, table, "s")  # idempotent
     text = readme.read_text()
-    assert "old table" not in text and text.count(table) == 1 and text.endswith(f"{sweep.README_END}\nafter\n")
+    assert "old table" not in text and text.count(table) == 1
+    assert text.endswith(f"{end}\n{other_begin}\nother study\n{other_end}\nafter\n")  # the other block untouched
     (tmp_path / "bare.md").write_text("no markers\n")
     with pytest.raises(ValueError, match="no .* block"):
-        sweep.splice_readme(tmp_path / "bare.md", table)
+        sweep.splice_readme(tmp_path / "bare.md", table, "s")
 
 
 def test_report_cli_reads_only_the_result_files(tmp_path):
