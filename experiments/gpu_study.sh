@@ -7,17 +7,33 @@
 #               googleapis-common-protos), and flax / optax / orbax at the versions pyproject.toml pins
 #   .devdata/   the benchmark's JSON files (../shared/data/complexfuncbench), read as TOOLRL_DATA_DIR
 #   .devstudy/  tfds/toolrl_traces/synthetic of the decontaminated study ($TOOLRL_HOME/study/tfds here)
-#   .devstart/  the SFT start as an HF directory in bf16 (experiments/export_start.py), its
-#               model.safetensors carried in pieces model.safetensors.part<k> over consecutive calls
+#   .devstart/  the SFT start as an HF directory in bf16 (experiments/export_start.py) with the first
+#               piece of its model.safetensors; .devp1/ ... .devp4/ the other pieces (64 MiB per call)
+# The working tree, carried folders included, is replaced at every call, but /tmp of a warm machine
+# stays: each call carries what fits and runs `bash experiments/gpu_study.sh stash`, which copies every
+# .whl / .dev* folder present to /tmp/stash; `run` first brings back from there what the tree lacks.
 # Settings (environment): ARM (graduated), SEED (0), GROUP (8), PROMPTS (4), STEPS (96), EVERY (12),
 # EVAL_TURNS (48), TRAIN_S (wall-clock cap of the training process; the last evaluation reached stands),
 # EVAL100_S (0 = no eval_100 pass after training). The config is the CPU study's (configs/study.py)
 # with only the group, the prompts per step, the step count and the evaluation schedule changed.
+#   bash experiments/gpu_study.sh stash    # keep this call's carried folders on the machine
 #   bash experiments/gpu_study.sh env      # install + import + data check only
 #   bash experiments/gpu_study.sh run
 set -u
 OUT=${OUT:-/tmp/gpu_study}
-mkdir -p "$OUT"
+STASH=${STASH:-/tmp/stash}
+mkdir -p "$OUT" "$STASH"
+if [ "${1:-run}" = stash ]; then
+  for d in .whl .dev*; do [ -d "$d" ] && cp -r "$d" "$STASH/"; done
+  ls -la "$STASH"
+  exit 0
+fi
+for d in "$STASH"/.whl "$STASH"/.dev*; do
+  [ -d "$d" ] && [ ! -e "$(basename "$d")" ] && cp -r "$d" .
+done
+# Compiled programs kept between calls to the same machine: the pilot spent most of its minutes in XLA
+# compiling each new padded shape.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$STASH/jax_cache}
 ARM=${ARM:-graduated} SEED=${SEED:-0} GROUP=${GROUP:-8} PROMPTS=${PROMPTS:-4} STEPS=${STEPS:-96}
 EVERY=${EVERY:-12} EVAL_TURNS=${EVAL_TURNS:-48} TRAIN_S=${TRAIN_S:-420} EVAL100_S=${EVAL100_S:-0}
 PY=${PY:-python3}
