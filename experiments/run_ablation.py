@@ -52,6 +52,8 @@ flags.DEFINE_string("sft_study", "", "Start the GRPO runs from this other study'
 flags.DEFINE_integer("max_runs", None, "Stop after this many executed runs.")
 flags.DEFINE_bool("dry_run", False, "Print the plan and the commands, run nothing.")
 flags.DEFINE_bool("report", False, "Rebuild summary.json and report.md from the result files, print the report, exit.")
+flags.DEFINE_bool("add_verdicts", False, "Add per-turn verdicts to result files written before they were kept "
+                  "(read from the runs' files under --runs_dir; nothing else changes), then stop or --report.")
 flags.DEFINE_string("readme", "", "With --report: also write the compact study table into this file, between "
                     "the study's own study-table markers (e.g. README.md).")
 
@@ -71,6 +73,11 @@ def main(argv: list[str]) -> None:
         settings = settings_from_flags(argv[1:])
     except ValueError as err:
         sys.exit(f"run_ablation: {err}")
+    if FLAGS.add_verdicts:
+        names = sweep.add_missing_verdicts(settings)
+        print(f"per-turn verdicts added to {len(names)} result files: {', '.join(names) or '-'}")
+        if not FLAGS.report:
+            return
     if FLAGS.report:
         summary, text = sweep.write_summary(settings.results_path(), FLAGS.baseline_arm, FLAGS.confidence)
         print(text)

@@ -29,6 +29,7 @@ paired differences (per run: end minus its SFT start; per seed: arm minus the ba
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -394,6 +395,13 @@ def report_overall(report: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: overall.get(k) for k in (*EVAL_METRICS, "turns")}
     out["free_call_match_rate"] = overall.get("free_calls_matched", 0) / free if free else None
     out["errors"] = {k: v for k, v in (overall.get("errors") or {}).items() if v}
+    # Per-turn verdicts, so two evaluations of the same turns can be compared turn by turn (McNemar).
+    complete_only = bool(((metrics.get("complete") or {}).get("overall") or {}).get("turns"))
+    turns = [t for t in report.get("turns") or [] if t.get("complete") or not complete_only]
+    if turns and len(turns) == overall.get("turns"):
+        out["verdicts"] = "".join("1" if t.get("correct") else "0" for t in turns)
+        ids = "|".join(f"{t.get('sample_id')}#{t.get('turn')}" for t in turns)
+        out["turn_ids"] = hashlib.sha1(ids.encode()).hexdigest()[:12]
     return out
 
 
@@ -452,6 +460,60 @@ def dotted(tree: Any, path: str) -> Any:
     return node
 
 
+def collect_evals(run_dir: Path, work: Path, metrics: Sequence[Mapping[str, Any]], run_config: Any,
+                  slugs: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """{source: {start, end}}: the evaluations during training (the config's ``eval.source``), then each
+    evaluation after it (``<run_dir>/eval/<slug>/eval_results.json``; another protocol is its own source)."""
+    evals: dict[str, dict[str, Any]] = {}
+    start, end = training_evals(metrics, work)
+    if end is not None:
+        evals[dotted(run_config, "eval.source") or "default"] = {"start": start, "end": end}
+    for slug in slugs:
+        report = read_json(run_dir / "eval" / slug / "eval_results.json")
+        source = dotted(report, "settings.source") or slug
+        if report.get("protocol", "turn") != "turn":
+            source = f"{source}@{report['protocol']}"
+        evals.setdefault(source, {"start": None, "end": None})["end"] = report_overall(report)
+    return evals
+
+
+def add_missing_verdicts(settings: StudySettings) -> list[str]:
+    """Adds per-turn verdicts (``verdicts``, ``turn_ids``) to the finished result files written before
+    they were kept, from the runs' own files under ``runs_dir``; every other number stays as written,
+    and an evaluation whose recomputed accuracy or turn count differs from the file is left alone.
+    Returns the names of the files changed."""
+    changed = []
+    for path in sorted(settings.results_path().glob("*.json")):
+        result = read_result(path)
+        if not result or result.get("schema") != SCHEMA:
+            continue
+        kind = result.get("kind")
+        spec = RunSpec(kind, result.get("arm", "") if kind == "grpo" else "", result.get("seed"))
+        run_dir, work = resolve(settings.run_dir(spec)), resolve(settings.workdir(spec))
+        if not run_dir.is_dir():
+            continue
+        try:
+            run_config = read_json(work / "config.json")
+        except (OSError, ValueError):
+            run_config = None
+        slugs = [p.parent.name for p in sorted((run_dir / "eval").glob("*/eval_results.json"))]
+        fresh = collect_evals(run_dir, work, read_metrics(work / "metrics.jsonl"), run_config, slugs)
+        updated = False
+        for source, entries in (result.get("eval") or {}).items():
+            for when, entry in entries.items():
+                new = (fresh.get(source) or {}).get(when)
+                if not entry or not new or "verdicts" in entry or "verdicts" not in new:
+                    continue
+                if new.get("turns") != entry.get("turns") or new.get("turn_accuracy") != entry.get("turn_accuracy"):
+                    continue
+                entry["verdicts"], entry["turn_ids"] = new["verdicts"], new["turn_ids"]
+                updated = True
+        if updated:
+            write_json_atomic(path, result)
+            changed.append(result.get("name", path.stem))
+    return changed
+
+
 def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, list[str]],
                    seconds: Mapping[str, float]) -> dict[str, Any]:
     """The small result of a finished run (``<results_dir>/<study>/<run>.json``)::
@@ -474,18 +536,8 @@ def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, l
         run_config = read_json(work / "config.json")
     except (OSError, ValueError):
         run_config = None
-    evals: dict[str, dict[str, Any]] = {}
-    start, end = training_evals(metrics, work)
-    if end is not None:
-        evals[dotted(run_config, "eval.source") or "default"] = {"start": start, "end": end}
-    for step in argvs:
-        if not step.startswith("eval-"):
-            continue
-        report = read_json(run_dir / "eval" / step[len("eval-"):] / "eval_results.json")
-        source = dotted(report, "settings.source") or step[len("eval-"):]
-        if report.get("protocol", "turn") != "turn":
-            source = f"{source}@{report['protocol']}"
-        evals.setdefault(source, {"start": None, "end": None})["end"] = report_overall(report)
+    evals = collect_evals(run_dir, work, metrics, run_config,
+                          [step[len("eval-"):] for step in argvs if step.startswith("eval-")])
     try:
         fit = parse_fit((run_dir / "train.log").read_text(encoding="utf-8", errors="replace"))
     except OSError:
@@ -770,6 +822,38 @@ def _end(result: Mapping[str, Any], source: str, metric: str) -> Any:
     return dotted(result, f"eval.{source}.end.{metric}") if source in result.get("eval", {}) else None
 
 
+def turn_flips(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """(gained, lost): turns wrong in ``before`` and right in ``after``, and the reverse. None unless
+    both evaluations carry per-turn verdicts of the same turns (``verdicts``, ``turn_ids``)."""
+    if not before or not after or not before.get("verdicts") or before.get("turn_ids") != after.get("turn_ids"):
+        return None
+    a, b = before["verdicts"], after.get("verdicts") or ""
+    if len(a) != len(b):
+        return None
+    return sum(x == "0" and y == "1" for x, y in zip(a, b)), sum(x == "1" and y == "0" for x, y in zip(a, b))
+
+
+def mcnemar_exact_p(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: under no change, each of the g + l discordant turns is a gain
+    with probability 1/2, so p = min(1, 2 · P(Binomial(g + l, 1/2) <= min(g, l)))."""
+    n, k = gained + lost, min(gained, lost)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2.0 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def start_entry(result: Mapping[str, Any], source: str, sft: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A GRPO run's start on ``source``: its own step-0 evaluation when logged, else the SFT run's end."""
+    own = dotted(result, f"eval.{source}.start")
+    if own:
+        return own
+    return dotted(sft, f"eval.{source}.end") if sft is not None and source in sft.get("eval", {}) else None
+
+
+def _flip_record(seed: Any, flips: tuple[int, int]) -> dict[str, Any]:
+    return {"seed": seed, "gained": flips[0], "lost": flips[1], "p": mcnemar_exact_p(*flips)}
+
+
 # Report rows of the single runs, and the result kinds that fill them: a study that starts from another
 # study's SFT run reports its own evaluation of that start ("start") as the SFT start.
 SINGLE_KINDS = {"zero_shot": ("zero_shot",), "sft": ("sft", "start")}
@@ -786,6 +870,8 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
              end: {<row>: {<metric>: {mean, half_width, n}}}        rows: zero_shot, sft, each arm
              vs_sft: {<arm>: {<metric>: {...}}}                     per run: end - its SFT start
              vs_baseline: {<arm>: {<metric>: {...}}}                per seed: arm end - baseline end
+             flips_vs_sft: {<arm>: [{seed, gained, lost, p}]}       per run, turn by turn (exact McNemar p)
+             flips_vs_baseline: {<arm>: [{seed, gained, lost, p}]}  per seed, arm end vs baseline end
          }},
          train: {<row>: {reward_mean, degenerate_fraction, steps, wall_seconds: {mean, half_width, n}},
                  fit: ...}}
@@ -806,6 +892,8 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
                for row in rows}
         sft = singles["sft"]
         vs_sft, vs_base = {}, {}
+        flips_sft: dict[str, list[dict[str, Any]]] = {}
+        flips_base: dict[str, list[dict[str, Any]]] = {}
         for arm in arms:
             diffs: dict[str, list[float]] = {m: [] for m in EVAL_METRICS}
             for r in by_arm[arm]:
@@ -817,6 +905,9 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
                     if start is not None and after is not None:
                         diffs[m].append(after - start)
             vs_sft[arm] = {m: _stat(diffs[m], confidence) for m in EVAL_METRICS}
+            flips = [(r["seed"], turn_flips(start_entry(r, source, sft), dotted(r, f"eval.{source}.end")))
+                     for r in by_arm[arm]]
+            flips_sft[arm] = [_flip_record(seed, f) for seed, f in flips if f is not None]
             if arm != baseline and baseline in by_arm:
                 base = {r["seed"]: r for r in by_arm[baseline]}
                 paired: dict[str, list[float]] = {m: [] for m in EVAL_METRICS}
@@ -827,7 +918,12 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
                             if a is not None and b is not None:
                                 paired[m].append(a - b)
                 vs_base[arm] = {m: _stat(paired[m], confidence) for m in EVAL_METRICS}
-        sources[source] = {"end": end, "vs_sft": vs_sft, "vs_baseline": vs_base}
+                flips = [(r["seed"], turn_flips(dotted(base[r["seed"]], f"eval.{source}.end"),
+                                                dotted(r, f"eval.{source}.end")))
+                         for r in by_arm[arm] if r["seed"] in base]
+                flips_base[arm] = [_flip_record(seed, f) for seed, f in flips if f is not None]
+        sources[source] = {"end": end, "vs_sft": vs_sft, "vs_baseline": vs_base,
+                           "flips_vs_sft": flips_sft, "flips_vs_baseline": flips_base}
     train = {}
     for row in rows:
         runs = members[row]
@@ -879,6 +975,15 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
             for arm in s["vs_sft"]:
                 cells = [fmt_ci(s[kind].get(arm, {}).get(m, {}), sign=True) for _, kind, m in cols]
                 lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        flips = [(kind, title) for kind, title in (("flips_vs_sft", "vs its SFT start"), ("flips_vs_baseline", f"vs {base}, same seed"))
+                 if any(s.get(kind, {}).values())]
+        for kind, title in flips:
+            by_seed = {(f["seed"], arm): f for arm, rows in s[kind].items() for f in rows}
+            arms = [a for a in s[kind] if s[kind][a]]
+            lines += ["", f"## {source}: turns gained / lost {title} (exact McNemar p)", "",
+                      "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+            for seed in sorted({seed for seed, _ in by_seed}):
+                lines.append(f"| {seed} | " + " | ".join(fmt_flips(by_seed.get((seed, a))) for a in arms) + " |")
     lines += ["", "## Training", "",
               "| run | seeds | steps | mean train reward | train reward rise (2nd - 1st half) | degenerate groups % "
               "| fit % | wall min / run |",
@@ -926,22 +1031,33 @@ def compact_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fmt_flips(record: Mapping[str, Any] | None) -> str:
+    """``+g −l (p 0.125)``, or – without per-turn verdicts."""
+    if not record:
+        return "–"
+    return f"+{record['gained']} −{record['lost']} (p {record['p']:.3g})"
+
+
 def turns_right_table(results: Sequence[Mapping[str, Any]], source: str, baseline: str = BASELINE_ARM) -> str:
     """Per seed (rows) and arm (columns): held-out turns right / turns scored on ``source`` at the end of
-    each run, the raw counts behind the intervals; the SFT start's count heads the table."""
+    each run, the raw counts behind the intervals, with the turns gained and lost against the run's
+    start where both carry per-turn verdicts; the SFT start's count heads the table."""
     def turns_right(r: Mapping[str, Any] | None) -> str | None:
         turns = _end(r, source, "turns") if r else None
         accuracy = _end(r, source, "turn_accuracy") if r else None
         return f"{round(accuracy * turns)}/{turns}" if turns and accuracy is not None else None
 
     arms = arm_order(results, baseline)
+    sft = next((r for r in results if r.get("kind") in SINGLE_KINDS["sft"]), None)
     cells: dict[tuple[int, str], str] = {}
     for r in results:
         count = turns_right(r) if r.get("kind") == "grpo" else None
         if count:
-            cells[(r["seed"], r["arm"])] = count
-    start = turns_right(next((r for r in results if r.get("kind") in SINGLE_KINDS["sft"]), None)) or "–"
-    lines = [f"Turns right per run on {source} (the SFT start: {start}):", "",
+            flips = turn_flips(start_entry(r, source, sft), dotted(r, f"eval.{source}.end"))
+            cells[(r["seed"], r["arm"])] = count + (f" (+{flips[0]} −{flips[1]})" if flips else "")
+    start = turns_right(sft) or "–"
+    note = "; in brackets the turns gained and lost against the run's start" if any("(+" in c for c in cells.values()) else ""
+    lines = [f"Turns right per run on {source} (the SFT start: {start}{note}):", "",
              "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
     for seed in sorted({seed for seed, _ in cells}):
         lines.append(f"| {seed} | " + " | ".join(cells.get((seed, arm), "–") for arm in arms) + " |")

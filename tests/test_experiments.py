@@ -51,9 +51,10 @@ if step.startswith("eval-"):
     out = run_dir / "eval" / step[len("eval-"):]
     out.mkdir(parents=True, exist_ok=True)
     name, _, protocol = (source or "eval_100").partition("@")
+    turns = [{"sample_id": f"s{i}", "turn": 0, "complete": True, "correct": i < round(end * 8)} for i in range(8)]
     (out / "eval_results.json").write_text(json.dumps(
         {"protocol": protocol or "turn", "settings": {"source": name},
-         "metrics": {"complete": {"overall": overall}}}))
+         "metrics": {"complete": {"overall": overall}}, "turns": turns}))
 """
 
 
@@ -450,3 +451,69 @@ def test_report_cli_reads_only_the_result_files(tmp_path):
     # mean 0.2, s = sqrt(0.02), t_{0.975, 1} = 12.706205 -> half = 12.706205 * 0.141421 / sqrt(2) = 1.270620.
     assert "| graduated | 20.0 ± 127.1 (n=2) |" in out
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_turn_flips_and_exact_mcnemar_by_hand():
+    # p = min(1, 2 * P(Binomial(g + l, 1/2) <= min(g, l))).
+    assert sweep.mcnemar_exact_p(6, 1) == pytest.approx(2 * (1 + 7) / 128)  # 0.125, the long pilot's
+    assert sweep.mcnemar_exact_p(5, 2) == pytest.approx(2 * (1 + 7 + 21) / 128)
+    assert sweep.mcnemar_exact_p(0, 3) == pytest.approx(0.25)
+    assert sweep.mcnemar_exact_p(10, 10) == 1.0 and sweep.mcnemar_exact_p(0, 0) == 1.0
+    before = {"verdicts": "0011", "turn_ids": "abc"}
+    assert sweep.turn_flips(before, {"verdicts": "0110", "turn_ids": "abc"}) == (1, 1)
+    assert sweep.turn_flips(before, {"verdicts": "1111", "turn_ids": "abc"}) == (2, 0)
+    assert sweep.turn_flips(before, {"verdicts": "0110", "turn_ids": "xyz"}) is None  # other turns
+    assert sweep.turn_flips({"turn_accuracy": 0.5}, {"verdicts": "0110", "turn_ids": "abc"}) is None
+
+
+def test_report_keeps_per_turn_verdicts_of_the_counted_turns():
+    turns = [{"sample_id": "a", "turn": 0, "complete": True, "correct": True},
+             {"sample_id": "a", "turn": 1, "complete": False, "correct": True},
+             {"sample_id": "b", "turn": 0, "complete": True, "correct": False}]
+    report = {"metrics": {"complete": {"overall": {"turns": 2, "turn_accuracy": 0.5}},
+                          "all": {"overall": {"turns": 3}}}, "turns": turns}
+    out = sweep.report_overall(report)
+    assert out["verdicts"] == "10" and len(out["turn_ids"]) == 12
+    other = sweep.report_overall({**report, "turns": [turns[0], turns[1], dict(turns[2], sample_id="c")]})
+    assert other["turn_ids"] != out["turn_ids"]
+    assert "verdicts" not in sweep.report_overall({**report, "turns": turns[:1]})  # count mismatch: none kept
+
+
+def test_flips_in_the_summary_report_and_turn_counts():
+    def run(arm, seed, start, end):
+        ev = lambda v: {"turn_accuracy": v.count("1") / len(v), "turns": len(v), "verdicts": v, "turn_ids": "t"}
+        return {"kind": "grpo", "name": f"{arm}_seed{seed}", "arm": arm, "seed": seed,
+                "eval": {"x": {"start": ev(start) if start else None, "end": ev(end)}}}
+    sft = {"kind": "start", "name": "sft_start", "arm": "start", "seed": 0,
+           "eval": {"x": {"start": None, "end": {"turn_accuracy": 0.25, "turns": 4, "verdicts": "1000", "turn_ids": "t"}}}}
+    results = [sft, run("graduated", 0, "1000", "1110"), run("atomic", 0, None, "0111")]
+    summary = sweep.summarize(results)
+    s = summary["sources"]["x"]
+    assert s["flips_vs_sft"]["graduated"] == [{"seed": 0, "gained": 2, "lost": 0, "p": 0.5}]
+    assert s["flips_vs_sft"]["atomic"] == [{"seed": 0, "gained": 3, "lost": 1, "p": 0.625}]  # start: the sft_start run
+    assert s["flips_vs_baseline"]["atomic"] == [{"seed": 0, "gained": 1, "lost": 1, "p": 1.0}]
+    report = sweep.markdown_report(summary)
+    assert "## x: turns gained / lost vs its SFT start (exact McNemar p)" in report
+    assert "| 0 | +2 −0 (p 0.5) | +3 −1 (p 0.625) |" in report
+    counts = sweep.turns_right_table(results, "x")
+    assert "(the SFT start: 1/4; in brackets" in counts and "| 0 | 3/4 (+2 −0) | 3/4 (+3 −1) |" in counts
+
+
+def test_verdicts_added_to_older_result_files_from_the_run_files(tmp_path, fake_commands):
+    settings = _settings(tmp_path, arms=("graduated",), seeds=(0, 1), eval_sources=("eval_100", "eval_100@official"))
+    sweep.run_study(settings, fake_commands, log=_quiet)
+    path = tmp_path / "results" / "s" / "graduated_seed1.json"
+    fresh = json.loads(path.read_text())
+    assert fresh["eval"]["eval_100@official"]["end"]["verdicts"] == "10000000"  # seed 1: 0.1 of 8 turns -> 1 right
+    old = json.loads(path.read_text())
+    del old["eval"]["eval_100@official"]["end"]["verdicts"], old["eval"]["eval_100@official"]["end"]["turn_ids"]
+    sweep.write_json_atomic(path, old)
+    tampered = tmp_path / "results" / "s" / "graduated_seed0.json"
+    other = json.loads(tampered.read_text())
+    del other["eval"]["eval_100@official"]["end"]["verdicts"]
+    other["eval"]["eval_100@official"]["end"]["turn_accuracy"] = 0.5  # no longer what the run's files say
+    sweep.write_json_atomic(tampered, other)
+    assert sweep.add_missing_verdicts(settings) == ["graduated_seed1"]
+    assert json.loads(path.read_text()) == fresh  # restored exactly; nothing else changed
+    assert "verdicts" not in json.loads(tampered.read_text())["eval"]["eval_100@official"]["end"]
+    assert sweep.add_missing_verdicts(settings) == []  # idempotent
