@@ -39,26 +39,7 @@ EVERY=${EVERY:-12} EVAL_TURNS=${EVAL_TURNS:-48} TRAIN_S=${TRAIN_S:-420} EVAL100_
 PY=${PY:-python3}
 WORK=${WORK:-/tmp/gpu_study_run}
 
-if [ -z "${SKIP_WHEELS:-}" ]; then
-  wheels=$($PY -c '
-import glob, importlib.metadata as md
-from packaging.version import Version
-pins = {"flax": "0.12.8", "optax": "0.2.8", "orbax-checkpoint": "0.12.8"}
-prefix = {"flax": "flax-", "optax": "optax-", "orbax-checkpoint": "orbax_checkpoint-"}
-out = [w for w in glob.glob(".whl/*.whl") if not any(w.split("/")[-1].startswith(p) for p in prefix.values())]
-for name, pin in pins.items():
-    try:
-        have = Version(md.version(name))
-    except md.PackageNotFoundError:
-        have = None
-    if have is None or have < Version(pin):
-        out += glob.glob(f".whl/{prefix[name]}*.whl")
-print(" ".join(out))
-')
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $wheels \
-    || { echo "wheel install failed"; exit 1; }
-  export PYTHONPATH=/tmp/site:$PWD
-fi
+[ -n "${SKIP_WHEELS:-}" ] || source benchmarks/device_wheels.sh
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled TOOLRL_DATA_DIR=$PWD/.devdata
 export TOOLRL_HOME=${TOOLRL_HOME_DIR:-/tmp/toolrl_home}
 mkdir -p "$TOOLRL_HOME/study"
