@@ -460,6 +460,33 @@ def dotted(tree: Any, path: str) -> Any:
     return node
 
 
+ATTEMPTS_FILE = "attempts.jsonl"
+
+
+def record_attempt(run_dir: Path, step: str, seconds: float, returncode: int) -> None:
+    """Appends one finished or failed subprocess of a run to ``<run_dir>/attempts.jsonl``: a run
+    killed and resumed (the trainer restarts from its last checkpoint) then reports all the compute it
+    took, not only its last attempt's."""
+    with open(run_dir / ATTEMPTS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": step, "seconds": round(seconds, 3), "rc": returncode,
+                            "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+
+
+def attempt_seconds(run_dir: Path, seconds: Mapping[str, float]) -> tuple[dict[str, float], dict[str, int]]:
+    """({step: seconds summed over its attempts}, {step: attempts}) from the run's ledger, for the
+    steps of ``seconds`` (this attempt's, used as they are where the ledger lacks a step)."""
+    spent = {step: 0.0 for step in seconds}
+    count = {step: 0 for step in seconds}
+    for row in read_metrics(run_dir / ATTEMPTS_FILE):  # JSON lines, a torn last line skipped
+        if row.get("step") in spent:
+            spent[row["step"]] += float(row.get("seconds") or 0.0)
+            count[row["step"]] += 1
+    for step, s in seconds.items():
+        if count[step] == 0:
+            spent[step], count[step] = float(s), 1
+    return spent, count
+
+
 def collect_evals(run_dir: Path, work: Path, metrics: Sequence[Mapping[str, Any]], run_config: Any,
                   slugs: Iterable[str]) -> dict[str, dict[str, Any]]:
     """{source: {start, end}}: the evaluations during training (the config's ``eval.source``), then each
@@ -528,10 +555,12 @@ def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, l
                 sft_nll_first, sft_nll_last, step_seconds_mean},
         curves: {train: [[step, reward_mean, degenerate_fraction]], eval: [[step, turn, call, success]]},
         fit: {fit, total, share} | null,
-        wall_seconds: {<step>: s, ..., total: s}
+        wall_seconds: {<step>: s, ..., total: s}  (every attempt of each step, ``attempts.jsonl``),
+        attempts: how many times each step was started
     """
     run_dir, work = resolve(settings.run_dir(spec)), resolve(settings.workdir(spec))
     metrics = read_metrics(work / "metrics.jsonl")
+    spent, attempts = attempt_seconds(run_dir, seconds)
     try:
         run_config = read_json(work / "config.json")
     except (OSError, ValueError):
@@ -568,7 +597,8 @@ def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, l
         "train": train_summary(metrics),
         "curves": curves,
         "fit": fit,
-        "wall_seconds": dict(seconds) | {"total": sum(seconds.values())},
+        "wall_seconds": dict(spent) | {"total": sum(spent.values())},
+        "attempts": attempts,
     })
 
 
@@ -659,6 +689,7 @@ def execute(spec: RunSpec, settings: StudySettings, commands: CommandFn = defaul
             out.flush()
             proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
         seconds[step] = time.perf_counter() - t0
+        record_attempt(run_dir, step, seconds[step], proc.returncode)
         log(f"  {spec.name}: {step} rc={proc.returncode} in {seconds[step]:.0f}s")
         if proc.returncode != 0:
             raise subprocess.CalledProcessError(proc.returncode, argv)

@@ -158,6 +158,13 @@ def test_resume_skips_finished_runs_and_redoes_failed_ones(tmp_path, fake_comman
     status = sweep.run_study(settings, fake_commands, log=_quiet)
     assert status["atomic_seed1"] == "done" and sum(v == "skipped" for v in status.values()) == 5
     assert _ledger(tmp_path)[len(first):] == ["atomic_seed1:train"]
+    # The failed attempt's time counts: the run's wall seconds sum both attempts of its training.
+    attempts = [json.loads(line) for line in (tmp_path / "runs" / "s" / "atomic_seed1" / "attempts.jsonl").open()]
+    assert [(a["step"], a["rc"]) for a in attempts] == [("train", 1), ("train", 0)]
+    result = json.loads((tmp_path / "results" / "s" / "atomic_seed1.json").read_text())
+    assert result["attempts"] == {"train": 2}
+    assert result["wall_seconds"]["train"] == pytest.approx(sum(a["seconds"] for a in attempts), abs=1e-6)
+    assert json.loads((tmp_path / "results" / "s" / "atomic_seed0.json").read_text())["attempts"] == {"train": 1}
 
     status = sweep.run_study(settings, fake_commands, log=_quiet)
     assert set(status.values()) == {"skipped"} and len(_ledger(tmp_path)) == len(first) + 1
