@@ -6,7 +6,8 @@ The notebook reads one study's result files, ``experiments/results/<study>/*.jso
 ``python -m experiments.run_ablation --study=<study>``; STUDY at its top, or $ABLATION_STUDY), and
 plots the contamination figure, the end-of-run metrics per arm, before / after GRPO, the paired
 differences with their 95% t-intervals over seeds, the learning curves (from the curves each result
-file keeps), the error breakdown and the pilots' curves (``experiments/results/pilot_*/``).
+file keeps), the error breakdown, the pilots' curves (``experiments/results/pilot_*/``), the ``long36``
+stage's tables and the GPU pilot (``experiments/results/gpu_pilot/``).
 """
 
 from pathlib import Path
@@ -49,6 +50,10 @@ summary = sweep.summarize(results, BASELINE, CONFIDENCE)
 sources = list(summary["sources"])
 SOURCE = SOURCE or ("synthetic:test" if "synthetic:test" in sources else (sources[0] if sources else None))
 by_name = {r["name"]: r for r in results}
+# A study that starts from another study's SFT run has that start evaluated as "sft_start": its SFT start.
+start_run = next((r for r in results if r.get("kind") in sweep.SINGLE_KINDS["sft"]), None)
+if start_run is not None:
+    by_name["sft"] = start_run
 arms = summary["arms"]
 runs_of = {arm: sorted((r for r in results if r.get("kind") == "grpo" and r["arm"] == arm), key=lambda r: r["seed"])
            for arm in arms}
@@ -232,6 +237,37 @@ if pilots:
     plt.show()
 else:
     print("no pilot result files")"""),
+    new_markdown_cell("""## The 36-step stage (`long36`, in progress)
+
+The same SFT start, 36 GRPO steps instead of 8, 48 held-out turns per source
+(`experiments/results/long36/`, one result file per finished run; the tables as `--report --readme` writes
+them). Set `ABLATION_STUDY=long36` to draw every figure above for it instead."""),
+    new_code_cell("""long36 = sweep.load_results(ROOT / "experiments" / "results" / "long36")
+if long36:
+    display(Markdown(sweep.readme_tables(sweep.summarize(long36, BASELINE, CONFIDENCE), long36, BASELINE)))
+else:
+    print("no long36 result files yet")"""),
+    new_markdown_cell("""## GPU pilot (one H200, `experiments/results/gpu_pilot/`)
+
+Graduated, seed 0, 4 prompts x 8 rollouts per step from the same start (bf16-rounded), stopped by the
+device budget after 9 steps. Left: training reward per step; right: where each step's seconds went
+(generation and update; the long ones are XLA compiling a new padded shape)."""),
+    new_code_cell("""gpu_rows = sweep.read_metrics(ROOT / "experiments" / "results" / "gpu_pilot" / "metrics.jsonl")
+steps = [r for r in gpu_rows if r.get("phase") == "grpo"]
+start_eval = next((r for r in gpu_rows if r.get("phase") == "start"), {})
+print(f"start: turn accuracy {start_eval.get('eval/turn_accuracy', float('nan')):.3f} on {start_eval.get('eval/turns')} turns; "
+      f"{len(steps)} GRPO steps, {sum(r['time/step_s'] for r in steps):.0f} s")
+if steps:
+    x = [r["step"] for r in steps]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    axes[0].plot(x, [r["reward/mean"] for r in steps], "o-")
+    axes[0].set(xlabel="GRPO step", ylabel="mean training reward (graduated)", title="H200, 4 x 8 per step")
+    axes[1].bar(x, [r["time/generate_s"] for r in steps], label="generate")
+    axes[1].bar(x, [r["time/update_s"] for r in steps], bottom=[r["time/generate_s"] for r in steps], label="update")
+    axes[1].set(xlabel="GRPO step", ylabel="seconds", title="step time (compiles included)")
+    axes[1].legend()
+    fig.tight_layout()
+    plt.show()"""),
 ]
 
 
