@@ -7,8 +7,9 @@
 #               googleapis-common-protos), and flax / optax / orbax at the versions pyproject.toml pins
 #   .devdata/   the benchmark's JSON files (../shared/data/complexfuncbench), read as TOOLRL_DATA_DIR
 #   .devstudy/  tfds/toolrl_traces/synthetic of the decontaminated study ($TOOLRL_HOME/study/tfds here)
-#   .devstart/  the SFT start as an HF directory in bf16 (experiments/export_start.py) with the first
-#               piece of its model.safetensors; .devp1/ ... .devp4/ the other pieces (64 MiB per call)
+#   .devstart/  the SFT start as an HF directory in bf16 (experiments/export_start.py --piece_mb=60):
+#               its model.safetensors.part<k> pieces each moved into a top-level folder .devp<k>/ of
+#               their own, one carried per call (64 MiB per call); `run` joins them in order
 # The working tree, carried folders included, is replaced at every call, but /tmp of a warm machine
 # stays: each call carries what fits and runs `bash experiments/gpu_study.sh stash`, which copies every
 # .whl / .dev* folder present to /tmp/stash; `run` first brings back from there what the tree lacks.
@@ -59,7 +60,12 @@ EOF
     ls -la .devstart ;;
   run)
     if [ ! -f .devstart/model.safetensors ]; then
-      cat .devstart/model.safetensors.part0 .devp1/*.part1 .devp2/*.part2 .devp3/*.part3 .devp4/*.part4 > .devstart/model.safetensors || exit 1
+      # Pieces part0, part1, ... in order, wherever each was carried (.devstart/ or a .devp*/ folder).
+      for k in $(seq 0 99); do
+        piece=$(ls .devstart/model.safetensors.part$k .devp*/model.safetensors.part$k 2>/dev/null | head -n 1)
+        [ -n "$piece" ] || break
+        cat "$piece"
+      done > .devstart/model.safetensors
     fi
     ls -la .devstart/model.safetensors
     t0=$SECONDS

@@ -388,16 +388,14 @@ def report_overall(report: Mapping[str, Any]) -> dict[str, Any]:
     """The metrics kept of an evaluator report (eval_results.json / eval/step_*.json): the complete-
     history bucket when it has turns (as the trainer logs it), else all turns."""
     metrics = report.get("metrics", {})
-    overall = (metrics.get("complete") or {}).get("overall") or {}
-    if not overall.get("turns"):
-        overall = (metrics.get("all") or {}).get("overall") or {}
+    complete = (metrics.get("complete") or {}).get("overall") or {}
+    overall = complete if complete.get("turns") else (metrics.get("all") or {}).get("overall") or {}
     free = overall.get("free_calls") or 0
     out = {k: overall.get(k) for k in (*EVAL_METRICS, "turns")}
     out["free_call_match_rate"] = overall.get("free_calls_matched", 0) / free if free else None
     out["errors"] = {k: v for k, v in (overall.get("errors") or {}).items() if v}
     # Per-turn verdicts, so two evaluations of the same turns can be compared turn by turn (McNemar).
-    complete_only = bool(((metrics.get("complete") or {}).get("overall") or {}).get("turns"))
-    turns = [t for t in report.get("turns") or [] if t.get("complete") or not complete_only]
+    turns = [t for t in report.get("turns") or [] if t.get("complete") or overall is not complete]
     if turns and len(turns) == overall.get("turns"):
         out["verdicts"] = "".join("1" if t.get("correct") else "0" for t in turns)
         ids = "|".join(f"{t.get('sample_id')}#{t.get('turn')}" for t in turns)
