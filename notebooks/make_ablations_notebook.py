@@ -246,7 +246,10 @@ them). Set `ABLATION_STUDY=long36` to draw every figure above for it instead."""
 if long36:
     display(Markdown(sweep.readme_tables(sweep.summarize(long36, BASELINE, CONFIDENCE), long36, BASELINE)))
 else:
-    print("no long36 result files yet")"""),
+    print("no long36 result files yet")
+if (ROOT / "experiments" / "results" / "long36" / "curves.png").exists():
+    from IPython.display import Image
+    display(Image(filename=str(ROOT / "experiments" / "results" / "long36" / "curves.png")))"""),
     new_markdown_cell("""## GPU pilot (one H200, `experiments/results/gpu_pilot/`)
 
 Graduated, seed 0, 4 prompts x 8 rollouts per step from the same start (bf16-rounded), stopped by the
