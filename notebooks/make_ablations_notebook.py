@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 import matplotlib.pyplot as plt
 %matplotlib inline
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 from experiments import sweep
 
 results = sweep.load_results(RESULTS_DIR)
@@ -242,14 +242,14 @@ else:
 The same SFT start, 36 GRPO steps instead of 8, 48 held-out turns per source
 (`experiments/results/long36/`, one result file per finished run; the tables as `--report --readme` writes
 them). Set `ABLATION_STUDY=long36` to draw every figure above for it instead."""),
-    new_code_cell("""long36 = sweep.load_results(ROOT / "experiments" / "results" / "long36")
+    new_code_cell("""long36_dir = ROOT / "experiments" / "results" / "long36"
+long36 = sweep.load_results(long36_dir)
 if long36:
     display(Markdown(sweep.readme_tables(sweep.summarize(long36, BASELINE, CONFIDENCE), long36, BASELINE)))
 else:
     print("no long36 result files yet")
-if (ROOT / "experiments" / "results" / "long36" / "curves.png").exists():
-    from IPython.display import Image
-    display(Image(filename=str(ROOT / "experiments" / "results" / "long36" / "curves.png")))"""),
+if (long36_dir / "curves.png").exists():
+    display(Image(filename=str(long36_dir / "curves.png")))"""),
     new_markdown_cell("""## GPU pilot (one H200, `experiments/results/gpu_pilot/`)
 
 Graduated, seed 0, 4 prompts x 8 rollouts per step from the same start (bf16-rounded), stopped by the
