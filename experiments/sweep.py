@@ -883,6 +883,21 @@ def _flip_record(seed: Any, flips: tuple[int, int]) -> dict[str, Any]:
     return {"seed": seed, "gained": flips[0], "lost": flips[1], "p": mcnemar_exact_p(*flips)}
 
 
+POOLED_SEED = "all"
+
+
+def pooled_flips(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """One test over all seeds of a comparison: the per-seed gains and losses summed, with the exact
+    McNemar p of the sums (seed ``"all"``). Under no difference every discordant turn of every seed
+    is a gain with probability 1/2, independently across seeds (separate runs), so the summed gains
+    are Binomial(total discordant, 1/2) whichever seed they came from: the stratified sign test. None
+    below two seeds, where it would only repeat the seed's row."""
+    if len(records) < 2:
+        return None
+    gained, lost = sum(r["gained"] for r in records), sum(r["lost"] for r in records)
+    return _flip_record(POOLED_SEED, (gained, lost))
+
+
 # Report rows of the single runs, and the result kinds that fill them: a study that starts from another
 # study's SFT run reports its own evaluation of that start ("start") as the SFT start.
 SINGLE_KINDS = {"zero_shot": ("zero_shot",), "sft": ("sft", "start")}
@@ -901,6 +916,8 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
              vs_baseline: {<arm>: {<metric>: {...}}}                per seed: arm end - baseline end
              flips_vs_sft: {<arm>: [{seed, gained, lost, p}]}       per run, turn by turn (exact McNemar p)
              flips_vs_baseline: {<arm>: [{seed, gained, lost, p}]}  per seed, arm end vs baseline end
+             flips_pooled: {flips_vs_sft | flips_vs_baseline: {<arm>: {seed: "all", gained, lost, p}}}
+                                                                    summed over seeds (stratified exact test)
          }},
          train: {<row>: {reward_mean, degenerate_fraction, steps, wall_seconds: {mean, half_width, n}},
                  fit: ...}}
@@ -951,8 +968,10 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
                                                 dotted(r, f"eval.{source}.end")))
                          for r in by_arm[arm] if r["seed"] in base]
                 flips_base[arm] = [_flip_record(seed, f) for seed, f in flips if f is not None]
+        pooled = {kind: {arm: p for arm, rows in flips.items() if (p := pooled_flips(rows))}
+                  for kind, flips in (("flips_vs_sft", flips_sft), ("flips_vs_baseline", flips_base))}
         sources[source] = {"end": end, "vs_sft": vs_sft, "vs_baseline": vs_base,
-                           "flips_vs_sft": flips_sft, "flips_vs_baseline": flips_base}
+                           "flips_vs_sft": flips_sft, "flips_vs_baseline": flips_base, "flips_pooled": pooled}
     train = {}
     for row in rows:
         runs = members[row]
@@ -990,6 +1009,9 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
     base = summary["baseline_arm"]
     lines = [f"# Study {study}".rstrip(), "",
              f"{len(summary['runs'])} finished runs. Cells: mean ± {conf}% Student-t half width over seeds (n runs)."]
+    if any(any(kinds.values()) for s in summary["sources"].values() for kinds in [s.get("flips_pooled", {})]):
+        lines[-1] += (" Rows 'all seeds, summed': the seeds' turns gained and lost added up, with the exact"
+                      " McNemar p of the sums (a sign test stratified by seed).")
     for source, s in summary["sources"].items():
         lines += ["", f"## {source}: end of run (%)", "",
                   "| run | " + " | ".join(f"{METRIC_LABELS[m]} %" for m in EVAL_METRICS) + " |",
@@ -1013,6 +1035,9 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
                       "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
             for seed in sorted({seed for seed, _ in by_seed}):
                 lines.append(f"| {seed} | " + " | ".join(fmt_flips(by_seed.get((seed, a))) for a in arms) + " |")
+            pooled = s.get("flips_pooled", {}).get(kind, {})
+            if pooled:
+                lines.append("| all seeds, summed | " + " | ".join(fmt_flips(pooled.get(a)) for a in arms) + " |")
     lines += ["", "## Training", "",
               "| run | seeds | steps | mean train reward | train reward rise (2nd - 1st half) | degenerate groups % "
               "| fit % | wall min / run |",

@@ -506,6 +506,23 @@ def test_flips_in_the_summary_report_and_turn_counts():
     assert "(the SFT start: 1/4; in brackets" in counts and "| 0 | 3/4 (+2 −0) | 3/4 (+3 −1) |" in counts
 
 
+def test_flips_pooled_over_seeds_by_hand():
+    def run(arm, seed, start, end):
+        ev = lambda v: {"turn_accuracy": v.count("1") / len(v), "turns": len(v), "verdicts": v, "turn_ids": "t"}
+        return {"kind": "grpo", "name": f"{arm}_seed{seed}", "arm": arm, "seed": seed,
+                "eval": {"x": {"start": ev(start), "end": ev(end)}}}
+    results = [run("graduated", 0, "0000", "1110"), run("graduated", 1, "1000", "0110"),
+               run("atomic", 0, "0000", "1000")]
+    summary = sweep.summarize(results)
+    pooled = summary["sources"]["x"]["flips_pooled"]
+    # graduated: seed 0 +3 -0, seed 1 +2 -1 -> +5 -1; p = 2 * (1 + 6) / 64
+    assert pooled["flips_vs_sft"]["graduated"] == {"seed": "all", "gained": 5, "lost": 1, "p": pytest.approx(14 / 64)}
+    assert "atomic" not in pooled["flips_vs_sft"]  # one seed: nothing to pool
+    assert sweep.pooled_flips([{"gained": 0, "lost": 0}] * 3)["p"] == 1.0
+    report = sweep.markdown_report(summary)
+    assert "| all seeds, summed | +5 −1 (p 0.219) | – |" in report and "stratified by seed" in report
+
+
 def test_verdicts_added_to_older_result_files_from_the_run_files(tmp_path, fake_commands):
     settings = _settings(tmp_path, arms=("graduated",), seeds=(0, 1), eval_sources=("eval_100", "eval_100@official"))
     sweep.run_study(settings, fake_commands, log=_quiet)
