@@ -6,8 +6,9 @@ The notebook reads one study's result files, ``experiments/results/<study>/*.jso
 ``python -m experiments.run_ablation --study=<study>``; STUDY at its top, or $ABLATION_STUDY), and
 plots the contamination figure, the end-of-run metrics per arm, before / after GRPO, the paired
 differences with their 95% t-intervals over seeds, the learning curves (from the curves each result
-file keeps), the error breakdown, the pilots' curves (``experiments/results/pilot_*/``), the ``long36``
-stage's tables and the GPU pilot (``experiments/results/gpu_pilot/``).
+file keeps), the error breakdown, the pilots' curves (``experiments/results/pilot_*/``), the 8-step
+stage's tables (``decontaminated``) and the GPU pilot (``experiments/results/gpu_pilot/``). The default
+study is ``long36``, the 36-step stage; its data and SFT start are the ``decontaminated`` study's.
 """
 
 from pathlib import Path
@@ -29,7 +30,8 @@ from pathlib import Path
 
 # ---- configuration -------------------------------------------------------------------------------
 ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "pyproject.toml").exists())
-STUDY = os.environ.get("ABLATION_STUDY", "decontaminated")
+STUDY = os.environ.get("ABLATION_STUDY", "long36")
+DATA_STUDY = "decontaminated"  # whose data, contamination check and SFT start long36 uses
 RESULTS_DIR = ROOT / "experiments" / "results" / STUDY
 RUNS_DIR = ROOT / "runs" / "studies" / STUDY   # optional: training curves when the runs are here
 SOURCE = None            # eval source to plot; None = synthetic:test when evaluated, else the first
@@ -67,6 +69,9 @@ for name in ("zero_shot", "sft"):
 Share of eval_100 scored turns (and golden calls) found in the study's training data
 (`experiments/results/<study>/contamination.json`, written by `python -m experiments.study_data`)."""),
     new_code_cell("""path = RESULTS_DIR / "contamination.json"
+if not path.exists():
+    path = ROOT / "experiments" / "results" / DATA_STUDY / "contamination.json"
+print(f"from {path.relative_to(ROOT)}")
 if path.exists():
     c = json.loads(path.read_text())
     for when in ("before_filter", "after_filter"):
@@ -237,19 +242,19 @@ if pilots:
     plt.show()
 else:
     print("no pilot result files")"""),
-    new_markdown_cell("""## The 36-step stage (`long36`, in progress)
+    new_markdown_cell("""## The 8-step stage (`decontaminated`)
 
-The same SFT start, 36 GRPO steps instead of 8, 48 held-out turns per source
-(`experiments/results/long36/`, one result file per finished run; the tables as `--report --readme` writes
-them). Set `ABLATION_STUDY=long36` to draw every figure above for it instead."""),
-    new_code_cell("""long36_dir = ROOT / "experiments" / "results" / "long36"
-long36 = sweep.load_results(long36_dir)
-if long36:
-    display(Markdown(sweep.readme_tables(sweep.summarize(long36, BASELINE, CONFIDENCE), long36, BASELINE)))
+The same SFT start, 8 GRPO steps instead of 36, 24 held-out turns per source
+(`experiments/results/decontaminated/`; the tables as `--report --readme` writes them). Set
+`ABLATION_STUDY=decontaminated` to draw every figure above for it instead."""),
+    new_code_cell("""short_dir = ROOT / "experiments" / "results" / DATA_STUDY
+short = sweep.load_results(short_dir)
+if short:
+    display(Markdown(sweep.readme_tables(sweep.summarize(short, BASELINE, CONFIDENCE), short, BASELINE)))
 else:
-    print("no long36 result files yet")
-if (long36_dir / "curves.png").exists():
-    display(Image(filename=str(long36_dir / "curves.png")))"""),
+    print(f"no {DATA_STUDY} result files")
+if (short_dir / "curves.png").exists():
+    display(Image(filename=str(short_dir / "curves.png")))"""),
     new_markdown_cell("""## GPU pilot (one H200, `experiments/results/gpu_pilot/`)
 
 Graduated, seed 0, 4 prompts x 8 rollouts per step from the same start (bf16-rounded), stopped by the
