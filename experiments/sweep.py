@@ -1009,7 +1009,7 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
     base = summary["baseline_arm"]
     lines = [f"# Study {study}".rstrip(), "",
              f"{len(summary['runs'])} finished runs. Cells: mean ± {conf}% Student-t half width over seeds (n runs)."]
-    if any(any(kinds.values()) for s in summary["sources"].values() for kinds in [s.get("flips_pooled", {})]):
+    if any(pooled for s in summary["sources"].values() for pooled in s.get("flips_pooled", {}).values()):
         lines[-1] += (" Rows 'all seeds, summed': the seeds' turns gained and lost added up, with the exact"
                       " McNemar p of the sums (a sign test stratified by seed).")
     for source, s in summary["sources"].items():

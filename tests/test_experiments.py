@@ -486,11 +486,15 @@ def test_report_keeps_per_turn_verdicts_of_the_counted_turns():
     assert "verdicts" not in sweep.report_overall({**report, "turns": turns[:1]})  # count mismatch: none kept
 
 
+def _verdict_run(arm, seed, start, end):
+    """A GRPO result on source "x" from per-turn verdict strings; start None: no step-0 evaluation."""
+    ev = lambda v: {"turn_accuracy": v.count("1") / len(v), "turns": len(v), "verdicts": v, "turn_ids": "t"}
+    return {"kind": "grpo", "name": f"{arm}_seed{seed}", "arm": arm, "seed": seed,
+            "eval": {"x": {"start": ev(start) if start else None, "end": ev(end)}}}
+
+
 def test_flips_in_the_summary_report_and_turn_counts():
-    def run(arm, seed, start, end):
-        ev = lambda v: {"turn_accuracy": v.count("1") / len(v), "turns": len(v), "verdicts": v, "turn_ids": "t"}
-        return {"kind": "grpo", "name": f"{arm}_seed{seed}", "arm": arm, "seed": seed,
-                "eval": {"x": {"start": ev(start) if start else None, "end": ev(end)}}}
+    run = _verdict_run
     sft = {"kind": "start", "name": "sft_start", "arm": "start", "seed": 0,
            "eval": {"x": {"start": None, "end": {"turn_accuracy": 0.25, "turns": 4, "verdicts": "1000", "turn_ids": "t"}}}}
     results = [sft, run("graduated", 0, "1000", "1110"), run("atomic", 0, None, "0111")]
@@ -507,10 +511,7 @@ def test_flips_in_the_summary_report_and_turn_counts():
 
 
 def test_flips_pooled_over_seeds_by_hand():
-    def run(arm, seed, start, end):
-        ev = lambda v: {"turn_accuracy": v.count("1") / len(v), "turns": len(v), "verdicts": v, "turn_ids": "t"}
-        return {"kind": "grpo", "name": f"{arm}_seed{seed}", "arm": arm, "seed": seed,
-                "eval": {"x": {"start": ev(start), "end": ev(end)}}}
+    run = _verdict_run
     results = [run("graduated", 0, "0000", "1110"), run("graduated", 1, "1000", "0110"),
                run("atomic", 0, "0000", "1000")]
     summary = sweep.summarize(results)
