@@ -142,7 +142,8 @@ def register_aggregation(name: str):
     """Registers `fn(per_token [B, T], mask [B, T] float, constant_tokens) -> (numerator, denominator)`.
 
     The loss is numerator / denominator. Numerators add over sequences, so a batch split into
-    micro-batches is exact when each chunk's numerator is divided by the whole batch's denominator."""
+    micro-batches is exact when each chunk's numerator is divided by the whole batch's denominator.
+    Masked positions are selected away (`masked`), never multiplied by 0: a masked value may be inf."""
 
     def wrap(fn):
         AGGREGATIONS[name] = fn
@@ -151,11 +152,16 @@ def register_aggregation(name: str):
     return wrap
 
 
+def masked(values: Array, mask: Array) -> Array:
+    """values where mask is set, else 0: `jnp.where`, since inf · 0 = NaN at a masked position."""
+    return jnp.where(mask > 0, values, jnp.zeros((), values.dtype))
+
+
 @register_aggregation("token_mean")
 def _token_mean(per_token: Array, mask: Array, constant_tokens: int) -> tuple[Array, Array]:
     """Mean over every unmasked token of the batch (DAPO): long sequences weigh more."""
     del constant_tokens
-    return (per_token * mask).sum(), mask.sum()
+    return masked(per_token, mask).sum(), mask.sum()
 
 
 @register_aggregation("sequence_mean")
@@ -163,7 +169,7 @@ def _sequence_mean(per_token: Array, mask: Array, constant_tokens: int) -> tuple
     """Mean over tokens within each sequence, then over sequences with any token (original GRPO)."""
     del constant_tokens
     lengths = mask.sum(axis=1)
-    per_seq = (per_token * mask).sum(axis=1) / jnp.maximum(lengths, 1.0)
+    per_seq = masked(per_token, mask).sum(axis=1) / jnp.maximum(lengths, 1.0)
     return per_seq.sum(), (lengths > 0).sum().astype(jnp.float32)
 
 
@@ -171,7 +177,7 @@ def _sequence_mean(per_token: Array, mask: Array, constant_tokens: int) -> tuple
 def _constant(per_token: Array, mask: Array, constant_tokens: int) -> tuple[Array, Array]:
     """Sum over tokens / (batch size x max completion tokens) (Dr.GRPO): a constant, no length bias."""
     denominator = constant_tokens if constant_tokens > 0 else per_token.shape[0] * per_token.shape[1]
-    return (per_token * mask).sum(), jnp.asarray(denominator, jnp.float32)
+    return masked(per_token, mask).sum(), jnp.asarray(denominator, jnp.float32)
 
 
 def aggregate_parts(per_token: Array, mask: Array, aggregation: str, constant_tokens: int = 0) -> tuple[Array, Array]:
@@ -217,6 +223,14 @@ def grpo_loss(
       masked tokens clipped), clip_low / clip_high fractions, ratio_mean, tokens.
     """
     mask = loss_mask.astype(jnp.float32)
+    # Masked positions (padding, environment tokens) may hold any log-prob, -inf included: replace
+    # them by 0 BEFORE the exp of the ratio and the KL, so neither the loss nor its gradient sees an
+    # inf there (a `where` after the exp would still send 0 · inf = NaN back through it).
+    live = mask > 0
+    logp = jnp.where(live, logp, 0.0)
+    old_logp = jnp.where(live, old_logp, 0.0)
+    if ref_logp is not None:
+        ref_logp = jnp.where(live, ref_logp, 0.0)
     pg, ratio, clipped = clipped_surrogate(logp, old_logp, advantages, config.epsilon_low, config.epsilon_high)
     per_token = pg
     n_tokens = jnp.maximum(mask.sum(), 1.0)
@@ -226,7 +240,7 @@ def grpo_loss(
             raise ValueError("beta > 0 needs ref_logp")
         kl = kl_k3(logp, jax.lax.stop_gradient(ref_logp))
         per_token = per_token + config.beta * kl
-        metrics["kl"] = (kl * mask).sum() / n_tokens
+        metrics["kl"] = masked(kl, mask).sum() / n_tokens
     else:
         metrics["kl"] = jnp.zeros((), jnp.float32)
     numerator, own = aggregate_parts(per_token, mask, config.aggregation, config.constant_tokens)
@@ -234,10 +248,10 @@ def grpo_loss(
     loss = numerator / denominator
     adv = advantages[:, None]
     metrics["pg_loss"] = aggregate_parts(pg, mask, config.aggregation, config.constant_tokens)[0] / denominator
-    metrics["clip_fraction"] = (clipped * mask).sum() / n_tokens
-    metrics["clip_low"] = (((ratio < 1.0 - config.epsilon_low) & (adv < 0)) * mask).sum() / n_tokens
-    metrics["clip_high"] = (((ratio > 1.0 + config.epsilon_high) & (adv > 0)) * mask).sum() / n_tokens
-    metrics["ratio_mean"] = (ratio * mask).sum() / n_tokens
+    metrics["clip_fraction"] = (clipped & live).sum() / n_tokens
+    metrics["clip_low"] = ((ratio < 1.0 - config.epsilon_low) & (adv < 0) & live).sum() / n_tokens
+    metrics["clip_high"] = ((ratio > 1.0 + config.epsilon_high) & (adv > 0) & live).sum() / n_tokens
+    metrics["ratio_mean"] = masked(ratio, mask).sum() / n_tokens
     metrics["tokens"] = mask.sum()
     return loss, metrics
 
@@ -246,7 +260,7 @@ def sft_loss(logp: Array, loss_mask: Array) -> tuple[Array, dict[str, Array]]:
     """Token-mean negative log-likelihood over masked (assistant) tokens. logp, loss_mask: [B, T]."""
     mask = loss_mask.astype(jnp.float32)
     n = jnp.maximum(mask.sum(), 1.0)
-    nll = -(logp * mask).sum() / n
+    nll = -masked(logp, mask).sum() / n
     return nll, {"nll": nll, "tokens": mask.sum()}
 
 
