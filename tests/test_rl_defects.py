@@ -46,3 +46,61 @@ def test_masked_extreme_logprob_leaves_loss_and_gradient_finite(aggregation, bad
     np.testing.assert_allclose(np.asarray(grad), np.asarray(clean[2]), rtol=1e-6, atol=1e-9)
     for k in clean[1]:
         np.testing.assert_allclose(float(metrics[k]), float(clean[1][k]), rtol=1e-6, err_msg=k)
+
+
+# ----------------------------------------------------------------------------- 2: pg_loss under micro-batching
+
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from toolrl.models.config import ModelConfig  # noqa: E402
+from toolrl.rl import steps  # noqa: E402
+
+TINY = ModelConfig.tiny()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from model_fixtures import random_model
+
+    return random_model(TINY, 0)
+
+
+def _plain_batch(rows, adv, n_rows):
+    from toolrl.rl.trainer import pack_rows
+
+    width = max(len(ids) for ids, _ in rows)
+    pad = n_rows - len(rows)
+    tokens, attn, loss = pack_rows(list(rows) + [([0], [0])] * pad, 0, width)
+    return {"tokens": jnp.asarray(tokens), "attention_mask": jnp.asarray(attn), "loss_mask": jnp.asarray(loss),
+            "advantages": jnp.asarray(np.concatenate([adv, np.zeros(pad, np.float32)])),
+            "valid": jnp.asarray(np.arange(n_rows) < len(rows))}
+
+
+def _run_plain_step(model, batch, cfg, micro, old_logp=None):
+    model = nnx.clone(model)
+    opt = nnx.Optimizer(model, optax.sgd(0.0), wrt=nnx.Param)
+    gd, st = nnx.split((model, opt))
+    st = jax.tree.map(jnp.copy, st)
+    step = steps.make_grpo_step(gd, cfg, None, st, old_logp is not None, micro_batches=micro, temperature=1.0)
+    b = dict(batch) if old_logp is None else dict(batch, old_logp=old_logp)
+    return step(st, b)[1]
+
+
+def _rows(seed=3):
+    from test_rl_fast_step import synthetic_rows
+
+    rows, adv = synthetic_rows(TINY.vocab_size, seed=seed)
+    return rows + [rows[0]], np.concatenate([adv, adv[:1]]).astype(np.float32)  # 12 rows: / 1, 2, 4
+
+
+def test_pg_loss_does_not_depend_on_micro_batches(tiny_model):
+    rows, adv = _rows()
+    batch = _plain_batch(rows, adv, 12)
+    cfg = grpo.LossConfig(beta=0.0)
+    metrics = {m: _run_plain_step(tiny_model, batch, cfg, m) for m in (1, 2, 4)}
+    for m in (2, 4):
+        for key in ("pg_loss", "loss", "grad_norm"):
+            np.testing.assert_allclose(float(metrics[m][key]), float(metrics[1][key]), rtol=1e-5, atol=1e-7,
+                                       err_msg=f"{key} at {m} micro-batches")
+    assert abs(float(metrics[1]["pg_loss"])) > 1e-4  # not trivially equal

@@ -107,7 +107,9 @@ def make_grpo_step(graphdef: nnx.GraphDef, loss_config: grpo.LossConfig, mesh: M
             init = (zero, jnp.zeros(()), jnp.zeros(()), {k: jnp.zeros(()) for k in keys})
             (grads, loss, tokens, sums), _ = jax.lax.scan(body, init, chunks)
             metrics = {k: sums[k] / jnp.maximum(tokens, 1.0) for k in keys if k != "pg_loss"}
-            metrics["pg_loss"] = sums["pg_loss"] / micro_batches  # diagnostic only (unweighted mean)
+            # Each chunk's pg_loss is already divided by the whole batch's denominator: their sum is
+            # the whole batch's pg_loss, as for the loss.
+            metrics["pg_loss"] = sums["pg_loss"]
             metrics["tokens"] = tokens
         metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
         optimizer.update(model, grads)
@@ -488,9 +490,7 @@ def make_packed_grpo_step(graphdef: nnx.GraphDef, loss_config: grpo.LossConfig, 
                     {k: jnp.zeros(()) for k in keys})
             (grads, loss, tokens, sums), _ = jax.lax.scan(body, init, chunks)
             metrics = {k: sums[k] / jnp.maximum(tokens, 1.0) for k in keys if k != "pg_loss"}
-            # The plain step divides by its own chunk count; here the chunks are the packed rows', so
-            # pg_loss (an unweighted-mean diagnostic) is the sum of the chunks' parts: the full-batch value.
-            metrics["pg_loss"] = sums["pg_loss"]
+            metrics["pg_loss"] = sums["pg_loss"]  # chunk parts over the whole denominator: they add
             metrics["tokens"] = tokens
         metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
         optimizer.update(model, grads)
