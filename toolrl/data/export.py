@@ -238,7 +238,8 @@ def run() -> None:
             if started:
                 raise
             overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
-            raise ConfigError(f"unknown config field ({err}); overrides given: {', '.join(overrides) or 'none'}") from err
+            raise ConfigError(f"unknown config field ({err}); overrides given: "
+                              f"{', '.join(overrides) or 'none'}") from err
 
     logging.set_verbosity(logging.WARNING)
     run_cli(parse_and_run, prog="toolrl.data.export", user_errors=(ConfigError,))
