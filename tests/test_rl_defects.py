@@ -104,3 +104,61 @@ def test_pg_loss_does_not_depend_on_micro_batches(tiny_model):
             np.testing.assert_allclose(float(metrics[m][key]), float(metrics[1][key]), rtol=1e-5, atol=1e-7,
                                        err_msg=f"{key} at {m} micro-batches")
     assert abs(float(metrics[1]["pg_loss"])) > 1e-4  # not trivially equal
+
+
+# ----------------------------------------------------------------------------- 3: policy entropy
+
+
+def _packed(rows, adv, shared):
+    from test_rl_fast_step import packed
+
+    out = packed(rows, adv, 0, shared)
+    return out[0] if shared else out
+
+
+def _run_packed_step(model, batch, cfg, micro, shared):
+    model = nnx.clone(model)
+    opt = nnx.Optimizer(model, optax.sgd(0.0), wrt=nnx.Param)
+    gd, st = nnx.split((model, opt))
+    st = jax.tree.map(jnp.copy, st)
+    return steps.make_packed_grpo_step(gd, cfg, None, st, False, micro, 1.0, shared)(st, dict(batch))[1]
+
+
+def test_entropy_of_uniform_logits_is_log_vocab(tiny_model):
+    """A model whose LM head is zero has uniform next-token distributions: entropy = log V on the
+    plain and both packed paths."""
+    model = nnx.clone(tiny_model)
+    if TINY.tie_word_embeddings:
+        model.embed[...] = jnp.zeros_like(model.embed[...])
+    else:
+        model.lm_head[...] = jnp.zeros_like(model.lm_head[...])
+    rows, adv = _rows()
+    cfg = grpo.LossConfig(beta=0.0)
+    want = float(np.log(TINY.vocab_size))
+    got = {"plain": _run_plain_step(model, _plain_batch(rows, adv, 12), cfg, 1)["entropy"]}
+    for shared in (False, True):
+        got[f"packed shared={shared}"] = _run_packed_step(model, _packed(rows, adv, shared), cfg, 1, shared)["entropy"]
+    for name, value in got.items():
+        np.testing.assert_allclose(float(value), want, rtol=1e-5, err_msg=name)
+
+
+def test_entropy_plain_and_packed_paths_agree(tiny_model):
+    """Random model: the entropy metric is the loss-token mean of the full-logit entropy, equal on the
+    plain path (1 and 4 micro-batches) and the packed paths."""
+    rows, adv = _rows()
+    cfg = grpo.LossConfig(beta=0.0)
+    batch = _plain_batch(rows, adv, 12)
+    from toolrl.models.decoder import left_pad_positions
+
+    logits, _ = tiny_model(batch["tokens"], left_pad_positions(batch["attention_mask"]),
+                           batch["attention_mask"])
+    per_pos = np.asarray(jax.scipy.special.entr(jax.nn.softmax(logits[:, :-1], -1)).sum(-1))
+    mask = np.asarray(batch["loss_mask"][:, 1:] & batch["valid"][:, None])
+    want = float(per_pos[mask].mean())
+    assert want < 0.99 * np.log(TINY.vocab_size)  # not the uniform case
+    got = {f"plain micro={m}": _run_plain_step(tiny_model, batch, cfg, m)["entropy"] for m in (1, 4)}
+    for shared in (False, True):
+        got[f"packed shared={shared}"] = _run_packed_step(tiny_model, _packed(rows, adv, shared), cfg, 1,
+                                                          shared)["entropy"]
+    for name, value in got.items():
+        np.testing.assert_allclose(float(value), want, rtol=1e-5, err_msg=name)

@@ -300,9 +300,10 @@ def test_trainer_update_paths_agree(tmp_path):
         results[name] = (record, nnx.state(policy.model, nnx.Param))
     base, params = results["plain"]
     assert base["grpo/live_rows"] == 4 and base["grpo/skipped_update"] == 0
+    assert 0.0 < base["grpo/entropy"] <= np.log(TINY.vocab_size) + 1e-4  # the policy entropy is logged
     for name in ("positions", "prefix"):
         record, p = results[name]
-        for key in ("grpo/loss", "grpo/grad_norm", "grpo/tokens", "grpo/ratio_mean"):
+        for key in ("grpo/loss", "grpo/grad_norm", "grpo/tokens", "grpo/ratio_mean", "grpo/entropy"):
             np.testing.assert_allclose(record[key], base[key], rtol=RTOL, err_msg=f"{name} {key}")
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params, p)
     assert results["prefix"][0]["grpo/shared_prefix"] == 1.0  # the group's prompt was shared

@@ -204,6 +204,7 @@ def grpo_loss(
     loss_mask: Array,
     config: LossConfig,
     denominator: Array | None = None,
+    entropy: Array | None = None,
 ) -> tuple[Array, dict[str, Array]]:
     """The GRPO objective (to minimise) and its diagnostics.
 
@@ -217,10 +218,12 @@ def grpo_loss(
       config: `LossConfig`.
       denominator: the aggregation's denominator over the WHOLE batch when this is a micro-batch of it
         (None: this batch's own).
+      entropy: [B, T] the policy's per-token entropy (a diagnostic, from the same logits), or None.
 
     Returns:
       (loss scalar, metrics {name: scalar}): pg_loss, kl (token mean), clip_fraction (share of
-      masked tokens clipped), clip_low / clip_high fractions, ratio_mean, tokens.
+      masked tokens clipped), clip_low / clip_high fractions, ratio_mean, tokens, and with `entropy`
+      its mean over the loss tokens.
     """
     mask = loss_mask.astype(jnp.float32)
     # Masked positions (padding, environment tokens) may hold any log-prob, -inf included: replace
@@ -253,6 +256,8 @@ def grpo_loss(
     metrics["clip_high"] = ((ratio > 1.0 + config.epsilon_high) & (adv > 0) & live).sum() / n_tokens
     metrics["ratio_mean"] = masked(ratio, mask).sum() / n_tokens
     metrics["tokens"] = mask.sum()
+    if entropy is not None:
+        metrics["entropy"] = masked(jax.lax.stop_gradient(entropy), mask).sum() / n_tokens
     return loss, metrics
 
 

@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from toolrl.models.decoder import sequence_logprobs
+from toolrl.models.decoder import left_pad_positions, sequence_logprobs, token_logprobs
 from toolrl.models.sharding import batch_sharding
 from toolrl.rl import grpo
 
@@ -48,6 +48,9 @@ def _batch_shardings(mesh: Mesh | None, batch_spec: dict[str, int]) -> Any:
     return {k: batch_sharding(mesh, ndim) for k, ndim in batch_spec.items()}
 
 
+# Per-update metrics accumulated over micro-batches: token-weighted means, except pg_loss (adds like the loss).
+MICRO_KEYS = ("kl", "clip_fraction", "clip_low", "clip_high", "ratio_mean", "entropy", "pg_loss")
+
 GRPO_BATCH = {"tokens": 2, "attention_mask": 2, "loss_mask": 2, "advantages": 1, "valid": 1,
               "old_logp": 2, "ref_logp": 2}
 SFT_BATCH = {"tokens": 2, "attention_mask": 2, "loss_mask": 2}
@@ -73,9 +76,10 @@ def make_grpo_step(graphdef: nnx.GraphDef, loss_config: grpo.LossConfig, mesh: M
 
     def micro_loss(model: nnx.Module, mb: Batch, total_den: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         mask = mb["loss_mask"][:, 1:] & mb["valid"][:, None]
-        logp = sequence_logprobs(model, mb["tokens"], mb["attention_mask"], temperature=temperature)  # [b, L-1]
+        logp, entropy = sequence_logprobs_entropy(model, mb["tokens"], mb["attention_mask"], temperature)  # [b, L-1]
         old = mb["old_logp"] if use_old_logp else jax.lax.stop_gradient(logp)
-        return grpo.grpo_loss(logp, old, mb.get("ref_logp"), mb["advantages"], mask, loss_config, total_den)
+        return grpo.grpo_loss(logp, old, mb.get("ref_logp"), mb["advantages"], mask, loss_config, total_den,
+                              entropy=entropy)
 
     def step(state: Any, batch: Batch) -> tuple[Any, dict[str, jax.Array]]:
         model, optimizer = nnx.merge(graphdef, state)
@@ -103,7 +107,7 @@ def make_grpo_step(graphdef: nnx.GraphDef, loss_config: grpo.LossConfig, mesh: M
                 sums = {k: sums[k] + (m[k] * n if k not in ("pg_loss",) else m[k]) for k in sums}
                 return (jax.tree.map(jnp.add, grads, g), loss + l, tokens + n, sums), None
 
-            keys = ("kl", "clip_fraction", "clip_low", "clip_high", "ratio_mean", "pg_loss")
+            keys = MICRO_KEYS
             init = (zero, jnp.zeros(()), jnp.zeros(()), {k: jnp.zeros(()) for k in keys})
             (grads, loss, tokens, sums), _ = jax.lax.scan(body, init, chunks)
             metrics = {k: sums[k] / jnp.maximum(tokens, 1.0) for k in keys if k != "pg_loss"}
@@ -393,34 +397,65 @@ def masked_hidden_states(model: nnx.Module, tokens: jax.Array, positions: jax.Ar
     return model.final_norm(x)
 
 
-def _gathered_head(model: nnx.Module, picked: jax.Array, targets: jax.Array, temperature: float,
-                   chunk: int = 128) -> jax.Array:
-    """log softmax(head(picked) / T)[targets]: [N, K, D], [N, K] -> [N, K], over chunks of K (lax.map)."""
-    from toolrl.models.decoder import token_logprobs
+def token_entropy(logits: jax.Array, temperature: float = 1.0) -> jax.Array:
+    """Entropy of softmax(logits / T) per position: [..., V] -> [...] float32, no gradient (a diagnostic)."""
+    z = jax.lax.stop_gradient(logits).astype(jnp.float32)
+    if temperature != 1.0:
+        z = z / temperature
+    lse = jax.nn.logsumexp(z, axis=-1)
+    return lse - jnp.sum(jnp.exp(z - lse[..., None]) * z, axis=-1)
 
+
+def _head_parts(model: nnx.Module, hidden: jax.Array, targets: jax.Array, temperature: float
+                ) -> tuple[jax.Array, jax.Array]:
+    """(log-prob of the targets, entropy) of softmax(head(hidden) / T), from the same logits."""
+    logits = model.logits_from_hidden(hidden)
+    return token_logprobs(logits, targets, temperature), token_entropy(logits, temperature)
+
+
+def _gathered_head(model: nnx.Module, picked: jax.Array, targets: jax.Array, temperature: float,
+                   chunk: int = 128) -> tuple[jax.Array, jax.Array]:
+    """(log softmax(head(picked) / T)[targets], entropy): [N, K, D], [N, K] -> 2 x [N, K], over chunks
+    of K (lax.map) so only [N, chunk, V] logits exist at once."""
     n, k, d = picked.shape
     if k <= chunk:
-        return token_logprobs(model.logits_from_hidden(picked), targets, temperature)
+        return _head_parts(model, picked, targets, temperature)
     m = -(-k // chunk)
     pad = m * chunk - k
     h = jnp.pad(picked, ((0, 0), (0, pad), (0, 0))).reshape(n, m, chunk, d).swapaxes(0, 1)
     y = jnp.pad(targets, ((0, 0), (0, pad))).reshape(n, m, chunk).swapaxes(0, 1)
-    out = jax.lax.map(lambda a: token_logprobs(model.logits_from_hidden(a[0]), a[1], temperature), (h, y))
-    return out.swapaxes(0, 1).reshape(n, m * chunk)[:, :k]
+    outs = jax.lax.map(lambda a: _head_parts(model, a[0], a[1], temperature), (h, y))
+    return tuple(o.swapaxes(0, 1).reshape(n, m * chunk)[:, :k] for o in outs)
+
+
+def sequence_logprobs_entropy(model: nnx.Module, tokens: jax.Array, attention_mask: jax.Array,
+                              temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """`decoder.sequence_logprobs` [B, L-1] and the policy's entropy at the same positions [B, L-1],
+    from the same logits (one forward pass)."""
+    hidden, _ = model.hidden_states(tokens, left_pad_positions(attention_mask), attention_mask)
+    return _gathered_head(model, hidden[:, :-1], tokens[:, 1:], temperature)
+
+
+def packed_logprobs_entropy(model: nnx.Module, batch: Batch, temperature: float = 1.0
+                            ) -> tuple[jax.Array, jax.Array]:
+    """Log-probs and the policy's entropy at the packed batch's loss positions: 2 x [R, S, K] float32."""
+    r, s, k = batch["gather"].shape
+    if "segments" not in batch:  # plain layout, S = 1: as `decoder.selected_logprobs`
+        tokens, attn = batch["tokens"], batch["attention_mask"]
+        hidden, _ = model.hidden_states(tokens, left_pad_positions(attn), attn)
+        idx = jnp.clip(batch["gather"][:, 0].astype(jnp.int32), 0, tokens.shape[1] - 2)
+        picked = jnp.take_along_axis(hidden, idx[..., None], axis=1)  # [R, K, D]
+        targets = jnp.take_along_axis(tokens, idx + 1, axis=1)
+        return tuple(o[:, None] for o in _gathered_head(model, picked, targets, temperature))
+    hidden = masked_hidden_states(model, batch["tokens"], batch["positions"], _block_mask(batch["segments"]))
+    picked = jnp.take_along_axis(hidden, batch["gather"].reshape(r, s * k)[..., None], axis=1)  # [R, S*K, D]
+    outs = _gathered_head(model, picked.reshape(r * s, k, -1), batch["targets"].reshape(r * s, k), temperature)
+    return tuple(o.reshape(r, s, k) for o in outs)
 
 
 def packed_logprobs(model: nnx.Module, batch: Batch, temperature: float = 1.0) -> jax.Array:
     """Log-probs at the packed batch's loss positions: [R, S, K] float32 (either layout)."""
-    r, s, k = batch["gather"].shape
-    if "segments" not in batch:  # plain layout, S = 1: the decoder's own gathered head
-        from toolrl.models.decoder import selected_logprobs
-
-        return selected_logprobs(model, batch["tokens"], batch["attention_mask"], batch["gather"][:, 0],
-                                 temperature=temperature)[:, None]
-    hidden = masked_hidden_states(model, batch["tokens"], batch["positions"], _block_mask(batch["segments"]))
-    picked = jnp.take_along_axis(hidden, batch["gather"].reshape(r, s * k)[..., None], axis=1)  # [R, S*K, D]
-    return _gathered_head(model, picked.reshape(r * s, k, -1), batch["targets"].reshape(r * s, k),
-                          temperature).reshape(r, s, k)
+    return packed_logprobs_entropy(model, batch, temperature)[0]
 
 
 def packed_keys(shared: bool, extra: tuple[str, ...]) -> dict[str, int]:
@@ -444,11 +479,11 @@ def packed_grpo_loss(model: nnx.Module, batch: Batch, loss_config: grpo.LossConf
                      use_old_logp: bool = False, denominator: jax.Array | None = None
                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """`grpo.grpo_loss` on a packed batch (sequences = R·S slots, tokens = their K loss positions)."""
-    logp = _flat(packed_logprobs(model, batch, temperature))  # [R*S, K]
+    logp, entropy = (_flat(x) for x in packed_logprobs_entropy(model, batch, temperature))  # [R*S, K]
     old = _flat(batch["old_logp"]) if use_old_logp else jax.lax.stop_gradient(logp)
     ref = _flat(batch["ref_logp"]) if "ref_logp" in batch else None
     return grpo.grpo_loss(logp, old, ref, _flat(batch["advantages"]), _flat(batch["loss_mask"]), loss_config,
-                          denominator)
+                          denominator, entropy=entropy)
 
 
 def make_packed_grpo_step(graphdef: nnx.GraphDef, loss_config: grpo.LossConfig, mesh: Mesh | None, state: Any,
@@ -477,7 +512,7 @@ def make_packed_grpo_step(graphdef: nnx.GraphDef, loss_config: grpo.LossConfig, 
             (loss, metrics), grads = grad_fn(params, batch, total_den)
         else:
             chunks = jax.tree.map(lambda x: x.reshape(micro_batches, -1, *x.shape[1:]), batch)
-            keys = ("kl", "clip_fraction", "clip_low", "clip_high", "ratio_mean", "pg_loss")
+            keys = MICRO_KEYS
 
             def body(carry, mb):
                 grads, loss, tokens, sums = carry
