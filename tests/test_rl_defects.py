@@ -162,3 +162,50 @@ def test_entropy_plain_and_packed_paths_agree(tiny_model):
                                                           shared)["entropy"]
     for name, value in got.items():
         np.testing.assert_allclose(float(value), want, rtol=1e-5, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- 6: the fit check's length rule
+
+
+@pytest.fixture(scope="module")
+def tiny_policy():
+    from toolrl.policy.runtime import Policy
+
+    return Policy.load(preset="tiny")
+
+
+def test_fit_uses_the_rollouts_length_rule(tiny_policy, data_dir):
+    """A scored turn whose golden total fits max_seq_len exactly but whose last round starts past
+    max_seq_len - max_new_tokens: the rollout of its golden turns is cut, so the fit report drops it."""
+    from test_rl_infra import RENDER, ScriptedPolicy
+
+    from toolrl.data.golden import load_samples
+    from toolrl.eval.evaluator import make_matcher
+    from toolrl.eval.protocol import build_turn_tasks, turn_messages
+    from toolrl.policy.runtime import SamplingSettings
+    from toolrl.rl.fit import fit_report
+    from toolrl.rl.rollout import rollout_turns, turn_budget
+
+    samples = load_samples("bfcl_training", data_dir)
+    sample, task = next((s, t) for s in samples for t in build_turn_tasks(s) if len(t.subturns) == 2 and t.complete)
+    need = turn_budget(task, tiny_policy, "signature", RENDER)
+    max_seq_len, max_new_tokens = need.total, need.longest_turn + 1  # the old check: fits
+    chat = tiny_policy.chat
+    script = [chat.assistant_ids(turn_messages([sub], RENDER)[0]) for sub in task.subturns]
+    batch = rollout_turns([(sample, task)], 1, ScriptedPolicy(tiny_policy, script), make_matcher(data_dir),
+                          jax.random.PRNGKey(0), SamplingSettings(max_new_tokens=max_new_tokens), max_rounds=3,
+                          max_seq_len=max_seq_len, tool_view="signature", render=RENDER)
+    assert batch.truncated.all() and list(batch.n_turns) == [1]  # the golden turn cannot be rolled out
+    report = fit_report("scored turns", [task], lambda t: turn_budget(t, tiny_policy, "signature", RENDER),
+                        max_turns=3, max_new_tokens=max_new_tokens, max_seq_len=max_seq_len)
+    assert report.fit == 0 and dict(report.exceeded) == {"turn_start": 1}
+    assert "rollout.max_seq_len - rollout.max_new_tokens" in report.describe()
+    # With one token less of max_new_tokens' slack the same task both rolls out and fits.
+    room = max_seq_len - need.last_start
+    ok = fit_report("scored turns", [task], lambda t: turn_budget(t, tiny_policy, "signature", RENDER),
+                    max_turns=3, max_new_tokens=room, max_seq_len=max_seq_len)
+    assert ok.fit == 1
+    batch = rollout_turns([(sample, task)], 1, ScriptedPolicy(tiny_policy, script), make_matcher(data_dir),
+                          jax.random.PRNGKey(0), SamplingSettings(max_new_tokens=room), max_rounds=3,
+                          max_seq_len=max_seq_len, tool_view="signature", render=RENDER)
+    assert not batch.truncated.any() and list(batch.n_turns) == [2]

@@ -3,7 +3,8 @@
 A task fits when its golden trajectory — the prompt, every golden assistant turn and every
 environment segment, rendered by the same chat format the rollout uses — needs at most
 `rollout.max_turns` turns (rounds in turn mode), at most `rollout.max_new_tokens` tokens in any one
-turn, and at most `rollout.max_seq_len` tokens in all, and when every argument value its golden calls
+turn, at most `rollout.max_seq_len` tokens in all, every turn starting where the rollout still
+generates one (`rollout.turn_fits`: at most max_seq_len - max_new_tokens tokens before it), and when every argument value its golden calls
 copy from an earlier response is still in the prompt's view of that response (`data.response_*` cut
 long responses; a value cut away can only be guessed). A task that does not fit is unsolvable by
 construction (the budget, not the policy, would end it), so it is dropped and counted; fewer than
@@ -17,13 +18,14 @@ from collections import Counter
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from toolrl.rl.config import ConfigError
-from toolrl.rl.rollout import TrajectoryBudget
+from toolrl.rl.rollout import TrajectoryBudget, turn_fits
 
 T = TypeVar("T")
 
 # Which budget a task exceeds -> the config field that sets it.
 BUDGET_FIELDS = {"turns": "rollout.max_turns", "turn_tokens": "rollout.max_new_tokens",
                  "total_tokens": "rollout.max_seq_len",
+                 "turn_start": "rollout.max_seq_len - rollout.max_new_tokens",
                  "hidden_values": "data.response_keep / data.response_max_chars"}
 
 
@@ -35,8 +37,9 @@ class FitReport(Generic[T]):
       what: the kind of task ("episodes", "scored turns", "SFT episodes").
       kept: the tasks that fit, in order.
       total: tasks considered.
-      exceeded: budget name ("turns" / "turn_tokens" / "total_tokens") -> tasks exceeding it.
-      largest: the largest need seen for each budget (turns, turn_tokens, total_tokens).
+      exceeded: budget name (a key of `BUDGET_FIELDS`) -> tasks exceeding it.
+      largest: the largest need seen for each budget (turns, turn_tokens, total_tokens, and with the
+        rollout rule turn_start: the most tokens before a golden turn).
     """
 
     what: str
@@ -74,20 +77,29 @@ class FitReport(Generic[T]):
 
 
 def fit_report(what: str, tasks: Sequence[T], budget_of: Callable[[T], TrajectoryBudget], *, max_turns: int,
-               max_new_tokens: int, max_seq_len: int) -> FitReport[T]:
-    """Measures every task's golden trajectory against the budgets (`budget_of` renders it)."""
+               max_new_tokens: int, max_seq_len: int, rollout_rule: bool = True) -> FitReport[T]:
+    """Measures every task's golden trajectory against the budgets (`budget_of` renders it).
+
+    With `rollout_rule` (GRPO tasks) the golden turns must also start where a rollout still generates
+    one (`turn_fits`, the rule the rollout itself applies); SFT episodes, never rolled out, pass False."""
     kept, exceeded = [], Counter()
     largest = {"turns": 0, "turn_tokens": 0, "total_tokens": 0}
+    if rollout_rule:
+        largest["turn_start"] = 0
     for task in tasks:
         need = budget_of(task)
         over = [name for name, value, limit in (("turns", need.turns, max_turns),
                                                 ("turn_tokens", need.longest_turn, max_new_tokens),
                                                 ("total_tokens", need.total, max_seq_len),
                                                 ("hidden_values", need.hidden_values, 0)) if value > limit]
+        if rollout_rule and not turn_fits(need.last_start, max_new_tokens, max_seq_len):
+            over.append("turn_start")
         exceeded.update(over)
-        largest = {"turns": max(largest["turns"], need.turns),
-                   "turn_tokens": max(largest["turn_tokens"], need.longest_turn),
-                   "total_tokens": max(largest["total_tokens"], need.total)}
+        largest["turns"] = max(largest["turns"], need.turns)
+        largest["turn_tokens"] = max(largest["turn_tokens"], need.longest_turn)
+        largest["total_tokens"] = max(largest["total_tokens"], need.total)
+        if rollout_rule:
+            largest["turn_start"] = max(largest["turn_start"], need.last_start)
         if not over:
             kept.append(task)
     return FitReport(what, kept, len(tasks), exceeded, largest)

@@ -71,6 +71,14 @@ class RolloutBatch:
     generate_seconds: float
 
 
+def turn_fits(start: int, max_new_tokens: int, max_seq_len: int) -> bool:
+    """The rollout's length rule: an assistant turn that would start after `start` tokens is generated
+    only when its whole budget fits, start + max_new_tokens <= max_seq_len (rows never exceed
+    max_seq_len); otherwise the row ends, truncated. The fit report applies the same rule to the
+    golden trajectory's turn starts."""
+    return start + max_new_tokens <= max_seq_len
+
+
 def _assistant_turn(policy: Policy, rows: Sequence[Row], turn: int, key: jax.Array, settings: SamplingSettings,
                     group_size: int, max_seq_len: int) -> tuple[list[tuple[int, str, bool]], float, int]:
     """One assistant turn for every row still going: rows whose next turn would not fit `max_seq_len`
@@ -82,7 +90,7 @@ def _assistant_turn(policy: Policy, rows: Sequence[Row], turn: int, key: jax.Arr
       an empty list when no row is left.
     """
     for row in rows:
-        if not row.done and len(row.ids) + settings.max_new_tokens > max_seq_len:
+        if not row.done and not turn_fits(len(row.ids), settings.max_new_tokens, max_seq_len):
             row.done, row.truncated = True, True
     active = [i for i, r in enumerate(rows) if not r.done]
     if not active:
@@ -105,11 +113,12 @@ def _append_policy_tokens(row: Row, ids: list[int], text: str) -> None:
     row.turns += 1
 
 
-def _append_env(policy: Policy, row: Row, tool_messages: list[dict[str, Any]], room: int) -> None:
-    """Appends the environment segment, or ends the row (truncated) when it and another turn would not
-    fit in `room` = max_seq_len - max_new_tokens tokens: rows never exceed max_seq_len."""
+def _append_env(policy: Policy, row: Row, tool_messages: list[dict[str, Any]], max_new_tokens: int,
+                max_seq_len: int) -> None:
+    """Appends the environment segment, or ends the row (truncated) when the turn after it would not
+    fit (`turn_fits`): rows never exceed max_seq_len."""
     env = policy.chat.env_ids(tool_messages)
-    if len(row.ids) + len(env) > room:
+    if not turn_fits(len(row.ids) + len(env), max_new_tokens, max_seq_len):
         row.done, row.truncated = True, True
         return
     row.ids += env
@@ -153,7 +162,7 @@ def rollout_episodes(samples: Sequence[GoldenSample], group_size: int, policy: P
             elif not calls or turn == max_turns - 1:
                 row.done = True
             else:
-                _append_env(policy, row, messages, max_seq_len - settings.max_new_tokens)
+                _append_env(policy, row, messages, settings.max_new_tokens, max_seq_len)
     inputs = []
     for s, sample in enumerate(samples):
         steps = sample.reward_steps()
@@ -208,7 +217,7 @@ def rollout_turns(tasks: Sequence[tuple[GoldenSample, TurnTask]], group_size: in
                 row.done = True
             else:  # another round: the tool messages the protocol appended after this round's calls
                 _append_env(policy, row, [m for m in state.messages[shown:] if m["role"] == "tool"],
-                            max_seq_len - settings.max_new_tokens)
+                            settings.max_new_tokens, max_seq_len)
     inputs = [turn_reward_input(sample, task, rows[t * group_size + g].calls)
               for t, (sample, task) in enumerate(tasks) for g in range(group_size)]
     return _batch(rows, inputs, generated, seconds)
@@ -253,12 +262,16 @@ class TrajectoryBudget:
       turns: assistant turns (episode) or rounds (turn mode) the golden solution needs.
       longest_turn: tokens of its longest assistant turn (incl. the end token).
       total: tokens of the whole trajectory (prompt + turns + environment).
+      hidden_values: argument values the view of earlier responses cuts away (`hidden_values`).
+      last_start: tokens before its last assistant turn (turn starts only grow: the one the rollout's
+        length rule `turn_fits` is most likely to stop).
     """
 
     turns: int
     longest_turn: int
     total: int
     hidden_values: int = 0
+    last_start: int = 0
 
 
 def _value_strings(arguments: Any) -> list[str]:
@@ -298,32 +311,34 @@ def episode_budget(sample: GoldenSample, policy: Policy, tool_view: str, render:
     """What the golden episode of `sample` needs (with the final answer turn for SFT)."""
     chat = policy.chat
     total = len(policy.prompt_ids([{"role": "user", "content": sample.query}], sample.tools, tool_view))
-    longest = hidden = 0
+    longest = hidden = start = 0
     shown, responses = _shown_text(sample.query, sample.tools), []
     for turn in sample.turns:
         messages = turn_messages([turn], render)
         a = len(chat.assistant_ids(messages[0]))
+        start = total
         longest = max(longest, a)
         total += a + len(chat.env_ids(messages[1:]))
         hidden += hidden_values(turn.calls, responses, shown, render)
         responses += [call.response for call in turn.calls if call.has_response]
     if with_final:
         total += len(chat.final_ids(FINAL_ANSWER))
-    return TrajectoryBudget(len(sample.turns), longest, total, hidden)
+    return TrajectoryBudget(len(sample.turns), longest, total, hidden, start)
 
 
 def turn_budget(task: TurnTask, policy: Policy, tool_view: str, render: Callable[[Any], str]) -> TrajectoryBudget:
     """What the golden solution of one scored turn needs: its subturns as rounds after the history."""
     chat = policy.chat
     total = len(policy.prompt_ids(history_messages(task, render), task.tools, tool_view))
-    longest = hidden = 0
+    longest = hidden = start = 0
     shown = _shown_text(task.query, task.tools)
     responses = [call.response for turn in task.history for call in turn.calls if call.has_response]
     for k, sub in enumerate(task.subturns):
         messages = turn_messages([sub], render)
         a = len(chat.assistant_ids(messages[0]))
+        start = total
         longest = max(longest, a)
         total += a + (len(chat.env_ids(messages[1:])) if k < len(task.subturns) - 1 else 0)
         hidden += hidden_values([c for c in sub.calls if c in task.required], responses, shown, render)
         responses += [call.response for call in sub.calls if call.has_response]
-    return TrajectoryBudget(len(task.subturns), longest, total, hidden)
+    return TrajectoryBudget(len(task.subturns), longest, total, hidden, start)

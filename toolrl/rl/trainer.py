@@ -133,7 +133,7 @@ def prepare_data(config: ml_collections.ConfigDict, policy: Policy, samples: Seq
                         max_turns=r.max_turns, **budgets)
     # SFT episodes: the whole golden episode (with its final answer) within max_seq_len.
     sft = fit_report("SFT episodes", list(samples), lambda s: episode_budget(s, policy, view, render, True),
-                     max_turns=10**9, max_new_tokens=10**9, max_seq_len=r.max_seq_len)
+                     max_turns=10**9, max_new_tokens=10**9, max_seq_len=r.max_seq_len, rollout_rule=False)
     if not config.data.drop_unfit:
         return TrainingData(list(tasks if r.mode == "turn" else samples), list(samples), rl, sft)
     if check:
