@@ -77,15 +77,17 @@ def episode_st(draw):
 @st.composite
 def turn_st(draw):
     steps = draw(steps_st())
-    # Each golden step is done, in this turn, in a later turn, or outside all three.
-    where = [draw(st.integers(0, 3)) for _ in steps]
+    # Each golden step is done, in this turn, an optional call of this turn, in a later turn, or
+    # outside all of them.
+    where = [draw(st.integers(0, 4)) for _ in steps]
     calls = draw(st.lists(call_st(steps), max_size=CONFIG.max_calls))
     return TurnInput(
         calls=tuple(calls),
         steps=steps,
-        turn=tuple(j for j, w in enumerate(where) if w == 1),
+        turn=tuple(j for j, w in enumerate(where) if w in (1, 4)),
         later=tuple(j for j, w in enumerate(where) if w == 2),
         done=frozenset(j for j, w in enumerate(where) if w == 0),
+        optional=tuple(j for j, w in enumerate(where) if w == 4),
     )
 
 

@@ -209,3 +209,38 @@ def test_fit_uses_the_rollouts_length_rule(tiny_policy, data_dir):
                           jax.random.PRNGKey(0), SamplingSettings(max_new_tokens=room), max_rounds=3,
                           max_seq_len=max_seq_len, tool_view="signature", render=RENDER)
     assert not batch.truncated.any() and list(batch.n_turns) == [2]
+
+
+# ----------------------------------------------------------------------------- 4: optional free lookups
+
+
+def _turn_with_optional(data_dir):
+    from toolrl.data.golden import load_samples
+    from toolrl.eval.protocol import build_turn_tasks
+
+    samples = load_samples("bfcl_training", data_dir)
+    return next((s, t) for s in samples for t in build_turn_tasks(s) if t.optional and t.complete)
+
+
+def test_turn_reward_does_not_charge_skipped_optional_lookups(data_dir):
+    """The golden turn without its optional free lookups is right for the evaluator, and scores 1 for
+    the graduated and binary turn reward (kernel and reference); with them it scores 1 too, and a
+    wrong lookup still costs."""
+    from toolrl.rewards import reference
+    from toolrl.rewards.registry import score_turns
+    from toolrl.rewards.types import PredictedCall
+    from toolrl.rl.rollout import turn_reward_input
+
+    sample, task = _turn_with_optional(data_dir)
+    as_call = lambda c: PredictedCall(c.function, dict(c.arguments))  # noqa: E731
+    without = turn_reward_input(sample, task, [as_call(c) for c in task.required])
+    with_all = turn_reward_input(sample, task, [as_call(c) for c in task.golden])
+    bad = task.optional[0]
+    wrong = turn_reward_input(sample, task, [as_call(c) for c in task.required]
+                              + [PredictedCall(bad.function, {"query": "nowhere at all"})])
+    for mode in ("graduated", "binary"):
+        got = score_turns("turn", mode, [without, with_all, wrong]).reward
+        ref = [reference.turn_reward(t, mode).reward for t in (without, with_all, wrong)]
+        np.testing.assert_allclose(np.asarray(got), ref, atol=1e-6)
+        np.testing.assert_allclose(ref[:2], [1.0, 1.0], atol=1e-6, err_msg=mode)
+        assert ref[2] < 1.0, mode

@@ -364,10 +364,11 @@ def encode_episodes(
 
 
 def encode_turns(turns: Sequence[TurnInput], config: EncodeConfig = EncodeConfig()) -> dict[str, np.ndarray]:
-    """Encodes turns (for the `turn` family): the episode arrays plus turn/later/done [B, S] masks."""
+    """Encodes turns (for the `turn` family): the episode arrays plus turn/later/done/optional [B, S] masks."""
     s = config.max_steps
     out = _encode([t.calls for t in turns], [t.steps for t in turns], config)
-    for name, attr in (("turn_mask", "turn"), ("later_mask", "later"), ("done_mask", "done")):
+    for name, attr in (("turn_mask", "turn"), ("later_mask", "later"), ("done_mask", "done"),
+                       ("optional_mask", "optional")):
         m = np.zeros((len(turns), s), bool)
         for i, t in enumerate(turns):
             m[i, [j for j in getattr(t, attr) if j < s]] = True

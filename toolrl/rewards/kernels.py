@@ -368,7 +368,8 @@ def turn_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
         + (w_keys * named) * f1
         + (w_values * (name_eq & keys_equal).astype(jnp.float32)) * share
     )
-    valid = call_mask[:, None] & turn_mask[None, :]
+    optional = x["optional_mask"] & turn_mask  # may be skipped: paired only by name, counted when matched
+    valid = call_mask[:, None] & turn_mask[None, :] & (~optional[None, :] | name_eq)
 
     # Greedy one-to-one matching by descending s; ties by (call, step) index = flat index order.
     def pick(_: int, state: tuple[Array, Array]) -> tuple[Array, Array]:
@@ -387,7 +388,7 @@ def turn_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
     g = jnp.maximum(matched, 0)
 
     n_p = jnp.sum(call_mask, dtype=jnp.int32)
-    n_gold = jnp.sum(turn_mask, dtype=jnp.int32)
+    n_gold = jnp.sum(turn_mask & ~optional, dtype=jnp.int32) + jnp.sum(has & _take(optional, g), dtype=jnp.int32)
     den = jnp.maximum(n_p, n_gold)
     atomic_sum = jnp.sum(jnp.where(has, _take(s, g), 0.0))
     atomic = jnp.where(den > 0, atomic_sum / jnp.maximum(den, 1).astype(jnp.float32), 1.0)
@@ -472,5 +473,5 @@ _PAPER_KEYS = (
 _INPUT_KEYS = {
     "paper": _PAPER_KEYS,
     "episode": _EPISODE_KEYS,
-    "turn": _EPISODE_KEYS + ("turn_mask", "later_mask", "done_mask"),
+    "turn": _EPISODE_KEYS + ("turn_mask", "later_mask", "done_mask", "optional_mask"),
 }

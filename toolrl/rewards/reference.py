@@ -472,8 +472,11 @@ def turn_pair_score(p: PredictedCall, g: GoldenStep, weights: RewardWeights = Re
 
 def match_turn(t: TurnInput, weights: RewardWeights = RewardWeights()) -> list[int | None]:
     """Greedy one-to-one matching by descending s(p, g), ties by predicted index then golden step
-    index.  Returns the matched golden step index per predicted call."""
-    pairs = [(turn_pair_score(p, t.steps[j], weights), i, j) for i, p in enumerate(t.calls) for j in t.turn]
+    index; an optional golden call pairs only with a parsed call of its name.  Returns the matched
+    golden step index per predicted call."""
+    optional = set(t.optional)
+    pairs = [(turn_pair_score(p, t.steps[j], weights), i, j) for i, p in enumerate(t.calls) for j in t.turn
+             if j not in optional or (p.format_ok and p.name == t.steps[j].function)]
     pairs.sort(key=lambda x: (-x[0], x[1], x[2]))
     matched: list[int | None] = [None] * len(t.calls)
     used: set[int] = set()
@@ -501,7 +504,8 @@ def turn_reward(
 
     A predicted call is on the frontier when its matched golden call is a full match whose
     dependencies are all done.  Orchestration = F1(frontier calls, golden calls of the turn) ·
-    (1 − premature / |P|), with F1 = 2·#frontier / (|P| + |G|).
+    (1 − premature / |P|), with F1 = 2·#frontier / (|P| + |G|); G holds the turn's required golden
+    calls and those of its optional ones (`TurnInput.optional`) that a predicted call matched.
     Levels: atomic, orchestration, frontier_f1, premature (share of predicted calls), and the atomic
     breakdown format, name, structure, values (summing to atomic) plus semantic (share of executed
     successful matched calls, informational), over max(|P|, |G|).  `paper_compat` is ignored.
@@ -510,8 +514,10 @@ def turn_reward(
     validate_depends_on(t.steps)
     t = dataclasses.replace(t, calls=tuple(checked_call(c) for c in t.calls))
     calls = t.calls
-    n_p, n_g = len(calls), len(t.turn)
     matched = match_turn(t, weights)
+    optional = set(t.optional) & set(t.turn)
+    n_p = len(calls)
+    n_g = len(t.turn) - len(optional) + sum(1 for j in matched if j in optional)
     atomic_sum = sum(turn_pair_score(p, t.steps[j], weights) for p, j in zip(calls, matched) if j is not None)
     denominator = max(n_p, n_g)
     atomic = atomic_sum / denominator if denominator else 1.0

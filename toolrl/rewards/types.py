@@ -113,6 +113,8 @@ class TurnInput:
       turn: indices of the golden calls of this turn.
       later: indices of the golden calls of later turns.
       done: indices of golden steps already done before this turn (the golden history).
+      optional: indices in `turn` the turn may skip (the evaluator's optional free lookups): such a
+        call is matched only by a predicted call of its name and counts in |G| only when matched.
     """
 
     calls: tuple[PredictedCall, ...]
@@ -120,6 +122,7 @@ class TurnInput:
     turn: tuple[int, ...]
     later: tuple[int, ...] = ()
     done: frozenset[int] = frozenset()
+    optional: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -174,12 +174,15 @@ def turn_reward_input(sample: GoldenSample, task: TurnTask, calls: Sequence[Pred
     """The `turn` family's input for one scored turn: its golden calls, the later ones, the history.
 
     A scored turn may merge free lookups into the turn that needs them (the protocol answers them
-    between rounds): their calls count as done for the dependencies of the turn's other calls."""
+    between rounds): their calls count as done for the dependencies of the turn's other calls. The
+    turn's free lookups are optional for the evaluator (skipping them costs nothing), so they are
+    optional for the reward too: in |G| only when the policy made them."""
     turn = tuple(c.index for c in task.golden)
     history = frozenset(c.index for t in task.history for c in t.calls)
     answered = frozenset(c.index for sub in task.subturns[:-1] for c in sub.calls)
     later = tuple(c.index for c in sample.calls if c.index not in history and c.index not in turn)
-    return TurnInput(calls=tuple(calls), steps=sample.reward_steps(), turn=turn, later=later, done=history | answered)
+    return TurnInput(calls=tuple(calls), steps=sample.reward_steps(), turn=turn, later=later, done=history | answered,
+                     optional=tuple(c.index for c in task.optional))
 
 
 def turn_prompt_ids(policy: Policy, task: TurnTask, tool_view: str,
