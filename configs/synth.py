@@ -27,6 +27,18 @@ def get_config() -> ml_collections.ConfigDict:
     # real responses (~40 KB of JSON on average), so 2,000 traces take about 80 MB.
     config.n_traces = 2000
     config.complexities = (2, 3, 4, 5, 6, 8)
+    # Share of traces per trace domain (a Cross trace mixes domains). eval_100 holds 20 samples of each
+    # of the five, so traces are asked for evenly; a domain the cache cannot fill falls short and the
+    # shortfall is printed. () = no domain constraint (the graph's own mix: mostly Attraction).
+    config.domains = ("Attraction", "Car-Rental", "Flights", "Hotels", "Cross")
+    # "opaque": only ids, tokens and coordinates come from earlier responses; the user states every other
+    # value (lookup strings, sort orders, dates), as in ComplexFuncBench. "all": any value an earlier
+    # response holds may be bound (chains such as a lookup of a city named in an earlier lookup's result).
+    config.bind = "opaque"
+    # Who writes each trace's query, tried in order until one states every free value (toolrl.synth.
+    # query_writer): "phrasebook" (ours, offline), "llm" (the endpoint below), "steps" (the first
+    # synthesizer's numbered step list, kept for comparison). A trace no writer can write is dropped.
+    config.writer = "phrasebook"
     # Same-domain tools shown beside the solution's tools (fewer when a domain has fewer).
     config.n_distractors = 3
     # Share of traces grown along a workflow template (chosen by frequency); the rest walk the graph.
@@ -37,6 +49,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
     # Also write the authors' samples as builder configs `bfcl_training` (train) and `eval_100` (test).
     config.include_authors = True
+    # The "llm" writer's OpenAI-compatible endpoint (off unless config.writer names "llm"; no network otherwise).
+    config.llm = ml_collections.ConfigDict()
+    config.llm.base_url = ""  # e.g. http://localhost:8000/v1
+    config.llm.model = ""
+    config.llm.api_key_env = "OPENAI_API_KEY"  # name of the environment variable holding the key
+    config.llm.cache_path = ""  # answer cache; "" = <output_dir>/llm_answers.sqlite
     # Optional LLM paraphraser for queries (OpenAI-compatible endpoint); off by default, no network.
     config.paraphrase = ml_collections.ConfigDict()
     config.paraphrase.enabled = False

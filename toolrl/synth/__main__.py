@@ -23,7 +23,6 @@ def main(argv: list[str]) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from toolrl.synth import build
-    from toolrl.synth.query import OpenAIParaphraser, QueryRenderer
     from toolrl.synth.tfds_builder import (SPLITS_OF_CONFIG, TracesConfig, build_dataset, default_tfds_dir,
                                            load_trace_dataset)
 
@@ -36,18 +35,19 @@ def main(argv: list[str]) -> None:
     pool = build.load_pool(data_dir, cache_path)
     print(f"pool: {len(pool.entries)} cached calls over {len(pool.by_function)} tools "
           f"({time.perf_counter() - start:.1f}s)")
-    renderer = None
-    if config.paraphrase.enabled:
-        renderer = QueryRenderer(OpenAIParaphraser(config.paraphrase.base_url, config.paraphrase.model,
-                                                   os.environ.get(config.paraphrase.api_key_env, "")))
+    renderer = build.make_renderer(config, str(out))
     mixes = build.default_mixes(config.n_traces, tuple(config.complexities), config.n_distractors,
-                                config.template_share)
+                                config.template_share, tuple(config.get("domains", ())), config.get("bind", "all"))
     with Progress(TextColumn("synthesizing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("traces", total=sum(m.count for m in mixes))
         traces = build.synthesize(pool, mixes, seed=config.seed, renderer=renderer,
                                   progress=lambda k: bar.advance(task, k))
-    for line in build.require_traces(traces, mixes):  # raises before anything is written when empty
+    warnings = build.require_traces(traces, mixes)  # raises before anything is written when empty
+    for line in warnings:
         print(f"warning: {line}")
+    writer_stats = renderer.stats() if hasattr(renderer, "stats") else {}
+    if writer_stats:
+        print("queries: " + ", ".join(f"{k} {v}" for k, v in writer_stats.items()))
     splits = build.split_by_workflow(traces, config.test_fraction, config.validation_fraction, config.seed)
     # The traces are made here (with a progress bar) and handed to the builder, which only writes them.
     build_dataset(out, "synthetic", splits=splits)
@@ -55,6 +55,7 @@ def main(argv: list[str]) -> None:
     if config.include_authors:
         build_dataset(out, TracesConfig(name="bfcl_training", data_dir=data_dir) if data_dir else "bfcl_training")
         build_dataset(out, TracesConfig(name="eval_100", data_dir=data_dir) if data_dir else "eval_100")
+    build.write_synthesis_record(out, config, traces, splits, warnings, writer_stats)
     print(f"\nwrote {out}/toolrl_traces in {time.perf_counter() - start:.1f}s; "
           f"{len(traces)} synthesized traces over {len({t.workflow_id for t in traces})} workflows")
     for name in names:

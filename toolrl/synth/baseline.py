@@ -89,7 +89,7 @@ class UnconstrainedSampler:
         if self.knobs.max_width is not None and max(levels.count(l) for l in set(levels)) > self.knobs.max_width:
             return None
         trace = assemble_trace(pool, entries, deps, bindings, rng, self.knobs.n_distractors, self.renderer)
-        if self.knobs.domains and trace.domain not in self.knobs.domains:
+        if trace is None or (self.knobs.domains and trace.domain not in self.knobs.domains):
             return None
         return trace
 

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from toolrl.data.traces import TraceSample, load_trace_file, load_trace_files
 from toolrl.data.workflows import load_workflow_templates
 from toolrl.env.cache import ResponseCache, open_default_cache
 from toolrl.synth.pool import CROSS_DOMAIN, EntryPool, build_pool
-from toolrl.synth.sampler import ConstrainedSampler, SynthKnobs
+from toolrl.synth.sampler import ConstrainedSampler, CrossSampler, SynthKnobs
 from toolrl.synth.types import Call, Trace, call_levels, workflow_id_of
 
 
@@ -61,7 +62,11 @@ def synthesize(pool: EntryPool, mixes: Sequence[Mix], seed: int = 0, max_attempt
     seen: set[str] = set()
     out: list[Trace] = []
     for number, mix in enumerate(mixes):
-        sampler = ConstrainedSampler(pool, mix.knobs, seed=_mix_seed(seed, number), renderer=renderer)
+        if mix.knobs.domains == (CROSS_DOMAIN,) and mix.knobs.bind == "opaque":
+            # Under "opaque" bindings no cached chain crosses domains; Cross traces join two domains' parts.
+            sampler = CrossSampler(pool, mix.knobs, seed=_mix_seed(seed, number), renderer=renderer)
+        else:
+            sampler = ConstrainedSampler(pool, mix.knobs, seed=_mix_seed(seed, number), renderer=renderer)
         kept = 0
         for attempt in range(mix.count * max_attempt_factor):
             if kept >= mix.count:
@@ -88,6 +93,19 @@ def shortfall(mixes: Sequence[Mix], traces: Sequence[Trace]) -> dict[int, tuple[
     return {n: (kept.get(n, 0), want) for n, want in sorted(asked.items()) if kept.get(n, 0) < want}
 
 
+def domain_shortfall(mixes: Sequence[Mix], traces: Sequence[Trace]) -> dict[str, tuple[int, int]]:
+    """trace domain -> (traces kept, traces asked for), for every domain that fell short (mixes that pin
+    one domain only)."""
+    asked: dict[str, int] = {}
+    for mix in mixes:
+        if len(mix.knobs.domains) == 1:
+            asked[mix.knobs.domains[0]] = asked.get(mix.knobs.domains[0], 0) + mix.count
+    kept: dict[str, int] = {}
+    for trace in traces:
+        kept[trace.domain] = kept.get(trace.domain, 0) + 1
+    return {d: (kept.get(d, 0), want) for d, want in sorted(asked.items()) if kept.get(d, 0) < want}
+
+
 def require_traces(traces: Sequence[Trace], mixes: Sequence[Mix]) -> list[str]:
     """Raises SynthConfigError when nothing was synthesized (an empty dataset would be written, and
     TFDS would then reuse it); otherwise returns one warning line per complexity that fell short."""
@@ -98,8 +116,11 @@ def require_traces(traces: Sequence[Trace], mixes: Sequence[Mix]) -> list[str]:
             f"0 traces synthesized: the cache's dependency graph holds no valid trace with complexities="
             f"{complexities} calls per trace; lower --config.complexities (e.g. (2, 3, 4)) or point "
             f"--config.cache_path at a larger cache. Nothing was written.")
-    return [f"complexity {n}: {got} of {want} traces (the cache holds no more distinct valid traces of {n} calls)"
-            for n, (got, want) in short.items()]
+    lines = [f"complexity {n}: {got} of {want} traces (the cache holds no more distinct valid traces of {n} calls)"
+             for n, (got, want) in short.items()]
+    lines += [f"domain {d}: {got} of {want} traces (the cache holds no more distinct valid {d} traces at these "
+              f"complexities)" for d, (got, want) in domain_shortfall(mixes, traces).items()]
+    return lines
 
 
 def _mix_seed(seed: int, number: int) -> int:
@@ -198,15 +219,18 @@ def authors_traces(name: str, data_dir: str | os.PathLike | None = None,
 
 
 def default_mixes(n_traces: int, complexities: Iterable[int] = (2, 3, 4, 5, 6, 8), n_distractors: int = 3,
-                  template_share: float = 0.3) -> list[Mix]:
-    """An even spread over complexities; ``template_share`` of each grown along workflow templates."""
+                  template_share: float = 0.3, domains: Sequence[str] = (), bind: str = "all") -> list[Mix]:
+    """An even spread over complexities and over ``domains`` (each a trace domain; () = unconstrained);
+    ``template_share`` of each cell grown along workflow templates."""
     complexities = list(complexities)
-    per = max(1, n_traces // len(complexities))
+    cells = [(n, (d,) if d else ()) for n in complexities for d in (list(domains) or [""])]
+    per = max(1, n_traces // len(cells))
     mixes = []
-    for n_calls in complexities:
+    for n_calls, allowed in cells:
         guided = int(round(per * template_share))
-        mixes.append(Mix(SynthKnobs(n_calls=n_calls, n_distractors=n_distractors, template_choice="frequency"), guided))
-        mixes.append(Mix(SynthKnobs(n_calls=n_calls, n_distractors=n_distractors), per - guided))
+        knobs = SynthKnobs(n_calls=n_calls, n_distractors=n_distractors, domains=allowed, bind=bind)
+        mixes.append(Mix(dataclasses.replace(knobs, template_choice="frequency"), guided))
+        mixes.append(Mix(knobs, per - guided))
     return mixes
 
 
@@ -231,3 +255,81 @@ def validate_config(config: Any) -> None:
         raise SynthConfigError("test_fraction and validation_fraction must be in [0, 1)")
     if config.paraphrase.enabled and not (config.paraphrase.base_url and config.paraphrase.model):
         raise SynthConfigError("paraphrase.enabled needs paraphrase.base_url and paraphrase.model")
+    writers = writer_names(config)
+    unknown = [w for w in writers if w not in WRITERS]
+    if unknown or not writers:
+        raise SynthConfigError(f"writer={config.get('writer')!r}: unknown writer(s) {unknown}; known: {', '.join(WRITERS)}")
+    if "steps" in writers and len(writers) > 1:
+        raise SynthConfigError("writer 'steps' (numbered step lists) stands alone: the other writers' chain "
+                               "rejects step lists")
+    if "llm" in writers and not (config.llm.base_url and config.llm.model):
+        raise SynthConfigError("writer 'llm' needs llm.base_url and llm.model")
+    if config.get("bind", "all") not in ("all", "opaque"):
+        raise SynthConfigError(f"bind must be 'all' or 'opaque', got {config.bind!r}")
+    from toolrl.synth.pool import CROSS_DOMAIN, DOMAINS
+
+    unknown_domains = set(config.get("domains", ())) - set(DOMAINS) - {CROSS_DOMAIN}
+    if unknown_domains:
+        raise SynthConfigError(f"domains: unknown {sorted(unknown_domains)}; known: {DOMAINS + (CROSS_DOMAIN,)}")
+
+
+WRITERS = ("phrasebook", "llm", "steps")
+
+
+def writer_names(config: Any) -> list[str]:
+    """``config.writer`` ("llm,phrasebook") as a list; configs saved before the field existed: "steps"."""
+    return [name.strip() for name in str(config.get("writer", "steps")).split(",") if name.strip()]
+
+
+def make_renderer(config: Any, output_dir: str | os.PathLike | None = None) -> Any:
+    """The query renderer of a synthesis config: a :class:`~toolrl.synth.query_writer.WriterChain` of the
+    named writers, or the numbered step-list renderer alone (``writer="steps"``)."""
+    from toolrl.synth.query import OpenAIParaphraser, QueryRenderer
+    from toolrl.synth.query_writer import PhrasebookWriter, WriterChain
+
+    names = writer_names(config)
+    if names == ["steps"]:
+        paraphraser = None
+        if config.paraphrase.enabled:
+            paraphraser = OpenAIParaphraser(config.paraphrase.base_url, config.paraphrase.model,
+                                            os.environ.get(config.paraphrase.api_key_env, ""))
+        return QueryRenderer(paraphraser)
+    writers: list[Any] = []
+    for name in names:
+        if name == "phrasebook":
+            writers.append(PhrasebookWriter())
+        elif name == "llm":
+            from toolrl.synth.llm_writer import LLMQueryWriter
+
+            cache = config.llm.cache_path or (os.path.join(output_dir, "llm_answers.sqlite") if output_dir else None)
+            writers.append(LLMQueryWriter(config.llm.base_url, config.llm.model,
+                                          api_key=os.environ.get(config.llm.api_key_env, ""), cache_path=cache))
+    return WriterChain(writers)
+
+
+SYNTHESIS_RECORD = "synthesis.json"
+
+
+def write_synthesis_record(out: str | os.PathLike, config: Any, traces: Sequence[Trace],
+                           splits: dict[str, list[Trace]], warnings: Sequence[str], writer_stats: dict[str, int]) -> None:
+    """``<out>/toolrl_traces/synthesis.json``: the settings, what each query writer wrote and rejected, the
+    shortfalls and the split sizes of one synthesis (read by the study's data report)."""
+    import json
+    from collections import Counter
+
+    from toolrl.synth.query_writer import is_step_list
+
+    record = {
+        "settings": {key: (list(value) if isinstance(value, tuple) else value)
+                     for key, value in config.to_dict().items() if key not in ("llm", "paraphrase")},
+        "traces": len(traces),
+        "by_domain": dict(sorted(Counter(t.domain for t in traces).items())),
+        "by_calls": {str(k): v for k, v in sorted(Counter(t.n_calls for t in traces).items())},
+        "splits": {name: len(items) for name, items in splits.items()},
+        "queries": writer_stats,
+        "step_list_share": (sum(is_step_list(t.query) for t in traces) / len(traces)) if traces else 0.0,
+        "warnings": list(warnings),
+    }
+    path = Path(out) / "toolrl_traces" / SYNTHESIS_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")

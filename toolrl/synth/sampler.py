@@ -32,6 +32,7 @@ from toolrl.synth.pool import CROSS_DOMAIN, DOMAINS, EntryPool, Provider
 from toolrl.synth.types import Binding, Call, Trace, call_levels, workflow_id_of
 
 TEMPLATE_CHOICES = ("none", "uniform", "frequency")
+BIND_CHOICES = ("all", "opaque")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,11 @@ class SynthKnobs:
     n_distractors: int = 2  # same-domain tools added to the candidate list (fewer when the domain has fewer)
     template_choice: str = "none"  # none: free walk on the graph; uniform / frequency: follow a workflow template
     max_expansions: int = 800  # search budget of one attempt (states expanded); 8-call yield is 100% at 800
+    # "all": any argument leaf with a provider in the trace is bound to it; "opaque": only the leaves that
+    # must be bound (ids, tokens, coordinates: EntryPool.must_bind). With "opaque" a user states every other
+    # value (a lookup string, a sort order, a date), as ComplexFuncBench's users do, so no trace asks for
+    # a search string copied out of an earlier response.
+    bind: str = "all"
 
     def validate(self) -> None:
         if self.n_calls < 1:
@@ -62,6 +68,8 @@ class SynthKnobs:
             raise ValueError(f"template_choice must be one of {TEMPLATE_CHOICES}, got {self.template_choice!r}")
         if self.n_distractors < 0:
             raise ValueError("n_distractors must be >= 0")
+        if self.bind not in BIND_CHOICES:
+            raise ValueError(f"bind must be one of {BIND_CHOICES}, got {self.bind!r}")
 
 
 @dataclasses.dataclass
@@ -120,20 +128,35 @@ class ConstrainedSampler:
 
     # ------------------------------------------------------------------ public
     def sample(self, attempt: int | None = None) -> Trace | None:
-        """One attempt: a valid trace with the knobs, or None when the search budget runs out."""
+        """One attempt: a valid trace with the knobs, or None when the search budget runs out (or the
+        renderer writes no query for the trace found)."""
         if attempt is None:
             attempt = self._attempt
             self._attempt += 1
         rng = np.random.default_rng((self.seed, attempt))
+        found = self._attempt_state(rng)
+        if found is None:
+            return None
+        state, template = found
+        return self._finish(state, rng, template)
+
+    def sample_parts(self, attempt: int) -> tuple[list[int], list[tuple[int, ...]], list[tuple[Binding, ...]]] | None:
+        """One attempt's calls before scheduling and rendering: (entries, dependencies, bindings) in growth
+        order, or None. Used to join single-domain parts into one Cross trace (:class:`CrossSampler`)."""
+        found = self._attempt_state(np.random.default_rng((self.seed, attempt)))
+        if found is None:
+            return None
+        state = found[0]
+        return list(state.entries), list(state.deps), list(state.bindings)
+
+    def _attempt_state(self, rng: np.random.Generator) -> tuple[_State, WorkflowTemplate | None] | None:
         template = self._choose_template(rng)
         if self.knobs.template_choice != "none" and template is None:
             return None
         allowed = self._allowed_functions(rng, template)
         self._budget = self.knobs.max_expansions
         state = self._search(_State.empty(), rng, allowed, template)
-        if state is None:
-            return None
-        return self._finish(state, rng, template)
+        return None if state is None else (state, template)
 
     def iter_traces(self, n_attempts: int, start: int = 0) -> Iterator[tuple[int, Trace | None]]:
         for attempt in range(start, start + n_attempts):
@@ -277,7 +300,10 @@ class ConstrainedSampler:
             return pairs is None or (source, function) in pairs
 
         bindings: list[tuple[str, int, str]] = []
+        required = {leaf.path for leaf in pool.must_bind_leaves(b)}
         for path, options in providers.items():
+            if self.knobs.bind == "opaque" and path not in required:
+                continue  # the user states this value
             inside = [p for p in options if usable(p, True)]
             if inside:
                 chosen = inside[int(rng.integers(len(inside)))]
@@ -346,9 +372,9 @@ class ConstrainedSampler:
 
 def assemble_trace(pool: EntryPool, entries: list[int], deps: list[tuple[int, ...]],
                    bindings: list[tuple[Binding, ...]], rng: np.random.Generator, n_distractors: int,
-                   renderer: Any, template_id: str = "", source: str = "synthetic") -> Trace:
+                   renderer: Any, template_id: str = "", source: str = "synthetic") -> Trace | None:
     """Schedule calls into turns (a call runs in the turn after its last dependency), renumber flat,
-    pick distractor tools and render the query."""
+    pick distractor tools and render the query; None when the renderer writes no query for it."""
     levels = call_levels(deps)
     order = sorted(range(len(entries)), key=lambda i: (levels[i], i))
     new_index = {old: new for new, old in enumerate(order)}
@@ -378,7 +404,10 @@ def assemble_trace(pool: EntryPool, entries: list[int], deps: list[tuple[int, ..
         template_id=template_id,
         source=source,
     )
-    trace = dataclasses.replace(trace, query=renderer.render(trace, rng))
+    query = renderer.render(trace, rng)
+    if query is None:
+        return None
+    trace = dataclasses.replace(trace, query=query)
     return dataclasses.replace(trace, trace_id=trace.fingerprint())
 
 
@@ -394,3 +423,60 @@ def choose_candidate_tools(pool: EntryPool, functions: list[str], domains: set[s
 
 def trace_complexity(trace: Trace) -> Mapping[str, int]:
     return {"n_calls": trace.n_calls, "depth": trace.depth, "width": trace.width}
+
+
+class CrossSampler:
+    """Cross-domain traces as ComplexFuncBench poses them: independent requests of two domains in one
+    query ("find flights to Barcelona, and rent a car at its airport"), each part grown by a single-domain
+    :class:`ConstrainedSampler`. Parts share no binding, so their calls run side by side turn by turn.
+
+    ``knobs.n_calls`` is split between the parts (the first gets at least as many); attempt ``i`` draws the
+    two domains and the split from ``default_rng((seed, i))``, so a dataset stays a function of the seed.
+    """
+
+    def __init__(self, pool: EntryPool, knobs: SynthKnobs, seed: int = 0, renderer: Any | None = None,
+                 domains: tuple[str, ...] = DOMAINS):
+        knobs.validate()
+        if knobs.n_calls < 2:
+            raise ValueError(f"a Cross trace needs n_calls >= 2, got {knobs.n_calls}")
+        self.pool, self.knobs, self.seed = pool, knobs, seed
+        if renderer is None:
+            from toolrl.synth.query import QueryRenderer
+
+            renderer = QueryRenderer()
+        self.renderer = renderer
+        self.domains = tuple(d for d in domains if any(pool.domains.get(f) == d for f in pool.by_function))
+        self._parts: dict[tuple[str, int], ConstrainedSampler] = {}
+
+    def _part(self, domain: str, n_calls: int) -> ConstrainedSampler:
+        key = (domain, n_calls)
+        if key not in self._parts:
+            knobs = dataclasses.replace(self.knobs, n_calls=n_calls, domains=(domain,), template_choice="none",
+                                        depth=None, max_width=None)
+            self._parts[key] = ConstrainedSampler(self.pool, knobs, seed=self.seed, renderer=self.renderer)
+        return self._parts[key]
+
+    def sample(self, attempt: int) -> Trace | None:
+        rng = np.random.default_rng((self.seed, attempt, 0xC055))
+        if len(self.domains) < 2:
+            return None
+        first, second = (self.domains[int(i)] for i in rng.permutation(len(self.domains))[:2])
+        head = int(rng.integers((self.knobs.n_calls + 1) // 2, self.knobs.n_calls))
+        parts = [self._part(first, head).sample_parts(attempt), self._part(second, self.knobs.n_calls - head)
+                 .sample_parts(attempt)]
+        if any(part is None for part in parts):
+            return None
+        entries, deps, bindings = list(parts[0][0]), list(parts[0][1]), list(parts[0][2])
+        shift = len(entries)
+        if set(entries) & set(parts[1][0]):
+            return None  # the same cached call in both parts
+        entries += parts[1][0]
+        deps += [tuple(d + shift for d in dep) for dep in parts[1][1]]
+        bindings += [tuple(Binding(b.parameter, b.from_call + shift, b.from_path) for b in call)
+                     for call in parts[1][2]]
+        levels = call_levels(deps)
+        if self.knobs.depth is not None and max(levels) != self.knobs.depth:
+            return None
+        if self.knobs.max_width is not None and max(Counter(levels).values()) > self.knobs.max_width:
+            return None
+        return assemble_trace(self.pool, entries, deps, bindings, rng, self.knobs.n_distractors, self.renderer)
