@@ -233,13 +233,14 @@ def test_paper_flaw_repeating_good_call_or_dropping_bad_one_raises_reward():
 
 def test_episode_golden_and_rules():
     assert episode_reward(EpisodeInput(GOOD, STEPS)).reward == 1.0
-    # Name miss: call 0 unmatched (value 0), Hotel matched (1). atomic = 1/max(2,2) = 0.5.
-    # Orch: Search unmatched; Hotel's dependency unmatched -> 0. R = 0.25.
+    # Name miss: call 0 unmatched (value 0), Hotel matched (1). atomic = 1/(2 + 2 - 1) = 1/3 (the
+    # unmatched call and the unmatched step each cost a slot).
+    # Orch: Search unmatched; Hotel's dependency unmatched -> 0. R = 1/6.
     s = episode_reward(EpisodeInput((call("Serch", {}), GOOD[1]), STEPS))
-    assert s.reward == approx(0.25) and s.error_codes == (E.WRONG_NAME, E.DEPENDENCY_VIOLATION)
-    # Dropped call: atomic = 1/max(1, 2) = 0.5; orch: Search credited, Hotel unmatched -> 0.5. R = 0.5.
+    assert s.reward == approx(1 / 6) and s.error_codes == (E.WRONG_NAME, E.DEPENDENCY_VIOLATION)
+    # Dropped call: atomic = 1/(1 + 2 - 1) = 0.5; orch: Search credited, Hotel unmatched -> 0.5. R = 0.5.
     assert episode_reward(EpisodeInput(GOOD[:1], STEPS)).reward == approx(0.5)
-    # Repeated call: third call finds no unconsumed Search -> 0 and REPEATED; atomic = 2/3, orch 1.
+    # Repeated call: third call finds no unconsumed Search -> 0 and REPEATED; atomic = 2/(3 + 2 - 2), orch 1.
     s = episode_reward(EpisodeInput(GOOD + (GOOD[0],), STEPS))
     assert s.reward == approx(0.5 * 2 / 3 + 0.5) and s.error_codes[-1] == E.REPEATED
     # Swapped dependent calls: Hotel matched at position 0 before Search at 1 -> Hotel not credited.
@@ -248,8 +249,8 @@ def test_episode_golden_and_rules():
     assert s.reward == approx(0.75) and s.error_codes == (E.DEPENDENCY_VIOLATION, E.OK)
     # No calls: atomic 0, orch 0.
     assert episode_reward(EpisodeInput((), STEPS)).reward == 0.0
-    # Unparseable instead of Hotel: atomic 1/2, orch 1/2.
-    assert episode_reward(EpisodeInput((GOOD[0], PredictedCall.unparseable()), STEPS)).reward == approx(0.5)
+    # Unparseable instead of Hotel: atomic 1/(2 + 2 - 1), orch 1/2.
+    assert episode_reward(EpisodeInput((GOOD[0], PredictedCall.unparseable()), STEPS)).reward == approx(0.5 / 3 + 0.25)
 
 
 def test_episode_best_argument_match_wins_ties_earliest():

@@ -244,3 +244,41 @@ def test_turn_reward_does_not_charge_skipped_optional_lookups(data_dir):
         np.testing.assert_allclose(np.asarray(got), ref, atol=1e-6)
         np.testing.assert_allclose(ref[:2], [1.0, 1.0], atol=1e-6, err_msg=mode)
         assert ref[2] < 1.0, mode
+
+
+# ----------------------------------------------------------------------------- 5: episode orchestration credit
+
+
+def _episode_scores(episodes, mode="graduated"):
+    """(reference Score list, kernel rewards) for episodes, asserting they agree."""
+    from toolrl.rewards import reference
+    from toolrl.rewards.registry import score_episodes
+
+    refs = [reference.episode_reward(e, mode) for e in episodes]
+    out = score_episodes("episode", mode, list(episodes))
+    np.testing.assert_allclose(np.asarray(out.reward), [r.reward for r in refs], atol=1e-6)
+    for name in ("atomic", "orchestration"):
+        np.testing.assert_allclose(np.asarray(out.levels[name]), [r.levels[name] for r in refs], atol=1e-6)
+    return refs
+
+
+def test_episode_orchestration_needs_executed_calls_and_repeats_cost():
+    from toolrl.rewards.types import EpisodeInput, GoldenStep, PredictedCall
+
+    ok = {"status": True, "data": [1]}
+    failed = {"status": False, "message": "Invalid arguments"}
+    steps = (GoldenStep("A", {"x": 1}), GoldenStep("B", {"id": "b1"}, depends_on=(0,)))
+    a = PredictedCall("A", {"x": 1}, executed=True, response=ok)
+    b = PredictedCall("B", {"id": "b1"}, executed=True, response=ok)
+    b_garbage = PredictedCall("B", {"zzz": [1, 2]}, executed=True, response=failed)
+    a_failed = PredictedCall("A", {"x": 1}, executed=True, response=failed)
+    golden, garbage, one, twice, dep_failed = _episode_scores([
+        EpisodeInput((a, b), steps), EpisodeInput((a, b_garbage), steps), EpisodeInput((a,), steps),
+        EpisodeInput((a, a), steps), EpisodeInput((a_failed, b), steps)])
+    assert golden.reward == 1.0
+    # B failed to execute: no orchestration credit for it (was 1.0, reward 0.791).
+    assert garbage.levels["orchestration"] == pytest.approx(0.5)
+    # A failed: no credit for A, nor for B whose dependency failed (transitive).
+    assert dep_failed.levels["orchestration"] == 0.0
+    # A repeated is not free (A and A, A both scored 0.5).
+    assert twice.reward < one.reward

@@ -305,13 +305,19 @@ def episode_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
     step_matched = jnp.any(onehot, axis=0)
     big = n_calls_max + 1
     match_pos = jnp.where(step_matched, jnp.sum(jnp.where(onehot, pos[:, None], 0), axis=0), big)  # [S]
-    deps_before = jnp.all(~x["step_deps"] | (match_pos[None, :] < match_pos[:, None]), axis=1)
-    credited = step_matched & deps_before
+    step_success = jnp.any(onehot & sem[:, None], axis=0)  # the matched call executed successfully
+    # Transitive credit, steps in order (dependencies are earlier steps, a static loop over S).
+    deps_ok = jnp.zeros(n_steps_max, bool)
+    credited = jnp.zeros(n_steps_max, bool)
+    for j in range(n_steps_max):
+        ok = step_matched[j] & jnp.all(~x["step_deps"][j] | (credited & (match_pos < match_pos[j])))
+        deps_ok = deps_ok.at[j].set(ok)
+        credited = credited.at[j].set(ok & step_success[j])
 
     value = jnp.where(has, (_take(ast, matched) + sem.astype(jnp.float32)) / 2.0, 0.0)
     n = jnp.sum(call_mask, dtype=jnp.int32)
     n_steps = jnp.sum(step_mask, dtype=jnp.int32)
-    den = jnp.maximum(n, n_steps)
+    den = n + n_steps - jnp.sum(has & call_mask, dtype=jnp.int32)  # unmatched calls and steps cost a slot
     w_name, w_keys, w_values = w.ast
     calls = {
         "score": value,
@@ -329,7 +335,7 @@ def episode_single(x: Batch, mode: str, w: RewardWeights) -> dict[str, Any]:
     name_exists = jnp.any(name_eq, axis=1)
     arg_code = _argument_code(f, matched)
     codes = jnp.select(
-        [~call_mask, ~x["call_format"], ~has & name_exists, ~has, arg_code != _E.OK, ~_take(credited, matched), ~sem],
+        [~call_mask, ~x["call_format"], ~has & name_exists, ~has, arg_code != _E.OK, ~_take(deps_ok, matched), ~sem],
         [_E.PADDING, _E.FORMAT, _E.REPEATED, _E.WRONG_NAME, arg_code, _E.DEPENDENCY_VIOLATION, _E.EXEC_FAILED],
         _E.OK,
     ).astype(jnp.int32)

@@ -7,8 +7,9 @@ spec in code.  Families:
   name-only orchestration, atomic mean over the model's calls), in two settings: ``paper_compat=
   "official"`` reproduces the authors' `compute_score` exactly, ``"ours"`` is the same formula with
   the documented fixes of docs/paper_reward_differences.md.
-- `episode_reward`: our corrected episode reward (one-to-one matching, dependency-aware orchestration,
-  atomic mean over max(#calls, #steps)).
+- `episode_reward`: our corrected episode reward (one-to-one matching, orchestration credit only for
+  executed successful calls whose dependencies are credited, atomic mean over #calls + #steps -
+  #matched so that no extra call is free).
 - `turn_reward`: per assistant turn, graduated pair score s(p, g) and frontier orchestration.
 
 Each takes a `mode`: `graduated` (w_a·atomic + w_o·orchestration), `atomic`, `orchestration`,
@@ -395,9 +396,12 @@ def episode_reward(
 ) -> Score:
     """Our corrected episode reward (DESIGN.md `episode`).
 
-    Levels: atomic = Σ call values / max(#calls, #steps); orchestration = share of golden steps
-    matched at a position after the matches of all steps they depend on; name, structure, values,
-    semantic (the atomic breakdown, same denominator).  `paper_compat` is accepted and ignored.
+    Levels: atomic = Σ call values / (#calls + #steps - #matched) (each unmatched call and each
+    unmatched step costs a slot: a repeated or hallucinated call is never free); orchestration = share
+    of golden steps credited, a step being credited when its matched call executed successfully
+    (`call_success`) at a position after the matches of all steps it depends on, and those steps are
+    credited (transitively: a call whose prerequisite failed earns no credit); name, structure,
+    values, semantic (the atomic breakdown, same denominator).  `paper_compat` is accepted and ignored.
     """
     check_paper_compat(paper_compat)
     validate_depends_on(ep.steps)
@@ -407,8 +411,12 @@ def episode_reward(
     position = {j: i for i, j in enumerate(matched) if j is not None}  # step -> call position
     w_name, w_keys, w_values = weights.ast
 
-    def credited(j: int) -> bool:
-        return j in position and all(d in position and position[d] < position[j] for d in steps[j].depends_on)
+    # Steps in order (dependencies come first): deps_ok = matched after its credited dependencies;
+    # credited = deps_ok and its call executed successfully.
+    deps_ok, credit = [False] * len(steps), [False] * len(steps)
+    for j, step in enumerate(steps):
+        deps_ok[j] = j in position and all(credit[d] and position[d] < position[j] for d in step.depends_on)
+        credit[j] = deps_ok[j] and call_success(calls[position[j]])
 
     values, codes, full = [], [], []
     parts: dict[str, list[float]] = {k: [] for k in ("name", "structure", "values", "semantic")}
@@ -417,16 +425,15 @@ def episode_reward(
         values.append(call_value(c, step, weights))
         full.append(step is not None and is_full_match(c, step) and call_success(c))
         repeated = c.format_ok and any(g.function == c.name for g in steps)
-        codes.append(_call_error(c, step, repeated=repeated, deps_ok=j is not None and credited(j)))
+        codes.append(_call_error(c, step, repeated=repeated, deps_ok=j is not None and deps_ok[j]))
         hit = step is not None
         parts["name"].append(w_name if hit else 0.0)
         parts["structure"].append(w_keys * key_type_ratio(c.arguments, step.arguments) if hit else 0.0)
         parts["values"].append(w_values if hit and values_check(c.arguments, step.arguments) else 0.0)
         parts["semantic"].append(float(hit and call_success(c)))
 
-    denominator = max(len(calls), len(steps))
+    denominator = len(calls) + len(steps) - len(position)
     atomic = sum(values) / denominator if denominator else 1.0
-    credit = [credited(j) for j in range(len(steps))]
     orchestration = sum(credit) / len(steps) if steps else float(not calls)
     binary = len(calls) == len(steps) and all(full) and all(credit)
     reward = _combine(atomic, orchestration, binary, mode, weights)
