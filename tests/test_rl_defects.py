@@ -282,3 +282,54 @@ def test_episode_orchestration_needs_executed_calls_and_repeats_cost():
     assert dep_failed.levels["orchestration"] == 0.0
     # A repeated is not free (A and A, A both scored 0.5).
     assert twice.reward < one.reward
+
+
+# ----------------------------------------------------------------------------- 7: replaying recorded errors
+
+
+def test_replayed_func_hallucination_record_fails_as_the_benchmark(tmp_path, data_dir, cache_path):
+    """A result-file record that did every golden turn and then called again (func_hallucination: the
+    runner returned before appending that message, so gen_convs ends after the last observation)."""
+    import json
+
+    from toolrl.eval.score import main as score_main
+    from toolrl.data.golden import load_samples
+
+    sample = next(s for s in load_samples("eval_100", data_dir) if s.sample_id == "Hotels-129")
+    names = {"Get_Hotel_Reviews_Tips__Sort_Option": "Get_Hotel_Reviews(Tips)_Sort_Option",
+             "Get_Hotel_Reviews_Tips": "Get_Hotel_Reviews(Tips)"}
+    convs = [{"role": "user", "content": sample.query}]
+    for turn in sample.turns:
+        convs.append({"role": "assistant", "function_call": [
+            {"name": names.get(c.function, c.function), "arguments": c.arguments} for c in turn.calls]})
+        convs.append({"role": "observation", "content": [c.response for c in turn.calls]})
+    n_calls = sum(len(t.calls) for t in sample.turns)
+    record = {"id": sample.sample_id, "gen_convs": convs,
+              "message": {"error_type": "func_hallucination", "content": "`self.golden_fcs == []`. ..."},
+              "count_dict": {"success_turn_num": len(sample.turns), "total_turn_num": len(sample.turns),
+                             "correct_call_num": n_calls, "total_call_num": n_calls, "real_turn_num": len(sample.turns)}}
+    path = tmp_path / "bench.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    out = tmp_path / "out"
+    assert score_main(["--predictions", str(path), "--protocol", "official", "--cache", str(cache_path),
+                       "--out", str(out)]) == 0
+    result = json.loads((out / "eval_results.json").read_text())
+    (mine,) = [r for r in result["samples"] if r["sample_id"] == sample.sample_id]
+    assert mine["outcome"] == "func_hallucination" and not mine["success"]
+    assert result["settings"]["benchmark_agreement"]["agree"] == 1
+    assert result["settings"]["replay_exhausted"] == []
+
+
+def test_unlisted_name_rule_is_selectable_per_runner():
+    from test_official_protocol import CAR, EXACT, EXTRA, LOOKUP_A, LOOKUP_B, scripted
+
+    from toolrl.eval.official import OfficialRules, run_official
+
+    answers = {("Car-1", 0): [LOOKUP_A, LOOKUP_B, EXTRA]}
+    outcomes = {}
+    for family in ("open", "gpt", "claude", "mistral"):
+        (result,) = run_official([CAR], scripted(answers), OfficialRules.for_runner(family, EXACT))
+        outcomes[family] = result.outcome
+    assert outcomes["gpt"] == "decode_error"
+    assert outcomes["claude"] == outcomes["mistral"] == "name_error"
+    assert outcomes["open"] not in ("decode_error", "name_error")  # the call is a format error, the run goes on

@@ -21,6 +21,10 @@ Each step the policy answers (request ``turn`` = the index of this answer in the
 * **no tool call** -> the final answer; the sample ends (see *the end* below);
 * tool calls while ``golden`` is empty -> ``func_hallucination``: the sample fails;
 * a ``<tool_call>`` block that does not parse -> ``decode_error``: the sample fails;
+* a call naming a function not in the sample's tool list: the GPT runner ends the sample
+  (``decode_error``), the Claude and Mistral runners too (``name_error``); the Qwen / Llama / GLM
+  runners go on (the call is then a format error). ``OfficialRules.unlisted_name_error`` selects the
+  rule (:data:`RUNNER_RULES`: per runner family; our default, the open-model runners, goes on);
 * otherwise the calls are compared with ``golden`` (below). A step with no correct call (and no
   format error) ends the sample (``no_correct_call``). Else the policy is shown, per call: the
   golden response of a correct call, ``{"error": ...}`` for a format error, and the benchmark's text
@@ -70,9 +74,15 @@ a call still in ``golden`` (all turns when none). A final answer first drops fro
 omits ``Location_to_Lat_Long``; it also removes while iterating, which skips the element after each
 removed one: both reproduced), then succeeds when ``golden`` is empty and every golden turn was
 opened, else fails as ``stop_early``. Which errors of the last step count at the final answer
-differs between upstream's runners: the Qwen / Llama / GLM / Claude runners ignore them (our
-default, the open-model runners), the GPT / Mistral runners fail the sample when the last tool
-step had a wrong paired call (``final_answer_keeps_errors=True``).
+differs between upstream's runners (and not along the same lines as the unlisted-name rule above):
+the Qwen / Llama / GLM and Claude runners ignore them (our default, the open-model runners), the GPT
+/ Mistral runners fail the sample when the last tool step had a wrong paired call
+(``final_answer_keeps_errors=True``).
+
+Replaying a recorded run: the runners return ``func_hallucination``, ``decode_error`` and
+``name_error`` before appending the offending message, so a result file's ``gen_convs`` ends early
+and only its ``message`` records the outcome; the replay ends the sample there with that error
+(:func:`recorded_error_text`).
 
 Metrics (``print_results.py``): Success Rate = successful samples / samples; Call Accuracy = correct
 calls / golden calls (every correct call of every step counts, free lookups included, a repeated
@@ -117,7 +127,22 @@ CATEGORIES_FILTER = "categories_filter"
 
 # Why a sample ended.
 OUTCOMES = ("success", "stop_early", "no_correct_call", "func_hallucination", "decode_error", "scorer_raises",
-            "step_limit", "final_with_errors")
+            "step_limit", "final_with_errors", "name_error")
+# Errors the benchmark's runners return before appending the offending message to ``gen_convs``.
+ENDS_BEFORE_RECORDED = frozenset({"func_hallucination", "decode_error", "name_error"})
+_RECORDED = "\x00recorded-error:"
+
+
+def recorded_error_text(error: str) -> str:
+    """A replay's stand-in for a message the benchmark did not record: the sample ends with ``error``."""
+    if error not in ENDS_BEFORE_RECORDED:
+        raise ValueError(f"{error!r} is not an error recorded without its message ({sorted(ENDS_BEFORE_RECORDED)})")
+    return _RECORDED + error
+
+
+def recorded_error(text: str) -> str | None:
+    """The error of a :func:`recorded_error_text` stand-in (None for any other text)."""
+    return text[len(_RECORDED):] if text.startswith(_RECORDED) else None
 # What went wrong with single calls (counted per call; the first four are upstream's error types).
 CALL_ERRORS = ("func_error", "param_missing", "value_error", "param_hallucination", "format_error", "unpaired_call",
                "undecided")
@@ -277,6 +302,15 @@ class Verdict:
         return self.status == "match"
 
 
+# Per upstream runner family: its final-answer rule and its unlisted-name rule (module docstring).
+RUNNER_RULES: dict[str, dict[str, Any]] = {
+    "open": {"final_answer_keeps_errors": False, "unlisted_name_error": None},  # Qwen, Llama, GLM
+    "gpt": {"final_answer_keeps_errors": True, "unlisted_name_error": "decode_error"},
+    "claude": {"final_answer_keeps_errors": False, "unlisted_name_error": "name_error"},
+    "mistral": {"final_answer_keeps_errors": True, "unlisted_name_error": "name_error"},
+}
+
+
 @dataclasses.dataclass
 class OfficialRules:
     """The benchmark's call comparison, with the cache and the judge as offline stand-ins.
@@ -288,12 +322,23 @@ class OfficialRules:
         ``decide(predicted, golden, context) -> bool | None`` (None: no answer) such as
         :class:`toolrl.eval.judge.HttpJudge`; None: off.
       final_answer_keeps_errors: the GPT / Mistral runners' rule (see the module docstring).
+      unlisted_name_error: the error a call naming a function outside the tool list ends the sample
+        with ("decode_error": GPT, "name_error": Claude / Mistral), or None: it goes on (Qwen / Llama
+        / GLM). See :data:`RUNNER_RULES`.
     """
 
     exact_params: Mapping[str, frozenset[str]]
     lookup: ResponseLookup | None = None
     judge: Judge | Any | None = None
     final_answer_keeps_errors: bool = False
+    unlisted_name_error: str | None = None
+
+    @classmethod
+    def for_runner(cls, family: str, exact_params: Mapping[str, frozenset[str]], **kwargs: Any) -> "OfficialRules":
+        """The rules of one upstream runner family (a key of :data:`RUNNER_RULES`)."""
+        if family not in RUNNER_RULES:
+            raise ValueError(f"unknown runner family {family!r}; expected one of {sorted(RUNNER_RULES)}")
+        return cls(exact_params, **{**RUNNER_RULES[family], **kwargs})
 
     @classmethod
     def from_matcher(cls, matcher: CallMatcher, **kwargs: Any) -> "OfficialRules":
@@ -527,6 +572,10 @@ class SampleRun:
     def step(self, text: str) -> None:
         """Consume the policy's next answer."""
         self.texts.append(text)
+        recorded = recorded_error(text)
+        if recorded is not None:  # a replayed run that the benchmark ended here (the message is not recorded)
+            self._finish(recorded)
+            return
         parsed = parse_tool_calls(text)
         if not parsed.calls and not parsed.errors:
             self.conversation.append({"role": "assistant", "content": text})
@@ -540,6 +589,10 @@ class SampleRun:
             self._finish("decode_error")
             return
         calls = [PredictedCall(c.name, dict(c.arguments)) for c in parsed.calls]
+        listed = {t.get("name") for t in self.sample.tools}
+        if self.rules.unlisted_name_error and any(c.name not in listed for c in calls):
+            self._finish(self.rules.unlisted_name_error)
+            return
         history = list(self.messages)
         self.messages.append({"role": "assistant", "content": "", "tool_calls": [c.as_dict() for c in calls]})
         self.conversation.append({"role": "assistant", "function_call": [c.as_dict() for c in calls]})

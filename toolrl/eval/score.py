@@ -20,7 +20,10 @@ What is scored is therefore, per sample, a sequence of model messages:
     the report compares our counts with the record's ``count_dict`` and ``message``
     (``benchmark_agreement`` in the settings, printed). A record that ends before our run does (the
     benchmark stopped it while we would go on, e.g. a call the live API accepted and the cache cannot
-    decide) ends as a final answer there and is counted in ``replay_exhausted``;
+    decide) ends as a final answer there and is counted in ``replay_exhausted``. A record whose
+    ``message`` is an error the runner returns before appending the offending message
+    (``func_hallucination``, ``decode_error``, ``name_error``: ``gen_convs`` ends early) ends with that
+    error where its recorded messages end (``official.recorded_error_text``), as the benchmark ended it;
   * our format: a sample's records sorted by (``turn``, ``round``) are its successive messages, and
     when they run out the model is taken to answer without a call (its final answer). Predictions
     made with the teacher-forced ``turn`` protocol read this way are what the model would have done
@@ -61,6 +64,7 @@ from typing import Any
 from toolrl.cli import UserError, run_cli
 from toolrl.eval.evaluator import evaluate, make_matcher
 from toolrl.eval.match import CallMatcher, bfcl_name
+from toolrl.eval.official import ENDS_BEFORE_RECORDED, recorded_error_text
 from toolrl.eval.policies import render_calls
 from toolrl.eval.protocol import build_turn_tasks, history_messages
 from toolrl.eval.report import EvalReport
@@ -306,6 +310,9 @@ def sequences_from_benchmark(results: dict[str, dict[str, Any]], samples: Sequen
                 texts.append(render_calls(calls))
             else:
                 texts.append(_neutral(message["content"]) if message["content"] else "")
+        outcome = entry.get("record", {}).get("message")
+        if isinstance(outcome, dict) and outcome.get("error_type") in ENDS_BEFORE_RECORDED:
+            texts.append(recorded_error_text(outcome["error_type"]))
         out[sample_id] = texts
     return out
 
