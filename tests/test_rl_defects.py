@@ -333,3 +333,27 @@ def test_unlisted_name_rule_is_selectable_per_runner():
     assert outcomes["gpt"] == "decode_error"
     assert outcomes["claude"] == outcomes["mistral"] == "name_error"
     assert outcomes["open"] not in ("decode_error", "name_error")  # the call is a format error, the run goes on
+
+
+# ----------------------------------------------------------------------------- 8: several updates per rollout
+
+
+def test_second_update_of_a_reused_batch_moves_the_ratio_and_clips(tiny_model):
+    """mu = 2 (grpo.num_iterations): old log-probs computed once, before the first update; the second
+    update sees ratio != 1 and, after a large step, clipped tokens."""
+    rows, adv = _rows()
+    batch = _plain_batch(rows, adv, 12)
+    cfg = grpo.LossConfig(beta=0.0)
+    model = nnx.clone(tiny_model)
+    opt = nnx.Optimizer(model, optax.sgd(50.0), wrt=nnx.Param)
+    gd, st = nnx.split((model, opt))
+    st = jax.tree.map(jnp.copy, st)
+    mgraph, mstate = nnx.split(model)
+    old = steps.make_logprob_fn(mgraph, None, mstate)(mstate, batch["tokens"], batch["attention_mask"])
+    step = steps.make_grpo_step(gd, cfg, None, st, True, micro_batches=1, temperature=1.0)
+    st, m1 = step(st, dict(batch, old_logp=old))
+    st, m2 = step(st, dict(batch, old_logp=old))
+    np.testing.assert_allclose(float(m1["ratio_mean"]), 1.0, atol=1e-5)
+    assert float(m1["clip_fraction"]) == 0.0
+    assert abs(float(m2["ratio_mean"]) - 1.0) > 1e-3
+    assert float(m2["clip_fraction"]) > 0.0
