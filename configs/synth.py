@@ -35,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
     # value (lookup strings, sort orders, dates), as in ComplexFuncBench. "all": any value an earlier
     # response holds may be bound (chains such as a lookup of a city named in an earlier lookup's result).
     config.bind = "opaque"
+    # Largest list position a bound value may come from (-1: any). 1 = the first two results, what a prompt
+    # with data.response_max_list_items=2 shows; deeper positions would make a task unsolvable there.
+    config.max_position = 1
     # Who writes each trace's query, tried in order until one states every free value (toolrl.synth.
     # query_writer): "phrasebook" (ours, offline), "llm" (the endpoint below), "steps" (the first
     # synthesizer's numbered step list, kept for comparison). A trace no writer can write is dropped.

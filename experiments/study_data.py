@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("study", "decontaminated", "Results go to experiments/results/<study>/contamination.json.")
+flags.DEFINE_string("study", "natural", "Results go to experiments/results/<study>/ (contamination.json, data_report.json).")
 flags.DEFINE_integer("n_traces", 2000, "Traces to synthesize (fewer when the cache holds fewer distinct ones).")
 flags.DEFINE_bool("rebuild", False, "Rebuild the cache and the traces even when present.")
 
@@ -37,6 +37,7 @@ def main(argv: list[str]) -> None:
     from toolrl.data import paths
     from toolrl.data.contamination import contamination_report, drop_overlapping, sample_keys
     from toolrl.data.golden import load_samples
+    from toolrl.data.provenance import dataset_exists, file_sha256, read_stamp, write_stamp
     from toolrl.env.cache import Source, build_cache
 
     config = study.get_config()
@@ -50,12 +51,21 @@ def main(argv: list[str]) -> None:
         summary = build_cache(cache_path, [Source("traces", paths.data_file(paths.BFCL_TRAINING))],
                               exclude=[Source("traces", paths.data_file(paths.EVAL_100))])
         print(f"built {cache_path}\n{summary.format()}")
-    if not (tfds_dir / "toolrl_traces" / "synthetic").exists():
+    stamp = read_stamp(tfds_dir) if dataset_exists(tfds_dir) else None
+    if stamp is None or stamp.get("id") != study.STAMP:
         import subprocess
 
+        shutil.rmtree(tfds_dir, ignore_errors=True)  # unstamped or another stamp: never reused
         subprocess.run([sys.executable, "-m", "toolrl.synth", "--config=configs/synth.py",
                         f"--config.cache_path={cache_path}", f"--config.output_dir={tfds_dir}",
                         f"--config.n_traces={FLAGS.n_traces}"], cwd=REPO_ROOT, check=True)
+        from configs import synth as synth_config
+
+        settings = synth_config.get_config()
+        write_stamp(tfds_dir, study.STAMP, builder="experiments.study_data", cache=cache_path.name,
+                    cache_sha256=file_sha256(cache_path), cache_sources=[paths.BFCL_TRAINING],
+                    excluded=[paths.EVAL_100], writer=settings.writer, bind=settings.bind,
+                    domains=list(settings.domains), seed=settings.seed, n_traces=FLAGS.n_traces)
     test_source = config.data.decontaminate
     test = load_samples(test_source)
     sources = [s.strip() for s in config.data.train_file.split(",")]

@@ -221,6 +221,13 @@ def load_samples(source: str = "eval_100", data_dir: str | os.PathLike | None = 
         from toolrl.synth.tfds_builder import load_golden_traces
 
         split = source[len(SYNTHETIC_PREFIX):]
+        from toolrl.data.provenance import dataset_exists
+
+        if synth_dir and not dataset_exists(synth_dir):  # TFDS would build one from the default cache
+            raise FileNotFoundError(
+                f"no synthesized dataset in {synth_dir}; build it with `python -m toolrl.synth "
+                f"--config=configs/synth.py --config.output_dir={synth_dir}` (the study's: "
+                f"`python -m experiments.study_data`)")
         try:
             traces = load_golden_traces(split, synth_dir or None)
         except Exception as err:  # TFDS raises several types for a missing dataset or split

@@ -18,6 +18,7 @@ from toolrl.eval.judge import JudgeSettings, make_judge
 from toolrl.eval.match import CallMatcher, Judge, ResponseLookup, load_exact_match_values
 from toolrl.eval.protocol import build_turn_tasks, render_response, run_protocol
 from toolrl.eval.report import PROTOCOLS, EvalReport
+from toolrl.eval.selection import novel_tasks, stratified_subset, training_turn_sets, turn_id
 from toolrl.eval.types import EvalSample, Policy
 
 
@@ -79,10 +80,21 @@ class Evaluation:
         self.samples = select_ids(load_samples(e.source, data_dir, e.max_samples or None, config.data.max_distractors,
                                                config.data.synth_dir or None), e.sample_ids)
         tasks = [task for sample in self.samples for task in build_turn_tasks(sample)]
+        heldout = str(e.get("heldout", "all"))
+        if heldout == "novel" or e.get("complete_only", False) or e.max_turns:
+            tasks = [t for t in tasks if t.complete]
+        if heldout == "novel":
+            from toolrl.rl.trainer import load_training_samples
+
+            tasks = novel_tasks(tasks, training_turn_sets(load_training_samples(config)))
         if e.max_turns:
-            tasks = [t for t in tasks if t.complete][: e.max_turns]
+            if e.get("subset", "stratified") == "stratified":
+                tasks = stratified_subset(tasks, e.max_turns, int(e.get("subset_seed", 0)))
+            else:  # "first": the first N in source order (runs saved before stratified subsets)
+                tasks = tasks[: e.max_turns]
         if not tasks:
-            raise ValueError(f"eval.source={e.source!r} (max_samples={e.max_samples}) gives no scored turn")
+            raise ValueError(f"eval.source={e.source!r} (max_samples={e.max_samples}, heldout={heldout!r}) gives "
+                             f"no scored turn")
         self.tasks = tasks
         self.protocol = check_protocol(str(e.get("protocol", "turn")))
         if self.protocol == "official" and e.max_turns:
@@ -102,7 +114,10 @@ class Evaluation:
                 "max_new_tokens": self.max_new_tokens, "tool_view": c.data.tool_view,
                 "response_max_chars": c.data.response_max_chars,
                 "response_max_list_items": c.data.response_max_list_items,
-                "response_equivalence": c.eval.response_equivalence, "judge": c.eval.judge.enabled}
+                "response_equivalence": c.eval.response_equivalence, "judge": c.eval.judge.enabled,
+                "heldout": str(c.eval.get("heldout", "all")), "subset": str(c.eval.get("subset", "stratified")),
+                "subset_seed": int(c.eval.get("subset_seed", 0)),
+                "turn_ids": [turn_id(t) for t in self.tasks]}
 
     def run(self, policy: Any) -> EvalReport:
         """Evaluate a :class:`toolrl.policy.runtime.Policy` (greedy, the training prompts), or any

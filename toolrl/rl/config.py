@@ -61,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
     # any of them are dropped and counted (toolrl.data.contamination). "" = no filter.
     c.data.decontaminate = ""
     c.data.synth_dir = ""  # TFDS directory of toolrl_traces ("" = the default, ~/.cache/toolrl/tfds).
+    # Provenance stamp the synthesized data in synth_dir must carry (toolrl.data.provenance); "" = unchecked.
+    # A dataset with no stamp or another one is refused in one line naming the command that builds it.
+    c.data.synth_stamp = ""
     c.data.max_samples = 0  # Use only the first N samples (0 = all); small values make easy tasks.
     c.data.sample_ids = ""  # Comma-separated sample ids to train on ("" = all), e.g. the memorisation check.
     c.data.max_steps_per_sample = 0  # Drop samples with more golden calls (0 = keep all).
@@ -173,7 +176,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.source = "eval_100"
     c.eval.max_samples = 0  # First N samples (0 = all).
     c.eval.sample_ids = ""  # Comma-separated sample ids to evaluate ("" = all).
-    c.eval.max_turns = 0  # First N scored turns with complete golden history (0 = all scored turns).
+    # N scored turns with complete golden history, drawn stratified by domain with eval.subset_seed
+    # (toolrl.eval.selection; eval.subset="first" takes the first N in source order); 0 = all scored turns.
+    c.eval.max_turns = 0
+    c.eval.subset = "stratified"
+    c.eval.subset_seed = 0
+    # "novel": only turns whose required call set is no training turn's (data.train_file as the trainer
+    # loads it); held-out means unseen. "all": every scored turn.
+    c.eval.heldout = "all"
+    c.eval.complete_only = False  # keep only turns with a complete golden history (implied by max_turns, novel)
     c.eval.every = 0  # During training: evaluate every N steps (and at the start and the end); 0 = never.
     # With eval.every: also evaluate at step 0. False when the starting point is already evaluated (the
     # GRPO runs of a study start from the one evaluated SFT checkpoint, and evaluation is greedy).
@@ -246,6 +257,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(not (e.judge.enabled and not e.judge.endpoint), "eval.judge.enabled=True needs eval.judge.endpoint")
     check(e.get("protocol", "turn") in ("turn", "official"),
           f"eval.protocol={e.get('protocol')!r} must be 'turn' or 'official'")
+    check(e.get("heldout", "all") in ("all", "novel"), f"eval.heldout={e.get('heldout')!r} must be 'all' or 'novel'")
+    check(e.get("subset", "stratified") in ("stratified", "first"),
+          f"eval.subset={e.get('subset')!r} must be 'stratified' or 'first'")
     check(r.pad_multiple >= 1, f"rollout.pad_multiple={r.pad_multiple} must be >= 1")
     check(0 <= g.epsilon_low < 1, f"grpo.epsilon_low={g.epsilon_low} must be in [0, 1)")
     check(g.epsilon_high >= 0, f"grpo.epsilon_high={g.epsilon_high} must be >= 0")

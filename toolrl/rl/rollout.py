@@ -277,32 +277,36 @@ class TrajectoryBudget:
     last_start: int = 0
 
 
-def _value_strings(arguments: Any) -> list[str]:
-    """The argument values a call could only have copied from somewhere: strings of 3+ characters and
-    integers of 4+ digits (ids), anywhere in the arguments."""
+def _value_strings(arguments: Any, path: str = "") -> list[tuple[str, str]]:
+    """(leaf path, value) of the argument values a call could only have copied from somewhere: strings of
+    3+ characters and integers of 4+ digits (ids), anywhere in the arguments."""
     if isinstance(arguments, dict):
-        return [v for x in arguments.values() for v in _value_strings(x)]
+        return [v for k, x in arguments.items() for v in _value_strings(x, f"{path}.{k}" if path else k)]
     if isinstance(arguments, list):
-        return [v for x in arguments for v in _value_strings(x)]
+        return [v for i, x in enumerate(arguments) for v in _value_strings(x, f"{path}[{i}]")]
     if isinstance(arguments, str):
-        return [arguments] if len(arguments.strip()) >= 3 else []
+        return [(path, arguments)] if len(arguments.strip()) >= 3 else []
     if isinstance(arguments, int) and not isinstance(arguments, bool) and abs(arguments) >= 1000:
-        return [str(arguments)]
+        return [(path, str(arguments))]
     return []
 
 
 def hidden_values(calls: Sequence[GoldenCall], earlier_responses: Sequence[Any], shown_text: str,
-                  render: Callable[[Any], str]) -> int:
+                  render: Callable[[Any], str], query: str = "") -> int:
     """How many argument values of ``calls`` come from an earlier response that the prompt's view of
     those responses cuts away: present in a full response, absent from every rendered one and from
-    ``shown_text`` (the query and the tool list). A task with such a value cannot be solved from what
-    the policy is shown (the view, ``data.response_*``, not the policy, decides it)."""
+    ``shown_text`` (the query and the tool list), and not stated by ``query`` in a form people write
+    (a date in words, "2 pm": :func:`toolrl.synth.surface.stated`). A task with such a value cannot be
+    solved from what the policy is shown (the view, ``data.response_*``, not the policy, decides it)."""
     if not earlier_responses:
         return 0
+    from toolrl.synth.surface import stated
+
     full = " ".join(json.dumps(r, ensure_ascii=False) for r in earlier_responses)
     shown = shown_text + " " + " ".join(render(r) for r in earlier_responses)
-    return sum(1 for call in calls for value in _value_strings(call.arguments)
-               if value in full and value not in shown and json.dumps(value)[1:-1] not in shown)
+    return sum(1 for call in calls for path, value in _value_strings(call.arguments)
+               if value in full and value not in shown and json.dumps(value)[1:-1] not in shown
+               and not (query and stated(path, value, query)))
 
 
 def _shown_text(query: str, tools: Sequence[Any]) -> str:
@@ -322,7 +326,7 @@ def episode_budget(sample: GoldenSample, policy: Policy, tool_view: str, render:
         start = total
         longest = max(longest, a)
         total += a + len(chat.env_ids(messages[1:]))
-        hidden += hidden_values(turn.calls, responses, shown, render)
+        hidden += hidden_values(turn.calls, responses, shown, render, sample.query)
         responses += [call.response for call in turn.calls if call.has_response]
     if with_final:
         total += len(chat.final_ids(FINAL_ANSWER))
@@ -342,6 +346,6 @@ def turn_budget(task: TurnTask, policy: Policy, tool_view: str, render: Callable
         start = total
         longest = max(longest, a)
         total += a + (len(chat.env_ids(messages[1:])) if k < len(task.subturns) - 1 else 0)
-        hidden += hidden_values([c for c in sub.calls if c in task.required], responses, shown, render)
+        hidden += hidden_values([c for c in sub.calls if c in task.required], responses, shown, render, task.query)
         responses += [call.response for call in sub.calls if call.has_response]
     return TrajectoryBudget(len(task.subturns), longest, total, hidden, start)

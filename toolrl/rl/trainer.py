@@ -98,6 +98,9 @@ def load_training_samples(config: ml_collections.ConfigDict) -> list[GoldenSampl
     """The training samples: every source of ``data.train_file`` (comma-separated), by id and size filters,
     without the samples that call a golden call of ``data.decontaminate`` (logged)."""
     d = config.data
+    from toolrl.data.provenance import require_stamp
+
+    require_stamp(d)
     sources = [s.strip() for s in d.train_file.split(",") if s.strip()]
     samples = [s for source in sources
                for s in load_samples(source, d.data_dir or None, None, d.max_distractors, d.synth_dir or None)]

@@ -37,7 +37,8 @@ def main(argv: list[str]) -> None:
           f"({time.perf_counter() - start:.1f}s)")
     renderer = build.make_renderer(config, str(out))
     mixes = build.default_mixes(config.n_traces, tuple(config.complexities), config.n_distractors,
-                                config.template_share, tuple(config.get("domains", ())), config.get("bind", "all"))
+                                config.template_share, tuple(config.get("domains", ())), config.get("bind", "all"),
+                                None if config.get("max_position", -1) < 0 else config.max_position)
     with Progress(TextColumn("synthesizing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("traces", total=sum(m.count for m in mixes))
         traces = build.synthesize(pool, mixes, seed=config.seed, renderer=renderer,

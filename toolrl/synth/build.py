@@ -219,7 +219,8 @@ def authors_traces(name: str, data_dir: str | os.PathLike | None = None,
 
 
 def default_mixes(n_traces: int, complexities: Iterable[int] = (2, 3, 4, 5, 6, 8), n_distractors: int = 3,
-                  template_share: float = 0.3, domains: Sequence[str] = (), bind: str = "all") -> list[Mix]:
+                  template_share: float = 0.3, domains: Sequence[str] = (), bind: str = "all",
+                  max_position: int | None = None) -> list[Mix]:
     """An even spread over complexities and over ``domains`` (each a trace domain; () = unconstrained);
     ``template_share`` of each cell grown along workflow templates."""
     complexities = list(complexities)
@@ -228,7 +229,8 @@ def default_mixes(n_traces: int, complexities: Iterable[int] = (2, 3, 4, 5, 6, 8
     mixes = []
     for n_calls, allowed in cells:
         guided = int(round(per * template_share))
-        knobs = SynthKnobs(n_calls=n_calls, n_distractors=n_distractors, domains=allowed, bind=bind)
+        knobs = SynthKnobs(n_calls=n_calls, n_distractors=n_distractors, domains=allowed, bind=bind,
+                           max_position=max_position)
         mixes.append(Mix(dataclasses.replace(knobs, template_choice="frequency"), guided))
         mixes.append(Mix(knobs, per - guided))
     return mixes

@@ -21,6 +21,7 @@ so a dataset is a pure function of (cache, graph, config, seed), independent of 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -33,6 +34,7 @@ from toolrl.synth.types import Binding, Call, Trace, call_levels, workflow_id_of
 
 TEMPLATE_CHOICES = ("none", "uniform", "frequency")
 BIND_CHOICES = ("all", "opaque")
+_POSITION = re.compile(r"\[(\d+)\]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,10 @@ class SynthKnobs:
     # value (a lookup string, a sort order, a date), as ComplexFuncBench's users do, so no trace asks for
     # a search string copied out of an earlier response.
     bind: str = "all"
+    # Largest list position a bound value may come from (products[1].slug: position 1); None: any. A prompt
+    # that shows only the first k items of a list (data.response_max_list_items) can pose only traces
+    # whose values sit at positions < k; the rest would be unsolvable by construction.
+    max_position: int | None = None
 
     def validate(self) -> None:
         if self.n_calls < 1:
@@ -68,6 +74,8 @@ class SynthKnobs:
             raise ValueError(f"template_choice must be one of {TEMPLATE_CHOICES}, got {self.template_choice!r}")
         if self.n_distractors < 0:
             raise ValueError("n_distractors must be >= 0")
+        if self.max_position is not None and self.max_position < 0:
+            raise ValueError(f"max_position must be >= 0 or None, got {self.max_position}")
         if self.bind not in BIND_CHOICES:
             raise ValueError(f"bind must be one of {BIND_CHOICES}, got {self.bind!r}")
 
@@ -295,6 +303,9 @@ class ConstrainedSampler:
 
         def usable(provider: Provider, in_state: bool) -> bool:
             if (provider.entry in in_trace) != in_state:
+                return False
+            if self.knobs.max_position is not None and any(
+                    int(i) > self.knobs.max_position for i in _POSITION.findall(provider.path)):
                 return False
             source = pool.entries[provider.entry].function
             return pairs is None or (source, function) in pairs
