@@ -11,6 +11,12 @@ from (seed, step), so restoring these reproduces the rest of the run exactly.
 Orbax writes each step to a temporary directory and renames it when complete, so a run killed
 mid-save leaves the previous checkpoint intact; `latest_step` only sees finished ones.
 
+Reading never writes: until the first `save`, the directory is opened read-only (no directory created,
+no ``N.orbax-checkpoint-tmp`` of a run still saving cleaned up), so loading another run's model
+(`Policy.from_run`, ``model.init_checkpoint``, ``--config.mode=eval``) while it trains cannot destroy
+its save in progress. The first `save` reopens the directory for writing (the trainer, which holds the
+run's workdir lock, saves there; only then are a killed save's temporary directories removed).
+
 API (items ``params`` = the model's nnx.Param state, ``opt`` = the optimizer state, optional, and
 ``meta`` = JSON)::
 
@@ -58,22 +64,42 @@ class Checkpointer:
     def __init__(self, directory: str | os.PathLike, save_every: int, keep: int):
         self.directory = Path(directory).absolute()
         self.save_every = save_every
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
-            create=True,
-            # Synchronous saves: a checkpoint is on disk when `save` returns, so the metrics log
-            # never runs ahead of what a resumed run can restore by more than the save interval.
-            enable_async_checkpointing=False,
-            cleanup_tmp_directories=True,
-        )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("params", "opt", "meta"))
+        self.keep = keep
+        self.writable = False
+        self.manager = self._open(writable=False)
         self._unreadable: set[int] = set()  # steps this process found damaged (moved aside before a save)
+
+    def _open(self, writable: bool) -> ocp.CheckpointManager:
+        """A manager of the directory: read-only (restores; touches nothing) or for saving."""
+        if writable:
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self.keep,
+                create=True,
+                # Synchronous saves: a checkpoint is on disk when `save` returns, so the metrics log
+                # never runs ahead of what a resumed run can restore by more than the save interval.
+                enable_async_checkpointing=False,
+                # Only the writer (the run that owns the directory) removes a killed save's leftovers.
+                cleanup_tmp_directories=True,
+            )
+        else:
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False, cleanup_tmp_directories=False,
+                                                   enable_async_checkpointing=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # orbax warns about the options read_only adjusts
+            return ocp.CheckpointManager(self.directory, options=options, item_names=("params", "opt", "meta"))
+
+    def _make_writable(self) -> None:
+        if not self.writable:
+            self.manager.close()
+            self.manager = self._open(writable=True)
+            self.writable = True
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, params: nnx.State, opt: nnx.State | None, meta: dict[str, Any], force: bool = True) -> bool:
         """Writes the model parameters, the optimizer state (optional) and `meta` at `step`."""
+        self._make_writable()
         self._set_aside_unreadable(step)
         if self.manager.latest_step() == step:
             return False
