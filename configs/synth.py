@@ -46,7 +46,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.n_distractors = 3
     # Share of traces grown along a workflow template (chosen by frequency); the rest walk the graph.
     config.template_share = 0.3
-    # Share of traces whose workflows (tool patterns) are held out into test, and of the rest into validation.
+    # How traces are split. "entries": a share of each tool's distinct calls is reserved and every trace
+    # calling one is held out (validation / test), so held-out turns are unseen in training by construction;
+    # with "workflows" whole tool patterns went to test, yet 88 % of the test turns repeated a training
+    # turn's calls. heldout_fraction: share of calls reserved; validation_share: of held-out traces.
+    config.split = "entries"
+    config.heldout_fraction = 0.2
+    config.validation_share = 0.4
+    # split="workflows": share of traces whose workflows (tool patterns) go to test, and of the rest to validation.
     config.test_fraction = 0.15
     config.validation_fraction = 0.1
     config.seed = 0

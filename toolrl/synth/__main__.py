@@ -49,7 +49,10 @@ def main(argv: list[str]) -> None:
     writer_stats = renderer.stats() if hasattr(renderer, "stats") else {}
     if writer_stats:
         print("queries: " + ", ".join(f"{k} {v}" for k, v in writer_stats.items()))
-    splits = build.split_by_workflow(traces, config.test_fraction, config.validation_fraction, config.seed)
+    if config.get("split", "workflows") == "entries":
+        splits = build.split_by_entries(traces, config.heldout_fraction, config.validation_share, config.seed)
+    else:
+        splits = build.split_by_workflow(traces, config.test_fraction, config.validation_fraction, config.seed)
     # The traces are made here (with a progress bar) and handed to the builder, which only writes them.
     build_dataset(out, "synthetic", splits=splits)
     names = ["synthetic"] + (["bfcl_training", "eval_100"] if config.include_authors else [])

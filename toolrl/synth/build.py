@@ -164,6 +164,37 @@ def split_by_workflow(traces: Sequence[Trace], test_fraction: float = 0.15, vali
     return splits
 
 
+def split_by_entries(traces: Sequence[Trace], heldout_fraction: float = 0.2, validation_share: float = 0.4,
+                     seed: int = 0) -> dict[str, list[Trace]]:
+    """Held-out splits whose turns are unseen in training: ``heldout_fraction`` of each tool's distinct
+    calls (function + canonical arguments; location lookups excepted, they are free in every turn) are
+    reserved, ranked by a seeded hash. A trace with a reserved call is held out (``validation_share`` of
+    those, by a hash of the trace, to validation, the rest to test); every other trace trains. No training
+    trace then calls a reserved call, so a held-out turn that requires one is novel by construction (its
+    required call set is no training turn's). Whole workflows are not held out: a held-out turn's tools
+    are seen in training, its calls are not.
+    """
+    from toolrl.env.canonical import cache_key
+    from toolrl.synth.query_writer import LOOKUPS
+
+    keys_by_function: dict[str, set[str]] = {}
+    for trace in traces:
+        for call in trace.calls:
+            if call.name not in LOOKUPS:
+                keys_by_function.setdefault(call.name, set()).add(cache_key(call.name, call.arguments))
+    reserved: set[str] = set()
+    for function, keys in keys_by_function.items():
+        ranked = sorted(keys, key=lambda k: _unit(k, seed))
+        reserved.update(ranked[: int(round(heldout_fraction * len(ranked)))])
+    splits: dict[str, list[Trace]] = {"train": [], "validation": [], "test": []}
+    for trace in traces:
+        if any(cache_key(c.name, c.arguments) in reserved for c in trace.calls):
+            splits["validation" if _unit(trace.trace_id, seed + 1) < validation_share else "test"].append(trace)
+        else:
+            splits["train"].append(trace)
+    return splits
+
+
 def sample_to_trace(sample: TraceSample) -> Trace:
     """One of the authors' samples as a :class:`Trace`: its steps scheduled into turns by ``depends_on``.
 
@@ -255,6 +286,10 @@ def validate_config(config: Any) -> None:
         raise SynthConfigError(f"template_share must be in [0, 1], got {config.template_share}")
     if not (0 <= config.test_fraction < 1 and 0 <= config.validation_fraction < 1):
         raise SynthConfigError("test_fraction and validation_fraction must be in [0, 1)")
+    if config.get("split", "workflows") not in ("workflows", "entries"):
+        raise SynthConfigError(f"split must be 'workflows' or 'entries', got {config.split!r}")
+    if not 0 < config.get("heldout_fraction", 0.2) < 1:
+        raise SynthConfigError(f"heldout_fraction must be in (0, 1), got {config.heldout_fraction}")
     if config.paraphrase.enabled and not (config.paraphrase.base_url and config.paraphrase.model):
         raise SynthConfigError("paraphrase.enabled needs paraphrase.base_url and paraphrase.model")
     writers = writer_names(config)
