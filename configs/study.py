@@ -18,7 +18,7 @@ from configs import grpo
 from toolrl.data.paths import toolrl_home
 
 
-STAMP = "study:natural-v3"  # what experiments.study_data stamps its data with (toolrl.data.provenance)
+STAMP = "study:natural-v5"  # what experiments.study_data stamps its data with (toolrl.data.provenance)
 
 
 def study_dir() -> str:
@@ -54,6 +54,9 @@ def get_config(arg=None):
     r.max_turns = 3
     r.max_new_tokens = 256
     r.max_seq_len = 2048  # 6-call golden episodes with 600-character responses
+    # Recompute each layer in the backward pass: a 2,048-token SFT row took the process to 19.6 GB without
+    # it (OOM-killed on a 24 GB machine); the gradient is the same.
+    config.model.remat = True
     r.temperature = 1.0
     config.sft.num_steps = 0
     config.sft.batch_size = 1

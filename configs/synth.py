@@ -39,9 +39,11 @@ def get_config() -> ml_collections.ConfigDict:
     # with data.response_max_list_items=2 shows; deeper positions would make a task unsolvable there.
     config.max_position = 1
     # Who writes each trace's query, tried in order until one states every free value (toolrl.synth.
-    # query_writer): "phrasebook" (ours, offline), "llm" (the endpoint below), "steps" (the first
-    # synthesizer's numbered step list, kept for comparison). A trace no writer can write is dropped.
-    config.writer = "phrasebook"
+    # query_writer): "real" (a ComplexFuncBench query of the same tools with the trace's values, never an
+    # eval_100 query or one of its template family: toolrl.synth.real_queries), "phrasebook" (clauses per
+    # tool written by us), "llm" (the endpoint below), "steps" (the first synthesizer's numbered step list,
+    # kept for comparison, alone). A trace no writer can write is dropped.
+    config.writer = "real,phrasebook"
     # Same-domain tools shown beside the solution's tools (fewer when a domain has fewer).
     config.n_distractors = 3
     # Share of traces grown along a workflow template (chosen by frequency); the rest walk the graph.

@@ -142,3 +142,53 @@ def test_cross_sampler_joins_two_domains(pool):
     for trace in traces:
         assert trace.domain == "Cross" and trace.n_calls == 4
         assert not missing_values(trace, trace.query)
+
+
+def test_real_query_template_aligned_and_refilled_by_hand():
+    from toolrl.synth.real_queries import RealQueryWriter, align
+
+    query = ("I want to rent a car at Los Angeles International Airport at 10 am on November 20th, 2024, and return "
+             "it in San Diego at 3 pm on November 25th. Give me some car rental information.")
+    steps = [("Search_Car_Location", {"query": "Los Angeles International Airport"}, set()),
+             ("Search_Car_Location", {"query": "San Diego"}, set()),
+             ("Search_Car_Rentals", {"pick_up_latitude": 33.94, "pick_up_longitude": -118.4, "drop_off_latitude": 32.7,
+                                     "drop_off_longitude": -117.1, "pick_up_date": "2024-11-20", "pick_up_time": "10:00",
+                                     "drop_off_date": "2024-11-25", "drop_off_time": "15:00"},
+              {"pick_up_latitude", "pick_up_longitude", "drop_off_latitude", "drop_off_longitude"})]
+    sources = [(2, p, 0) for p in ("pick_up_latitude", "pick_up_longitude")] + \
+        [(2, p, 1) for p in ("drop_off_latitude", "drop_off_longitude")]
+    template = align("wf", query, steps, sources)
+    assert [(s.kind, s.style, query[s.start:s.end]) for s in template.slots] == [
+        ("text", "verbatim", "Los Angeles International Airport"), ("time", "12h", "10 am"),
+        ("date", "long_year", "November 20th, 2024"), ("text", "verbatim", "San Diego"), ("time", "12h", "3 pm"),
+        ("date", "long", "November 25th")]
+    trace = _trace()  # one lookup only: another signature, no template
+    assert RealQueryWriter([template]).write(trace, np.random.default_rng(0)) is None
+    second = Call("Search_Car_Location", {"query": "Geneva"}, {"status": True, "data": [
+        {"coordinates": {"latitude": 46.2, "longitude": 6.14}}]})
+    rentals = trace.calls[1]
+    same_place = Trace("", trace.candidate_tools, ((trace.calls[0], second), (rentals,)), ((), (), (0,)), "wf",
+                       "Car-Rental", ((), (), trace.bindings[1]))
+    # the trace drops off where it picks up: "return it in Geneva" would be false
+    assert RealQueryWriter([template]).write(same_place, np.random.default_rng(0)) is None
+    bindings = tuple(Binding(b.parameter, 1 if b.parameter.startswith("drop") else 0, b.from_path)
+                     for b in trace.bindings[1])
+    two = Trace("", trace.candidate_tools, ((trace.calls[0], second), (rentals,)), ((), (), (0, 1)), "wf",
+                "Car-Rental", ((), (), bindings))
+    written = RealQueryWriter([template]).write(two, np.random.default_rng(0))
+    assert written == ("I want to rent a car at Zurich Airport at 11 am on November 25th, 2024, and return it in Geneva "
+                       "at 2 pm on November 30th. Give me some car rental information.")
+    assert not missing_values(two, written)
+
+
+def test_benchmark_templates_never_an_eval_100_query_or_family():
+    from toolrl.data.coverage import _values, family_key
+    from toolrl.data.golden import load_samples
+    from toolrl.synth.real_queries import benchmark_templates
+
+    eval_100 = load_samples("eval_100")
+    families = {family_key(s.query, _values(s)) for s in eval_100}
+    templates = benchmark_templates()
+    assert len(templates) >= 10
+    assert not {t.query for t in templates} & {s.query for s in eval_100}
+    assert not any(family_key(t.query) in families for t in templates)

@@ -310,7 +310,7 @@ def validate_config(config: Any) -> None:
         raise SynthConfigError(f"domains: unknown {sorted(unknown_domains)}; known: {DOMAINS + (CROSS_DOMAIN,)}")
 
 
-WRITERS = ("phrasebook", "llm", "steps")
+WRITERS = ("real", "phrasebook", "llm", "steps")
 
 
 def writer_names(config: Any) -> list[str]:
@@ -335,6 +335,10 @@ def make_renderer(config: Any, output_dir: str | os.PathLike | None = None) -> A
     for name in names:
         if name == "phrasebook":
             writers.append(PhrasebookWriter())
+        elif name == "real":
+            from toolrl.synth.real_queries import RealQueryWriter, benchmark_templates
+
+            writers.append(RealQueryWriter(benchmark_templates(config.data_dir or None)))
         elif name == "llm":
             from toolrl.synth.llm_writer import LLMQueryWriter
 

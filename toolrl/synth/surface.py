@@ -179,33 +179,38 @@ def _date(year: int | None, month: int, day: int) -> datetime.date | None:
         return None
 
 
-def dates_in(query: str) -> set[str]:
-    """Every date the query states, as ``YYYY-MM-DD`` (see the module docstring for the rules)."""
-    found: list[tuple[int, datetime.date]] = []
+def date_spans(query: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, ``YYYY-MM-DD``, style) of every date the query states (rules: module docstring).
+    Styles: ``long_year`` / ``long`` / ``short_year`` / ``short`` (month first, full or cut month name,
+    with or without a year), ``day_of_month`` (day first), ``iso``, ``bare_day`` ("to 17th", in the month
+    written before), ``relative`` ("three days later")."""
+    found: list[tuple[int, int, datetime.date, str]] = []
     month_at: list[tuple[int, int]] = []  # (position, month) of every month-bearing mention
     for match in _MONTH_DAY.finditer(query):
         month, day = _MONTH_INDEX[_month_key(match.group(1))], int(match.group(2))
         year = int(match.group(3)) if match.group(3) else _year_near(query, match.end())
         month_at.append((match.start(), month))
+        full = match.group(1).lower().rstrip(".") in {m.lower() for m in MONTHS}
+        style = ("long" if full else "short") + ("_year" if match.group(3) else "")
         if (date := _date(year, month, day)) is not None:
-            found.append((match.start(), date))
+            found.append((match.start(), match.end(), date, style))
     for match in _DAY_MONTH.finditer(query):
         day, month = int(match.group(1)), _MONTH_INDEX[_month_key(match.group(2))]
         year = int(match.group(3)) if match.group(3) else _year_near(query, match.end())
         month_at.append((match.start(), month))
         if (date := _date(year, month, day)) is not None:
-            found.append((match.start(), date))
+            found.append((match.start(), match.end(), date, "day_of_month"))
     for match in _ISO_IN_TEXT.finditer(query):
         if (date := _date(int(match.group(1)), int(match.group(2)), int(match.group(3)))) is not None:
-            found.append((match.start(), date))
+            found.append((match.start(), match.end(), date, "iso"))
     for match in _BARE_DAY.finditer(query):
         earlier = [month for position, month in month_at if position < match.start()]
         if earlier:
             date = _date(_year_near(query, match.end()), earlier[-1], int(match.group(1)))
             if date is not None:
-                found.append((match.start(), date))
+                found.append((match.start(1), match.end(), date, "bare_day"))
     for match in _RELATIVE.finditer(query):
-        earlier = [date for position, date in sorted(found) if position < match.start()]
+        earlier = [date for position, _, date, _ in sorted(found, key=lambda f: f[0]) if position < match.start()]
         if not earlier:
             continue
         if match.group(3):
@@ -214,8 +219,22 @@ def dates_in(query: str) -> set[str]:
             count = match.group(1).lower()
             amount = int(count) if count.isdigit() else _WORD_VALUE[count]
             days = amount * (7 if match.group(2).lower().startswith("week") else 1)
-        found.append((match.start(), earlier[-1] + datetime.timedelta(days=days)))
-    return {date.isoformat() for _, date in found}
+        found.append((match.start(), match.end(), earlier[-1] + datetime.timedelta(days=days), "relative"))
+    return [(start, end, date.isoformat(), style) for start, end, date, style in sorted(found, key=lambda f: f[0])]
+
+
+def dates_in(query: str) -> set[str]:
+    """Every date the query states, as ``YYYY-MM-DD`` (see the module docstring for the rules)."""
+    return {iso for _, _, iso, _ in date_spans(query)}
+
+
+def say_date_as(date: datetime.date, style: str) -> str | None:
+    """A date in one of :func:`date_spans`' styles (None for ``relative``, which needs an anchor)."""
+    month = MONTHS[date.month - 1]
+    day = f"{date.day}{day_suffix(date.day)}"
+    return {"long_year": f"{month} {day}, {date.year}", "long": f"{month} {day}",
+            "short_year": f"{month[:3]} {date.day}, {date.year}", "short": f"{month[:3]} {date.day}",
+            "day_of_month": f"{day} of {month}", "iso": date.isoformat(), "bare_day": day}.get(style)
 
 
 def _month_key(text: str) -> str:
@@ -230,36 +249,59 @@ _TIME_AT = re.compile(r"\bat\s+(\d{1,2})\s+in\s+the\s+(morning|afternoon|evening
 _TIME_24 = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b(?!\s*(?:a\.?m|p\.?m))", re.I)
 
 
-def times_in(query: str) -> set[str]:
-    """Every clock time the query states, as ``HH:MM``."""
-    found: set[str] = set()
+def time_spans(query: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, ``HH:MM``, style) of every clock time the query states; styles ``12h`` ("2 pm",
+    "2:30 pm"), ``oclock`` ("2 o'clock in the afternoon"), ``24h`` ("14:00"), ``noon``, ``midnight``."""
+    found: list[tuple[int, int, str, str]] = []
 
-    def add(hour: int, minute: int, part: str | None) -> None:
+    def add(match: re.Match, hour: int, minute: int, part: str | None, style: str) -> None:
         part = (part or "").lower().replace(".", "")
         if part in ("pm", "afternoon", "evening", "night") and hour < 12:
             hour += 12
         if part in ("am", "morning") and hour == 12:
             hour = 0
         if 0 <= hour < 24:
-            found.add(f"{hour:02d}:{minute:02d}")
+            found.append((match.start(), match.end(), f"{hour:02d}:{minute:02d}", style))
 
     for match in _TIME_12.finditer(query):
-        add(int(match.group(1)), int(match.group(2) or 0), match.group(3))
+        add(match, int(match.group(1)), int(match.group(2) or 0), match.group(3), "12h")
     for match in _TIME_OCLOCK.finditer(query):
         word = match.group(1).lower()
         hour = int(word) if word.isdigit() else _WORD_VALUE[word]
         night = "night" if match.group(0).lower().endswith("night") else None
-        add(hour, 0, match.group(2) or night)
+        add(match, hour, 0, match.group(2) or night, "oclock")
     for match in _TIME_AT.finditer(query):
-        add(int(match.group(1)), 0, match.group(2))
+        add(match, int(match.group(1)), 0, match.group(2), "oclock")
     for match in _TIME_24.finditer(query):
-        add(int(match.group(1)), int(match.group(2)), None)
-    lowered = query.lower()
-    if re.search(r"\bnoon\b|\bmidday\b", lowered):
-        found.add("12:00")
-    if re.search(r"\bmidnight\b", lowered):
-        found.add("00:00")
-    return found
+        add(match, int(match.group(1)), int(match.group(2)), None, "24h")
+    for match in re.finditer(r"\b(noon|midday)\b", query, re.I):
+        found.append((match.start(), match.end(), "12:00", "noon"))
+    for match in re.finditer(r"\bmidnight\b", query, re.I):
+        found.append((match.start(), match.end(), "00:00", "midnight"))
+    return sorted(found)
+
+
+def times_in(query: str) -> set[str]:
+    """Every clock time the query states, as ``HH:MM``."""
+    return {clock for _, _, clock, _ in time_spans(query)}
+
+
+def say_time_as(hour: int, minute: int, style: str) -> str | None:
+    """A time in one of :func:`time_spans`' styles (None when the style cannot write it: noon at 3 pm)."""
+    twelve, half = hour % 12 or 12, ("am" if hour < 12 else "pm")
+    if style == "12h":
+        return f"{twelve}:{minute:02d} {half}" if minute else f"{twelve} {half}"
+    if style == "oclock":
+        if minute:
+            return None
+        return f"{twelve} o'clock " + ("in the morning" if hour < 12 else "in the afternoon" if hour < 18 else "in the evening")
+    if style == "24h":
+        return f"{hour:02d}:{minute:02d}"
+    if style == "noon":
+        return "noon" if (hour, minute) == (12, 0) else None
+    if style == "midnight":
+        return "midnight" if (hour, minute) == (0, 0) else None
+    return None
 
 
 def numbers_in(query: str) -> set[int]:
