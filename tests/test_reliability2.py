@@ -49,3 +49,121 @@ def test_restore_leaves_another_runs_save_in_progress_alone(tmp_path):
         Checkpointer(tmp_path / "absent", 1, 1).restore(None, nnx.state(model, nnx.Param))
     assert not (tmp_path / "absent").exists()
     writer.close()
+
+
+# ----------------------------------------------------------------------------- 1. non-finite values
+
+
+def _tiny(workdir: Path, **fields):
+    from toolrl.rl.config import config_from_file, validate
+
+    config = config_from_file(REPO / "configs" / "tiny.py")
+    config.workdir = str(workdir)
+    config.wandb.mode = "disabled"
+    for dotted, value in fields.items():
+        section, key = dotted.split("__")
+        config[section][key] = value
+    validate(config)
+    return config
+
+
+def _main(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toolrl.main", "--config=configs/tiny.py",
+                           "--config.wandb.mode=disabled", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("toolrl.main:")]
+
+
+SFT_NAN = ["--config.mode=sft", "--config.sft.num_steps=3", "--config.train.num_steps=0",
+           "--config.sft.learning_rate=1e9", "--config.train.save_every=1", "--config.train.keep=5"]
+
+
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    from toolrl.policy.checkpoint import Checkpointer
+
+    run = tmp_path / "run"
+    proc = _main(f"--config.workdir={run}", *SFT_NAN)
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    [line] = _error_lines(proc.stderr)
+    assert "step 2 (sft): non-finite sft/loss = nan" in line and "latest checkpoint: step 1" in line
+    ckpt = Checkpointer(run / "checkpoints", 1, 1)
+    assert ckpt.latest_step() == 1
+    ckpt.close()
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1]
+
+
+def test_skip_nonfinite_skips_and_counts_the_steps(tmp_path):
+    run = tmp_path / "run"
+    proc = _main(f"--config.workdir={run}", *SFT_NAN, "--config.train.skip_nonfinite=True")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/skipped_nonfinite"] for r in records] == [0, 1, 2]
+    assert records[1]["train/nonfinite"].startswith("sft/loss = nan")
+
+
+def _one_nan_reward(batch):
+    from toolrl.rewards.registry import RewardOutput
+
+    n = len(batch.rows)
+    reward = np.linspace(0.0, 1.0, n, dtype=np.float32)
+    reward[1] = np.nan
+    return RewardOutput(reward, {}, np.zeros((n, 1), np.int32), np.zeros(n, np.int32))
+
+
+def test_a_nan_reward_stops_before_the_update(tmp_path):
+    from toolrl.main import train
+    from toolrl.rl.trainer import NonFiniteError
+
+    config = _tiny(tmp_path / "run", sft__num_steps=1, train__num_steps=2, train__save_every=1)
+    with pytest.raises(NonFiniteError, match=r"step 2 \(grpo\): non-finite reward = nan \(1 of 8\).*"
+                                             r"latest checkpoint: step 1"):
+        train(config, reward_fn=_one_nan_reward)
+    assert not (tmp_path / "run" / "checkpoints" / "2").exists()
+
+
+def test_first_nonfinite_names_the_first_bad_quantity():
+    from toolrl.rl.trainer import first_nonfinite
+
+    assert first_nonfinite({"loss": 1.0, "grad_norm": 2.0}) is None
+    assert first_nonfinite({"loss": 1.0, "grad_norm": float("inf"), "x": float("nan")}) == "grad_norm = inf"
+
+
+# ----------------------------------------------------------------------------- 2. signals
+
+
+def _wait_for_step(metrics: Path, proc: subprocess.Popen, step: int, seconds: float = 240) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if metrics.exists() and any(json.loads(x)["step"] >= step for x in metrics.read_text().splitlines() if x):
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"run ended early: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("run did not reach the step in time")
+
+
+def test_sigterm_saves_the_step_and_exits_with_one_line(tmp_path):
+    from toolrl.policy.checkpoint import Checkpointer
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "toolrl.main", "--config=configs/tiny.py", "--config.wandb.mode=disabled",
+           f"--config.workdir={run}", "--config.mode=sft", "--config.sft.num_steps=200",
+           "--config.train.num_steps=0", "--config.train.save_every=1000"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_step(run / "metrics.jsonl", proc, 2)
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    [line] = _error_lines(stderr)
+    assert "stopped by SIGTERM after step" in line and "rerun the same command to resume" in line
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    ckpt = Checkpointer(run / "checkpoints", 1, 1)
+    assert ckpt.latest_step() == records[-1]["step"] >= 2  # the last step logged is saved
+    ckpt.close()
+

@@ -157,8 +157,14 @@ def main(argv: list[str]) -> None:
     if config.mode == "eval":
         evaluate(config)
         return
+    from toolrl.rl.trainer import TrainingInterrupted
+
     started = time.perf_counter()
-    info = train(config)
+    try:
+        info = train(config)
+    except TrainingInterrupted as stopped:  # SIGTERM / SIGINT: saved (or not), one line, 128 + signal
+        print(f"toolrl.main: {stopped}", file=sys.stderr)
+        sys.exit(128 + stopped.signum)
     minutes = (time.perf_counter() - started) / 60
     print(f"\nfinished step {info.final_step} in {minutes:.1f} min")
     print(summary_table(info, minutes))
@@ -170,6 +176,7 @@ def run() -> None:
     from toolrl.cli import run_cli
     from toolrl.env.cache import CacheError
     from toolrl.rl.config import ConfigError
+    from toolrl.rl.trainer import NonFiniteError
     from toolrl.rl.workdir import WorkdirError
 
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -186,7 +193,8 @@ def run() -> None:
             raise ConfigError(f"unknown config field ({err}); overrides given: {', '.join(overrides) or 'none'}; "
                               "every field is listed in toolrl/rl/config.py") from err
 
-    run_cli(parse_and_run, prog="toolrl.main", user_errors=(ConfigError, WorkdirError, CacheError))
+    run_cli(parse_and_run, prog="toolrl.main", user_errors=(ConfigError, WorkdirError, CacheError,
+                                                                  NonFiniteError))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from flax import nnx
 
 
@@ -83,10 +84,13 @@ class Checkpointer:
             )
         else:
             options = ocp.CheckpointManagerOptions(read_only=True, create=False, cleanup_tmp_directories=False,
-                                                   enable_async_checkpointing=False)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # orbax warns about the options read_only adjusts
+                                                   save_interval_steps=0, enable_async_checkpointing=False)
+        verbosity = absl_logging.get_verbosity()
+        absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs a warning for each option read_only adjusts
+        try:
             return ocp.CheckpointManager(self.directory, options=options, item_names=("params", "opt", "meta"))
+        finally:
+            absl_logging.set_verbosity(verbosity)
 
     def _make_writable(self) -> None:
         if not self.writable:

@@ -155,6 +155,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.progress = True  # rich progress bar on stdout.
     # Continue a workdir whose saved settings differ from this config (otherwise an error naming them).
     c.train.allow_config_change = False
+    # A step whose loss, gradient norm or rewards are not finite stops the run (one line naming the step
+    # and the quantity; the last good checkpoint stays the latest). True: skip such a step instead (no
+    # update, its data consumed) and count it in train/skipped_nonfinite.
+    c.train.skip_nonfinite = False
 
     c.wandb = ml_collections.ConfigDict()
     c.wandb.project = "toolrl"
@@ -202,6 +206,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.judge.enabled = False
     c.eval.judge.endpoint = ""
     c.eval.judge.model = ""
+    # Seconds one judge request may take in all (connect, send, every read of a slow reply), and how many
+    # times a failed request is repeated; a call whose requests all fail stays undecided.
+    c.eval.judge.timeout = 60.0
+    c.eval.judge.retries = 2
     return c
 
 
@@ -255,6 +263,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "eval.every, eval.max_samples, eval.max_turns and eval.max_new_tokens must be >= 0")
     check(e.max_rounds >= 1 and e.batch_size >= 1, "eval.max_rounds and eval.batch_size must be >= 1")
     check(not (e.judge.enabled and not e.judge.endpoint), "eval.judge.enabled=True needs eval.judge.endpoint")
+    check(e.judge.get("timeout", 60.0) > 0, f"eval.judge.timeout={e.judge.get('timeout')} must be > 0 seconds")
+    check(isinstance(e.judge.get("retries", 2), int) and e.judge.get("retries", 2) >= 0,
+          f"eval.judge.retries={e.judge.get('retries')!r} must be an integer >= 0")
     check(e.get("protocol", "turn") in ("turn", "official"),
           f"eval.protocol={e.get('protocol')!r} must be 'turn' or 'official'")
     check(e.get("heldout", "all") in ("all", "novel"), f"eval.heldout={e.get('heldout')!r} must be 'all' or 'novel'")

@@ -11,20 +11,33 @@ restored step are dropped, so the log has each step exactly once.
 
 All randomness of step s is `fold_in(PRNGKey(seed), s)` and the data of step s is a fixed slice of
 the seeded `TaskStream`, so a resumed run repeats exactly what the killed run would have done.
+
+Non-finite values: the loss and gradient norm of every update and the rewards of every GRPO batch are
+checked before the update is applied, and the parameters before every save. A non-finite one raises
+`NonFiniteError` (one line naming the step and the first non-finite quantity; nothing of that step is
+applied or saved, so the last good checkpoint stays the latest); with ``train.skip_nonfinite`` the
+step is skipped instead (no update; its data is consumed) and counted in ``train/skipped_nonfinite``.
+
+Signals: during `Trainer.run`, SIGTERM (a scheduler's notice) or SIGINT finishes the current step,
+saves it and raises `TrainingInterrupted`; a second signal abandons the current step at once (saving
+the last completed step when no update of the abandoned one was applied yet).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -48,6 +61,78 @@ N_ERROR_CODES = max(ERROR_NAMES) + 1
 
 # A reward function for tests and custom objectives: rollout batch -> RewardOutput.
 RewardFn = Callable[[RolloutBatch], RewardOutput]
+
+
+class NonFiniteError(RuntimeError):
+    """A step's loss, gradient norm, rewards or parameters are not finite; nothing of it was applied or saved."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """The run stopped on a signal (SIGTERM / SIGINT); `signum` is the signal, `saved` the step saved (or None)."""
+
+    def __init__(self, message: str, signum: int, saved: int | None):
+        super().__init__(message)
+        self.signum = signum
+        self.saved = saved
+
+
+class _SkipStep(Exception):
+    """Raised inside a step with train.skip_nonfinite: the step's update is dropped."""
+
+
+class _Abandon(BaseException):
+    """Raised by the signal handler on a second signal: leave the current step at once."""
+
+
+def first_nonfinite(values: Mapping[str, Any]) -> str | None:
+    """``"name = value"`` of the first entry (in order) with a non-finite element, or None."""
+    for name, value in values.items():
+        array = np.asarray(value, dtype=np.float64)
+        bad = ~np.isfinite(array)
+        if bad.any():
+            return f"{name} = {array[bad].ravel()[0]}" + (f" ({int(bad.sum())} of {array.size})" if array.size > 1 else "")
+    return None
+
+
+def _checked_first(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The step metrics in check order: loss, grad_norm, then the rest (named with `prefix`)."""
+    order = [k for k in ("loss", "grad_norm") if k in metrics] + [k for k in metrics if k not in ("loss", "grad_norm")]
+    return {prefix + k: metrics[k] for k in order}
+
+
+class _StopSignals:
+    """SIGTERM / SIGINT handlers for the training loop (main thread only; elsewhere a no-op).
+
+    The first signal sets `signum` (the loop finishes its step, saves and stops); a second one raises
+    `_Abandon` unless `hold` is set (the final save in progress)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.hold = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        if self.signum is None:
+            self.signum = signum
+            log.warning("%s received: finishing the current step, then saving and stopping (send it again "
+                        "to abandon the step)", signal.Signals(signum).name)
+            return
+        if not self.hold:
+            raise _Abandon()
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 class TaskStream(Generic[T]):
@@ -257,9 +342,14 @@ class Trainer:
         self.metrics = MetricsLog(self.workdir / "metrics.jsonl")
         self.step = 0
         self.phase = ""
+        self.skip_nonfinite = bool(config.train.get("skip_nonfinite", False))
+        self.skipped_nonfinite = 0  # steps skipped for a non-finite value (train.skip_nonfinite)
+        self._applied = False  # an update of the step in progress was applied (self.step not yet advanced)
         self.optimizer: nnx.Optimizer | None = None
         self.ref_state: Any = None
         self._compiled: dict[Any, Any] = {}
+        self._bar_text = ""
+        self._stop = _StopSignals()
 
     # ------------------------------------------------------------------ state
 
@@ -282,7 +372,8 @@ class Trainer:
 
     def _meta(self) -> dict[str, Any]:
         return {"step": self.step, "phase": self.phase, "seed": int(self.config.seed),
-                "sft_position": self._sft_position(self.step), "grpo_position": self._grpo_position(self.step)}
+                "sft_position": self._sft_position(self.step), "grpo_position": self._grpo_position(self.step),
+                "skipped_nonfinite": self.skipped_nonfinite}
 
     def _sft_position(self, step: int) -> int:
         return min(step, self.sft_steps) * int(self.config.sft.batch_size)
@@ -290,8 +381,40 @@ class Trainer:
     def _grpo_position(self, step: int) -> int:
         return max(step - self.sft_steps, 0) * int(self.config.rollout.prompts_per_step)
 
+    def _nonfinite(self, values: Mapping[str, Any], phase: str) -> None:
+        """Raises (or skips the step, with train.skip_nonfinite) when a value is not finite."""
+        bad = first_nonfinite(values)
+        if bad is None:
+            return
+        if self.skip_nonfinite:
+            raise _SkipStep(bad)
+        raise NonFiniteError(f"step {self.step + 1} ({phase}): non-finite {bad}; the update was not applied and "
+                             f"nothing was saved ({self._latest_text()}); lower the learning rate or fix the "
+                             f"reward, or pass --config.train.skip_nonfinite=True to skip such steps")
+
+    def _donatable(self, state: Any) -> Any:
+        """The state to pass to a step function, which donates (deletes) its input buffers.
+
+        With train.skip_nonfinite: a copy, so the model survives a skipped step (memory for a second copy
+        of the parameters and optimizer state). Otherwise the model's own buffers: from here on this step
+        cannot be abandoned with a save."""
+        if self.skip_nonfinite:
+            return jax.tree.map(jnp.copy, state)
+        self._applied = True
+        return state
+
+    def _latest_text(self) -> str:
+        latest = self.checkpointer.latest_step()
+        return (f"latest checkpoint: step {latest} in {self.checkpointer.directory}" if latest is not None
+                else "no checkpoint yet")
+
     def _save(self, force: bool) -> None:
         params, opt = nnx.state(self.model, nnx.Param), nnx.state(self.optimizer)
+        if force or self.step % self.checkpointer.save_every == 0:
+            norm = float(optax.global_norm(params))  # one reduction: cheap next to a save
+            if not np.isfinite(norm):
+                raise NonFiniteError(f"step {self.step}: non-finite parameters (global norm {norm}) after the "
+                                     f"update; not saved ({self._latest_text()}); lower the learning rate")
         if force:
             self.checkpointer.save(self.step, params, opt, self._meta())
         else:
@@ -314,6 +437,7 @@ class Trainer:
         nnx.update(self.model, params)
         nnx.update(self.optimizer, opt)
         self.step = int(meta["step"])
+        self.skipped_nonfinite = int(meta.get("skipped_nonfinite", 0))
         if meta["sft_position"] != self._sft_position(self.step) or meta["grpo_position"] != self._grpo_position(self.step):
             raise ValueError(f"checkpoint at step {self.step}: data position {meta} does not match this config's batch sizes")
         if self._phase_of(self.step) != self.phase:  # saved at the end of SFT: GRPO starts fresh
@@ -359,9 +483,11 @@ class Trainer:
         batch = steps.to_device_batch({"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask}, self.mesh)
         graphdef, state = nnx.split((self.model, self.optimizer))
         fn = self._get(("sft", width), lambda: steps.make_sft_step(graphdef, self.mesh, state))
-        new_state, m = fn(state, batch)
-        nnx.update((self.model, self.optimizer), new_state)
+        new_state, m = fn(self._donatable(state), batch)
         m = {k: float(np.asarray(v)) for k, v in m.items()}
+        self._nonfinite(_checked_first(m, "sft/"), "sft")
+        self._applied = True
+        nnx.update((self.model, self.optimizer), new_state)
         dt = time.perf_counter() - t0
         return {"sft/" + k: v for k, v in m.items()} | {
             "time/step_s": dt, "time/tokens_per_s": float(attn.sum()) / dt, "time/width": width,
@@ -390,6 +516,7 @@ class Trainer:
         t1 = time.perf_counter()
         scored = self.reward_fn(batch)
         reward = np.asarray(scored.reward, np.float32)
+        self._nonfinite({"reward": reward}, "grpo")
         advantages, degenerate = grpo.group_advantages(jnp.asarray(reward), g, scale_by_std=c.grpo.scale_by_std)
         advantages, degenerate = np.asarray(advantages), np.asarray(degenerate)
         has_tokens = np.asarray([any(flags) for _, flags in batch.rows])
@@ -520,9 +647,12 @@ class Trainer:
         fn = self._get(("packed_grpo", micro) + shape, lambda: steps.make_packed_grpo_step(
             graphdef, loss_config, self.mesh, state, use_old, micro, temperature, shared))
         metrics: dict[str, float] = {}
+        state = self._donatable(state)
         for _ in range(c.grpo.num_iterations):
             state, m = fn(state, device)
             metrics = {name: float(np.asarray(v)) for name, v in m.items()}
+            self._nonfinite(_checked_first(metrics, "grpo/"), "grpo")
+        self._applied = True
         nnx.update((self.model, self.optimizer), state)
         metrics.update(width=float(width), rows=float(r), loss_positions=float(k), shared_prefix=float(shared),
                        packed_tokens=float(r * width))
@@ -553,12 +683,64 @@ class Trainer:
         fn = self._get(("grpo", width, n_rows), lambda: steps.make_grpo_step(
             graphdef, self.loss_config, self.mesh, state, use_old, c.grpo.micro_batches, temperature))
         metrics: dict[str, float] = {}
+        state = self._donatable(state)
         for _ in range(c.grpo.num_iterations):
             state, m = fn(state, device)
             metrics = {k: float(np.asarray(v)) for k, v in m.items()}
+            self._nonfinite(_checked_first(metrics, "grpo/"), "grpo")
+        self._applied = True
         nnx.update((self.model, self.optimizer), state)
         metrics.update(width=float(width), rows=float(n_rows))
         return metrics
+
+    def _interrupted(self, signum: int, saved: int | None, abandoned: bool = False) -> TrainingInterrupted:
+        name = signal.Signals(signum).name
+        what = f"abandoned step {self.step + 1}" if abandoned else f"after step {self.step}"
+        where = (f"saved step {saved} in {self.checkpointer.directory}; rerun the same command to resume"
+                 if saved is not None else f"not saved ({self._latest_text()}); rerun the same command to resume")
+        return TrainingInterrupted(f"stopped by {name} {what}: {where}", signum, saved)
+
+    def _train_step(self, info: RunInfo, wandb_run: WandbRun, every: int, end: int) -> None:
+        """One step of the loop: the update (or a skipped one), evaluation, metrics, checkpoint."""
+        c = self.config
+        phase = self._phase_of(self.step)
+        if phase != self.phase:
+            self._make_optimizer(phase)
+            self._maybe_reference()
+        self._applied = False
+        try:
+            if phase == "sft":
+                scalars, hists = self.sft_step(), {}
+                text = f"nll {scalars['sft/nll']:.3f}"
+            else:
+                scalars, hists = self.grpo_step()
+                info.rewards.append(scalars["reward/mean"])
+                text = f"reward {scalars['reward/mean']:.3f} live {scalars['grpo/live_rows']}"
+        except _SkipStep as skip:
+            self.skipped_nonfinite += 1
+            log.warning("step %d (%s): non-finite %s; step skipped (train.skip_nonfinite)", self.step + 1, phase, skip)
+            scalars, hists = {"train/nonfinite": str(skip)}, {}
+            text = f"skipped: non-finite {skip}"
+        if self.skip_nonfinite:
+            scalars["train/skipped_nonfinite"] = self.skipped_nonfinite
+        self.step += 1
+        self._applied = False
+        if every and (self.step % every == 0 or self.step == self.total_steps):
+            scalars.update(self.evaluate())
+            info.evaluations.append({"step": self.step, "phase": phase,
+                                     **{k: v for k, v in scalars.items() if k.startswith("eval/")}})
+            text += f" eval turn acc {scalars['eval/turn_accuracy']:.2f}"
+        if self.step % c.train.log_every == 0 or self.step == end or "eval/turn_accuracy" in scalars:
+            self.metrics.write({"step": self.step, "phase": phase, **scalars})
+            wandb_run.log(self.step, scalars, hists)
+        self._stop.hold = True  # a save is not abandoned half-way
+        try:
+            self._save(force=self._phase_of(self.step) != phase or self.step == self.total_steps)
+        finally:
+            self._stop.hold = False
+        if self.step == self.sft_steps and c.mode == "grpo":
+            self._maybe_reference()
+        self._bar_text = text
 
     # ------------------------------------------------------------------ evaluation
 
@@ -591,36 +773,30 @@ class Trainer:
             info.evaluations.append(record)
         columns = [TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-        with Progress(*columns, disable=not progress, transient=False) as bar:
-            task_id = bar.add_task("train", total=self.total_steps, completed=start, phase=self._phase_of(start), info="")
-            while self.step < end:
-                phase = self._phase_of(self.step)
-                if phase != self.phase:
-                    self._make_optimizer(phase)
-                    self._maybe_reference()
-                if phase == "sft":
-                    scalars, hists = self.sft_step(), {}
-                    text = f"nll {scalars['sft/nll']:.3f}"
-                else:
-                    scalars, hists = self.grpo_step()
-                    info.rewards.append(scalars["reward/mean"])
-                    text = f"reward {scalars['reward/mean']:.3f} live {scalars['grpo/live_rows']}"
-                self.step += 1
-                if every and (self.step % every == 0 or self.step == self.total_steps):
-                    scalars.update(self.evaluate())
-                    info.evaluations.append({"step": self.step, "phase": phase,
-                                             **{k: v for k, v in scalars.items() if k.startswith("eval/")}})
-                    text += f" eval turn acc {scalars['eval/turn_accuracy']:.2f}"
-                if self.step % c.train.log_every == 0 or self.step == end or "eval/turn_accuracy" in scalars:
-                    self.metrics.write({"step": self.step, "phase": phase, **scalars})
-                    wandb_run.log(self.step, scalars, hists)
-                self._save(force=self._phase_of(self.step) != phase or self.step == self.total_steps)
-                if self.step == self.sft_steps and c.mode == "grpo":
-                    self._maybe_reference()
-                bar.update(task_id, completed=self.step, phase=phase, info=text)
-        self.metrics.close()
-        self.checkpointer.close()
-        wandb_run.finish()
+        stop = self._stop = _StopSignals()
+        try:
+            with stop, Progress(*columns, disable=not progress, transient=False) as bar:
+                task_id = bar.add_task("train", total=self.total_steps, completed=start, phase=self._phase_of(start),
+                                       info="")
+                while self.step < end and stop.signum is None:
+                    self._train_step(info, wandb_run, every, end)
+                    bar.update(task_id, completed=self.step, phase=self._phase_of(self.step - 1),
+                               info=self._bar_text)
+                if stop.signum is not None:
+                    stop.hold = True
+                    self._save(force=True)
+                    raise self._interrupted(stop.signum, self.step)
+        except _Abandon:
+            saved = None
+            if not self._applied:  # no update of the abandoned step was applied: the state is that of self.step
+                stop.hold = True
+                self._save(force=True)
+                saved = self.step
+            raise self._interrupted(stop.signum or signal.SIGTERM, saved, abandoned=True) from None
+        finally:
+            self.metrics.close()
+            self.checkpointer.close()
+            wandb_run.finish()
         info.final_step = self.step
         return info
 
