@@ -96,7 +96,11 @@ def main(argv: list[str]) -> None:
             for step, cmd in sweep.default_commands(spec, settings):
                 print(f"  {step}: {' '.join(cmd[1:])}")
         return
-    status = sweep.run_study(settings, max_runs=FLAGS.max_runs, log=lambda s: print(s, flush=True))
+    try:
+        status = sweep.run_study(settings, max_runs=FLAGS.max_runs, log=lambda s: print(s, flush=True))
+    except sweep.Stopped as stopped:  # the running subprocess got the signal and has ended (saved)
+        print(f"run_ablation: {stopped}; rerun the same command to go on", file=sys.stderr, flush=True)
+        sys.exit(128 + stopped.signum)
     failed = {k: v for k, v in status.items() if v.startswith(("failed", "blocked"))}
     counts = {k: sum(v.startswith(k) for v in status.values()) for k in ("done", "skipped", "locked", "pending")}
     print(f"study {settings.study}: {counts['done']} run now, {counts['skipped']} done before, "

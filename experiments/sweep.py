@@ -34,8 +34,10 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -603,13 +605,27 @@ def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, l
 # ----------------------------------------------------------------------------- running
 
 
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22); None if unknown.
+
+    With the pid it names one process: a pid reused by a later process has another start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+    return fields[19] if len(fields) > 19 else None
+
+
 class RunLock:
-    """``<run_dir>/.lock`` (created exclusively, holding host and pid): one worker per run.
+    """``<run_dir>/.lock`` (created exclusively, holding host, pid and the process's start time): one
+    worker per run.
 
     Parallel workers (W&B agents on a shared filesystem, or two local studies) must not run the same
-    run. A lock left by a dead process on this host is stale and taken over; a lock of another host
-    is honoured (the caller waits for that run or leaves it). (The trainer's own flock on the
-    workdir, toolrl/rl/workdir.py, guards the workdir itself.)
+    run. A lock left by a dead process on this host is stale and taken over, and so is one whose pid
+    now belongs to another process (its start time differs); a lock of another host is honoured (the
+    caller waits for that run or leaves it). (The trainer's own flock on the workdir,
+    toolrl/rl/workdir.py, guards the workdir itself.)
     """
 
     def __init__(self, run_dir: str | os.PathLike):
@@ -617,23 +633,32 @@ class RunLock:
         self.held = False
 
     def owner(self) -> tuple[str, int] | None:
+        record = self._record()
+        return None if record is None else (record[0], record[1])
+
+    def _record(self) -> tuple[str, int, str | None] | None:
+        """(host, pid, start time or None for a lock written before start times were kept)."""
         try:
-            host, pid = self.path.read_text().split()
-            return host, int(pid)
+            parts = self.path.read_text().split()
+            if len(parts) not in (2, 3):
+                return None
+            return parts[0], int(parts[1]), parts[2] if len(parts) == 3 else None
         except (OSError, ValueError):
             return None
 
     def stale(self) -> bool:
-        owner = self.owner()
-        if owner is None or owner[0] != os.uname().nodename:
+        record = self._record()
+        if record is None or record[0] != os.uname().nodename:
             return False
+        host, pid, started = record
         try:
-            os.kill(owner[1], 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return True
         except PermissionError:
-            return False
-        return False
+            pass  # alive, another user's: compare start times below
+        now = process_start(pid)
+        return started is not None and now is not None and now != started
 
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -646,7 +671,7 @@ class RunLock:
                     continue
                 return False
             with os.fdopen(fd, "w") as f:
-                f.write(f"{os.uname().nodename} {os.getpid()}")
+                f.write(f"{os.uname().nodename} {os.getpid()} {process_start(os.getpid()) or '?'}")
             self.held = True
             return True
         return False
@@ -655,6 +680,55 @@ class RunLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+
+
+class Stopped(RuntimeError):
+    """The study got SIGTERM / SIGINT: it was forwarded to the running subprocess, which has ended."""
+
+    def __init__(self, message: str, signum: int, returncode: int):
+        super().__init__(message)
+        self.signum = signum
+        self.returncode = returncode
+
+
+def _die_with_parent() -> None:
+    """In the child (Linux): SIGTERM when the study process dies, even by SIGKILL, so no orphan trains on."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_child(argv: Sequence[str], stdout: Any, env: Mapping[str, str], cwd: str | os.PathLike) -> int:
+    """Runs `argv` to its end and returns its exit code; raises `Stopped` if the study was signalled.
+
+    SIGTERM / SIGINT received meanwhile are forwarded to the child (in its own session, so a terminal's
+    Ctrl-C reaches it once, through here), and its exit is awaited: the trainer saves its step and
+    stops. (Handlers are installed from the main thread only.)"""
+    proc = subprocess.Popen(list(argv), stdout=stdout, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd,
+                            start_new_session=True, preexec_fn=_die_with_parent)
+    received: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        del frame
+        received.append(signum)
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Stopped(f"stopped by {signal.Signals(received[0]).name}: forwarded to {argv[0]} "
+                      f"(pid {proc.pid}), which exited with {code}", received[0], code)
+    return code
 
 
 def subprocess_env(settings: StudySettings) -> dict[str, str]:
@@ -685,12 +759,16 @@ def execute(spec: RunSpec, settings: StudySettings, commands: CommandFn = defaul
         with open(run_dir / f"{step}.log", "a", encoding="utf-8") as out:
             out.write(f"\n$ {' '.join(argv)}\n")
             out.flush()
-            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+            try:
+                returncode = run_child(argv, out, env, REPO_ROOT)
+            except Stopped as stopped:
+                record_attempt(run_dir, step, time.perf_counter() - t0, stopped.returncode)
+                raise
         seconds[step] = time.perf_counter() - t0
-        record_attempt(run_dir, step, seconds[step], proc.returncode)
-        log(f"  {spec.name}: {step} rc={proc.returncode} in {seconds[step]:.0f}s")
-        if proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, argv)
+        record_attempt(run_dir, step, seconds[step], returncode)
+        log(f"  {spec.name}: {step} rc={returncode} in {seconds[step]:.0f}s")
+        if returncode != 0:
+            raise subprocess.CalledProcessError(returncode, argv)
         if step.startswith("eval-"):
             expected = run_dir / "eval" / step[len("eval-"):] / "eval_results.json"
             if not expected.is_file():

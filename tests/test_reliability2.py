@@ -167,3 +167,68 @@ def test_sigterm_saves_the_step_and_exits_with_one_line(tmp_path):
     assert ckpt.latest_step() == records[-1]["step"] >= 2  # the last step logged is saved
     ckpt.close()
 
+
+CHILD = """
+import signal, sys, time, pathlib
+out = pathlib.Path(sys.argv[1])
+def on_term(signum, frame):
+    time.sleep(0.5)  # a save takes a moment
+    out.write_text(f"saved after {signal.Signals(signum).name}")
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+PARENT = """
+import sys
+sys.path.insert(0, {repo!r})
+from experiments import sweep
+log = open({log!r}, "w")
+try:
+    sweep.run_child([sys.executable, "-c", {child!r}, {out!r}], log, {{}}, {repo!r})
+except sweep.Stopped as stopped:
+    print("stopped", stopped.signum, stopped.returncode, flush=True)
+"""
+
+
+def test_the_study_runner_forwards_sigterm_and_waits_for_its_child(tmp_path):
+    out, log = tmp_path / "child.txt", tmp_path / "child.log"
+    script = PARENT.format(repo=str(REPO), log=str(log), child=CHILD, out=str(out))
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=_env())
+    deadline = time.time() + 30
+    while not (log.exists() and "ready" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGTERM)
+    stdout = parent.communicate(timeout=30)[0]
+    assert out.read_text() == "saved after SIGTERM"  # the child got it and finished before the parent ended
+    assert stdout.split() == ["stopped", str(int(signal.SIGTERM)), str(128 + signal.SIGTERM)]
+
+
+def test_a_run_lock_whose_pid_was_reused_is_stale(tmp_path):
+    from experiments.sweep import RunLock, process_start
+
+    lock = RunLock(tmp_path)
+    me = f"{os.uname().nodename} {os.getpid()}"
+    (tmp_path / ".lock").write_text(f"{me} {process_start(os.getpid())}")
+    assert not lock.stale()  # this very process: live
+    (tmp_path / ".lock").write_text(f"{me} 1")  # the pid is alive but another process started then
+    assert lock.stale()
+    assert lock.acquire()
+    host, pid, started = (tmp_path / ".lock").read_text().split()
+    assert (host, int(pid), started) == (os.uname().nodename, os.getpid(), process_start(os.getpid()))
+    lock.release()
+
+
+def test_the_workdir_lock_records_host_pid_and_process_start(tmp_path):
+    import socket
+
+    from toolrl.rl.config import config_from_file
+    from toolrl.rl.workdir import open_workdir, process_start
+
+    with open_workdir(tmp_path / "run", config_from_file(REPO / "configs" / "tiny.py")):
+        info = json.loads((tmp_path / "run" / ".lock").read_text())
+    assert (info["host"], info["pid"], info["pid_start"]) == (socket.gethostname(), os.getpid(),
+                                                              process_start(os.getpid()))
+    assert info["pid_start"] is not None
+

@@ -5,9 +5,10 @@ job: process 0 only), before anything else touches the directory:
 
 1. it creates the directory and takes an exclusive, non-blocking ``flock`` on ``path/.lock``. If
    another live process holds it, :class:`WorkdirError` is raised at once, naming that process
-   (the lock file records pid, host, start time and command line; it is informational only: the
-   kernel releases a flock when its process dies, so the lock file of a dead run is simply taken
-   over);
+   (the lock file records pid, host, the process's start time (``pid_start``: with the pid it names
+   one process, a reused pid has another), the lock's time and command line; it is informational
+   only: the kernel releases a flock when its process dies, so the lock file of a dead run, or one
+   whose pid now belongs to another process, is simply taken over);
 2. if ``path/config.json`` exists (an earlier run, e.g. the one being resumed), the fields that
    determine results (:func:`fingerprint_fields`) of the saved and the new configuration are
    compared. A difference raises :class:`WorkdirError` with one line naming every differing field
@@ -221,6 +222,16 @@ def _holder(lock_path: Path) -> str:
         return "another process"
 
 
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22); None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+    return fields[19] if len(fields) > 19 else None
+
+
 def _lock(path: Path) -> int:
     lock_path = path / LOCK_FILE
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -233,7 +244,8 @@ def _lock(path: Path) -> int:
     except BaseException:
         os.close(fd)
         raise
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": _utc_now(), "argv": sys.argv}
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "pid_start": process_start(os.getpid()),
+            "started": _utc_now(), "argv": sys.argv}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
     return fd
