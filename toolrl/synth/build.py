@@ -322,7 +322,7 @@ def make_renderer(config: Any, output_dir: str | os.PathLike | None = None) -> A
     """The query renderer of a synthesis config: a :class:`~toolrl.synth.query_writer.WriterChain` of the
     named writers, or the numbered step-list renderer alone (``writer="steps"``)."""
     from toolrl.synth.query import OpenAIParaphraser, QueryRenderer
-    from toolrl.synth.query_writer import PhrasebookWriter, WriterChain
+    from toolrl.synth.query_writer import PhrasebookWriter, WriterChain, missing_values
 
     names = writer_names(config)
     if names == ["steps"]:
@@ -344,7 +344,8 @@ def make_renderer(config: Any, output_dir: str | os.PathLike | None = None) -> A
 
             cache = config.llm.cache_path or (os.path.join(output_dir, "llm_answers.sqlite") if output_dir else None)
             writers.append(LLMQueryWriter(config.llm.base_url, config.llm.model,
-                                          api_key=os.environ.get(config.llm.api_key_env, ""), cache_path=cache))
+                                          api_key=os.environ.get(config.llm.api_key_env, ""), cache_path=cache,
+                                          validate=missing_values))
     return WriterChain(writers)
 
 
