@@ -23,12 +23,19 @@ cut out of the template's renderings by diffing them, so that a conversation ass
 segment is token for token the template's rendering of it. :func:`format_tool_call` is the one
 writer of ``<tool_call>`` blocks; :func:`tool_system_prompt` is the system message for tool views
 that list the tools themselves ("compact", "signature", "full").
+
+Tool results are text, never markup: the environment's responses (and its echo of a model-written
+tool name) may contain a control token's string (``<|im_end|>``, ``<|im_start|>``, ...), which the
+tokenizer would turn into the real token and so forge a turn boundary. :func:`render_chat` escapes
+those strings in tool messages (:func:`escape_control_tokens`: a zero-width space after the first
+character) before any template sees them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal, Mapping, Sequence
 
 Message = Mapping[str, Any]
@@ -159,6 +166,57 @@ def encode_text(tokenizer: Any, text: str) -> list[int]:
     return [int(i) for i in getattr(out, "ids", out)]
 
 
+# ChatML / Qwen / Llama-3 style control tokens: "<|" name "|>".
+_CONTROL_PATTERN = re.compile(r"<\|[^\s<>|]{1,64}\|>")
+_ESCAPE = "\u200b"  # zero-width space: the text reads the same, the token's string is broken
+
+
+def control_strings(tokenizer: Any) -> tuple[str, ...]:
+    """The strings the tokenizer encodes as special / added tokens (longest first)."""
+    names: set[str] = set()
+    for attr in ("all_special_tokens", "additional_special_tokens"):
+        names.update(str(t) for t in (getattr(tokenizer, attr, None) or ()))
+    added = getattr(tokenizer, "added_tokens_decoder", None)
+    if added is None and callable(getattr(tokenizer, "get_added_tokens_decoder", None)):
+        added = tokenizer.get_added_tokens_decoder()
+    for token in (added or {}).values():
+        if getattr(token, "special", True):
+            names.add(str(getattr(token, "content", token)))
+    for attr in ("START", "END"):  # the character tokenizer's two markers
+        if isinstance(getattr(tokenizer, attr, None), str):
+            names.add(getattr(tokenizer, attr))
+    return tuple(sorted((n for n in names if len(n) > 1), key=len, reverse=True))
+
+
+def escape_control_tokens(text: str, controls: Sequence[str] = ()) -> str:
+    """`text` with every control-token string (``<|...|>`` and each of `controls`) broken by a zero-width
+    space after its first character, so no tokenizer reads a special token out of it."""
+    if not text:
+        return text
+    text = _CONTROL_PATTERN.sub(lambda m: m.group(0)[0] + _ESCAPE + m.group(0)[1:], text)
+    for control in controls:
+        if control in text:
+            text = text.replace(control, control[0] + _ESCAPE + control[1:])
+    return text
+
+
+_TOOL_ROLES = ("tool", "ipython")  # ipython: Llama 3's name for a tool result
+
+
+def _escape_tool_messages(tokenizer: Any, messages: Sequence[Message]) -> list[Message]:
+    """Tool messages with their text fields escaped (`escape_control_tokens`); the others as they are."""
+    if not any(m.get("role") in _TOOL_ROLES for m in messages):
+        return list(messages)
+    controls = control_strings(tokenizer)
+    out: list[Message] = []
+    for m in messages:
+        if m.get("role") in _TOOL_ROLES:
+            m = {k: escape_control_tokens(v, controls) if isinstance(v, str) and k != "role" else v
+                 for k, v in m.items()}
+        out.append(m)
+    return out
+
+
 def render_chat(tokenizer: Any, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] | None = None,
                 add_generation_prompt: bool = True, tokenize: bool = False,
                 kind: TemplateKind | None = None) -> str | list[int]:
@@ -166,9 +224,10 @@ def render_chat(tokenizer: Any, messages: Sequence[Message], tools: Sequence[Map
 
     Uses the tokenizer's own template when it supports tools, else :func:`render_hermes`
     (``kind`` forces one). Token ids are the text encoded without extra special tokens (the template
-    already wrote them).
+    already wrote them). Control-token strings inside tool messages are escaped first.
     """
     kind = kind or template_kind(tokenizer)
+    messages = _escape_tool_messages(tokenizer, messages)  # tool results are text, never control tokens
     if kind == "native":
         text = tokenizer.apply_chat_template(
             _openai_messages(messages), tools=_openai_tools(tools),
