@@ -279,3 +279,135 @@ def test_control_token_strings_in_tool_text_stay_text(which):
     if which == "smollm2":
         assert FORGED in fmt.decode(forged).replace("\u200b", "")
 
+
+# ----------------------------------------------------------------------------- 5. the judge client
+
+
+class _Server:
+    """A real local HTTP server in a thread; `handle(handler)` answers each POST; `seen` the requests."""
+
+    def __init__(self, handle):
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                seen.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                             "body": self.rfile.read(length)})
+                handle(self)
+
+            do_GET = do_POST  # noqa: N815 (a redirect may turn the POST into a GET)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _reply(handler, body: bytes, status: int = 200, headers=()):
+    handler.send_response(status)
+    for k, v in headers:
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+VERDICT = json.dumps({"choices": [{"message": {"content": '{"is_equal": true, "reason": "same"}'}}]}).encode()
+
+
+def _judge(url: str, **kw):
+    from toolrl.eval.judge import HttpJudge
+
+    return HttpJudge(url, "m", api_key="SECRET", **kw)
+
+
+def _call(name="Search", **args):
+    return type("Call", (), {"name": name, "arguments": args})()
+
+
+def test_judge_answers_and_follows_a_same_host_redirect():
+    def handle(h):
+        if h.path.startswith("/old"):
+            _reply(h, b"", 307, [("Location", "/v1/chat/completions")])
+        else:
+            _reply(h, VERDICT)
+
+    server = _Server(handle)
+    try:
+        assert _judge(f"http://127.0.0.1:{server.port}/old", retries=0).decide(_call(), _call()) is True
+        assert [r["auth"] for r in server.seen] == ["Bearer SECRET", "Bearer SECRET"]
+    finally:
+        server.close()
+
+
+def test_judge_never_follows_a_redirect_to_another_host():
+    elsewhere = _Server(lambda h: _reply(h, VERDICT))
+    try:
+        # "localhost" is another host name than 127.0.0.1 (and another port): the key must not go there.
+        for status in (302, 307):
+            server = _Server(lambda h, s=status: _reply(h, b"", s,
+                                                        [("Location", f"http://localhost:{elsewhere.port}/x")]))
+            try:
+                judge = _judge(f"http://127.0.0.1:{server.port}/v1", retries=1)
+                assert judge.decide(_call(), _call()) is None and judge.stats["failed"] == 1
+                assert elsewhere.seen == []
+            finally:
+                server.close()
+    finally:
+        elsewhere.close()
+
+
+def test_judge_timeout_bounds_the_whole_request():
+    def trickle(h):
+        h.send_response(200)
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        for _ in range(40):  # a byte every 0.1 s: no single read ever waits a second
+            try:
+                h.wfile.write(b" ")
+                h.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.1)
+
+    server = _Server(trickle)
+    try:
+        judge = _judge(f"http://127.0.0.1:{server.port}/v1", timeout=1.0, retries=0)
+        started = time.monotonic()
+        assert judge.decide(_call(), _call()) is None
+        assert time.monotonic() - started < 2.0
+    finally:
+        server.close()
+
+
+def test_judge_reply_nested_deep_is_a_failed_request_not_a_crash():
+    deep = b'{"choices": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    server = _Server(lambda h: _reply(h, deep))
+    try:
+        judge = _judge(f"http://127.0.0.1:{server.port}/v1", retries=0)
+        assert judge.decide(_call(), _call()) is None and judge.stats["failed"] == 1
+    finally:
+        server.close()
+
+
+def test_judge_timeout_and_retries_come_from_the_config():
+    from toolrl.eval.judge import JudgeSettings, make_judge
+    from toolrl.rl.config import ConfigError, base_config, validate
+
+    config = base_config()
+    config.eval.judge.update(enabled=True, endpoint="http://127.0.0.1:9/v1", timeout=2.5, retries=0)
+    judge = make_judge(JudgeSettings.from_config(config.eval.judge))
+    assert (judge.timeout, judge.retries) == (2.5, 0)
+    config.eval.judge.timeout = 0.0
+    with pytest.raises(ConfigError, match="eval.judge.timeout"):
+        validate(config)
