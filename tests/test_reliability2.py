@@ -411,3 +411,42 @@ def test_judge_timeout_and_retries_come_from_the_config():
     config.eval.judge.timeout = 0.0
     with pytest.raises(ConfigError, match="eval.judge.timeout"):
         validate(config)
+
+
+# ----------------------------------------------------------------------------- 6. refusal state
+
+
+def test_a_run_refused_before_step_1_leaves_no_state(tmp_path):
+    run = tmp_path / "run"
+    # Nothing fits 64 tokens: refused (exit 2, one line).
+    refused = _main(f"--config.workdir={run}", "--config.rollout.max_seq_len=64", "--config.rollout.max_new_tokens=32")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert not run.exists()
+    # The corrected command is not refused as "a run with other settings".
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    again = _main(f"--config.workdir={existing}", "--config.rollout.max_seq_len=64",
+                  "--config.rollout.max_new_tokens=32")
+    assert again.returncode == 2
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+
+
+def test_the_fingerprint_covers_the_data_read_not_its_setting(tmp_path, monkeypatch):
+    import shutil
+
+    from toolrl.data import paths
+    from toolrl.rl.config import config_from_file
+    from toolrl.rl.workdir import WorkdirError, open_workdir
+
+    data = tmp_path / "data"
+    shutil.copytree(paths.default_data_dir(), data)
+    monkeypatch.setenv(paths.DATA_DIR_ENV, str(data))
+    config = config_from_file(REPO / "configs" / "tiny.py")
+    open_workdir(tmp_path / "run", config).close()
+    open_workdir(tmp_path / "run", config).close()  # same data: resumes
+    training = data / paths.BFCL_TRAINING
+    training.chmod(0o644)
+    training.write_text(training.read_text().replace("Search", "Seek", 1))  # same setting, other data
+    with pytest.raises(WorkdirError, match="data.content"):
+        open_workdir(tmp_path / "run", config)

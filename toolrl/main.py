@@ -64,18 +64,31 @@ def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
     owner = (open_workdir(config.workdir, config, allow_changes=config.train.allow_config_change)
              if jax.process_index() == 0 else contextlib.nullcontext())
     with owner:
-        policy, env, data = prepare(config, mesh)
-        for report in (data.rl_fit, data.sft_fit):
-            logging.info(report.describe())
-        evaluation = None
-        if config.eval.every:
-            from toolrl.eval.evaluator import Evaluation
+        try:
+            policy, env, data = prepare(config, mesh)
+            for report in (data.rl_fit, data.sft_fit):
+                logging.info(report.describe())
+            evaluation = None
+            if config.eval.every:
+                from toolrl.eval.evaluator import Evaluation
 
-            evaluation = Evaluation(config)
-        trainer = Trainer(config, policy, env, data, mesh, reward_fn=reward_fn, evaluation=evaluation)
-        info = trainer.run(progress=config.train.progress, stop_after=stop_after)
+                evaluation = Evaluation(config)
+            trainer = Trainer(config, policy, env, data, mesh, reward_fn=reward_fn, evaluation=evaluation)
+            info = trainer.run(progress=config.train.progress, stop_after=stop_after)
+        except BaseException:
+            # Refused before anything was saved (nothing fits, a config or data error, a first step that
+            # failed): a fresh workdir is left as if never opened, so the corrected command can use it.
+            if hasattr(owner, "discard") and not _has_checkpoint(Path(config.workdir)):
+                owner.discard()
+            raise
     info.fit = data.rl_fit if config.mode == "grpo" else data.sft_fit
     return info
+
+
+def _has_checkpoint(workdir: Path) -> bool:
+    """Whether the run saved any checkpoint (finished or in progress) in `workdir`."""
+    directory = workdir / "checkpoints"
+    return directory.is_dir() and any(p.name[:1].isdigit() for p in directory.iterdir())
 
 
 def check(config: Any) -> str:

@@ -16,7 +16,15 @@ job: process 0 only), before anything else touches the directory:
    it warns (:class:`WorkdirWarning`) and continues, keeping the old file as
    ``config.prev-<UTC time>.json``;
 3. it writes the resolved configuration to ``config.json`` and its fingerprint to
-   ``fingerprint.json`` (each atomically: temporary file + rename).
+   ``fingerprint.json`` (each atomically: temporary file + rename). The fingerprint also holds
+   ``data.content``, a content hash of the input files the run reads (:func:`data_content_hash`: the
+   benchmark directory as resolved, ``$TOOLRL_DATA_DIR`` included, file sources, the synthesized
+   dataset), so a resume on other data is refused like a changed setting (a run recorded before the
+   hash existed is not checked for it).
+
+A run refused before its first step (nothing fits, a config or data error) leaves no state:
+:meth:`Workdir.discard` removes what its open wrote (the whole directory when the open created it),
+so the corrected command is not refused as "a run with other settings".
 
 Fields left out of the fingerprint are bookkeeping that may change between a run and its resume:
 ``workdir``, ``distributed``, ``wandb.*``, ``eval.*``, ``mesh.*`` and ``train.*`` except
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -39,6 +48,9 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+
+DATA_CONTENT_FIELD = "data.content"
+_WHOLE_FILE_BYTES = 64 << 20  # larger files are hashed by size, modification time and their two ends
 
 CONFIG_FILE = "config.json"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -175,8 +187,9 @@ class Workdir:
       resumed: whether the directory held a run's config.json before.
     """
 
-    def __init__(self, path: Path, lock_fd: int):
+    def __init__(self, path: Path, lock_fd: int, created: bool = False):
         self.path = path
+        self.created = created  # the open created the directory
         self.config_path = path / CONFIG_FILE
         self.fingerprint_path = path / FINGERPRINT_FILE
         self.lock_path = path / LOCK_FILE
@@ -187,6 +200,24 @@ class Workdir:
     @property
     def locked(self) -> bool:
         return self._lock_fd is not None
+
+    def discard(self) -> None:
+        """Undoes a fresh open (a run refused before its first step): removes the directory when the open
+        created it, else the config, fingerprint and lock files it wrote; releases the lock. A resumed
+        workdir (it held a run before) is left as it is."""
+        if self.resumed:
+            self.close()
+            return
+        try:
+            if self.created:
+                import shutil
+
+                shutil.rmtree(self.path, ignore_errors=True)
+            else:
+                for name in (CONFIG_FILE, FINGERPRINT_FILE, LOCK_FILE):
+                    (self.path / name).unlink(missing_ok=True)
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Releases the lock (the lock file stays; its content is informational)."""
@@ -251,6 +282,68 @@ def _lock(path: Path) -> int:
     return fd
 
 
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    digest = hashlib.blake2b(f"{stat.st_size}".encode(), digest_size=16)
+    with open(path, "rb") as handle:
+        if stat.st_size <= _WHOLE_FILE_BYTES:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        else:
+            digest.update(f"{stat.st_mtime_ns}".encode())
+            digest.update(handle.read(1 << 20))
+            handle.seek(-(1 << 20), os.SEEK_END)
+            digest.update(handle.read(1 << 20))
+    return digest.hexdigest()
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return []
+
+
+def data_content_hash(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str | None:
+    """A content hash of the input files a run reads; None when the config names no data section.
+
+    Covers the benchmark data directory as the loaders resolve it (``data.data_dir``, else
+    ``$TOOLRL_DATA_DIR``, else the bundled one), the sources of ``data.train_file`` and
+    ``data.decontaminate`` that are file paths, and ``data.synth_dir`` when a ``synthetic:`` source is
+    read. Each file counts by its name and its bytes (files over 64 MiB: size, time and both ends)."""
+    data = config.get("data") if hasattr(config, "get") else None
+    if not data:
+        return None
+    from toolrl.data import paths
+
+    try:
+        data_dir = paths.default_data_dir(data.get("data_dir") or None)
+    except FileNotFoundError:
+        data_dir = None
+    sources = [s.strip() for field in ("train_file", "decontaminate")
+               for s in str(data.get(field, "") or "").split(",") if s.strip()]
+    roots: list[tuple[str, Path]] = [("data", data_dir)] if data_dir is not None else []
+    roots += [(f"source:{s}", Path(s).expanduser()) for s in sources if Path(s).expanduser().exists()]
+    if data.get("synth_dir") and any(s.startswith("synthetic:") for s in sources):
+        roots.append(("synth", Path(str(data.get("synth_dir"))).expanduser()))
+    digest = hashlib.blake2b(digest_size=16)
+    for label, root in roots:
+        for file in _files(root):
+            name = file.name if root.is_file() else str(file.relative_to(root))
+            digest.update(f"{label}/{name}={_file_digest(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def _recorded_content(path: Path) -> str | None:
+    """The data content hash of the run in `path` (None: not recorded, e.g. a run of an older toolrl)."""
+    try:
+        value = json.loads((path / FINGERPRINT_FILE).read_text(encoding="utf-8")).get(DATA_CONTENT_FIELD)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def open_workdir(path: str | os.PathLike, config: ml_collections.ConfigDict,
                  allow_changes: bool = False) -> Workdir:
     """Locks the workdir, checks it against an earlier run's settings and records this run's config.
@@ -271,10 +364,12 @@ def open_workdir(path: str | os.PathLike, config: ml_collections.ConfigDict,
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise WorkdirError(f"workdir {path} exists and is not a directory; use another --config.workdir")
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
-    workdir = Workdir(path, _lock(path))
+    workdir = Workdir(path, _lock(path), created)
     try:
         new = fingerprint_fields(config)
+        content = data_content_hash(config)
         if workdir.config_path.exists():
             workdir.resumed = True
             try:
@@ -283,6 +378,9 @@ def open_workdir(path: str | os.PathLike, config: ml_collections.ConfigDict,
                 raise WorkdirError(f"{err}; move it away to start this workdir afresh, or use another "
                                    f"--config.workdir") from err
             changes = fingerprint_changes(old, new)
+            recorded = _recorded_content(path)
+            if recorded is not None and content is not None and recorded != content:
+                changes[DATA_CONTENT_FIELD] = (recorded, content)  # same settings, other input files
             if changes and not allow_changes:
                 raise WorkdirError(
                     f"workdir {path} holds a run with other settings: {format_changes(changes)}; use a new "
@@ -299,7 +397,8 @@ def open_workdir(path: str | os.PathLike, config: ml_collections.ConfigDict,
             warnings.warn(f"workdir {path} has checkpoints but no {CONFIG_FILE} (written by an older toolrl): "
                           f"its settings cannot be checked against this config", WorkdirWarning, stacklevel=2)
         _write_atomic(workdir.config_path, _config_json(config))
-        _write_atomic(workdir.fingerprint_path, json.dumps(new, indent=2, sort_keys=True) + "\n")
+        recorded_fields = dict(new, **({DATA_CONTENT_FIELD: content} if content is not None else {}))
+        _write_atomic(workdir.fingerprint_path, json.dumps(recorded_fields, indent=2, sort_keys=True) + "\n")
     except BaseException:
         workdir.close()
         raise
