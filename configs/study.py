@@ -18,7 +18,7 @@ from configs import grpo
 from toolrl.data.paths import toolrl_home
 
 
-STAMP = "study:natural-v5"  # what experiments.study_data stamps its data with (toolrl.data.provenance)
+STAMP = "study:natural-v6"  # what experiments.study_data stamps its data with (toolrl.data.provenance)
 
 
 def study_dir() -> str:

@@ -166,29 +166,35 @@ def split_by_workflow(traces: Sequence[Trace], test_fraction: float = 0.15, vali
 
 def split_by_entries(traces: Sequence[Trace], heldout_fraction: float = 0.2, validation_share: float = 0.4,
                      seed: int = 0) -> dict[str, list[Trace]]:
-    """Held-out splits whose turns are unseen in training: ``heldout_fraction`` of each tool's distinct
-    calls (function + canonical arguments; location lookups excepted, they are free in every turn) are
-    reserved, ranked by a seeded hash. A trace with a reserved call is held out (``validation_share`` of
+    """Held-out splits whose turns are unseen in training, in every domain.
+
+    Distinct calls (function + canonical arguments; location lookups excepted, they are free in every
+    turn) are reserved one at a time, per trace domain in turn, in a seeded order, until at least
+    ``heldout_fraction`` of that domain's traces call a reserved call (a domain whose traces share few
+    calls, like car rentals, needs few, and may overshoot: one rental search feeds many traces). A trace with a reserved call is held out (``validation_share`` of
     those, by a hash of the trace, to validation, the rest to test); every other trace trains. No training
     trace then calls a reserved call, so a held-out turn that requires one is novel by construction (its
-    required call set is no training turn's). Whole workflows are not held out: a held-out turn's tools
-    are seen in training, its calls are not.
+    required call set is no training turn's). A held-out turn's tools are seen in training, its calls are not.
     """
     from toolrl.env.canonical import cache_key
     from toolrl.synth.query_writer import LOOKUPS
 
-    keys_by_function: dict[str, set[str]] = {}
-    for trace in traces:
-        for call in trace.calls:
-            if call.name not in LOOKUPS:
-                keys_by_function.setdefault(call.name, set()).add(cache_key(call.name, call.arguments))
+    keys = [{cache_key(c.name, c.arguments) for c in trace.calls if c.name not in LOOKUPS} for trace in traces]
+    by_domain: dict[str, list[int]] = {}
+    for position, trace in enumerate(traces):
+        by_domain.setdefault(trace.domain, []).append(position)
     reserved: set[str] = set()
-    for function, keys in keys_by_function.items():
-        ranked = sorted(keys, key=lambda k: _unit(k, seed))
-        reserved.update(ranked[: int(round(heldout_fraction * len(ranked)))])
+    for domain in sorted(by_domain):
+        members = by_domain[domain]
+        candidates = sorted({k for p in members for k in keys[p]}, key=lambda k: _unit(f"{domain}/{k}", seed))
+        for key in candidates:
+            held = sum(1 for p in members if keys[p] & reserved)
+            if held >= heldout_fraction * len(members):
+                break
+            reserved.add(key)
     splits: dict[str, list[Trace]] = {"train": [], "validation": [], "test": []}
-    for trace in traces:
-        if any(cache_key(c.name, c.arguments) in reserved for c in trace.calls):
+    for trace, trace_keys in zip(traces, keys):
+        if trace_keys & reserved:
             splits["validation" if _unit(trace.trace_id, seed + 1) < validation_share else "test"].append(trace)
         else:
             splits["train"].append(trace)
