@@ -450,3 +450,31 @@ def test_the_fingerprint_covers_the_data_read_not_its_setting(tmp_path, monkeypa
     training.write_text(training.read_text().replace("Search", "Seek", 1))  # same setting, other data
     with pytest.raises(WorkdirError, match="data.content"):
         open_workdir(tmp_path / "run", config)
+
+
+# ----------------------------------------------------------------------------- 7. files
+
+
+def test_a_flipped_digit_in_a_cached_response_is_refused(tmp_path):
+    import sqlite3
+
+    from toolrl.env.cache import CacheError, ResponseCache, Source, build_cache
+
+    dump = tmp_path / "dump.json"
+    dump.write_text(json.dumps({"F": [{"arguments": {"q": 1}, "response": {"status": True, "price": 420.5}},
+                                      {"arguments": {"q": 2}, "response": {"status": True, "price": 99}}]}))
+    out = tmp_path / "cache.sqlite"
+    build_cache(out, [Source.parse(f"dump:{dump}")])
+    with ResponseCache(out) as cache:
+        assert cache.lookup("F", {"q": 1}) == {"status": True, "price": 420.5}
+    with sqlite3.connect(out) as db:
+        db.execute("UPDATE entries SET response = replace(response, '420.5', '421.5')")
+        db.execute("UPDATE variants SET response = replace(response, '99', '98')")
+    with ResponseCache(out) as cache:
+        with pytest.raises(CacheError, match=r"F\(.*does not match its checksum"):
+            cache.lookup("F", {"q": 1})
+        with pytest.raises(CacheError, match="checksum"):
+            cache.variants("F", {"q": 2})
+        with pytest.raises(CacheError, match="checksum"):
+            list(cache.iter_entries())
+

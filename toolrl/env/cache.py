@@ -23,7 +23,10 @@ Rules:
     source records it, so a cache built with ``--exclude traces:eval_100.json`` cannot answer, and
     synthesis from it cannot produce, any call of the benchmark's test samples (counted in the summary);
   * readers open the file read-only (``mode=ro``), one connection per process, so many rollout
-    workers can look up at once.
+    workers can look up at once;
+  * every payload served is checked against the checksum stored with it (``variants.response_hash``,
+    blake2b of the key-sorted JSON, written by every build of this format, old files included): a
+    damaged payload (a flipped digit that is still valid JSON) raises CacheError naming the call.
 
 CLI: ``python -m toolrl.env.cache build --out PATH [--source KIND:PATH ...] [--exclude KIND:PATH ...]`` where KIND is
 ``traces`` (eval_100 / bfcl_training files), ``benchmark`` (ComplexFuncBench JSONL) or ``dump``
@@ -322,8 +325,7 @@ def _fill(connection: sqlite3.Connection, sources: list[Source], summary: BuildS
                 continue
             response = canonical_response_json(call.response)
             # Responses that differ only in key order are the same response.
-            ordered = json.dumps(call.response, sort_keys=True, ensure_ascii=False)
-            digest = hashlib.blake2b(ordered.encode(), digest_size=16).hexdigest()
+            digest = response_checksum(call.response)
             batch.append((key, digest, response, order, str(source)))
             order += 1
             if len(batch) >= _INSERT_BATCH:
@@ -363,6 +365,13 @@ def _insert_variants(connection: sqlite3.Connection, rows: list[tuple]) -> None:
            ON CONFLICT(key, response_hash) DO UPDATE SET count = count + 1""",
         rows,
     )
+
+
+def response_checksum(response: Any) -> str:
+    """The checksum stored with a response: blake2b of its key-sorted JSON (responses that differ only
+    in key order are the same response)."""
+    ordered = json.dumps(response, sort_keys=True, ensure_ascii=False)
+    return hashlib.blake2b(ordered.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def canonical_response_json(response: Any) -> str:
@@ -410,19 +419,34 @@ class ResponseCache:
                 f"is not valid JSON ({err}); rebuild it with `python -m toolrl.env.cache build --out {self.path}`"
             ) from err
 
+    def _verified(self, text: Any, key: str, checksums: Iterable[str], table: str = "entries") -> Any:
+        """The decoded payload, if its checksum is one of `checksums` (CacheError otherwise)."""
+        value = self._decode(text, key, table)
+        if response_checksum(value) not in set(checksums):
+            function, _, arguments = str(key).partition(KEY_SEPARATOR)
+            raise CacheError(
+                f"cache file {self.path} is corrupted: the {table} payload stored for {function}({arguments[:200]}) "
+                f"does not match its checksum; rebuild it with `python -m toolrl.env.cache build --out {self.path}`")
+        return value
+
     def lookup(self, function: str, arguments: dict[str, Any]) -> Any | None:
         """The cached response of a call, or None on a miss.
 
-        Raises TypeError / ValueError for non-JSON arguments, CacheError when the stored response is damaged."""
+        Raises TypeError / ValueError for non-JSON arguments, CacheError when the stored response is damaged
+        (not JSON, or not matching its checksum)."""
         key = cache_key(function, arguments)
         rows = self._query("SELECT response FROM entries WHERE key = ?", (key,))
-        return self._decode(rows[0][0], key) if rows else None
+        if not rows:
+            return None
+        checksums = [r[0] for r in self._query("SELECT response_hash FROM variants WHERE key = ?", (key,))]
+        return self._verified(rows[0][0], key, checksums)
 
     def variants(self, function: str, arguments: dict[str, Any]) -> list[Any]:
         """Every distinct response recorded for the call, most frequent first."""
         key = cache_key(function, arguments)
-        rows = self._query("SELECT response FROM variants WHERE key = ? ORDER BY count DESC, first_seen ASC", (key,))
-        return [self._decode(r[0], key, "variants") for r in rows]
+        rows = self._query("SELECT response, response_hash FROM variants WHERE key = ? "
+                           "ORDER BY count DESC, first_seen ASC", (key,))
+        return [self._verified(r[0], key, [r[1]], "variants") for r in rows]
 
     def __len__(self) -> int:
         return self._query("SELECT COUNT(*) FROM entries")[0][0]
@@ -433,14 +457,15 @@ class ResponseCache:
 
     def iter_entries(self, function: str | None = None) -> Iterator[tuple[str, dict[str, Any], Any]]:
         """(function, canonical arguments, response) for every entry, optionally of one function."""
-        sql = "SELECT function, arguments, response FROM entries"
+        sql = ("SELECT e.function, e.arguments, e.response, group_concat(v.response_hash) FROM entries e "
+               "LEFT JOIN variants v ON v.key = e.key")
         params: tuple = ()
         if function is not None:
-            sql += " WHERE function = ?"
+            sql += " WHERE e.function = ?"
             params = (function,)
-        for fn, arguments, response in self._query(sql + " ORDER BY key", params):
+        for fn, arguments, response, checksums in self._query(sql + " GROUP BY e.key ORDER BY e.key", params):
             key = f"{fn}{KEY_SEPARATOR}{arguments}"
-            yield fn, self._decode(arguments, key), self._decode(response, key)
+            yield fn, self._decode(arguments, key), self._verified(response, key, str(checksums or "").split(","))
 
     def close(self) -> None:
         self._connection.close()
