@@ -478,3 +478,11 @@ def test_a_flipped_digit_in_a_cached_response_is_refused(tmp_path):
         with pytest.raises(CacheError, match="checksum"):
             list(cache.iter_entries())
 
+
+def test_saved_results_escape_a_lone_surrogate(tmp_path):
+    from toolrl.eval.report import EvalReport
+
+    report = EvalReport([], {}, {"prediction": "cut emoji \ud83d"})
+    path = report.save_json(tmp_path / "eval_results.json")
+    assert json.loads(path.read_text(encoding="utf-8"))["settings"]["prediction"] == "cut emoji \ud83d"
+

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -37,6 +38,16 @@ from typing import Any
 
 from toolrl.eval.match import ERROR_KINDS
 from toolrl.eval.protocol import TurnResult
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def dumps_json(value: Any, **kwargs: Any) -> str:
+    """JSON text (non-ASCII kept readable) that always encodes as UTF-8: a lone surrogate (a prediction
+    cut inside an emoji's UTF-16 pair) is written as its ``\\udXXX`` escape, which reads back the same."""
+    text = json.dumps(value, ensure_ascii=False, **kwargs)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
 
 BUCKETS = ("complete", "incomplete", "all")
 OVERALL = "overall"
@@ -196,15 +207,15 @@ class EvalReport:
             raise ValueError("only an official-protocol report has the benchmark's per-sample records")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as handle:
+        with path.open("w", encoding="utf-8") as handle:
             for result in self.results:
-                handle.write(json.dumps(result.to_benchmark_record(), ensure_ascii=False) + "\n")
+                handle.write(dumps_json(result.to_benchmark_record()) + "\n")
         return path
 
     def save_json(self, path: str | Path, include_turns: bool = True) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(include_turns), indent=2, ensure_ascii=False))
+        path.write_text(dumps_json(self.to_json(include_turns), indent=2), encoding="utf-8")
         return path
 
     def table(self, bucket: str | None = None):
