@@ -486,3 +486,19 @@ def test_saved_results_escape_a_lone_surrogate(tmp_path):
     path = report.save_json(tmp_path / "eval_results.json")
     assert json.loads(path.read_text(encoding="utf-8"))["settings"]["prediction"] == "cut emoji \ud83d"
 
+
+def _score(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toolrl.eval.score", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=_env())
+
+
+def test_score_refuses_to_export_over_its_own_predictions(tmp_path):
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(json.dumps({"sample_id": "x", "turn": 0, "text": "hi"}) + "\n")
+    before = predictions.read_bytes()
+    proc = _score("--predictions", str(predictions), "--protocol", "official", "--export-benchmark",
+                  str(tmp_path / "." / "predictions.jsonl"))
+    assert proc.returncode == 2 and "would be overwritten" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert predictions.read_bytes() == before
+

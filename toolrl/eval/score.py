@@ -367,6 +367,14 @@ def iter_requests(samples: Iterable[EvalSample]) -> Iterable[dict[str, Any]]:
                    "tools": list(task.tools), "complete_history": task.complete}
 
 
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (the same path, or links to one file)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toolrl.eval.score", description=__doc__.split("\n\n")[0])
     action = parser.add_mutually_exclusive_group(required=True)
@@ -387,6 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.export_benchmark and args.protocol != "official":
         parser.error("--export-benchmark needs --protocol official")
+    if args.max_rounds < 1:
+        raise UserError(f"--max-rounds {args.max_rounds} must be >= 1 (model calls per scored turn)")
+    if args.max_samples is not None and args.max_samples < 0:
+        raise UserError(f"--max-samples {args.max_samples} must be >= 0 (0 or absent = all)")
+    if args.export_benchmark and args.predictions and _same_file(args.export_benchmark, args.predictions):
+        raise UserError(f"--export-benchmark {args.export_benchmark} is the --predictions file: it would be "
+                        "overwritten; write the export to another file")
     samples = load_eval_samples(args.split, args.data_dir, args.max_samples)
     if args.dump_requests:
         with Path(args.dump_requests).open("w") as handle:
