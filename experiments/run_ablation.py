@@ -71,8 +71,9 @@ def settings_from_flags(extra: list[str]) -> sweep.StudySettings:
 def main(argv: list[str]) -> None:
     try:
         settings = settings_from_flags(argv[1:])
-    except ValueError as err:
-        sys.exit(f"run_ablation: {err}")
+    except ValueError as err:  # a bad flag value: one line, exit 2 like any usage error
+        print(f"run_ablation: error: {err}", file=sys.stderr)
+        sys.exit(2)
     if FLAGS.add_verdicts:
         names = sweep.add_missing_verdicts(settings)
         print(f"per-turn verdicts added to {len(names)} result files: {', '.join(names) or '-'}")

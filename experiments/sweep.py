@@ -137,8 +137,12 @@ class StudySettings:
         slugs = [arm_slug(a) for a in self.arms]
         if len(set(slugs)) != len(slugs) or any(s in ("", "zero_shot", "sft", "sft_start") for s in slugs):
             raise ValueError(f"arms must be distinct, non-empty and not 'zero_shot' / 'sft' / 'sft_start': {list(self.arms)}")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.study):
-            raise ValueError(f"study name {self.study!r}: use letters, digits, '_', '-', '.'")
+        for flag, name in (("--study", self.study), ("--sft_study", self.sft_study)):
+            # A plain directory name: "..", "a/b" or an absolute path would put files outside the
+            # runs and results directories.
+            if (name or flag == "--study") and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"{flag}={name!r} must be a plain name (letters, digits, '_', '-', '.'; "
+                                 "not starting with '.' or '-')")
 
     # Paths as given (relative ones are relative to the repo root, the subprocesses' directory).
     def run_dir(self, spec: RunSpec) -> Path:

@@ -502,3 +502,12 @@ def test_score_refuses_to_export_over_its_own_predictions(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
     assert predictions.read_bytes() == before
 
+
+def test_run_ablation_study_must_be_a_plain_name(tmp_path):
+    for study in ("..", "../x", "a/b", ""):
+        proc = subprocess.run([sys.executable, "-m", "experiments.run_ablation", f"--study={study}",
+                               f"--results_dir={tmp_path / 'results'}", f"--runs_dir={tmp_path / 'runs'}",
+                               "--dry_run"], cwd=REPO, capture_output=True, text=True, timeout=120, env=_env())
+        assert proc.returncode == 2, (study, proc.stderr[-1500:])
+        assert "--study" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
