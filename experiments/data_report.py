@@ -30,6 +30,15 @@ sys.path.insert(0, str(REPO_ROOT))
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / "study.py"), "study config")
 flags.DEFINE_string("study", "natural", "experiments/results/<study>/ gets data_report.json")
+flags.DEFINE_string("readme", "", "Also rewrite this README's natural-data section from the report.")
+
+
+def load_starts(out_dir: Path) -> dict:
+    """set name -> the SFT start's result record (``sft_start_eval_<set>.json``), in a fixed order."""
+    order = ["eval_100", "eval_100_official", "novel_test", "novel_validation"]
+    records = {json.loads(p.read_text())["name"]: json.loads(p.read_text())
+               for p in sorted(out_dir.glob("sft_start_eval_*.json"))}
+    return {name: records[name] for name in sorted(records, key=lambda n: (order.index(n) if n in order else 99, n))}
 
 
 def build_report(config) -> dict:
@@ -89,12 +98,9 @@ def main(argv: list[str]) -> None:
     del argv
     out_dir = REPO_ROOT / "experiments" / "results" / FLAGS.study
     report = build_report(_CONFIG.value)
-    starts = {}
-    for path in sorted(out_dir.glob("sft_start_eval_*.json")):
-        record = json.loads(path.read_text())
-        starts[record["name"]] = record["summary"]
+    starts = load_starts(out_dir)
     if starts:
-        report["sft_start"] = starts
+        report["sft_start"] = {name: record["summary"] for name, record in starts.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "data_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k in ("training_samples", "step_list_share")}))
@@ -103,6 +109,80 @@ def main(argv: list[str]) -> None:
     print("novel:", json.dumps({k: (v["turns"], v["novel"]) for k, v in report["novel"].items()}))
     print("query overlap:", json.dumps({k: v for k, v in report["query_overlap"].items() if "example" not in k}))
     print(f"wrote {out_dir / 'data_report.json'}")
+    if FLAGS.readme:
+        splice_readme(Path(FLAGS.readme), readme_section(report, starts))
+        print(f"updated {FLAGS.readme}")
+
+
+
+README_START, README_END = "<!-- natural-data:start -->", "<!-- natural-data:end -->"
+
+
+def readme_section(report: dict, starts: dict | None = None) -> str:
+    """The README's account of the study data (and the SFT start's evaluations), from the report alone."""
+    cov, nov, qo = report["coverage"], report["novel"], report["query_overlap"]
+    rows = "\n".join(
+        f"  | {d} | {v['training_turns']} | {v['eval_turns']} | "
+        f"{nov.get('synthetic:test', {}).get('by_domain', {}).get(d, {}).get('novel', 0)} | "
+        f"{nov.get('synthetic:validation', {}).get('by_domain', {}).get(d, {}).get('novel', 0)} |"
+        for d, v in cov["domains"].items())
+    untrained = ", ".join(f"`{f}`" for f in cov["eval_functions_not_in_training"])
+    text = f"""**The training data** (`configs/study.py`: synthesized train split + the decontaminated bfcl_training
+samples, at most 6 calls; {report['training_samples']} samples, {report['training_sources'].get('synthetic:train', 0)} synthesized):
+- Numbered step-list queries: **{100 * report['step_list_share']:.0f} %** (was 100 %). Mean query length
+  {report['query_chars_mean']:.0f} characters (eval_100: {report['eval_100_query_chars_mean']:.0f}).
+- Query decontamination: **{qo['training_queries_sharing_a_template_family']}** training queries share a template family with an
+  eval_100 query (family: the text with every value, number, month and proper noun masked;
+  `toolrl/data/coverage.py`). The longest word run any training query shares with any eval_100 query is
+  {qo['longest_shared_word_run']} words; the most word 5-grams one pair shares is {qo['most_word_5grams_one_pair_shares']}.
+- Call decontamination: no training turn's call set, and no training call, is an eval_100 golden
+  call (`contamination.json`, same method as the first study).
+- Coverage (scored turns with a complete golden history; held-out = novel turns only):
+
+  | domain | training turns | eval_100 turns | novel test turns | novel validation turns |
+  |---|---|---|---|---|
+{rows}
+
+  {len(cov['eval_functions_not_in_training'])} functions that eval_100's scored turns require are never called in training: {untrained}
+  ({cov['eval_turns_needing_an_untrained_function']} of {sum(v['eval_turns'] for v in cov['domains'].values())} turns need one). Of these, {len(cov['eval_functions_not_in_cache'])} have no response at all in
+  the decontaminated cache (built from bfcl_training without eval_100's calls): hotels are the cache's
+  gap, which no sampling can fill.
+- Held-out sets: **{nov.get('synthetic:test', {}).get('novel', 0)} novel test turns** and {nov.get('synthetic:validation', {}).get('novel', 0)} novel validation turns (of
+  {nov.get('synthetic:test', {}).get('turns', 0)} and {nov.get('synthetic:validation', {}).get('turns', 0)} scored turns); all {nov['eval_100']['novel']} of eval_100's {nov['eval_100']['turns']} scored turns are novel. Evaluation
+  records the turn ids it used; eval_100 subsets are drawn stratified by domain with a seed
+  (`eval.max_turns`, `eval.subset_seed`), never the first N in file order (eval_100's first 48 complete
+  turns held no Attraction turn).
+"""
+    if starts:
+        text += "\n**The SFT start on the new data** (from `sft_start_eval_*.json`; 95 % Wilson intervals):\n\n"
+        text += "| set | protocol | unit | right / total | accuracy | 95 % interval |\n|---|---|---|---|---|---|\n"
+        for name, record in starts.items():
+            s = record["summary"]
+            total = s.get("turns", s.get("samples"))
+            low, high = s["wilson95"] or (0, 0)
+            text += (f"| {name} | {s['protocol']} | {s['unit']} | {s['right']} / {total} | {100 * s['accuracy']:.1f} % | "
+                     f"{100 * low:.1f}–{100 * high:.1f} % |\n")
+        text += "\nPer domain:\n\n| set | " + " | ".join(sorted({d for r in starts.values() for d in r["by_domain"]})) + " |\n"
+        domains = sorted({d for r in starts.values() for d in r["by_domain"]})
+        text += "|---|" + "---|" * len(domains) + "\n"
+        for name, record in starts.items():
+            cells = []
+            for d in domains:
+                entry = record["by_domain"].get(d)
+                cells.append(f"{entry['right']}/{entry['n']} ({100 * entry['wilson95'][0]:.0f}–{100 * entry['wilson95'][1]:.0f} %)"
+                             if entry else "–")
+            text += f"| {name} | " + " | ".join(cells) + " |\n"
+        text += "\nError classes of the misses:\n\n"
+        for name, record in starts.items():
+            errors = ", ".join(f"{k} {v}" for k, v in list(record["errors"].items())[:8])
+            text += f"- {name}: {errors}\n"
+    return text
+
+
+def splice_readme(readme: Path, section: str) -> None:
+    text = readme.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    readme.write_text(text[:start] + "\n" + section + text[end:])
 
 
 if __name__ == "__main__":

@@ -87,3 +87,17 @@ def test_eval_100_turns_all_novel_against_decontaminated_bfcl():
     train, _ = drop_overlapping(load_samples("bfcl_training"), sample_keys(test))
     counts = novel_counts(train, test, {})
     assert counts["turns"] == 90 and counts["novel"] == 90
+
+
+def test_readme_natural_section_is_generated_from_the_committed_files():
+    import json
+    from pathlib import Path
+
+    from experiments.data_report import README_END, README_START, load_starts, readme_section
+
+    root = Path(__file__).resolve().parents[1]
+    results = root / "experiments" / "results" / "natural"
+    report = json.loads((results / "data_report.json").read_text())
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index(README_START) + len(README_START):readme.index(README_END)]
+    assert section == "\n" + readme_section(report, load_starts(results))
