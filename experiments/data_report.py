@@ -28,9 +28,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 FLAGS = flags.FLAGS
-_CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / "study.py"), "study config")
-flags.DEFINE_string("study", "natural", "experiments/results/<study>/ gets data_report.json")
-flags.DEFINE_string("readme", "", "Also rewrite this README's natural-data section from the report.")
+
+
+def define_flags() -> None:
+    """The command line (defined when run as a script, so tests can import this module's functions)."""
+    config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / "study.py"), "study config")
+    flags.DEFINE_string("study", "natural", "experiments/results/<study>/ gets data_report.json")
+    flags.DEFINE_string("readme", "", "Also rewrite this README's natural-data section from the report.")
 
 
 def load_starts(out_dir: Path) -> dict:
@@ -97,7 +101,7 @@ def _count(items) -> dict:
 def main(argv: list[str]) -> None:
     del argv
     out_dir = REPO_ROOT / "experiments" / "results" / FLAGS.study
-    report = build_report(_CONFIG.value)
+    report = build_report(FLAGS.config)
     starts = load_starts(out_dir)
     if starts:
         report["sft_start"] = {name: record["summary"] for name, record in starts.items()}
@@ -187,4 +191,5 @@ def splice_readme(readme: Path, section: str) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    define_flags()
     app.run(main)

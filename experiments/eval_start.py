@@ -31,11 +31,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run", "runs/studies/natural/sft/work", "The SFT start's workdir.")
-flags.DEFINE_string("study", "natural", "Results go to experiments/results/<study>/.")
-flags.DEFINE_string("config", "configs/study.py", "The study config (the run's own settings win).")
-flags.DEFINE_list("sets", ["eval_100", "eval_100_official", "novel_test"], "Which evaluation sets.")
-flags.DEFINE_integer("batch_size", 8, "Requests per generate call.")
+
+
+def define_flags() -> None:
+    """The command line (defined when run as a script, so tests can import this module's functions)."""
+    flags.DEFINE_string("run", "runs/studies/natural/sft/work", "The SFT start's workdir.")
+    flags.DEFINE_string("study", "natural", "Results go to experiments/results/<study>/.")
+    flags.DEFINE_string("config", "configs/study.py", "The study config (the run's own settings win).")
+    flags.DEFINE_list("sets", ["eval_100", "eval_100_official", "novel_test"], "Which evaluation sets.")
+    flags.DEFINE_integer("batch_size", 8, "Requests per generate call.")
 
 SETS = {
     "eval_100": ["--config.eval.source=eval_100", "--config.eval.complete_only=True", "--config.eval.protocol=turn"],
@@ -122,4 +126,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    define_flags()
     app.run(main)
