@@ -511,3 +511,74 @@ def test_run_ablation_study_must_be_a_plain_name(tmp_path):
         assert proc.returncode == 2, (study, proc.stderr[-1500:])
         assert "--study" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- 8. errors in one line
+
+INJECT = """
+import errno, sys
+sys.path.insert(0, {repo!r})
+{patch}
+from toolrl.main import run
+sys.argv = ["toolrl.main", *{argv!r}]
+run()
+"""
+
+READ_ONLY = """
+import toolrl.rl.workdir as workdir
+def read_only(path):
+    raise OSError(errno.EROFS, "Read-only file system", str(path / ".lock"))
+workdir._lock = read_only
+"""
+
+DISK_FULL = """
+import toolrl.policy.checkpoint as checkpoint
+def full(self, step, *args, **kwargs):
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError as err:  # as orbax / tensorstore report it: wrapped in another error
+        raise ValueError(f"Error writing {{step}}: {{err}}") from err
+checkpoint.Checkpointer.save = full
+"""
+
+
+def _injected(tmp_path: Path, patch: str, *args: str) -> subprocess.CompletedProcess:
+    argv = ["--config=configs/tiny.py", "--config.wandb.mode=disabled", f"--config.workdir={tmp_path / 'run'}", *args]
+    script = INJECT.format(repo=str(REPO), patch=patch, argv=argv)
+    return subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=_env())
+
+
+def _one_line(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    [line] = _error_lines(proc.stderr)
+    for needle in needles:
+        assert needle in line, line
+
+
+def test_a_read_only_workdir_is_one_line(tmp_path):
+    _one_line(_injected(tmp_path, READ_ONLY), "Read-only file system", ".lock")
+
+
+def test_a_disk_full_save_is_one_line(tmp_path):
+    proc = _injected(tmp_path, DISK_FULL, "--config.mode=sft", "--config.sft.num_steps=1",
+                     "--config.train.num_steps=0")
+    _one_line(proc, "step 1: could not save the checkpoint", "No space left on device")
+
+
+@pytest.mark.parametrize("field", ["data.sample_ids", "eval.sample_ids"])
+def test_unknown_sample_ids_are_one_line(tmp_path, field):
+    args = [f"--config.{field}=no_such_sample"]
+    if field == "eval.sample_ids":
+        args += ["--config.mode=eval", f"--config.eval.output_dir={tmp_path / 'eval'}"]
+    _one_line(_main(f"--config.workdir={tmp_path / 'run'}", *args), field, "no_such_sample")
+
+
+@pytest.mark.parametrize("flag,value", [("--max-rounds", "0"), ("--max-samples", "-1")])
+def test_score_bad_numbers_are_one_line(tmp_path, flag, value):
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text(json.dumps({"sample_id": "x", "turn": 0, "text": "hi"}) + "\n")
+    proc = _score("--predictions", str(predictions), flag, value)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and flag in proc.stderr

@@ -72,7 +72,8 @@ def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
             if config.eval.every:
                 from toolrl.eval.evaluator import Evaluation
 
-                evaluation = Evaluation(config)
+                with _ids_of("eval.sample_ids"):
+                    evaluation = Evaluation(config)
             trainer = Trainer(config, policy, env, data, mesh, reward_fn=reward_fn, evaluation=evaluation)
             info = trainer.run(progress=config.train.progress, stop_after=stop_after)
         except BaseException:
@@ -83,6 +84,19 @@ def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
             raise
     info.fit = data.rl_fit if config.mode == "grpo" else data.sft_fit
     return info
+
+
+@contextlib.contextmanager
+def _ids_of(field: str):
+    """An unknown sample id (`select_ids`) in `field` is the user's mistake: ConfigError naming the field."""
+    from toolrl.rl.config import ConfigError
+
+    try:
+        yield
+    except ValueError as err:
+        if str(err).startswith("sample ids not found"):
+            raise ConfigError(f"{field}: {err}") from err
+        raise
 
 
 def _has_checkpoint(workdir: Path) -> bool:
@@ -119,7 +133,8 @@ def evaluate(config: Any):
                                     "(no config.json)")
         policy = Policy.from_config(config, mesh)
     output = config.eval.output_dir or str(run / "eval")
-    report = run_evaluation(config, policy, output)
+    with _ids_of("eval.sample_ids"):
+        report = run_evaluation(config, policy, output)
     report.print()
     print(f"results: {output}/eval_results.json")
     return report
@@ -189,8 +204,12 @@ def run() -> None:
     from toolrl.cli import run_cli
     from toolrl.env.cache import CacheError
     from toolrl.rl.config import ConfigError
-    from toolrl.rl.trainer import NonFiniteError
+    from toolrl.cli import UserError
+    from toolrl.rl.trainer import NonFiniteError, storage_problem
     from toolrl.rl.workdir import WorkdirError
+
+    class StorageError(UserError):
+        """No space, a read-only file system, or no permission: the user's to fix, one line."""
 
     os.environ.setdefault("WANDB_SILENT", "true")
     logging.set_verbosity(logging.WARNING)
@@ -198,6 +217,12 @@ def run() -> None:
     def parse_and_run(argv: list[str]) -> None:
         try:
             app.run(main, argv=[sys.argv[0], *argv])
+        except OSError as err:  # EROFS / ENOSPC / EDQUOT are OSError, not the PermissionError run_cli knows
+            if storage_problem(err) is None or isinstance(err, (PermissionError, FileNotFoundError)):
+                raise
+            from toolrl.cli import one_line
+
+            raise StorageError(one_line(err)) from err
         except (AttributeError, KeyError) as err:
             if _STARTED:
                 raise

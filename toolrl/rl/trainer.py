@@ -26,7 +26,9 @@ the last completed step when no update of the abandoned one was applied yet).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import os
 import signal
 import threading
 import time
@@ -41,6 +43,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
+from toolrl.cli import UserError
 from toolrl.data.golden import GoldenSample, filter_by_calls, load_samples, select_ids
 from toolrl.eval.protocol import TurnTask, build_turn_tasks
 from toolrl.policy.checkpoint import Checkpointer, load_params, save_params
@@ -74,6 +77,30 @@ class TrainingInterrupted(RuntimeError):
         super().__init__(message)
         self.signum = signum
         self.saved = saved
+
+
+class CheckpointSaveError(UserError):
+    """A checkpoint could not be written (no space, read-only or not permitted); the message says which step."""
+
+
+# Errors of the storage, not of the program: a save that meets one is reported in one line.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+_STORAGE_TEXTS = tuple(os.strerror(e) for e in sorted(STORAGE_ERRNOS))
+
+
+def storage_problem(error: BaseException) -> str | None:
+    """The storage problem behind `error` (its strerror), also when a library wrapped the OSError; else None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+            return os.strerror(error.errno)
+        text = str(error)
+        for message in _STORAGE_TEXTS:
+            if message in text:
+                return message
+        error = error.__cause__ or error.__context__
+    return None
 
 
 class _SkipStep(Exception):
@@ -196,7 +223,13 @@ def load_training_samples(config: ml_collections.ConfigDict) -> list[GoldenSampl
         samples, dropped = drop_overlapping(samples, sample_keys(test))
         log.info("decontamination: dropped %d of %d training samples calling a golden call of %s",
                  dropped, dropped + len(samples), d.decontaminate)
-    samples = filter_by_calls(select_ids(samples, d.sample_ids), d.max_steps_per_sample)
+    try:
+        samples = select_ids(samples, d.sample_ids)
+    except ValueError as err:  # an unknown id: the user's mistake, one line naming the field
+        from toolrl.rl.config import ConfigError
+
+        raise ConfigError(f"data.sample_ids: {err} in data.train_file={d.train_file!r}") from err
+    samples = filter_by_calls(samples, d.max_steps_per_sample)
     if d.max_samples:
         samples = samples[: d.max_samples]
     if not samples:
@@ -415,10 +448,18 @@ class Trainer:
             if not np.isfinite(norm):
                 raise NonFiniteError(f"step {self.step}: non-finite parameters (global norm {norm}) after the "
                                      f"update; not saved ({self._latest_text()}); lower the learning rate")
-        if force:
-            self.checkpointer.save(self.step, params, opt, self._meta())
-        else:
-            self.checkpointer.maybe_save(self.step, params, opt, self._meta())
+        try:
+            if force:
+                self.checkpointer.save(self.step, params, opt, self._meta())
+            else:
+                self.checkpointer.maybe_save(self.step, params, opt, self._meta())
+        except Exception as err:
+            problem = storage_problem(err)
+            if problem is None:
+                raise
+            raise CheckpointSaveError(f"step {self.step}: could not save the checkpoint in {self.checkpointer.directory} "
+                                      f"({problem}); {self._latest_text()}; free space or make the workdir "
+                                      f"writable, then rerun the same command to resume") from err
 
     def restore_or_init(self) -> int:
         """Restores the latest checkpoint of the workdir (or starts at step 0); returns the step."""
