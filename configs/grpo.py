@@ -19,7 +19,7 @@ from toolrl.rl.config import base_config
 
 # Variant name -> what it sets; `get_config("a,b")` applies a then b. Each variant also names the workdir.
 VARIANTS = {
-    # The reward ablation (DESIGN.md): modes of the configured family.
+    # The reward ablation (docs/design.md, "Rewards"): modes of the configured family.
     "graduated": {"reward.mode": "graduated"},
     "atomic": {"reward.mode": "atomic"},
     "orchestration": {"reward.mode": "orchestration"},

@@ -1,7 +1,7 @@
 """Aggregation of turn verdicts into metrics, per domain and overall, and their presentation.
 
-Buckets keep turns with a lost golden response apart from the others (DESIGN.md: never silently
-counted):
+Buckets keep turns with a lost golden response apart from the others (docs/design.md, "Evaluation":
+never silently counted):
   ``complete``    scored turns whose history is complete; samples all of whose turns are complete;
   ``incomplete``  the other turns; samples with at least one such turn;
   ``all``         everything together (for reference only).

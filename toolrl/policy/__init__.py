@@ -1,4 +1,4 @@
 """The policy at run time: ONE object that loads, generates, scores log-probs, saves and restores.
 
-Training rollouts and the evaluator both call it (DESIGN.md, "Runtime architecture").
+Training rollouts and the evaluator both call it (docs/design.md, "Runtime architecture").
 """

@@ -1,4 +1,4 @@
-"""`Policy`: the one object that owns the model at run time (DESIGN.md, "Runtime architecture").
+"""`Policy`: the one object that owns the model at run time (docs/design.md, "Runtime architecture").
 
     policy = Policy.load(preset="smollm2_135m")                  # or path=/dir/of/hf/checkpoint
     policy, run_config = Policy.from_run("artifacts/runs/grpo")  # a run's own model, settings, weights

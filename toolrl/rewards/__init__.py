@@ -1,4 +1,4 @@
-"""Graduated rewards for multi-step tool orchestration (DESIGN.md, "Graduated reward").
+"""Graduated rewards for multi-step tool orchestration (docs/design.md, "Rewards").
 
 parse.py (text -> calls, `safe_json_loads`), episode.py (text + responses -> episode), types.py
 (inputs, limits, `depends_on` validation), bfcl.py (the paper's BFCL value rules), reference.py

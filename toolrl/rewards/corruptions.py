@@ -1,11 +1,13 @@
-"""Golden rollouts and their corruptions: the sanity checks of a reward (DESIGN.md `episode`).
+"""Golden rollouts and their corruptions: the sanity checks of a reward (docs/design.md, "Rewards",
+`episode`).
 
 A reward that trains orchestration must rank the golden rollout of a sample strictly above every
 corrupted variant.  `golden_episode` turns golden steps (anything with ``function``, ``arguments``,
 ``depends_on`` and ``response`` attributes, e.g. `toolrl.data.traces.TraceStep`) into the
 rollout that makes exactly those calls; `CORRUPTIONS` maps each of the eleven corruptions of
-DESIGN.md to a function `(episode, position) -> EpisodeInput | None` (None: not applicable at that
-position, e.g. no step depends on it).  Used by the tests and by `benchmarks/rewards.py`.
+docs/design.md ("Rewards", `episode`) to a function `(episode, position) -> EpisodeInput | None`
+(None: not applicable at that position, e.g. no step depends on it).  Used by the tests and by
+`benchmarks/rewards.py`.
 """
 
 from __future__ import annotations

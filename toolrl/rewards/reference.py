@@ -1,6 +1,6 @@
 """Plain-Python reference of the graduated rewards: the oracle the JAX kernels are tested against.
 
-One function per definition of DESIGN.md, "Graduated reward".  Readability over speed: this is the
+One function per definition of docs/design.md, "Rewards".  Readability over speed: this is the
 spec in code.  Families:
 
 - `paper_reward`: the seed paper's episode formula, flaws included (first step with the name,
@@ -275,7 +275,7 @@ def credit_steps(calls: Sequence[PredictedCall], steps: Sequence[GoldenStep]) ->
 def paper_reward(
     ep: EpisodeInput, mode: str = "graduated", weights: RewardWeights = RewardWeights(), paper_compat: str = "ours"
 ) -> Score:
-    """The seed paper's reward (DESIGN.md `paper`), reproduced with its known flaws.
+    """The seed paper's reward (docs/design.md, "Rewards", `paper`), reproduced with its known flaws.
 
     Per call: the FIRST golden step with the call's name (none -> every level 0); AST = w_name +
     w_keys·`paper_structure` + w_values·[`paper_values_ok`]; semantic = `paper_semantic`.  R_atomic
@@ -394,7 +394,7 @@ def match_episode(ep: EpisodeInput, weights: RewardWeights = RewardWeights()) ->
 def episode_reward(
     ep: EpisodeInput, mode: str = "graduated", weights: RewardWeights = RewardWeights(), paper_compat: str = "ours"
 ) -> Score:
-    """Our corrected episode reward (DESIGN.md `episode`).
+    """Our corrected episode reward (docs/design.md, "Rewards", `episode`).
 
     Levels: atomic = Σ call values / (#calls + #steps - #matched) (each unmatched call and each
     unmatched step costs a slot: a repeated or hallucinated call is never free); orchestration = share
@@ -507,7 +507,7 @@ def is_premature(p: PredictedCall, t: TurnInput) -> bool:
 def turn_reward(
     t: TurnInput, mode: str = "graduated", weights: RewardWeights = RewardWeights(), paper_compat: str = "ours"
 ) -> Score:
-    """Our per-turn reward (DESIGN.md `turn`).
+    """Our per-turn reward (docs/design.md, "Rewards", `turn`).
 
     A predicted call is on the frontier when its matched golden call is a full match whose
     dependencies are all done.  Orchestration = F1(frontier calls, golden calls of the turn) ·

@@ -13,7 +13,7 @@ Conventions
 - Limits: arguments nested deeper than `MAX_ARGUMENT_DEPTH`, or larger than the other limits below,
   make a call a format failure (`argument_problem`: "too_deep" / "too_large") in every family, the
   reference and the kernels alike, so that no model output can make the reward raise.
-- Semantic success of a response (DESIGN.md, "Graduated reward"): the call was executed and the
+- Semantic success of a response (docs/design.md, "Rewards"): the call was executed and the
   response is a non-empty dict without an ``error`` key whose ``status`` is not ``False``.
   Deliberate extension: a non-empty *list* also counts as a success, because several real APIs of
   the benchmark answer with a bare list (e.g. ``Search_Flight_Location``: 67 responses in
@@ -127,7 +127,7 @@ class TurnInput:
 
 @dataclasses.dataclass(frozen=True)
 class RewardWeights:
-    """Weights of the graduated reward (DESIGN.md defaults).
+    """Weights of the graduated reward (defaults of docs/design.md, "Rewards").
 
     Attributes:
       atomic: weight of R_atomic in the `graduated` mode (paper: 0.5).

@@ -104,7 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.top_p = 1.0
 
     c.reward = ml_collections.ConfigDict()
-    c.reward.family = "episode"  # Registry family: "paper", "episode" or "turn" (DESIGN.md).
+    c.reward.family = "episode"  # Registry family: "paper", "episode" or "turn" (docs/design.md, "Rewards").
     c.reward.mode = "graduated"  # Ablation mode: "graduated", "atomic", "orchestration", "binary".
     c.reward.atomic_weight = 0.5  # w_a in R = w_a · R_atomic + w_o · R_orch (paper: 0.5).
     c.reward.orchestration_weight = 0.5  # w_o (paper: 0.5).
