@@ -2,7 +2,9 @@
 
 Builder configs:
   ``synthetic`` (default): constrained-synthesis traces, splits ``train`` / ``validation`` / ``test``;
-      ``test`` holds out whole workflows (tool patterns), see :func:`toolrl.synth.build.split_by_workflow`;
+      validation and test hold the traces that call a reserved call (``split="entries"``, the default:
+      :func:`toolrl.synth.build.split_by_entries`) or whole workflows (``split="workflows"``:
+      :func:`toolrl.synth.build.split_by_workflow`);
   ``bfcl_training``: the authors' 101 synthesized samples, split ``train``;
   ``eval_100``: the 100 ComplexFuncBench evaluation samples, split ``test`` (responses the benchmark
       lost are ``""``).
