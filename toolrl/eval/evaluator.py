@@ -101,7 +101,7 @@ class Evaluation:
             kept = {t.sample_id for t in tasks}
             self.samples = [s for s in self.samples if s.sample_id in kept]
         lookup = open_default_cache(data_dir, e.cache_path or None).lookup if e.response_equivalence else None
-        judge = make_judge(JudgeSettings(e.judge.enabled, e.judge.endpoint, e.judge.model))
+        judge = make_judge(JudgeSettings.from_config(e.judge))
         self.matcher = make_matcher(data_dir, lookup, judge)
         self.render = response_view(config).render
         self.max_new_tokens = int(e.max_new_tokens or config.rollout.max_new_tokens)
