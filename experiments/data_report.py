@@ -105,6 +105,9 @@ def main(argv: list[str]) -> None:
     starts = load_starts(out_dir)
     if starts:
         report["sft_start"] = {name: record["summary"] for name, record in starts.items()}
+        training = out_dir / "sft_start_training.json"
+        if training.exists():
+            report["sft_start"]["training"] = json.loads(training.read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "data_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k in ("training_samples", "step_list_share")}))
@@ -158,7 +161,14 @@ samples, at most 6 calls; {report['training_samples']} samples, {report['trainin
   turns held no Attraction turn).
 """
     if starts:
-        text += "\n**The SFT start on the new data** (from `sft_start_eval_*.json`; 95 % Wilson intervals):\n\n"
+        text += "\n**The SFT start on the new data** (from `sft_start_eval_*.json`; 95 % Wilson intervals)"
+        training = report.get("sft_start", {}).get("training")
+        if training:
+            text += (f": SmolLM2-135M, {training['steps']} SFT steps of one golden episode each (lr "
+                     f"{training['settings']['learning_rate']:g}, seed {training['settings']['seed']}), NLL "
+                     f"{training['nll_first10_mean']:.3f} -> {training['nll_last10_mean']:.3f} (means of the first and last "
+                     f"10 steps), {training['step_seconds_total'] / 60:.0f} min of steps on the 2-core CPU")
+        text += ":\n\n"
         text += "| set | protocol | unit | right / total | accuracy | 95 % interval |\n|---|---|---|---|---|---|\n"
         for name, record in starts.items():
             s = record["summary"]

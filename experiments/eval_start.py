@@ -99,10 +99,31 @@ def summarize(name: str, results: dict, seconds: float) -> dict:
     }
 
 
+def training_record(run: Path) -> dict:
+    """What the SFT start's run did, from its own files: steps, NLL at the start and the end (mean of the
+    first and last 10 steps), seconds of steps, and the settings that define it."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("phase") == "sft"]
+    config = json.loads((run / "config.json").read_text())
+    head, tail = rows[:10], rows[-10:]
+    return {
+        "run": str(run), "steps": rows[-1]["step"] if rows else 0,
+        "nll_first10_mean": sum(r["sft/nll"] for r in head) / max(1, len(head)),
+        "nll_last10_mean": sum(r["sft/nll"] for r in tail) / max(1, len(tail)),
+        "step_seconds_total": sum(r["time/step_s"] for r in rows),
+        "settings": {"learning_rate": config["sft"]["learning_rate"], "batch_size": config["sft"]["batch_size"],
+                     "num_steps": config["sft"]["num_steps"], "train_file": config["data"]["train_file"],
+                     "synth_stamp": config["data"].get("synth_stamp"), "max_seq_len": config["rollout"]["max_seq_len"],
+                     "max_steps_per_sample": config["data"]["max_steps_per_sample"], "seed": config["seed"]},
+    }
+
+
 def main(argv: list[str]) -> None:
     del argv
     out_dir = REPO_ROOT / "experiments" / "results" / FLAGS.study
     out_dir.mkdir(parents=True, exist_ok=True)
+    run = REPO_ROOT / FLAGS.run if not Path(FLAGS.run).is_absolute() else Path(FLAGS.run)
+    (out_dir / "sft_start_training.json").write_text(json.dumps(training_record(run), indent=2) + "\n")
     for name in FLAGS.sets:
         if name not in SETS:
             raise SystemExit(f"unknown set {name!r}; known: {', '.join(SETS)}")
