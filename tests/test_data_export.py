@@ -117,7 +117,7 @@ def test_the_study_data_names_its_own_build_command(tmp_path):
                     env={"TOOLRL_HOME": str(home)})
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"toolrl.data.export: error: the synthesized split 'train' does not exist in {home / 'study' / 'tfds'}; "
+        f"toolrl.data.export: error: the synthesized split 'train' does not exist in {home / 'study' / 'tfds_natural'}; "
         "build it with `python -m experiments.study_data`"]
 
 

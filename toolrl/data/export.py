@@ -63,7 +63,8 @@ def build_command(synth_dir: str) -> str:
     """The command that writes the synthesized dataset a config reads from ``synth_dir``."""
     from toolrl.data.paths import toolrl_home
 
-    if synth_dir and Path(synth_dir).expanduser().resolve() == (toolrl_home() / "study" / "tfds").resolve():
+    study = (toolrl_home() / "study").resolve()
+    if synth_dir and Path(synth_dir).expanduser().resolve().parent == study:  # the study's data (any version)
         return "python -m experiments.study_data"
     command = "python -m toolrl.synth --config=configs/synth.py"
     return command + (f" --config.output_dir={synth_dir}" if synth_dir else "")
