@@ -123,7 +123,8 @@ def main(argv: list[str]) -> None:
     out_dir = REPO_ROOT / "experiments" / "results" / FLAGS.study
     out_dir.mkdir(parents=True, exist_ok=True)
     run = REPO_ROOT / FLAGS.run if not Path(FLAGS.run).is_absolute() else Path(FLAGS.run)
-    (out_dir / "sft_start_training.json").write_text(json.dumps(training_record(run), indent=2) + "\n")
+    record = dict(training_record(run), run=FLAGS.run)  # as given: the same file on every machine
+    (out_dir / "sft_start_training.json").write_text(json.dumps(record, indent=2) + "\n")
     for name in FLAGS.sets:
         if name not in SETS:
             raise SystemExit(f"unknown set {name!r}; known: {', '.join(SETS)}")
