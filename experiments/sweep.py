@@ -610,15 +610,10 @@ def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, l
 
 
 def process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22); None if unknown.
+    """When process `pid` started (the workdir lock's reading of /proc; a reused pid has another start)."""
+    from toolrl.rl.workdir import process_start as start_of
 
-    With the pid it names one process: a pid reused by a later process has another start time."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
-    return fields[19] if len(fields) > 19 else None
+    return start_of(pid)
 
 
 class RunLock:
