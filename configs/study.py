@@ -12,18 +12,15 @@ out) during training, and eval_100's complete-history turns after it. Variants a
 (``configs/study.py:atomic``); the arms are reward modes of the ``turn`` family.
 """
 
-import os
-
 from configs import grpo
-from toolrl.data.paths import toolrl_home
+from toolrl.data import natural
 
-
-STAMP = "study:natural-v6"  # what experiments.study_data stamps its data with (toolrl.data.provenance)
+STAMP = natural.NATURAL_STAMP  # what the natural data is stamped with (toolrl.data.provenance)
 
 
 def study_dir() -> str:
     """Where experiments/study_data.py writes the decontaminated cache and traces ($TOOLRL_HOME/study)."""
-    return os.path.join(str(toolrl_home()), "study")
+    return str(natural.study_dir())
 
 
 def get_config(arg=None):
@@ -34,7 +31,7 @@ def get_config(arg=None):
     d.train_file = "synthetic:train,bfcl_training"
     # The natural-query data (experiments.study_data): queries a person would write, every domain, only
     # ids/tokens/coordinates bound to responses. The first study's data ("tfds") had numbered step lists.
-    d.synth_dir = os.path.join(study_dir(), "tfds_natural")
+    d.synth_dir = str(natural.natural_dir())
     d.synth_stamp = STAMP
     d.decontaminate = "eval_100"
     # Up to 6 calls: Car-Rental and Flights traces need 3-5 (two lookups, a search, a follow-up); at 4 the

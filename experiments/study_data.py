@@ -31,41 +31,15 @@ flags.DEFINE_bool("rebuild", False, "Rebuild the cache and the traces even when 
 
 def main(argv: list[str]) -> None:
     del argv
-    import shutil
-
     from configs import study
     from toolrl.data import paths
     from toolrl.data.contamination import contamination_report, drop_overlapping, sample_keys
     from toolrl.data.golden import load_samples
-    from toolrl.data.provenance import dataset_exists, file_sha256, read_stamp, write_stamp
-    from toolrl.env.cache import Source, build_cache
+    from toolrl.data.natural import build_natural_data
 
     config = study.get_config()
-    root = Path(study.study_dir())
-    cache_path = root / "cache_no_eval100.sqlite"
     tfds_dir = Path(config.data.synth_dir)
-    if FLAGS.rebuild:
-        cache_path.unlink(missing_ok=True)
-        shutil.rmtree(tfds_dir, ignore_errors=True)
-    if not cache_path.exists():
-        summary = build_cache(cache_path, [Source("traces", paths.data_file(paths.BFCL_TRAINING))],
-                              exclude=[Source("traces", paths.data_file(paths.EVAL_100))])
-        print(f"built {cache_path}\n{summary.format()}")
-    stamp = read_stamp(tfds_dir) if dataset_exists(tfds_dir) else None
-    if stamp is None or stamp.get("id") != study.STAMP:
-        import subprocess
-
-        shutil.rmtree(tfds_dir, ignore_errors=True)  # unstamped or another stamp: never reused
-        subprocess.run([sys.executable, "-m", "toolrl.synth", "--config=configs/synth.py",
-                        f"--config.cache_path={cache_path}", f"--config.output_dir={tfds_dir}",
-                        f"--config.n_traces={FLAGS.n_traces}"], cwd=REPO_ROOT, check=True)
-        from configs import synth as synth_config
-
-        settings = synth_config.get_config()
-        write_stamp(tfds_dir, study.STAMP, builder="experiments.study_data", cache=cache_path.name,
-                    cache_sha256=file_sha256(cache_path), cache_sources=[paths.BFCL_TRAINING],
-                    excluded=[paths.EVAL_100], writer=settings.writer, bind=settings.bind,
-                    domains=list(settings.domains), seed=settings.seed, n_traces=FLAGS.n_traces)
+    build_natural_data(tfds_dir, n_traces=FLAGS.n_traces, rebuild=FLAGS.rebuild, builder="experiments.study_data")
     test_source = config.data.decontaminate
     test = load_samples(test_source)
     sources = [s.strip() for s in config.data.train_file.split(",")]

@@ -64,6 +64,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Provenance stamp the synthesized data in synth_dir must carry (toolrl.data.provenance); "" = unchecked.
     # A dataset with no stamp or another one is refused in one line naming the command that builds it.
     c.data.synth_stamp = ""
+    # True: when data.synth_dir has no dataset (or an older version of the natural data), build the
+    # decontaminated natural data there first (toolrl.data.natural, ~1 min on 2 cores) instead of refusing;
+    # data.synth_stamp must then be its stamp. The main job sets it so that its set-up stays one command.
+    c.data.build_missing = False
     c.data.max_samples = 0  # Use only the first N samples (0 = all); small values make easy tasks.
     c.data.sample_ids = ""  # Comma-separated sample ids to train on ("" = all), e.g. the memorisation check.
     c.data.max_steps_per_sample = 0  # Drop samples with more golden calls (0 = keep all).

@@ -206,12 +206,40 @@ class TrainingData:
     sft_fit: FitReport
 
 
+def build_missing_data(data: ml_collections.ConfigDict) -> None:
+    """``data.build_missing``: builds the natural data in ``data.synth_dir`` when it is absent or an older
+    version of it (toolrl.data.natural); a dataset stamped for anything else is left for `require_stamp`
+    to refuse, never overwritten."""
+    from toolrl.data import natural
+    from toolrl.data.provenance import ProvenanceError, dataset_exists, read_stamp
+    from toolrl.rl.config import ConfigError
+
+    if data.synth_stamp != natural.NATURAL_STAMP:
+        raise ConfigError(f"data.build_missing builds only the natural data: data.synth_stamp must be "
+                          f"{natural.NATURAL_STAMP!r}, not {data.synth_stamp!r}")
+    if not data.synth_dir:
+        raise ConfigError("data.build_missing needs data.synth_dir (where to build the natural data)")
+    if natural.is_current(data.synth_dir):
+        return
+    stamp = read_stamp(data.synth_dir) if dataset_exists(data.synth_dir) else None
+    if dataset_exists(data.synth_dir) and not str((stamp or {}).get("id", "")).startswith("study:natural"):
+        return  # someone else's dataset: require_stamp refuses it in one line
+    if jax.process_count() > 1:  # several hosts writing one directory would clash
+        raise ProvenanceError(f"no natural data in {data.synth_dir}; build it once before a multi-host run with "
+                              "`python -m experiments.study_data`")
+    print(f"data: building the decontaminated natural-query data in {data.synth_dir} (once, ~1 min)", flush=True)
+    natural.build_natural_data(data.synth_dir, data_dir=data.data_dir or None,
+                               builder="toolrl.main (data.build_missing)")
+
+
 def load_training_samples(config: ml_collections.ConfigDict) -> list[GoldenSample]:
     """The training samples: every source of ``data.train_file`` (comma-separated), by id and size filters,
     without the samples that call a golden call of ``data.decontaminate`` (logged)."""
     d = config.data
     from toolrl.data.provenance import require_stamp
 
+    if d.get("build_missing", False):
+        build_missing_data(d)
     require_stamp(d)
     sources = [s.strip() for s in d.train_file.split(",") if s.strip()]
     samples = [s for source in sources
