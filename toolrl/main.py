@@ -68,13 +68,16 @@ def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
             policy, env, data = prepare(config, mesh)
             for report in (data.rl_fit, data.sft_fit):
                 logging.info(report.describe())
-            evaluation = None
+            evaluation = train_evaluation = None
             if config.eval.every:
                 from toolrl.eval.evaluator import Evaluation
 
                 with _ids_of("eval.sample_ids"):
                     evaluation = Evaluation(config)
-            trainer = Trainer(config, policy, env, data, mesh, reward_fn=reward_fn, evaluation=evaluation)
+                if config.eval.get("train_turns", 0):
+                    train_evaluation = Evaluation(config, samples=data.samples(), max_turns=config.eval.train_turns)
+            trainer = Trainer(config, policy, env, data, mesh, reward_fn=reward_fn, evaluation=evaluation,
+                              train_evaluation=train_evaluation)
             info = trainer.run(progress=config.train.progress, stop_after=stop_after)
         except BaseException:
             # Refused before anything was saved (nothing fits, a config or data error, a first step that

@@ -70,34 +70,43 @@ class Evaluation:
     ``eval.protocol="official"`` the samples of those turns are run whole, free-running.
     """
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, samples: Sequence[Any] | None = None, max_turns: int | None = None):
+        """``samples`` (with ``max_turns``) evaluates those samples' scored turns instead of ``eval.source``'s,
+        e.g. the run's own training tasks (``eval.train_turns``); ``eval.heldout`` does not apply to them."""
         from toolrl.data.golden import load_samples, select_ids
         from toolrl.env.cache import open_default_cache
 
         e = config.eval
         data_dir = config.data.data_dir or None
         self.config = config
-        self.samples = select_ids(load_samples(e.source, data_dir, e.max_samples or None, config.data.max_distractors,
-                                               config.data.synth_dir or None), e.sample_ids)
+        self.source = str(e.source) if samples is None else "training tasks"
+        if samples is None:
+            self.samples = select_ids(load_samples(e.source, data_dir, e.max_samples or None,
+                                                   config.data.max_distractors, config.data.synth_dir or None),
+                                      e.sample_ids)
+        else:
+            self.samples = list(samples)
+        self.max_turns = int(e.max_turns if max_turns is None else max_turns)
         tasks = [task for sample in self.samples for task in build_turn_tasks(sample)]
-        heldout = str(e.get("heldout", "all"))
-        if heldout == "novel" or e.get("complete_only", False) or e.max_turns:
+        heldout = str(e.get("heldout", "all")) if samples is None else "all"
+        self.heldout = heldout
+        if heldout == "novel" or e.get("complete_only", False) or self.max_turns:
             tasks = [t for t in tasks if t.complete]
         if heldout == "novel":
             from toolrl.rl.trainer import load_training_samples
 
             tasks = novel_tasks(tasks, training_turn_sets(load_training_samples(config)))
-        if e.max_turns:
+        if self.max_turns:
             if e.get("subset", "stratified") == "stratified":
-                tasks = stratified_subset(tasks, e.max_turns, int(e.get("subset_seed", 0)))
+                tasks = stratified_subset(tasks, self.max_turns, int(e.get("subset_seed", 0)))
             else:  # "first": the first N in source order (runs saved before stratified subsets)
-                tasks = tasks[: e.max_turns]
+                tasks = tasks[: self.max_turns]
         if not tasks:
-            raise ValueError(f"eval.source={e.source!r} (max_samples={e.max_samples}, heldout={heldout!r}) gives "
+            raise ValueError(f"eval.source={self.source!r} (max_samples={e.max_samples}, heldout={heldout!r}) gives "
                              f"no scored turn")
         self.tasks = tasks
         self.protocol = check_protocol(str(e.get("protocol", "turn")))
-        if self.protocol == "official" and e.max_turns:
+        if self.protocol == "official" and self.max_turns:
             kept = {t.sample_id for t in tasks}
             self.samples = [s for s in self.samples if s.sample_id in kept]
         lookup = open_default_cache(data_dir, e.cache_path or None).lookup if e.response_equivalence else None
@@ -108,14 +117,14 @@ class Evaluation:
 
     def settings(self, policy_name: str = "") -> dict[str, Any]:
         c = self.config
-        return {"protocol": self.protocol, "source": c.eval.source, "max_samples": c.eval.max_samples,
-                "max_turns": c.eval.max_turns, "turns": len(self.tasks), "samples": len(self.samples),
+        return {"protocol": self.protocol, "source": self.source, "max_samples": c.eval.max_samples,
+                "max_turns": self.max_turns, "turns": len(self.tasks), "samples": len(self.samples),
                 "model": policy_name, "max_rounds": c.eval.max_rounds,
                 "max_new_tokens": self.max_new_tokens, "tool_view": c.data.tool_view,
                 "response_max_chars": c.data.response_max_chars,
                 "response_max_list_items": c.data.response_max_list_items,
                 "response_equivalence": c.eval.response_equivalence, "judge": c.eval.judge.enabled,
-                "heldout": str(c.eval.get("heldout", "all")), "subset": str(c.eval.get("subset", "stratified")),
+                "heldout": self.heldout, "subset": str(c.eval.get("subset", "stratified")),
                 "subset_seed": int(c.eval.get("subset_seed", 0)),
                 "turn_ids": [turn_id(t) for t in self.tasks]}
 

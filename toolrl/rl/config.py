@@ -194,6 +194,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.heldout = "all"
     c.eval.complete_only = False  # keep only turns with a complete golden history (implied by max_turns, novel)
     c.eval.every = 0  # During training: evaluate every N steps (and at the start and the end); 0 = never.
+    # With eval.every: also evaluate N scored turns of the run's own training tasks (complete history,
+    # stratified by domain with eval.subset_seed), logged as eval_train/*: what the run learned on what it
+    # trained on, beside the held-out figure (a gain only there is memorisation). 0 = none.
+    c.eval.train_turns = 0
     # With eval.every: also evaluate at step 0. False when the starting point is already evaluated (the
     # GRPO runs of a study start from the one evaluated SFT checkpoint, and evaluation is greedy).
     c.eval.at_start = True

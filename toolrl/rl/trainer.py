@@ -205,6 +205,14 @@ class TrainingData:
     rl_fit: FitReport
     sft_fit: FitReport
 
+    def samples(self) -> list[GoldenSample]:
+        """Every sample the run trains on (SFT episodes and GRPO tasks), once each, in first-seen order."""
+        seen: dict[str, GoldenSample] = {}
+        for task in [*self.sft, *self.rl]:
+            sample = task[0] if isinstance(task, tuple) else task
+            seen.setdefault(sample.sample_id, sample)
+        return list(seen.values())
+
 
 def build_missing_data(data: ml_collections.ConfigDict) -> None:
     """``data.build_missing``: builds the natural data in ``data.synth_dir`` when it is absent or an older
@@ -358,11 +366,14 @@ class Trainer:
       mesh: device mesh or None.
       reward_fn: overrides the registry reward (tests).
       evaluation: a `toolrl.eval.evaluator.Evaluation` run every eval.every steps (None: no evaluation).
+      train_evaluation: an `Evaluation` of the run's own training tasks (eval.train_turns), run beside it
+        and logged as eval_train/* (None: none).
       matcher: the evaluator's call matcher (turn mode); default built from config.eval.
     """
 
     def __init__(self, config: ml_collections.ConfigDict, policy: Policy, env: Any, data: TrainingData,
-                 mesh: Mesh | None, reward_fn: RewardFn | None = None, evaluation: Any = None, matcher: Any = None):
+                 mesh: Mesh | None, reward_fn: RewardFn | None = None, evaluation: Any = None, matcher: Any = None,
+                 train_evaluation: Any = None):
         self.config = config
         self.policy = policy
         self.model = policy.model
@@ -370,6 +381,7 @@ class Trainer:
         self.data = data
         self.mesh = mesh
         self.evaluation = evaluation
+        self.train_evaluation = train_evaluation
         self.render = env.render
         self.rl_stream = TaskStream(data.rl, config.seed) if data.rl else None
         self.sft_stream = TaskStream(data.sft, config.seed) if data.sft else None
@@ -797,7 +809,7 @@ class Trainer:
         if every and (self.step % every == 0 or self.step == self.total_steps):
             scalars.update(self.evaluate())
             info.evaluations.append({"step": self.step, "phase": phase,
-                                     **{k: v for k, v in scalars.items() if k.startswith("eval/")}})
+                                     **{k: v for k, v in scalars.items() if k.startswith(("eval/", "eval_train/"))}})
             text += f" eval turn acc {scalars['eval/turn_accuracy']:.2f}"
         if self.step % c.train.log_every == 0 or self.step == end or "eval/turn_accuracy" in scalars:
             self.metrics.write({"step": self.step, "phase": phase, **scalars})
@@ -814,12 +826,18 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self) -> dict[str, Any]:
-        """Held-out turns through the evaluator (eval.*); scalars for the metrics log."""
-        report = self.evaluation.run(self.policy)
-        m = report.overall("complete") if report.overall("complete").turns else report.overall("all")
-        out = {"eval/turn_accuracy": m.turn_accuracy, "eval/call_accuracy": m.call_accuracy,
-               "eval/success_rate": m.success_rate, "eval/turns": m.turns}
-        report.save_json(self.workdir / "eval" / f"step_{self.step:06d}.json")
+        """Held-out turns through the evaluator (eval.*), and the run's own training turns when
+        eval.train_turns asks (eval_train/*); scalars for the metrics log, a report file per set."""
+        out = {}
+        for prefix, evaluation, name in (("eval", self.evaluation, "step"),
+                                         ("eval_train", self.train_evaluation, "train_step")):
+            if evaluation is None:
+                continue
+            report = evaluation.run(self.policy)
+            m = report.overall("complete") if report.overall("complete").turns else report.overall("all")
+            out.update({f"{prefix}/turn_accuracy": m.turn_accuracy, f"{prefix}/call_accuracy": m.call_accuracy,
+                        f"{prefix}/success_rate": m.success_rate, f"{prefix}/turns": m.turns})
+            report.save_json(self.workdir / "eval" / f"{name}_{self.step:06d}.json")
         return out
 
     # ------------------------------------------------------------------ the loop
@@ -838,7 +856,7 @@ class Trainer:
         if every and start == 0 and c.eval.at_start:
             record = {"step": 0, "phase": "start", **self.evaluate()}
             self.metrics.write(record)
-            wandb_run.log(0, {k: v for k, v in record.items() if k.startswith("eval/")})
+            wandb_run.log(0, {k: v for k, v in record.items() if k.startswith(("eval/", "eval_train/"))})
             info.evaluations.append(record)
         columns = [TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
