@@ -8,6 +8,8 @@
   remainder; every domain with turns gets at least one while ``n`` allows), at random with a seed, then
   put back in source order. Never the first ``n`` in file order: eval_100's file order is domain by
   domain, so its first 48 complete turns held no Attraction turn.
+* :func:`balanced_subset`: ``n`` items spread as evenly as the domains allow (eval_100's own mix is
+  20 samples per domain), for a small training pool such as the main job's.
 """
 
 from __future__ import annotations
@@ -75,3 +77,21 @@ def stratified_subset(tasks: Sequence[Any], n: int, seed: int = 0) -> list[Any]:
         picks = rng.permutation(len(by_domain[d]))[: quota[d]]
         chosen += [by_domain[d][int(i)] for i in picks]
     return [tasks[i] for i in sorted(chosen)]
+
+
+def balanced_subset(items: Sequence[Any], n: int, seed: int = 0) -> list[Any]:
+    """``n`` items taken round-robin over their domains (``item.domain``, sorted), each domain's items
+    shuffled with ``seed``; a domain that runs out leaves its turn to the others. Source order kept."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    by_domain: dict[str, list[int]] = defaultdict(list)
+    for position, item in enumerate(items):
+        by_domain[item.domain].append(position)
+    rng = np.random.default_rng(seed)
+    queues = {d: [by_domain[d][int(i)] for i in rng.permutation(len(by_domain[d]))] for d in sorted(by_domain)}
+    chosen: list[int] = []
+    while len(chosen) < n:
+        for domain, queue in queues.items():
+            if queue and len(chosen) < n:
+                chosen.append(queue.pop(0))
+    return [items[i] for i in sorted(chosen)]

@@ -68,7 +68,10 @@ def base_config() -> ml_collections.ConfigDict:
     # decontaminated natural data there first (toolrl.data.natural, ~1 min on 2 cores) instead of refusing;
     # data.synth_stamp must then be its stamp. The main job sets it so that its set-up stays one command.
     c.data.build_missing = False
-    c.data.max_samples = 0  # Use only the first N samples (0 = all); small values make easy tasks.
+    c.data.max_samples = 0  # Use only N samples (0 = all); small values make easy tasks.
+    # Which N: "first" (source order) or "balanced" (round-robin over domains, shuffled with config.seed:
+    # toolrl.eval.selection.balanced_subset).
+    c.data.subset = "first"
     c.data.sample_ids = ""  # Comma-separated sample ids to train on ("" = all), e.g. the memorisation check.
     c.data.max_steps_per_sample = 0  # Drop samples with more golden calls (0 = keep all).
     # Before training, tasks whose golden trajectory does not fit the budgets (rollout.max_turns,
@@ -307,6 +310,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f"model.attention_impl={config.model.attention_impl!r} must be 'xla' or 'dot_product_attention'")
     check(config.data.response_keep in ("salient", "all"),
           f"data.response_keep={config.data.response_keep!r} must be 'salient' or 'all'")
+    check(config.data.get("subset", "first") in ("first", "balanced"),
+          f"data.subset={config.data.get('subset')!r} must be 'first' or 'balanced'")
     check(config.data.tool_view in TOOL_VIEWS, f"data.tool_view={config.data.tool_view!r} must be one of {TOOL_VIEWS}")
     check(config.wandb.mode in ("auto", "online", "offline", "disabled"), f"wandb.mode={config.wandb.mode!r} unknown")
     m = config.mesh

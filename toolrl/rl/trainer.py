@@ -267,7 +267,12 @@ def load_training_samples(config: ml_collections.ConfigDict) -> list[GoldenSampl
         raise ConfigError(f"data.sample_ids: {err} in data.train_file={d.train_file!r}") from err
     samples = filter_by_calls(samples, d.max_steps_per_sample)
     if d.max_samples:
-        samples = samples[: d.max_samples]
+        if d.get("subset", "first") == "balanced":
+            from toolrl.eval.selection import balanced_subset
+
+            samples = balanced_subset(samples, d.max_samples, config.seed)
+        else:
+            samples = samples[: d.max_samples]
     if not samples:
         raise ValueError(f"no training samples in data.train_file={d.train_file!r} "
                          f"(data.max_steps_per_sample={d.max_steps_per_sample}, data.max_samples={d.max_samples}, "
