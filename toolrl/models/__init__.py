@@ -1,4 +1,4 @@
-"""Policy model: NNX decoder (Llama / Qwen2 / SmolLM2), HF checkpoint IO, sharding rules, sampler.
+"""Policy model: NNX decoder (Llama / Qwen2 / Qwen3 dense / SmolLM2), HF checkpoint IO, sharding rules, sampler.
 
 Main entry points::
 

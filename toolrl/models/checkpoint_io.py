@@ -3,7 +3,8 @@
 :data:`PARAM_TABLE` lists, for every parameter, the HF name template (``{}`` = layer number), our
 parameter path and how the array is laid out differently. Loading, saving and the shape checks all
 read this table; Llama, SmolLM2 and Qwen2 share it (rows that a config does not use, such as the
-q/k/v biases of a Llama, or ``lm_head`` of a tied model, are skipped by their condition).
+q/k/v biases of a Llama, Qwen3's q/k norms elsewhere, or ``lm_head`` of a tied model, are skipped by
+their condition).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ SAME, FLAT, T1, T2 = Layout("same"), Layout("flat"), Layout("T", 1), Layout("T",
 _ALWAYS: Callable[[ModelConfig], bool] = lambda c: True
 _BIAS: Callable[[ModelConfig], bool] = lambda c: c.qkv_bias
 _UNTIED: Callable[[ModelConfig], bool] = lambda c: not c.tie_word_embeddings
+_QK_NORM: Callable[[ModelConfig], bool] = lambda c: c.qk_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +110,8 @@ PARAM_TABLE: tuple[ParamRule, ...] = (
     ParamRule(_L + "self_attn.q_proj.bias", "layers.{}.attn.q_bias", FLAT, _BIAS),
     ParamRule(_L + "self_attn.k_proj.bias", "layers.{}.attn.k_bias", FLAT, _BIAS),
     ParamRule(_L + "self_attn.v_proj.bias", "layers.{}.attn.v_bias", FLAT, _BIAS),
+    ParamRule(_L + "self_attn.q_norm.weight", "layers.{}.attn.q_norm.scale", SAME, _QK_NORM),
+    ParamRule(_L + "self_attn.k_norm.weight", "layers.{}.attn.k_norm.scale", SAME, _QK_NORM),
     ParamRule(_L + "mlp.gate_proj.weight", "layers.{}.mlp.gate_kernel", T1),
     ParamRule(_L + "mlp.up_proj.weight", "layers.{}.mlp.up_kernel", T1),
     ParamRule(_L + "mlp.down_proj.weight", "layers.{}.mlp.down_kernel", T1),

@@ -2,7 +2,8 @@
 
 A :class:`ModelConfig` is plain, hashable data (it is passed as a static argument to jitted
 functions). Presets mirror the published HF ``config.json`` files; :meth:`ModelConfig.from_hf_config`
-is just another constructor, so any Llama / Qwen2 / SmolLM2 checkpoint directory can be described.
+is just another constructor, so any Llama / Qwen2 / Qwen3 (dense) / SmolLM2 checkpoint directory can be
+described.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from typing import Any, Literal, Mapping
 
 import jax.numpy as jnp
 
-Architecture = Literal["llama", "qwen2"]
+Architecture = Literal["llama", "qwen2", "qwen3"]
+ARCHITECTURES: tuple[str, ...] = ("llama", "qwen2", "qwen3")
 
 #: HF ``architectures`` / ``model_type`` values we can load, mapped to our architecture family.
 HF_ARCHITECTURES: dict[str, Architecture] = {
     "LlamaForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
     "llama": "llama",
     "qwen2": "qwen2",
+    "qwen3": "qwen3",
 }
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -62,12 +66,12 @@ class RopeScaling:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Hyper-parameters of a Llama / Qwen2 family decoder.
+    """Hyper-parameters of a Llama / Qwen2 / Qwen3 family decoder.
 
     Attributes:
       name: preset name or the source directory's name (informational).
-      arch: ``"llama"`` (Llama, SmolLM2) or ``"qwen2"``; decides the HF class written by
-        ``save_pretrained``.
+      arch: ``"llama"`` (Llama, SmolLM2), ``"qwen2"`` or ``"qwen3"`` (dense Qwen3); decides the HF
+        class written by ``save_pretrained``.
       vocab_size: V, rows of the embedding table.
       hidden_size: D, residual stream width.
       intermediate_size: F, SwiGLU hidden width.
@@ -81,7 +85,9 @@ class ModelConfig:
       max_position_embeddings: longest context the checkpoint was trained for (informational; the
         KV cache length is chosen by the caller).
       tie_word_embeddings: the LM head reuses the embedding matrix (SmolLM2, Qwen2.5 <= 3B, Llama 3.2).
-      qkv_bias: q/k/v projections carry a bias (Qwen2).
+      qkv_bias: q/k/v projections carry a bias (Qwen2; Qwen3 has none).
+      qk_norm: RMSNorm over each head's Dh of q and k, after the projection and before RoPE, with
+        one learned [Dh] scale shared by the heads (Qwen3; it replaces Qwen2's q/k/v bias).
       dtype: activation / compute dtype name ("float32" or "bfloat16"). Every weight is cast to it
         at use (embedding, q/k/v/o, MLP, norm scales, LM head); logits are always float32.
       param_dtype: parameter storage dtype name. Mixed precision = ``dtype="bfloat16"`` with
@@ -111,6 +117,7 @@ class ModelConfig:
     max_position_embeddings: int = 2048
     tie_word_embeddings: bool = False
     qkv_bias: bool = False
+    qk_norm: bool = False
     dtype: str = "float32"
     param_dtype: str = "float32"
     attention_impl: str = "xla"
@@ -129,8 +136,8 @@ class ModelConfig:
                 raise ValueError(f"{field}={getattr(self, field)!r}; expected one of {sorted(_DTYPES)}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl={self.attention_impl!r}; expected one of {ATTENTION_IMPLS}")
-        if self.arch not in ("llama", "qwen2"):
-            raise UnknownArchitectureError(f"arch={self.arch!r}; expected 'llama' or 'qwen2'")
+        if self.arch not in ARCHITECTURES:
+            raise UnknownArchitectureError(f"arch={self.arch!r}; expected one of {ARCHITECTURES}")
 
     # ------------------------------------------------------------------ dtypes
     @property
@@ -221,6 +228,55 @@ class ModelConfig:
         return dataclasses.replace(base, **overrides)
 
     @classmethod
+    def tiny_qwen3(cls, **overrides: Any) -> "ModelConfig":
+        """Random-init Qwen3-like config for unit tests (q/k norm, no bias, head_dim != D / H)."""
+        base = cls.tiny(name="tiny_qwen3", arch="qwen3", qk_norm=True, head_dim=32, rms_norm_eps=1e-6,
+                        rope_theta=1_000_000.0)
+        return dataclasses.replace(base, **overrides)
+
+    # Shapes below are the published HF config.json values of each model (hidden_size,
+    # intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim,
+    # vocab_size, rope, tie_word_embeddings, special ids).
+    @classmethod
+    def qwen3_0_6b(cls, **overrides: Any) -> "ModelConfig":
+        """Qwen/Qwen3-0.6B: 28 layers, 16 q / 8 kv heads of 128 (H*Dh = 2048 > D = 1024), tied head."""
+        base = cls(
+            name="qwen3_0_6b", arch="qwen3", vocab_size=151936, hidden_size=1024, intermediate_size=3072,
+            num_layers=28, num_heads=16, num_kv_heads=8, head_dim=128, rms_norm_eps=1e-6,
+            rope_theta=1_000_000.0, max_position_embeddings=40960, tie_word_embeddings=True, qk_norm=True,
+            bos_token_id=151643, eos_token_ids=(151645,), pad_token_id=151643,
+        )
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def qwen3_8b(cls, **overrides: Any) -> "ModelConfig":
+        """Qwen/Qwen3-8B: 36 layers, D = 4096, F = 12288, 32 q / 8 kv heads of 128, untied head."""
+        base = cls.qwen3_0_6b(
+            name="qwen3_8b", hidden_size=4096, intermediate_size=12288, num_layers=36, num_heads=32,
+            num_kv_heads=8, tie_word_embeddings=False,
+        )
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def qwen2_5_7b(cls, **overrides: Any) -> "ModelConfig":
+        """Qwen/Qwen2.5-7B(-Instruct): 28 layers, D = 3584, F = 18944, 28 q / 4 kv heads, V = 152064."""
+        base = cls.qwen2p5_0p5b(
+            name="qwen2_5_7b", vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28,
+            num_heads=28, num_kv_heads=4, head_dim=128, tie_word_embeddings=False,
+        )
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def llama3_1_8b(cls, **overrides: Any) -> "ModelConfig":
+        """meta-llama/Llama-3.1-8B(-Instruct): 32 layers, D = 4096, F = 14336, 32 q / 8 kv heads, RoPE x8."""
+        base = cls.llama3p2_1b(
+            name="llama3_1_8b", hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32,
+            num_kv_heads=8, head_dim=128, rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 8192),
+            tie_word_embeddings=False,
+        )
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
         """Look a preset constructor up by name (``PRESETS`` lists them)."""
         if name not in PRESETS:
@@ -272,8 +328,11 @@ class ModelConfig:
             )
         if arch == "llama" and (hf.get("attention_bias") or hf.get("mlp_bias")):
             raise UnknownArchitectureError("Llama with attention_bias/mlp_bias is not supported")
-        if arch == "qwen2" and hf.get("use_sliding_window"):
-            raise UnknownArchitectureError("Qwen2 with use_sliding_window=true is not supported")
+        if arch in ("qwen2", "qwen3") and hf.get("use_sliding_window"):
+            raise UnknownArchitectureError(f"{arch} with use_sliding_window=true is not supported")
+        # Qwen3's attention_bias would add an o_proj bias too, which this decoder does not have.
+        if arch == "qwen3" and hf.get("attention_bias"):
+            raise UnknownArchitectureError("qwen3 with attention_bias=true is not supported")
 
         rope_params = dict(hf.get("rope_parameters") or {})
         rope_scaling_dict = hf.get("rope_scaling") or rope_params
@@ -300,6 +359,7 @@ class ModelConfig:
             max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
             qkv_bias=arch == "qwen2",
+            qk_norm=arch == "qwen3",
             # The checkpoint's storage dtype does not decide our compute dtype; callers do.
             dtype="float32",
             param_dtype="float32",
@@ -311,7 +371,7 @@ class ModelConfig:
 
     def to_hf_config(self) -> dict[str, Any]:
         """The HF ``config.json`` dict for this config (read by transformers 4 and 5)."""
-        hf_arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[self.arch]
+        hf_arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[self.arch]
         rope_params: dict[str, Any] = {"rope_type": "default", "rope_theta": self.rope_theta}
         if self.rope_scaling is not None:
             s = self.rope_scaling
@@ -346,6 +406,9 @@ class ModelConfig:
         }
         if self.arch == "llama":
             out.update(attention_bias=False, mlp_bias=False, pretraining_tp=1)
+        elif self.arch == "qwen3":
+            out.update(attention_bias=False, use_sliding_window=False, sliding_window=None,
+                       max_window_layers=self.num_layers)
         else:
             out.update(use_sliding_window=False, sliding_window=None, max_window_layers=self.num_layers)
         return out
@@ -370,5 +433,6 @@ def _parse_rope_scaling(d: Mapping[str, Any] | None) -> RopeScaling | None:
 
 #: Names accepted by :meth:`ModelConfig.preset` and ``load_pretrained``.
 PRESETS: tuple[str, ...] = (
-    "tiny", "tiny_qwen2", "smollm2_135m", "qwen2p5_0p5b", "qwen2p5_1p5b", "llama3p2_1b",
+    "tiny", "tiny_qwen2", "tiny_qwen3", "smollm2_135m", "qwen2p5_0p5b", "qwen2p5_1p5b", "llama3p2_1b",
+    "qwen3_0_6b", "qwen3_8b", "qwen2_5_7b", "llama3_1_8b",
 )

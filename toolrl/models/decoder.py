@@ -1,7 +1,8 @@
-"""Llama / Qwen2 family decoder in Flax NNX.
+"""Llama / Qwen2 / Qwen3 (dense) family decoder in Flax NNX.
 
 RMSNorm, rotary position embeddings (with optional Llama-3 / linear frequency scaling), grouped-query
-attention, SwiGLU MLP, optional q/k/v bias (Qwen2) and tied embeddings (SmolLM2, Qwen2.5 <= 3B).
+attention, SwiGLU MLP, optional q/k/v bias (Qwen2), optional per-head q/k RMSNorm (Qwen3) and tied
+embeddings (SmolLM2, Qwen2.5 <= 3B, Qwen3 <= 4B).
 
 Shapes: B batch, T new tokens, S cache slots, D hidden, H query heads, K kv heads, G = H / K,
 Dh head dim, F MLP width, V vocab. Parameters carry LOGICAL axis names only (``out_sharding``
@@ -215,7 +216,8 @@ class RMSNorm(nnx.Module):
 
 
 class Attention(nnx.Module):
-    """GQA self-attention. Kernels: q [D, H, Dh], k/v [D, K, Dh], o [H, Dh, D]; optional q/k/v bias."""
+    """GQA self-attention. Kernels: q [D, H, Dh], k/v [D, K, Dh], o [H, Dh, D]; optional q/k/v bias,
+    optional q/k RMSNorm over Dh (scales [Dh], Qwen3)."""
 
     def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
         c, pd = config, config.weight_dtype
@@ -228,6 +230,9 @@ class Attention(nnx.Module):
             self.q_bias = _param(None, (c.num_heads, c.head_dim), ("heads", "head_dim"), pd, init="zeros")
             self.k_bias = _param(None, (c.num_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd, init="zeros")
             self.v_bias = _param(None, (c.num_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd, init="zeros")
+        if c.qk_norm:
+            self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, pd)
+            self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, pd)
 
     def __call__(self, x: Array, rope: tuple[Array, Array], mask: Array,
                  cache_kv: tuple[Array, Array] | None, index: Array | None) -> tuple[Array, tuple[Array, Array] | None]:
@@ -247,8 +252,11 @@ class Attention(nnx.Module):
             k = k + self.k_bias[...].reshape(kvh * dh).astype(dt)
             v = v + self.v_bias[...].reshape(kvh * dh).astype(dt)
         cos, sin = rope
-        q = rotate(q.reshape(b, t, h, dh), cos, sin)
-        k = rotate(k.reshape(b, t, kvh, dh), cos, sin).swapaxes(1, 2)  # [B, K, T, Dh]
+        q, k = q.reshape(b, t, h, dh), k.reshape(b, t, kvh, dh)
+        if c.qk_norm:  # Qwen3: normalise each head's q and k before the rotation (as HF does)
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = rotate(q, cos, sin)
+        k = rotate(k, cos, sin).swapaxes(1, 2)  # [B, K, T, Dh]
         v = v.reshape(b, t, kvh, dh).swapaxes(1, 2)
         new_kv = None
         if cache_kv is not None:
