@@ -15,6 +15,7 @@ field is documented in toolrl/rl/config.py. On an accelerator scale up with e.g.
 --config.rollout.max_seq_len=4096 --config.model.dtype=bfloat16.
 """
 
+from toolrl.data import natural
 from toolrl.rl.config import base_config
 
 # Variant name -> what it sets; `get_config("a,b")` applies a then b. Each variant also names the workdir.
@@ -56,29 +57,47 @@ def get_config(arg=None):
     config = base_config()
     config.workdir = "artifacts/runs/grpo"
     config.model.preset = "smollm2_135m"
-    config.data.max_steps_per_sample = 3  # short tasks: 2-3 golden calls
-    config.data.max_distractors = 1  # + 1 distractor tool per prompt (the benchmark shows ~4)
-    config.data.response_max_chars = 200  # tool responses cut to 200 characters (salient fields first)
-    # 14 of the 30 episodes need an id that a 200-character view cuts (a hotel beyond the first two
-    # results, a long search key): the fit report drops them, so this short main job trains on 14.
-    config.data.min_fit = 0.4
-    config.rollout.group_size = 4
-    config.rollout.prompts_per_step = 2
-    config.rollout.max_turns = 3
-    # Golden turns need up to ~490 tokens (a flight's legs, base64 ids) and episodes up to ~1,310:
-    # these budgets fit >= 95% of the tasks (--config.mode=check). Widths are bucketed to the
-    # longest row, so short rollouts do not pay for the budget.
-    config.rollout.max_new_tokens = 512
-    config.rollout.max_seq_len = 1344
-    # One sequence per backward pass: on the CPU a 1,300-token SmolLM2 row takes ~7 GB of activations.
-    config.sft.num_steps = 8
+    d = config.data
+    # The decontaminated natural-query data (toolrl.data.natural): built on first use (~1 min), then
+    # reused; no training sample calls an eval_100 golden call (data.decontaminate re-checks it).
+    d.train_file = "synthetic:train"
+    d.synth_dir = str(natural.natural_dir())
+    d.synth_stamp = natural.NATURAL_STAMP
+    d.build_missing = True
+    d.decontaminate = "eval_100"
+    # A small pool the short run can learn: 5 tasks of at most 3 calls, one per domain where one exists.
+    d.max_steps_per_sample = 3
+    d.max_samples = 5
+    d.subset = "balanced"
+    d.max_distractors = 1  # + 1 distractor tool per prompt (the benchmark shows ~4)
+    # Responses shown up to 1,000 characters, salient fields first: what later calls copy (a car search's
+    # 564-character search_key, an attraction's slug) survives, and 98 % of the <= 3-call tasks fit
+    # (--config.mode=check); at 200 characters 14 of 30 did.
+    d.response_max_chars = 1000
+    d.min_fit = 0.95
+    r = config.rollout
+    r.group_size = 4
+    r.prompts_per_step = 2
+    r.max_turns = 3
+    # Golden turns need up to ~480 tokens (a search key copied whole) and episodes up to ~1,730.
+    r.max_new_tokens = 512
+    r.max_seq_len = 1792
+    config.model.remat = True  # recompute layers in the backward pass: ~1,800-token rows on a CPU
+    # One sequence per backward pass.
+    config.sft.num_steps = 10  # each of the 5 tasks twice
     config.sft.batch_size = 1
-    config.sft.learning_rate = 5e-5
+    config.sft.learning_rate = 1e-4
     config.grpo.micro_batches = 8
     config.optim.learning_rate = 2e-6
     config.train.num_steps = 4
-    config.train.save_every = 3
-    # Held-out turns at the start and after the last step (every = the run's length).
-    config.eval.every = config.sft.num_steps + config.train.num_steps
-    config.eval.max_turns = 4
+    config.train.save_every = 7
+    # Evaluated at the start and after the last step (every = the run's length): 5 held-out eval_100
+    # turns (one per domain, none with a call set any training turn has) and 5 of its own training turns.
+    e = config.eval
+    e.every = config.sft.num_steps + config.train.num_steps
+    e.source = "eval_100"
+    e.heldout = "novel"
+    e.max_turns = 5
+    e.train_turns = 5
+    e.batch_size = 5
     return apply(config, arg)

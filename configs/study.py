@@ -34,6 +34,8 @@ def get_config(arg=None):
     d.synth_dir = str(natural.natural_dir())
     d.synth_stamp = STAMP
     d.decontaminate = "eval_100"
+    d.max_samples = 0  # every sample (the main job keeps a pool of 5)
+    d.subset = "first"
     # Up to 6 calls: Car-Rental and Flights traces need 3-5 (two lookups, a search, a follow-up); at 4 the
     # natural data kept 21 Car-Rental and 11 Flights samples of 352, at 6 it keeps 95 and 56 of 681.
     d.max_steps_per_sample = 6
@@ -69,6 +71,9 @@ def get_config(arg=None):
     config.grpo.shared_prefix = True
     e = config.eval
     e.source = "synthetic:test"
+    e.heldout = "all"  # the split is held out by construction (split="entries"); the main job's is "novel"
+    e.train_turns = 0
+    e.batch_size = 16
     e.max_turns = 24
     e.max_new_tokens = 0
     e.every = 4

@@ -60,6 +60,7 @@ def memorisation_config(sample_ids: list[str], steps: int, learning_rate: float,
     config.mode = "sft"
     config.workdir = workdir
     config.data.sample_ids = ",".join(sample_ids)
+    config.data.max_samples = 0  # every training sample to pick from (the main job keeps a pool of 5)
     config.sft.num_steps = steps
     config.sft.batch_size = batch_size or len(sample_ids)
     config.sft.learning_rate = learning_rate

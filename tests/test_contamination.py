@@ -79,6 +79,8 @@ def test_training_loader_applies_the_filter_and_reads_several_sources():
     config = grpo.get_config()
     config.data.train_file = "bfcl_training,eval_100"
     config.data.max_steps_per_sample = 0
+    config.data.max_samples = 0
+    config.data.decontaminate = ""
     both = load_training_samples(config)
     assert len(both) == len(load_samples("bfcl_training")) + len(load_samples("eval_100"))
     config.data.decontaminate = "eval_100"

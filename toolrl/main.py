@@ -149,11 +149,16 @@ def summary_table(info: Any, minutes: float) -> str:
     evals = getattr(info, "evaluations", [])
     if evals:
         first, last = evals[0], evals[-1]
-        lines.append(f"| held-out turn accuracy ({first.get('eval/turns', 0)} turns) | "
-                     f"{100 * first['eval/turn_accuracy']:.1f}% (step {first['step']}) | "
-                     f"{100 * last['eval/turn_accuracy']:.1f}% (step {last['step']}) |")
-        lines.append(f"| held-out call accuracy | {100 * first['eval/call_accuracy']:.1f}% | "
-                     f"{100 * last['eval/call_accuracy']:.1f}% |")
+        for prefix, name in (("eval_train", "its own training tasks"), ("eval", "held-out")):
+            if f"{prefix}/turn_accuracy" not in first or f"{prefix}/turn_accuracy" not in last:
+                continue
+            turns = first.get(f"{prefix}/turns", 0)
+            right = [round(e[f"{prefix}/turn_accuracy"] * e.get(f"{prefix}/turns", 0)) for e in (first, last)]
+            lines.append(f"| turn accuracy, {name} ({turns} turns) | "
+                         f"{100 * first[f'{prefix}/turn_accuracy']:.1f}% ({right[0]}/{turns}, step {first['step']}) | "
+                         f"{100 * last[f'{prefix}/turn_accuracy']:.1f}% ({right[1]}/{turns}, step {last['step']}) |")
+            lines.append(f"| call accuracy, {name} | {100 * first[f'{prefix}/call_accuracy']:.1f}% | "
+                         f"{100 * last[f'{prefix}/call_accuracy']:.1f}% |")
     if info.rewards:
         k = max(1, len(info.rewards) // 3)
         lines.append(f"| mean train reward (first / last {k} steps) | {sum(info.rewards[:k]) / k:.3f} | "

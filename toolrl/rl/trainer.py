@@ -246,7 +246,7 @@ def load_training_samples(config: ml_collections.ConfigDict) -> list[GoldenSampl
     d = config.data
     from toolrl.data.provenance import require_stamp
 
-    if d.get("build_missing", False):
+    if d.get("build_missing", False) and any(s.strip().startswith("synthetic:") for s in d.train_file.split(",")):
         build_missing_data(d)
     require_stamp(d)
     sources = [s.strip() for s in d.train_file.split(",") if s.strip()]
