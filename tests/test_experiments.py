@@ -246,7 +246,7 @@ def test_result_files_are_written_atomically(tmp_path, monkeypatch):
     def killed(src, dst):  # killed before the rename: the old file stays, the temporary goes
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep.os, "replace", killed)
+    monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         sweep.write_json_atomic(path, {"status": "done", "name": "c"})
     assert sweep.read_result(path)["name"] == "a" and os.listdir(tmp_path) == ["r.json"]

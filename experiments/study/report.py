@@ -1,0 +1,187 @@
+"""The study's tables: report.md, the README's study block, and summary.json rebuilt from the result files.
+
+Everything here is text made from :func:`experiments.study.stats.summarize` (and, for the raw
+per-run counts, the result dicts themselves); :func:`write_summary` is the one place that writes
+``summary.json``, ``report.md`` and ``curves.png`` of a study.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from experiments.study.collect import load_results
+from experiments.study.files import dotted, resolve, write_json_atomic
+from experiments.study.plan import BASELINE_ARM, CURVES_FILE, EVAL_METRICS, REPORT_FILE, SUMMARY_FILE
+from experiments.study.plot import plot_curves
+from experiments.study.stats import SINGLE_KINDS, arm_order, end_value, start_entry, summarize, turn_flips
+
+def fmt_ci(stat: Mapping[str, Any], scale: float = 100.0, digits: int = 1, sign: bool = False) -> str:
+    """"mean ± half (n=k)"; "mean (n=1)" without an interval; "–" without values."""
+    if not stat or not stat.get("n") or stat.get("mean") is None:
+        return "–"
+    value = f"{scale * stat['mean']:{'+' if sign else ''}.{digits}f}"
+    if stat.get("half_width") is None:
+        return f"{value} (n={stat['n']})"
+    return f"{value} ± {scale * stat['half_width']:.{digits}f} (n={stat['n']})"
+
+
+ROW_LABELS = {"zero_shot": "zero-shot", "sft": "SFT start"}
+METRIC_LABELS = {"turn_accuracy": "turn acc", "call_accuracy": "call acc", "success_rate": "success"}
+
+
+def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
+    """The study's tables: per eval source the end-of-run metrics (%) and the paired differences
+    (percentage points), then training (reward, degenerate groups, fit, wall time)."""
+    conf = round(100 * summary["confidence"])
+    base = summary["baseline_arm"]
+    lines = [f"# Study {study}".rstrip(), "",
+             f"{len(summary['runs'])} finished runs. Cells: mean ± {conf}% Student-t half width over seeds (n runs)."]
+    if any(pooled for s in summary["sources"].values() for pooled in s.get("flips_pooled", {}).values()):
+        lines[-1] += (" Rows 'all seeds, summed': the seeds' turns gained and lost added up, with the exact"
+                      " McNemar p of the sums (a sign test stratified by seed).")
+    for source, s in summary["sources"].items():
+        lines += ["", f"## {source}: end of run (%)", "",
+                  "| run | " + " | ".join(f"{METRIC_LABELS[m]} %" for m in EVAL_METRICS) + " |",
+                  "|---|" + "---|" * len(EVAL_METRICS)]
+        for row, per in s["end"].items():
+            lines.append(f"| {ROW_LABELS.get(row, row)} | " + " | ".join(fmt_ci(per[m]) for m in EVAL_METRICS) + " |")
+        if s["vs_sft"]:
+            cols = [(f"Δ {METRIC_LABELS[m]} vs SFT start", "vs_sft", m) for m in EVAL_METRICS]
+            cols += [(f"Δ {METRIC_LABELS[m]} vs {base}", "vs_baseline", m) for m in EVAL_METRICS]
+            lines += ["", f"## {source}: paired differences (percentage points)", "",
+                      "| arm | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+            for arm in s["vs_sft"]:
+                cells = [fmt_ci(s[kind].get(arm, {}).get(m, {}), sign=True) for _, kind, m in cols]
+                lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        flips = [(kind, title) for kind, title in (("flips_vs_sft", "vs its SFT start"), ("flips_vs_baseline", f"vs {base}, same seed"))
+                 if any(s.get(kind, {}).values())]
+        for kind, title in flips:
+            by_seed = {(f["seed"], arm): f for arm, rows in s[kind].items() for f in rows}
+            arms = [a for a in s[kind] if s[kind][a]]
+            lines += ["", f"## {source}: turns gained / lost {title} (exact McNemar p)", "",
+                      "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+            for seed in sorted({seed for seed, _ in by_seed}):
+                lines.append(f"| {seed} | " + " | ".join(fmt_flips(by_seed.get((seed, a))) for a in arms) + " |")
+            pooled = s.get("flips_pooled", {}).get(kind, {})
+            if pooled:
+                lines.append("| all seeds, summed | " + " | ".join(fmt_flips(pooled.get(a)) for a in arms) + " |")
+    lines += ["", "## Training", "",
+              "| run | seeds | steps | mean train reward | train reward rise (2nd - 1st half) | degenerate groups % "
+              "| fit % | wall min / run |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row, t in summary["train"].items():
+        seeds = ",".join(str(x) for x in t["seeds"]) or "–"
+        lines.append(f"| {ROW_LABELS.get(row, row)} | {seeds} | {fmt_ci(t['steps'], 1.0, 0)} | "
+                     f"{fmt_ci(t['reward_mean'], 1.0, 3)} | {fmt_ci(t['reward_rise'], 1.0, 3, sign=True)} | "
+                     f"{fmt_ci(t['degenerate_fraction'])} | "
+                     f"{fmt_ci(t['fit'], 100.0, 0)} | {fmt_ci(t['wall_seconds'], 1 / 60, 1)} |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_markers(study: str) -> tuple[str, str]:
+    """The lines around a study's block of tables in a README: one block per study, so the README can
+    hold several studies (a finished one and the next stage) each rebuilt from its own result files."""
+    return (f"<!-- study-table:begin {study} (python -m experiments.run_ablation --study={study} --report "
+            f"--readme=README.md) -->", f"<!-- study-table:end {study} -->")
+
+
+def compact_table(summary: Mapping[str, Any]) -> str:
+    """One markdown table of the study for the README: per run row, for each eval source its turn
+    accuracy and call accuracy (%) and the paired turn-accuracy differences to the SFT start and to
+    the baseline arm (points), then the mean training reward, the share of degenerate groups and the
+    wall minutes per run. Cells as in `markdown_report` (mean ± t half width, n runs)."""
+    base = summary["baseline_arm"]
+    sources = list(summary["sources"])
+    header = ["run", "seeds"]
+    for source in sources:
+        header += [f"{source} turn acc %", f"{source} call acc %", f"{source} Δ turn vs SFT start",
+                   f"{source} Δ turn vs {base}"]
+    header += ["mean train reward", "degenerate groups %", "wall min / run"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row, t in summary["train"].items():
+        cells = [ROW_LABELS.get(row, row), ",".join(str(x) for x in t["seeds"]) or "–"]
+        for source in sources:
+            s = summary["sources"][source]
+            end = s["end"].get(row, {})
+            cells += [fmt_ci(end.get("turn_accuracy", {})), fmt_ci(end.get("call_accuracy", {})),
+                      fmt_ci(s["vs_sft"].get(row, {}).get("turn_accuracy", {}), sign=True),
+                      fmt_ci(s["vs_baseline"].get(row, {}).get("turn_accuracy", {}), sign=True)]
+        cells += [fmt_ci(t["reward_mean"], 1.0, 3), fmt_ci(t["degenerate_fraction"]),
+                  fmt_ci(t["wall_seconds"], 1 / 60, 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fmt_flips(record: Mapping[str, Any] | None) -> str:
+    """``+g −l (p 0.125)``, or – without per-turn verdicts."""
+    if not record:
+        return "–"
+    return f"+{record['gained']} −{record['lost']} (p {record['p']:.3g})"
+
+
+def turns_right_table(results: Sequence[Mapping[str, Any]], source: str, baseline: str = BASELINE_ARM) -> str:
+    """Per seed (rows) and arm (columns): held-out turns right / turns scored on ``source`` at the end of
+    each run, the raw counts behind the intervals, with the turns gained and lost against the run's
+    start where both carry per-turn verdicts; the SFT start's count heads the table."""
+    def turns_right(r: Mapping[str, Any] | None) -> str | None:
+        turns = end_value(r, source, "turns") if r else None
+        accuracy = end_value(r, source, "turn_accuracy") if r else None
+        return f"{round(accuracy * turns)}/{turns}" if turns and accuracy is not None else None
+
+    arms = arm_order(results, baseline)
+    sft = next((r for r in results if r.get("kind") in SINGLE_KINDS["sft"]), None)
+    cells: dict[tuple[int, str], str] = {}
+    for r in results:
+        count = turns_right(r) if r.get("kind") == "grpo" else None
+        if count:
+            flips = turn_flips(start_entry(r, source, sft), dotted(r, f"eval.{source}.end"))
+            cells[(r["seed"], r["arm"])] = count + (f" (+{flips[0]} −{flips[1]})" if flips else "")
+    start = turns_right(sft) or "–"
+    note = "; in brackets the turns gained and lost against the run's start" if any("(+" in c for c in cells.values()) else ""
+    lines = [f"Turns right per run on {source} (the SFT start: {start}{note}):", "",
+             "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for seed in sorted({seed for seed, _ in cells}):
+        lines.append(f"| {seed} | " + " | ".join(cells.get((seed, arm), "–") for arm in arms) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_tables(summary: Mapping[str, Any], results: Sequence[Mapping[str, Any]],
+                  baseline: str = BASELINE_ARM) -> str:
+    """What `--report --readme` writes: the compact table, then the turns-right counts per source."""
+    tables = [compact_table(summary)] + [turns_right_table(results, source, baseline) for source in summary["sources"]]
+    return "\n".join(tables)
+
+
+def splice_readme(readme: str | os.PathLike, table: str, study: str) -> Path:
+    """Replaces the text between ``study``'s markers (:func:`readme_markers`) in ``readme`` with ``table``
+    (atomic write).
+
+    Raises ValueError when the markers are missing or out of order: the table has nowhere to go."""
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    first, last = readme_markers(study)
+    begin, end = text.find(first), text.find(last)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path} has no '{first}' ... '{last}' block for the study table")
+    new = text[:begin + len(first)] + "\n" + table + text[end:]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_summary(results_path: str | os.PathLike, baseline: str = BASELINE_ARM,
+                  confidence: float = 0.95) -> tuple[dict[str, Any], str]:
+    """Rebuilds ``summary.json`` and ``report.md`` in ``results_path`` from its result files alone."""
+    path = resolve(results_path)
+    results = load_results(path)
+    summary = summarize(results, baseline, confidence)
+    text = markdown_report(summary, path.name)
+    write_json_atomic(path / SUMMARY_FILE, summary)
+    tmp = path / f".{REPORT_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path / REPORT_FILE)
+    plot_curves(results, path / CURVES_FILE, baseline, confidence)
+    return summary, text

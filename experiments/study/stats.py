@@ -1,0 +1,201 @@
+"""The study's numbers from its result files alone: intervals over seeds, paired differences, flips.
+
+Aggregation: mean and a two-sided Student-t interval over seeds per arm (:func:`t_interval`), paired
+differences (per run: end minus its SFT start; per seed: arm minus the baseline arm), and per-turn
+verdict flips with exact McNemar tests (per seed, and pooled over seeds). Pure functions of the
+loaded result dicts: no file is read or written here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from scipy import stats as scipy_stats
+
+from experiments.study.collect import reward_rise
+from experiments.study.files import dotted, finite
+from experiments.study.plan import ARMS, BASELINE_ARM, EVAL_METRICS
+
+def t_critical(df: int, confidence: float = 0.95) -> float:
+    """Two-sided Student-t critical value t_{(1+confidence)/2, df}."""
+    return float(scipy_stats.t.ppf((1 + confidence) / 2, df))
+
+
+def t_interval(values: Sequence[Any], confidence: float = 0.95) -> tuple[float, float, int]:
+    """(mean, half width, n) of the t-interval mean ± t · s / sqrt(n); half width NaN when n < 2.
+    None / NaN values are left out."""
+    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    n = len(xs)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    mean = sum(xs) / n
+    if n < 2:
+        return mean, float("nan"), n
+    # The sample standard deviation in plain Python on purpose: scipy.stats.tstd / sem (and numpy)
+    # sum the squares in another order and differ from it in the last bits, which would rewrite the
+    # committed summary.json files of finished studies (tests/test_study_stats.py pins them).
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    return mean, t_critical(n - 1, confidence) * sd / math.sqrt(n), n
+
+
+def _stat(values: Sequence[Any], confidence: float) -> dict[str, Any]:
+    mean, half, n = t_interval(values, confidence)
+    return finite({"mean": mean, "half_width": half, "n": n})
+
+
+def arm_order(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM) -> list[str]:
+    """GRPO arms present: the baseline first, then ARMS order, then the rest by name."""
+    arms = {r["arm"] for r in results if r.get("kind") == "grpo"}
+    known = [baseline, *[a for a in ARMS if a != baseline]]
+    return [a for a in known if a in arms] + sorted(arms - set(known))
+
+
+def eval_sources(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    found: list[str] = []
+    for r in results:
+        for source in r.get("eval", {}):
+            if source not in found:
+                found.append(source)
+    return sorted(found, key=lambda s: (s != "eval_100", s))
+
+
+def end_value(result: Mapping[str, Any], source: str, metric: str) -> Any:
+    return dotted(result, f"eval.{source}.end.{metric}") if source in result.get("eval", {}) else None
+
+
+def turn_flips(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """(gained, lost): turns wrong in ``before`` and right in ``after``, and the reverse. None unless
+    both evaluations carry per-turn verdicts of the same turns (``verdicts``, ``turn_ids``)."""
+    if not before or not after or not before.get("verdicts") or before.get("turn_ids") != after.get("turn_ids"):
+        return None
+    a, b = before["verdicts"], after.get("verdicts") or ""
+    if len(a) != len(b):
+        return None
+    return sum(x == "0" and y == "1" for x, y in zip(a, b)), sum(x == "1" and y == "0" for x, y in zip(a, b))
+
+
+def mcnemar_exact_p(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: under no change, each of the g + l discordant turns is a gain
+    with probability 1/2, so p = min(1, 2 · P(Binomial(g + l, 1/2) <= min(g, l))), scipy's exact
+    binomial test."""
+    if gained + lost == 0:  # no discordant turn: no evidence either way (binomtest needs n >= 1)
+        return 1.0
+    return float(scipy_stats.binomtest(gained, gained + lost, 0.5).pvalue)
+
+
+def start_entry(result: Mapping[str, Any], source: str, sft: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A GRPO run's start on ``source``: its own step-0 evaluation when logged, else the SFT run's end."""
+    own = dotted(result, f"eval.{source}.start")
+    if own:
+        return own
+    return dotted(sft, f"eval.{source}.end") if sft is not None and source in sft.get("eval", {}) else None
+
+
+def _flip_record(seed: Any, flips: tuple[int, int]) -> dict[str, Any]:
+    return {"seed": seed, "gained": flips[0], "lost": flips[1], "p": mcnemar_exact_p(*flips)}
+
+
+POOLED_SEED = "all"
+
+
+def pooled_flips(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """One test over all seeds of a comparison: the per-seed gains and losses summed, with the exact
+    McNemar p of the sums (seed ``"all"``). Under no difference every discordant turn of every seed
+    is a gain with probability 1/2, independently across seeds (separate runs), so the summed gains
+    are Binomial(total discordant, 1/2) whichever seed they came from: the stratified sign test. None
+    below two seeds, where it would only repeat the seed's row."""
+    if len(records) < 2:
+        return None
+    gained, lost = sum(r["gained"] for r in records), sum(r["lost"] for r in records)
+    return _flip_record(POOLED_SEED, (gained, lost))
+
+
+# Report rows of the single runs, and the result kinds that fill them: a study that starts from another
+# study's SFT run reports its own evaluation of that start ("start") as the SFT start.
+SINGLE_KINDS = {"zero_shot": ("zero_shot",), "sft": ("sft", "start")}
+
+
+def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM,
+              confidence: float = 0.95) -> dict[str, Any]:
+    """The study's numbers from its result files alone.
+
+    Returns::
+
+        {confidence, baseline_arm, runs: [names], arms: [...],
+         sources: {<source>: {
+             end: {<row>: {<metric>: {mean, half_width, n}}}        rows: zero_shot, sft, each arm
+             vs_sft: {<arm>: {<metric>: {...}}}                     per run: end - its SFT start
+             vs_baseline: {<arm>: {<metric>: {...}}}                per seed: arm end - baseline end
+             flips_vs_sft: {<arm>: [{seed, gained, lost, p}]}       per run, turn by turn (exact McNemar p)
+             flips_vs_baseline: {<arm>: [{seed, gained, lost, p}]}  per seed, arm end vs baseline end
+             flips_pooled: {flips_vs_sft | flips_vs_baseline: {<arm>: {seed: "all", gained, lost, p}}}
+                                                                    summed over seeds (stratified exact test)
+         }},
+         train: {<row>: {reward_mean, degenerate_fraction, steps, wall_seconds: {mean, half_width, n}},
+                 fit: ...}}
+
+    The SFT start of a GRPO run is its own step-0 evaluation when logged, else the SFT run's.
+    """
+    by_arm: dict[str, list[Mapping[str, Any]]] = {}
+    for r in results:
+        if r.get("kind") == "grpo":
+            by_arm.setdefault(r["arm"], []).append(r)
+    singles = {kind: next((r for r in results if r.get("kind") in SINGLE_KINDS[kind]), None) for kind in SINGLE_KINDS}
+    arms = arm_order(results, baseline)
+    rows = [k for k in ("zero_shot", "sft") if singles[k] is not None] + arms
+    members = {k: [singles[k]] for k in ("zero_shot", "sft") if singles[k] is not None} | {a: by_arm[a] for a in arms}
+    sources: dict[str, Any] = {}
+    for source in eval_sources(results):
+        end = {row: {m: _stat([end_value(r, source, m) for r in members[row]], confidence) for m in EVAL_METRICS}
+               for row in rows}
+        sft = singles["sft"]
+        vs_sft, vs_base = {}, {}
+        flips_sft: dict[str, list[dict[str, Any]]] = {}
+        flips_base: dict[str, list[dict[str, Any]]] = {}
+        for arm in arms:
+            diffs: dict[str, list[float]] = {m: [] for m in EVAL_METRICS}
+            for r in by_arm[arm]:
+                for m in EVAL_METRICS:
+                    start = dotted(r, f"eval.{source}.start.{m}")
+                    if start is None and sft is not None:
+                        start = end_value(sft, source, m)
+                    after = end_value(r, source, m)
+                    if start is not None and after is not None:
+                        diffs[m].append(after - start)
+            vs_sft[arm] = {m: _stat(diffs[m], confidence) for m in EVAL_METRICS}
+            flips = [(r["seed"], turn_flips(start_entry(r, source, sft), dotted(r, f"eval.{source}.end")))
+                     for r in by_arm[arm]]
+            flips_sft[arm] = [_flip_record(seed, f) for seed, f in flips if f is not None]
+            if arm != baseline and baseline in by_arm:
+                base = {r["seed"]: r for r in by_arm[baseline]}
+                paired: dict[str, list[float]] = {m: [] for m in EVAL_METRICS}
+                for r in by_arm[arm]:
+                    if r["seed"] in base:
+                        for m in EVAL_METRICS:
+                            a, b = end_value(r, source, m), end_value(base[r["seed"]], source, m)
+                            if a is not None and b is not None:
+                                paired[m].append(a - b)
+                vs_base[arm] = {m: _stat(paired[m], confidence) for m in EVAL_METRICS}
+                flips = [(r["seed"], turn_flips(dotted(base[r["seed"]], f"eval.{source}.end"),
+                                                dotted(r, f"eval.{source}.end")))
+                         for r in by_arm[arm] if r["seed"] in base]
+                flips_base[arm] = [_flip_record(seed, f) for seed, f in flips if f is not None]
+        pooled = {kind: {arm: p for arm, rows in flips.items() if (p := pooled_flips(rows))}
+                  for kind, flips in (("flips_vs_sft", flips_sft), ("flips_vs_baseline", flips_base))}
+        sources[source] = {"end": end, "vs_sft": vs_sft, "vs_baseline": vs_base,
+                           "flips_vs_sft": flips_sft, "flips_vs_baseline": flips_base, "flips_pooled": pooled}
+    train = {}
+    for row in rows:
+        runs = members[row]
+        train[row] = {
+            "reward_mean": _stat([dotted(r, "train.reward_mean") for r in runs], confidence),
+            "reward_rise": _stat([reward_rise(dotted(r, "curves.train") or []) for r in runs], confidence),
+            "degenerate_fraction": _stat([dotted(r, "train.degenerate_fraction") for r in runs], confidence),
+            "steps": _stat([r.get("steps") for r in runs], confidence),
+            "wall_seconds": _stat([dotted(r, "wall_seconds.total") for r in runs], confidence),
+            "fit": _stat([dotted(r, "fit.share") for r in runs], confidence),
+            "seeds": sorted(r["seed"] for r in runs if r.get("seed") is not None),
+        }
+    return {"confidence": confidence, "baseline_arm": baseline, "runs": sorted(r["name"] for r in results),
+            "arms": arms, "sources": sources, "train": train}
