@@ -16,12 +16,14 @@ import pytest
 from toolrl.eval import (evaluate, golden_policy, corrupted_policy, load_eval_samples, make_matcher,
                          no_calls_policy, official_golden_policy)
 from toolrl.eval.judge import HttpJudge, JudgeSettings, make_judge, parse_verdict
-from toolrl.eval.match import CallMatcher, PredictedCall
-from toolrl.eval.official import (UNEXPECTED_CALL_RESPONSE, OfficialRules, format_error, rule_based,
-                                  run_official, value_check)
+from toolrl.eval import official as official_module, official_policies, official_rules
+from toolrl.eval.match import CallMatcher
+from toolrl.eval.official import UNEXPECTED_CALL_RESPONSE, run_official
+from toolrl.eval.official_rules import OfficialRules, format_error, rule_based, value_check
 from toolrl.eval.policies import extra_call, render_calls
 from toolrl.eval.score import PredictionFormatError, main as score_main, read_predictions
 from toolrl.eval.types import EvalSample, GoldenCall, GoldenTurn
+from toolrl.rewards.types import PredictedCall
 
 # ----------------------------------------------------------------------------- hand-made samples
 
@@ -549,3 +551,18 @@ def test_http_judge_against_a_local_server():
     down = HttpJudge(f"http://127.0.0.1:{server.server_port}", retries=0, timeout=2)
     assert down.decide(PredictedCall("F", {}), GoldenCall(0, "F", {"a": 1})) is None and down.stats["failed"] == 1
     assert parse_verdict('{"is_equal": "False"}') is False and parse_verdict("{}") is None
+
+
+def test_the_old_import_paths_still_give_the_same_objects():
+    """official.py was split (rules, scripted policies); what others import from it is re-exported,
+    and the evaluator's PredictedCall is the rewards' one (one predicted-call type)."""
+    import toolrl.eval.match as match
+    import toolrl.rewards.types as reward_types
+
+    for name in ("OfficialRules", "Verdict", "RUNNER_RULES", "format_error", "rule_based", "value_check",
+                 "error_type", "pair_leftovers", "call_similarity", "only_free", "free_key", "same_call"):
+        assert getattr(official_module, name) is getattr(official_rules, name), name
+    for name in ("OfficialGoldenPolicy", "official_golden_policy", "FINAL_ANSWER"):
+        assert getattr(official_module, name) is getattr(official_policies, name), name
+    assert match.PredictedCall is reward_types.PredictedCall
+    assert PredictedCall("F", {"a": 1}).as_dict() == {"name": "F", "arguments": {"a": 1}}

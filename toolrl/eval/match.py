@@ -27,6 +27,8 @@ from toolrl.data import paths
 from toolrl.env.canonical import canonical_value
 from toolrl.eval.types import GoldenCall
 from toolrl.rewards.reference import normalize_string
+# The one predicted-call type (rewards and evaluation share it); importable from here as before.
+from toolrl.rewards.types import PredictedCall
 
 ERROR_KINDS = (
     "format_error",  # a <tool_call> block that did not parse
@@ -37,17 +39,6 @@ ERROR_KINDS = (
     "hallucinated_call",  # a predicted call with no golden counterpart left in the turn
     "stopped_early",  # a golden call with no predicted counterpart (the model stopped short)
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class PredictedCall:
-    """A parsed predicted call."""
-
-    name: str
-    arguments: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "arguments": self.arguments}
 
 
 def bfcl_name(name: str) -> str:

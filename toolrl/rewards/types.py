@@ -51,7 +51,11 @@ class ErrorCode(enum.IntEnum):
 
 @dataclasses.dataclass(frozen=True)
 class PredictedCall:
-    """One tool call of the model, in rollout order.
+    """One tool call of the model, in rollout order: the one predicted-call type of the project.
+
+    Rewards read all of it; the evaluator (``toolrl.eval.match``, ``official_rules``) reads only the
+    name and the arguments (its calls are parsed, never executed, so the other fields keep their
+    defaults there).
 
     Attributes:
       name: function name ("" when the block did not parse).
@@ -78,6 +82,10 @@ class PredictedCall:
             counts it (`OFFICIAL_COUNTED_REASONS`).
         """
         return PredictedCall(name="", arguments={}, executed=False, response=None, format_ok=False, format_error=reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The call as the chat format and the benchmark write it: ``{"name": ..., "arguments": ...}``."""
+        return {"name": self.name, "arguments": self.arguments}
 
 
 @dataclasses.dataclass(frozen=True)
