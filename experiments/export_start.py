@@ -1,5 +1,8 @@
 """Write a run's checkpointed parameters as an HF directory (config, safetensors, tokenizer).
 
+A thin wrapper over ``toolrl export RUN --out DIR`` (:mod:`toolrl.export`) that can also cut the
+weights into pieces.
+
 A study's SFT start lives in an orbax checkpoint under its workdir; a machine without that workdir
 (the GPU machine of the device tool, which takes files in pieces of at most 64 MiB and has no network)
 can still start from it through ``--config.model.path``. ``--dtype=bfloat16`` halves the file
@@ -12,10 +15,8 @@ from the checkpoint by bf16 rounding, and must be re-evaluated where it is used.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import ml_dtypes
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -27,31 +28,11 @@ flags.DEFINE_integer("piece_mb", 0, "Also cut model.safetensors into pieces of t
 
 
 def export(workdir: Path, out: Path, dtype: str = "float32", step: int | None = None) -> Path:
-    """The checkpoint's parameters as ``out/model.safetensors`` in HF layout; returns ``out``.
+    """The checkpoint's parameters as ``out/model.safetensors`` in HF layout (with config, tokenizer and
+    chat template); returns ``out``. The one implementation is :func:`toolrl.export.export`."""
+    from toolrl.export import export as export_run
 
-    The model preset and path come from the run's saved ``config.json``, so the tensors are those
-    :func:`toolrl.models.checkpoint_io.load_params` reads back.
-    """
-    from safetensors.numpy import save_file
-
-    from toolrl.models.checkpoint_io import model_to_hf_tensors
-    from toolrl.policy.runtime import Policy
-
-    saved = json.loads((workdir / "config.json").read_text()).get("model", {})
-    policy = Policy.load(preset=saved.get("preset", ""), path=saved.get("path", ""))
-    restored = policy.restore_params(workdir, step)
-    model, config, tokenizer = policy.model, policy.model_config, policy.tokenizer
-    tensors = model_to_hf_tensors(model, config)
-    if dtype == "bfloat16":
-        tensors = {k: v.astype(ml_dtypes.bfloat16) for k, v in tensors.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    hf_config = dict(config.to_hf_config(), torch_dtype=dtype)
-    (out / "config.json").write_text(json.dumps(hf_config, indent=2))
-    save_file(tensors, str(out / "model.safetensors"),
-              metadata={"format": "pt", "source_workdir": str(workdir), "source_step": str(restored)})
-    if hasattr(tokenizer, "save_pretrained"):  # the test presets' character tokenizer has no files
-        tokenizer.save_pretrained(str(out))
-    return out
+    return export_run(workdir, out, dtype, step)
 
 
 def cut(path: Path, piece_bytes: int) -> list[Path]:
