@@ -221,6 +221,27 @@ def base_config() -> ml_collections.ConfigDict:
     # times a failed request is repeated; a call whose requests all fail stays undecided.
     c.eval.judge.timeout = 60.0
     c.eval.judge.retries = 2
+
+    # Ahead-of-time plan (python -m toolrl.plan): the GRPO update and the rollout's sampler lowered and
+    # compiled for this model and mesh with abstract weights, on simulated CPU devices standing in for
+    # `num_devices` accelerators of kind `device`; prints memory per device, FLOPs and a time estimate.
+    c.plan = ml_collections.ConfigDict()
+    c.plan.device = "h100"  # Accelerator kind: h100, h200, a100-80g, v5e, v5p (toolrl.plan.DEVICES).
+    c.plan.num_devices = 8  # Devices the plan stands in for; a -1 in the mesh takes what the others leave.
+    # Model FLOP utilisation the time estimate assumes (0.3-0.5 is typical of a well-sharded dense update).
+    c.plan.mfu = 0.4
+    # Share of a device's memory a program may use: the runtime, the allocator and fragmentation keep
+    # the rest (XLA's GPU client preallocates 75% unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise).
+    c.plan.memory_fraction = 0.9
+    c.plan.sampler = True  # Also compile the rollout's generate program (prefill + decode loop, KV cache).
+
+    # Persistent XLA compilation cache (toolrl.plan.enable_compilation_cache): a restarted or requeued
+    # run, and every process of a multi-host job, reuse compiled programs instead of compiling again.
+    c.compile = ml_collections.ConfigDict()
+    c.compile.cache_dir = ""  # "" = <workdir>/xla_cache; "off" = no cache; else a directory (or gs://...).
+    # Only programs that took at least this long to compile are written (small ones are cheaper to redo).
+    c.compile.min_compile_time_secs = 1.0
+    c.compile.min_entry_size_bytes = 0  # Only entries at least this large are written (0 = all).
     return c
 
 
@@ -325,6 +346,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
         check(batch % shards == 0,
               f"rollout.prompts_per_step·group_size={batch} must divide over mesh.data·mesh.fsdp={shards}")
         check(s.batch_size % shards == 0, f"sft.batch_size={s.batch_size} must divide over mesh.data·mesh.fsdp={shards}")
+    pl = config.get("plan")
+    if pl is not None:
+        from toolrl.plan import DEVICES
+
+        check(pl.device in DEVICES, f"plan.device={pl.device!r} must be one of {sorted(DEVICES)}")
+        check(pl.num_devices >= 1, f"plan.num_devices={pl.num_devices} must be >= 1")
+        check(0 < pl.mfu <= 1, f"plan.mfu={pl.mfu} must be in (0, 1]")
+        check(0 < pl.memory_fraction <= 1, f"plan.memory_fraction={pl.memory_fraction} must be in (0, 1]")
+    cc = config.get("compile")
+    if cc is not None:
+        check(isinstance(cc.cache_dir, str), f"compile.cache_dir={cc.cache_dir!r} must be a string")
+        check(cc.min_compile_time_secs >= 0 and cc.min_entry_size_bytes >= 0,
+              "compile.min_compile_time_secs and compile.min_entry_size_bytes must be >= 0")
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
