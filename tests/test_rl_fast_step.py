@@ -83,7 +83,7 @@ def plain_loss(model, batch, cfg, temperature, old=None, ref=None, chunk_size=12
 
 
 def packed(rows, advantages, pad_id, shared, group_size=4, model_config=None, width=None):
-    k = steps._ladder(max(len(steps.loss_positions(f)) for _, f in rows), 16)
+    k = steps.ladder_size(max(len(steps.loss_positions(f)) for _, f in rows), 16)
     if not shared:
         n = len(rows)
         width = width or max(len(ids) for ids, _ in rows)
