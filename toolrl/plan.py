@@ -158,7 +158,7 @@ class Shapes:
 def update_shapes(config: Any, shards: int) -> Shapes:
     """The trainer's widest update: every row alive at max_seq_len (``Trainer._packed_batch``'s plain
     layout; a shared-prefix layout is used only when its trunk work is smaller)."""
-    from toolrl.rl.steps import _ladder
+    from toolrl.rl.trainer import bucket as _ladder  # the trainer's own widths, so the plan compiles its program
 
     r, g = config.rollout, config.grpo
     batch = int(r.prompts_per_step * r.group_size)
@@ -502,6 +502,9 @@ def render(plan: Plan, config: Any) -> str:
     console.print(table)
     notes = (f"lowered and compiled on {plan.num_devices} simulated CPU devices in {plan.compile_seconds:.0f} s; XLA's "
              "CPU temporaries stand in for the accelerator's (often larger: some bf16 math stays f32 on CPU)")
+    if mc.dtype != "bfloat16":
+        notes += (f"\ncompute dtype {mc.dtype}: the time assumes the bf16 peak, which {mc.dtype} matmuls do not reach "
+                  "(--config.model.dtype=bfloat16 for an accelerator run)")
     return console.export_text() + notes + "\n" + plan.verdict()
 
 

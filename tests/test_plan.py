@@ -1,0 +1,130 @@
+"""toolrl.plan: the abstract plan of a tiny config agrees with the real sharded model, optimizer and
+update it stands for, and the CLI ends with its one-line verdict.
+
+Simulated devices must be set before jax starts, so the checks run in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = r'''
+import json, os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["JAX_PLATFORMS"] = "cpu"
+import jax, numpy as np
+from flax import nnx
+from toolrl.models.decoder import init_model
+from toolrl.models.sharding import make_mesh, shard_model, shard_state
+from toolrl.plan import (make_plan, model_config_of, per_device_bytes, global_bytes, update_batch, update_shapes,
+                         compile_update, loss_config_of, abstract_train_state, kv_cache_bytes)
+from toolrl.rl import steps
+from toolrl.rl.config import base_config
+
+c = base_config()
+c.model.preset = "tiny_qwen3"
+c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 2, 2
+c.plan.num_devices = 4
+c.rollout.prompts_per_step, c.rollout.group_size = 2, 2
+c.rollout.max_seq_len, c.rollout.max_new_tokens, c.rollout.max_turns, c.rollout.pad_multiple = 64, 16, 2, 16
+c.sft.batch_size = 2
+plan = make_plan(c)
+
+# The real thing, as the trainer builds it: model sharded, optimizer made under the mesh and sharded.
+mesh = make_mesh(1, 2, 2)
+mc = model_config_of(c)
+model = init_model(mc, 0)
+with jax.set_mesh(mesh):
+    shard_model(model, mesh)
+    o = c.optim
+    opt = steps.make_optimizer(model, o.learning_rate, o.warmup_steps, o.weight_decay, o.b1, o.b2, o.grad_clip)
+    nnx.update(opt, shard_state(nnx.state(opt), mesh))
+params, opt_state = nnx.state(model, nnx.Param), nnx.state(opt)
+real_shard = lambda tree: sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree))
+real = {"param_bytes": real_shard(params), "optimizer_bytes": real_shard(opt_state),
+        "param_bytes_global": sum(x.nbytes for x in jax.tree.leaves(params)),
+        "optimizer_bytes_global": sum(x.nbytes for x in jax.tree.leaves(opt_state))}
+
+# The real update on a real batch of the planned shapes, and its own memory analysis.
+shapes = update_shapes(c, 2)
+abstract = update_batch(shapes, mesh, False, False)
+rng = np.random.default_rng(0)
+host = {}
+for name, sds in abstract.items():
+    if sds.dtype == np.bool_:
+        host[name] = np.ones(sds.shape, bool)
+    elif np.issubdtype(sds.dtype, np.integer):
+        host[name] = rng.integers(0, min(mc.vocab_size, shapes.width - 1), sds.shape).astype(sds.dtype)
+    else:
+        host[name] = rng.normal(size=sds.shape).astype(sds.dtype)
+batch = steps.to_device_batch(host, mesh)
+graphdef, state = nnx.split((model, opt))
+fn = steps.make_packed_grpo_step(graphdef, loss_config_of(c, shapes), mesh, state, False, shapes.micro_batches,
+                                 1.0, False)
+real_memory = fn.lower(state, batch).compile().memory_analysis()
+new_state, metrics = fn(state, batch)  # donates the state: sizes were read above
+print(json.dumps({
+    "plan": {k: v for k, v in plan.to_json().items() if k not in ("device", "shapes")},
+    "real": {**real, "update_argument": real_memory.argument_size_in_bytes, "update_temp": real_memory.temp_size_in_bytes,
+             "loss_finite": bool(np.isfinite(float(metrics["loss"])))},
+    "kv_global": kv_cache_bytes(mc, shapes.batch, shapes.prompt_width + shapes.new_tokens),
+}))
+'''
+
+
+def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.mark.slow  # ~25 s: three programs compiled for 4 simulated devices
+def test_plan_matches_the_real_sharded_state_and_update():
+    out = _run([sys.executable, "-c", SCRIPT])
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    plan, real = result["plan"], result["real"]
+    # Parameter and optimizer bytes, per device and in all: the abstract state is the real one.
+    for key in ("param_bytes", "optimizer_bytes", "param_bytes_global", "optimizer_bytes_global"):
+        assert plan[key] == real[key], key
+    assert plan["param_bytes"] < plan["param_bytes_global"]  # fsdp x tensor really shards it
+    # XLA's numbers for the abstract program are those of the real one, positive and consistent.
+    u = plan["update_memory"]
+    assert u["argument"] == real["update_argument"] and u["temp"] == real["update_temp"]
+    assert u["argument"] > 0 and u["temp"] > 0 and u["output"] > 0
+    assert u["argument"] >= plan["param_bytes"] + plan["optimizer_bytes"]  # the state is an argument
+    assert 0 < u["alias"] <= min(u["argument"], u["output"])  # the donated state is rewritten in place
+    assert plan["update_peak"] >= u["argument"]
+    s = plan["sampler_memory"]
+    assert s["argument"] >= plan["param_bytes"] and s["temp"] > 0
+    assert plan["rollout_peak"] >= s["peak_memory"] + plan["optimizer_bytes"]
+    assert plan["kv_cache_bytes"] * 4 == result["kv_global"]  # rows over fsdp=2, the 2 kv heads over tensor=2
+    assert plan["flops"]["update"] > 0 and plan["xla_flops_update"] > 0
+    assert real["loss_finite"]
+    assert plan["fits"] and re.fullmatch(r"plan: fits, peak [\d.]+ GiB per device of 79\.6 GiB \(4 x h100\)",
+                                         plan["verdict"])
+
+
+def test_cli_prints_table_and_verdict():
+    out = _run([sys.executable, "-m", "toolrl.plan", "--config=configs/grpo.py", "--config.model.preset=tiny",
+                "--config.mesh.fsdp=2", "--config.plan.num_devices=2", "--config.plan.device=v5e",
+                "--config.rollout.max_seq_len=96", "--config.rollout.max_new_tokens=32"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    for row in ("parameters", "optimizer state", "activations", "KV cache", "update: XLA temporaries",
+                "rollout: peak", "FLOPs XLA cost_analysis", "MFU"):
+        assert row in out.stdout, row
+    assert re.fullmatch(r"plan: fits, peak [\d.]+ GiB per device of 16\.0 GiB \(2 x v5e\)", lines[-1])
+
+
+def test_cli_refuses_unknown_device_in_one_line():
+    out = _run([sys.executable, "-m", "toolrl.plan", "--config=configs/grpo.py", "--config.plan.device=tpu9"])
+    assert out.returncode == 2
+    assert "plan.device='tpu9' must be one of" in out.stderr and "Traceback" not in out.stderr
