@@ -10,8 +10,10 @@
 # SETUP=1). Each host runs `python -m toolrl.main ... --config.distributed=True`, which calls
 # jax.distributed.initialize() (the TPU runtime supplies coordinator address, process count and id),
 # so all hosts form one mesh over all chips; the config's mesh (data, fsdp, tensor) with one -1 axis
-# takes whatever the slice has. Checkpoints and metrics should go to storage every host sees
-# (--config.workdir=gs://bucket/run works with orbax); only process 0 needs W&B credentials.
+# takes whatever the slice has. Process 0 writes the workdir (checkpoints, metrics, lock): give it a
+# local disk or a mounted bucket (gcsfuse /mnt/run, then --config.workdir=/mnt/run/NAME); a gs:// URL is
+# refused in one line (the workdir is flock-ed and written by atomic renames). Only process 0 needs W&B
+# credentials. A persistent XLA cache (--config.compile.cache_dir) on the shared mount saves recompiles.
 #
 # Environment:
 #   TPU_NAME (required), ZONE (required), PROJECT (optional, gcloud default otherwise),

@@ -30,6 +30,10 @@ Fields left out of the fingerprint are bookkeeping that may change between a run
 ``workdir``, ``distributed``, ``wandb.*``, ``eval.*``, ``mesh.*`` and ``train.*`` except
 ``train.num_steps``. :func:`load_run_config` reads a run's ``config.json`` back (the Policy loads a
 run's model with the run's own settings this way). This module does not import the trainer.
+
+A workdir is a local or mounted (NFS, gcsfuse) directory: :func:`check_local_path` refuses an
+object-store URL such as ``gs://bucket/run`` in one line, before anything could create a local
+directory named ``gs:`` (``pathlib`` turns ``gs://bucket/run`` into the relative path ``gs:/bucket/run``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -65,6 +70,28 @@ _ABSENT = "(absent)"
 
 class WorkdirError(RuntimeError):
     """The workdir cannot be used for this run (in use by another process, or other settings)."""
+
+
+# A URL scheme at the start of a path ("gs://", "s3://", "hdfs://", ...; also "gs:/" as pathlib leaves it).
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+
+
+def check_local_path(path: str | os.PathLike, field: str = "workdir") -> Path:
+    """``path`` as a local ``Path``; an object-store URL raises :class:`WorkdirError` naming why.
+
+    A run's workdir takes an ``fcntl`` lock, renames files into place atomically and appends to
+    ``metrics.jsonl``: object stores (gs://, s3://) offer none of the three, and ``pathlib`` would
+    silently turn ``gs://bucket/run`` into a local directory ``gs:/bucket/run``. Checkpoints on a
+    bucket go through a mount (gcsfuse with a local cache, or a shared file system) instead.
+    """
+    text = os.fspath(path)
+    if _URL.match(text):
+        scheme = text.split(":", 1)[0]
+        raise WorkdirError(
+            f"--config.{field}={text!r} is an object-store URL ({scheme}://): a run's {field} must be a local or "
+            f"mounted directory (it is locked with flock and written by atomic renames, which {scheme}:// cannot "
+            f"do); mount the bucket (e.g. gcsfuse) and pass the mount point")
+    return Path(text)
 
 
 class WorkdirWarning(UserWarning):
@@ -161,7 +188,7 @@ def load_run_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
     Raises FileNotFoundError naming the file when it is absent (not a toolrl run directory), and
     WorkdirError when it is not a JSON object.
     """
-    config_path = Path(path) / CONFIG_FILE
+    config_path = check_local_path(path) / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(
             errno.ENOENT,
@@ -359,9 +386,9 @@ def open_workdir(path: str | os.PathLike, config: ml_collections.ConfigDict,
 
     Raises:
       WorkdirError: another live process holds the workdir, or the settings differ (without
-        allow_changes), or the saved config.json is damaged.
+        allow_changes), or the saved config.json is damaged, or ``path`` is an object-store URL.
     """
-    path = Path(path)
+    path = check_local_path(path)
     if path.exists() and not path.is_dir():
         raise WorkdirError(f"workdir {path} exists and is not a directory; use another --config.workdir")
     created = not path.exists()
