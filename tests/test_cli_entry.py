@@ -45,6 +45,15 @@ def test_a_users_mistake_is_one_line_and_exit_2(args):
     assert ": error: " in result.stderr
 
 
+@pytest.mark.parametrize("args", [("train", "--config.rollout.group_size=1"),
+                                  ("eval", "some_run", "--config.rollout.group_size=1")])
+def test_overrides_reach_the_main_job_with_or_without_a_config_flag(args):
+    # The override is registered and validated (group_size >= 2) before any model loads.
+    result = _toolrl(*args)
+    assert result.returncode == 2 and "rollout.group_size=1 must be >= 2" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_subcommands_reach_their_modules():
     # Each module's own parser answers --help: the arguments got through.
     score = _toolrl("score", "--help")

@@ -22,10 +22,14 @@ from toolrl.cli import UserError, run_cli
 PROG = "toolrl"
 
 
-def _with_argv(args: Sequence[str], run: Callable[[], None]) -> None:
-    """Runs an entry point that reads ``sys.argv`` itself (the absl ones), with ``args`` as its arguments."""
+def _with_argv(args: Sequence[str], module: str, function: str = "run") -> None:
+    """Runs ``module.function()``, an entry point that reads ``sys.argv`` itself (the absl ones), with
+    ``args`` as its arguments. The module is imported after ``sys.argv`` is set: ml_collections reads
+    ``sys.argv`` when it defines a config flag, to register the ``--config.FIELD`` overrides given."""
+    import importlib
+
     sys.argv = [PROG, *args]
-    run()
+    getattr(importlib.import_module(module), function)()
 
 
 def config_file_of(args: Sequence[str]) -> str | None:
@@ -61,9 +65,7 @@ def _main_job(mode: str | None) -> Callable[[list[str]], None]:
         if "--help" not in args and "--helpfull" not in args:
             check_config_file(args)
         extra = [f"--config.mode={mode}"] if mode else []
-        from toolrl import main as main_module
-
-        _with_argv([*args, *extra], main_module.run)
+        _with_argv([*args, *extra], "toolrl.main")
     return run
 
 
@@ -77,6 +79,7 @@ def _score(args: list[str]) -> None:
 def _synth(args: list[str]) -> None:
     if "--help" not in args and "--helpfull" not in args:
         check_config_file(args, default="configs/synth.py")
+    sys.argv = [PROG, *args]  # before the import: see _with_argv
     from toolrl.synth.__main__ import cli
 
     run_cli(cli, args, prog=f"{PROG} synth")
@@ -107,9 +110,7 @@ def _data(args: list[str]) -> None:
     elif action == "export":
         if "--help" not in rest and "--helpfull" not in rest:
             check_config_file(rest)
-        from toolrl.data import export
-
-        _with_argv(rest, export.run)
+        _with_argv(rest, "toolrl.data.export")
     else:
         raise UserError(f"unknown data action {action!r}; {usage}")
 
