@@ -1,5 +1,6 @@
 """toolrl.plan: the abstract plan of a tiny config agrees with the real sharded model, optimizer and
-update it stands for, and the CLI ends with its one-line verdict.
+update it stands for, and the CLI ends with its one-line verdict; the persistent compilation cache
+(enable_compilation_cache, c.compile.cache_dir) is read by a second process.
 
 Simulated devices must be set before jax starts, so the checks run in subprocesses."""
 
@@ -13,6 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from toolrl.plan import compilation_cache_dir
+from toolrl.rl.config import ConfigError, base_config, validate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,3 +132,54 @@ def test_cli_refuses_unknown_device_in_one_line():
     out = _run([sys.executable, "-m", "toolrl.plan", "--config=configs/grpo.py", "--config.plan.device=tpu9"])
     assert out.returncode == 2
     assert "plan.device='tpu9' must be one of" in out.stderr and "Traceback" not in out.stderr
+
+
+# ----------------------------------------------------------------------------- compilation cache
+
+CACHE_SCRIPT = r'''
+import json, sys
+import jax, jax.numpy as jnp
+from toolrl.plan import enable_compilation_cache
+from toolrl.rl.config import base_config
+
+hits = []
+jax.monitoring.register_event_listener(lambda name, **kw: hits.append(name) if name.endswith("cache_hits") else None)
+c = base_config()
+c.workdir = sys.argv[1]
+c.compile.min_compile_time_secs = 0.0  # the test program compiles in milliseconds
+directory = enable_compilation_cache(c)
+f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum() * 3.0)
+print(json.dumps({"dir": directory, "value": float(f(jnp.ones((8, 8)))), "hits": len(hits)}))
+'''
+
+
+def _run_cached(workdir: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", CACHE_SCRIPT, str(workdir)], cwd=REPO, env=dict(env, JAX_PLATFORMS="cpu"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_hits_the_cache(tmp_path):
+    first = _run_cached(tmp_path / "run")
+    cache = Path(first["dir"])
+    assert cache == (tmp_path / "run" / "xla_cache").absolute()
+    entries = sorted(p.name for p in cache.iterdir())
+    assert first["hits"] == 0 and entries  # compiled and written
+    second = _run_cached(tmp_path / "run")
+    assert second["hits"] >= 1 and second["value"] == first["value"]
+    assert sorted(p.name for p in cache.iterdir()) == entries  # nothing new written: it was read
+
+
+def test_cache_dir_field():
+    c = base_config()
+    c.workdir = "runs/a"
+    assert compilation_cache_dir(c) == str(Path("runs/a").absolute() / "xla_cache")
+    c.compile.cache_dir = "off"
+    assert compilation_cache_dir(c) is None
+    c.compile.cache_dir = "/shared/xla"
+    assert compilation_cache_dir(c) == "/shared/xla"
+    c.compile.min_compile_time_secs = -1.0
+    with pytest.raises(ConfigError, match="compile.min_compile_time_secs"):
+        validate(c)
