@@ -4,7 +4,7 @@
     python -m experiments.run_ablation --study=NAME --dry_run      # the plan and every command
     python -m experiments.run_ablation --study=NAME --report       # tables from the result files alone
 
-The plan (experiments/sweep.py): the zero-shot model evaluated, the SFT start (trained once), then
+The plan (experiments/study/plan.py): the zero-shot model evaluated, the SFT start (trained once), then
 seed by seed one GRPO run per arm (``configs/grpo.py:<arm>``, ``--config.seed=S``) from that SFT
 checkpoint. Each run is ``python -m toolrl.main`` subprocesses with its own workdir under
 ``--runs_dir`` (git-ignored); a finished run leaves ``--results_dir/<study>/<run>.json`` (small, meant
