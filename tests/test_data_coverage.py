@@ -98,6 +98,6 @@ def test_readme_natural_section_is_generated_from_the_committed_files():
     root = Path(__file__).resolve().parents[1]
     results = root / "experiments" / "results" / "natural"
     report = json.loads((results / "data_report.json").read_text())
-    readme = (root / "README.md").read_text()
+    readme = (root / "experiments" / "natural" / "README.md").read_text()  # the study's log holds the section
     section = readme[readme.index(README_START) + len(README_START):readme.index(README_END)]
     assert section == "\n" + readme_section(report, load_starts(results))

@@ -1,0 +1,167 @@
+"""The figures the README and the guides quote come from committed result files.
+
+* Blocks between ``<!-- numbers:NAME:start -->`` and ``<!-- numbers:NAME:end -->`` are generated from
+  result files by the renderers below; ``python tests/test_readme_numbers.py --write`` rewrites them.
+* Study tables (``<!-- study-table:begin STUDY ...``) equal what the study runner builds from
+  ``experiments/results/STUDY/`` (rewritten by ``python -m experiments.run_ablation --study=STUDY
+  --report --readme=FILE``).
+* The README quotes no result outside those blocks (percentages, ± intervals, right/total counts),
+  except in the main job's block, which the main job's result file fills.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+BLOCK = re.compile(r"<!-- numbers:(?P<name>[\w-]+):start -->\n(?P<body>.*?)<!-- numbers:(?P=name):end -->", re.S)
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _rel(path: Path) -> str:
+    return f"`{path.relative_to(ROOT)}`"
+
+
+def memorisation() -> str:
+    """The memorisation check, from experiments/results/memorisation.json."""
+    path = RESULTS / "memorisation.json"
+    m = _json(path)
+    return (f"Measured ({_rel(path)}): {len(m['samples'])} bfcl_training samples ({', '.join(m['samples'])}), "
+            f"{m['turns']} scored turns, {m['sft_steps']} SFT steps of {m['sft_batch_size']} episode at lr "
+            f"{m['learning_rate']:g}, NLL {m['nll_first']:.3f} → {m['nll_last']:.1e}: **{m['turns_right']}/{m['turns']} "
+            f"turns right ({100 * m['turn_accuracy']:.0f} %), call accuracy {100 * m['call_accuracy']:.0f} %, success "
+            f"rate {100 * m['success_rate']:.0f} %**; {m['train_seconds'] / 60:.0f} min of SFT and "
+            f"{m['eval_seconds']:.0f} s of evaluation on the 2-core CPU.\n")
+
+
+def _start_cell(path: Path) -> str:
+    s = _json(path)["summary"]
+    total = s.get("turns", s.get("samples"))
+    low, high = s["wilson95"]
+    return (f"{s['right']}/{total} {s['unit']} ({100 * s['accuracy']:.1f} %; 95 % Wilson "
+            f"{100 * low:.1f}–{100 * high:.1f} %)")
+
+
+def _arms_cell(summary: dict, source: str) -> str:
+    from experiments.sweep import ROW_LABELS, fmt_ci
+
+    end = summary["sources"][source]["end"]
+    cells = []
+    for row in summary["train"]:
+        value = end.get(row, {}).get("turn_accuracy")
+        if value:
+            cells.append(f"{ROW_LABELS.get(row, row)} {fmt_ci(value).split(' (n=')[0]} %")
+    return "; ".join(cells)
+
+
+def results() -> str:
+    """The README's results at a glance: the memorisation check, the natural SFT start, long36."""
+    mem_path = RESULTS / "memorisation.json"
+    m = _json(mem_path)
+    natural = RESULTS / "natural"
+    long36 = RESULTS / "long36" / "summary.json"
+    summary = _json(long36)
+    arms = [a for a in summary["train"] if a != "sft"]
+    rows = [
+        ("the memorisation check: SFT on a few training samples, then the evaluator on them",
+         f"{m['turns_right']}/{m['turns']} turns right after {m['sft_steps']} SFT steps", _rel(mem_path)),
+        ("SFT start on the natural data, eval_100, turn protocol",
+         _start_cell(natural / "sft_start_eval_eval_100.json"), _rel(natural / "sft_start_eval_eval_100.json")),
+        ("the same start, eval_100, the benchmark's own protocol",
+         _start_cell(natural / "sft_start_eval_eval_100_official.json"),
+         _rel(natural / "sft_start_eval_eval_100_official.json")),
+        ("the same start, novel synthesized test turns",
+         _start_cell(natural / "sft_start_eval_novel_test.json"), _rel(natural / "sft_start_eval_novel_test.json")),
+        (f"reward ablation `long36` ({len(arms)} rewards × {len(summary['train'][arms[0]]['seeds'])} seeds, "
+         f"{summary['train'][arms[0]]['steps']['mean']:.0f} GRPO steps from one SFT start), held-out synthesized "
+         "turn accuracy, mean ± 95 % t half width",
+         _arms_cell(summary, "synthetic:test"), _rel(long36)),
+        ("the same runs, eval_100 turn accuracy", _arms_cell(summary, "eval_100"), _rel(long36)),
+    ]
+    lines = ["| result | number | from |", "|---|---|---|"]
+    lines += [f"| {what} | {number} | {source} |" for what, number, source in rows]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[], str]] = {"memorisation": memorisation, "results": results}
+# Where each block must appear (at least there).
+HOMES = {"results": "README.md", "memorisation": "docs/evaluation.md"}
+
+
+def checked_files() -> list[Path]:
+    """The README, the guides in docs/ and the study logs."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "experiments").glob("*/README.md"))]
+
+
+def rewrite(text: str) -> str:
+    return BLOCK.sub(lambda m: f"<!-- numbers:{m['name']}:start -->\n{RENDERERS[m['name']]()}"
+                               f"<!-- numbers:{m['name']}:end -->", text)
+
+
+def test_generated_blocks_equal_the_result_files():
+    seen = set()
+    for path in checked_files():
+        text = path.read_text(encoding="utf-8")
+        for block in BLOCK.finditer(text):
+            name = block["name"]
+            assert name in RENDERERS, f"{path}: unknown numbers block {name!r}"
+            assert block["body"] == RENDERERS[name](), (
+                f"{path.relative_to(ROOT)}: block {name!r} differs from its result files; "
+                "run python tests/test_readme_numbers.py --write")
+            seen.add((name, str(path.relative_to(ROOT))))
+    for name, home in HOMES.items():
+        assert (name, home) in seen, f"{home} has no numbers:{name} block"
+
+
+def test_study_tables_equal_the_committed_result_files():
+    from experiments.sweep import load_results, readme_markers, readme_tables, summarize
+
+    found = 0
+    for path in checked_files():
+        text = path.read_text(encoding="utf-8")
+        for study in re.findall(r"<!-- study-table:begin (\S+) ", text):
+            first, last = readme_markers(study)
+            body = text[text.index(first) + len(first):text.index(last)]
+            runs = load_results(RESULTS / study)
+            assert body == "\n" + readme_tables(summarize(runs), runs), f"{path.relative_to(ROOT)}: study {study}"
+            found += 1
+    assert found >= 2  # decontaminated and long36
+
+
+def _prose(text: str) -> str:
+    """The README without code blocks, generated blocks, study tables and the main job's block."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = BLOCK.sub("", text)
+    text = re.sub(r"<!-- study-table:begin.*?<!-- study-table:end \S+ -->", "", text, flags=re.S)
+    text = re.sub(r"<!-- natural-data:start -->.*?<!-- natural-data:end -->", "", text, flags=re.S)
+    return re.sub(r"<!-- main-job:start -->.*?<!-- main-job:end -->", "", text, flags=re.S)
+
+
+def test_the_readme_quotes_results_only_from_generated_blocks():
+    prose = _prose((ROOT / "README.md").read_text(encoding="utf-8"))
+    figures = re.findall(r"[^\s|]*\d\s?%|±|\b\d+\s?/\s?\d+\b", prose)
+    assert not figures, f"README figures outside generated blocks: {figures}"
+
+
+def test_the_readme_is_a_guide_of_at_most_20_kb():
+    assert len((ROOT / "README.md").read_bytes()) <= 20_000
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python tests/test_readme_numbers.py --write   (rewrites every numbers block)")
+    sys.path.insert(0, str(ROOT))
+    for file in checked_files():
+        old = file.read_text(encoding="utf-8")
+        new = rewrite(old)
+        if new != old:
+            file.write_text(new, encoding="utf-8")
+            print(f"rewrote {file.relative_to(ROOT)}")
