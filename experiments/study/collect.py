@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from experiments.study.files import dotted, finite, read_json, read_metrics, read_result, resolve, write_json_atomic
 from experiments.study.plan import EVAL_METRICS, SCHEMA, SUMMARY_FILE, RunSpec, StudySettings, config_arg
 
+
 def _mean(values: Iterable[Any]) -> float | None:
     xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return sum(xs) / len(xs) if xs else None

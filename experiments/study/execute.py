@@ -23,6 +23,7 @@ from experiments.study.files import REPO_ROOT, is_finished, read_metrics, read_r
 from experiments.study.plan import CommandFn, RunSpec, StudySettings, default_commands, plan, settings_changed
 from experiments.study.report import write_summary
 
+
 def process_start(pid: int) -> str | None:
     """When process `pid` started (the workdir lock's reading of /proc; a reused pid has another start)."""
     from toolrl.rl.workdir import process_start as start_of

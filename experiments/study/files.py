@@ -25,6 +25,7 @@ def resolve(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path if path.is_absolute() else REPO_ROOT / path
 
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """JSON through a temporary file, fsync and a rename: readers see the old file or the whole new one."""
     path = Path(path)

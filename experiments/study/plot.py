@@ -10,6 +10,7 @@ from experiments.study.files import dotted
 from experiments.study.plan import BASELINE_ARM
 from experiments.study.stats import arm_order, t_interval
 
+
 def curve_bands(results: Sequence[Mapping[str, Any]], arm: str, kind: str, column: int,
                 confidence: float = 0.95) -> tuple[list[int], list[float], list[float], list[float]]:
     """(steps, mean, low, high) over the seeds of an arm of one curve column (``kind`` "train" or

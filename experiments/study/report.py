@@ -17,6 +17,7 @@ from experiments.study.plan import BASELINE_ARM, CURVES_FILE, EVAL_METRICS, REPO
 from experiments.study.plot import plot_curves
 from experiments.study.stats import SINGLE_KINDS, arm_order, end_value, start_entry, summarize, turn_flips
 
+
 def fmt_ci(stat: Mapping[str, Any], scale: float = 100.0, digits: int = 1, sign: bool = False) -> str:
     """"mean ± half (n=k)"; "mean (n=1)" without an interval; "–" without values."""
     if not stat or not stat.get("n") or stat.get("mean") is None:

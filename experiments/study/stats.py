@@ -17,6 +17,7 @@ from experiments.study.collect import reward_rise
 from experiments.study.files import dotted, finite
 from experiments.study.plan import ARMS, BASELINE_ARM, EVAL_METRICS
 
+
 def t_critical(df: int, confidence: float = 0.95) -> float:
     """Two-sided Student-t critical value t_{(1+confidence)/2, df}."""
     return float(scipy_stats.t.ppf((1 + confidence) / 2, df))
