@@ -36,9 +36,10 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from toolrl.eval.match import CallMatcher, PredictedCall, diagnose, maximum_matching
+from toolrl.eval.match import CallMatcher, diagnose, maximum_matching
 from toolrl.eval.types import FREE_FUNCTIONS, EvalSample, GoldenCall, GoldenTurn, Policy, PolicyRequest
 from toolrl.rewards.parse import parse_tool_calls
+from toolrl.rewards.types import PredictedCall
 
 MISSING_RESPONSE_TEXT = json.dumps({"status": False, "message": "response not recorded in the benchmark data"})
 
