@@ -131,3 +131,29 @@ def test_chat_and_export_refuse_what_is_not_a_model_in_one_line(tmp_path):
                                 env=env, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)
         assert result.returncode == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "error:" in result.stderr
+
+
+def test_the_exported_smollm2_tokenizer_prompts_as_training_did(tmp_path):
+    """SmolLM2's own template knows no tools (training used the Hermes format): the exported template is
+    that format, and toolrl reading it back (now as a tool-aware template) cuts the same segments."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from toolrl.data.chat import ChatFormat
+    from toolrl.export import hf_tokenizer
+    from toolrl.models.checkpoint_io import resolve_model_dir
+
+    original = AutoTokenizer.from_pretrained(str(resolve_model_dir("smollm2_135m")), local_files_only=True)
+    trained = ChatFormat(original)
+    assert trained.kind == "hermes"
+    hf_tokenizer(SimpleNamespace(tokenizer=original, chat=trained)).save_pretrained(str(tmp_path))
+    exported = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
+    reread = ChatFormat(exported)
+    tools, messages = _conversation()
+    messages = [{"role": "system", "content": tool_system_prompt(tools, "compact")}, *messages]
+    assert exported.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == render_hermes(messages)
+    assert reread.prompt_ids(messages) == trained.prompt_ids(messages)
+    assert reread.assistant_ids(messages[2]) == trained.assistant_ids(messages[2])
+    assert reread.env_ids([messages[3]]) == trained.env_ids([messages[3]])
+    assert reread.end_id == trained.end_id
