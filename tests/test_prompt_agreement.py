@@ -108,3 +108,92 @@ def test_sft_targets_turn_tasks_and_evaluated_turns_are_the_same_turns(data_dir)
                 [[c.function for c in t.calls] for t in sample.turns]
             n += 1
     assert n == 201
+
+
+class _ScriptedPolicy(Policy):
+    """A Policy whose `generate` answers from a script (no model): round 0 of each scored turn says some
+    prose, then a variant (a golden free lookup; an unparseable block and the lookup; a lookup with a
+    wrong argument, answered with an error), round 1 the turn's required calls. It records every
+    distinct prompt by (turn, round)."""
+
+    def __init__(self, base: Policy, tasks):
+        super().__init__(None, base.tokenizer, base.model_config, name=base.name)
+        self.tasks = tasks
+        self.first = {}
+        self.prompts = {}
+        self.rounds = {}
+
+    def start(self, tool_view):
+        self.first = {tuple(turn_prompt_ids(self, t, tool_view, RENDER)): i for i, t in enumerate(self.tasks)}
+        self.prompts, self.rounds = {}, {}
+
+    def _task(self, prompt):
+        hits = [i for first, i in self.first.items() if tuple(prompt[:len(first)]) == first]
+        assert len(hits) == 1, "every prompt continues exactly one scored turn"
+        return hits[0]
+
+    def _text(self, index, round_):
+        import json
+
+        task = self.tasks[index]
+        def block(name, arguments):
+            return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+        if round_ == 0:
+            free = task.optional[0]
+            variant = index % 3
+            if variant == 0:
+                return "Let me look that up first.\n" + block(free.function, free.arguments)
+            if variant == 1:
+                return "<tool_call>\n{not json at all\n</tool_call>\n" + block(free.function, free.arguments)
+            wrong = {k: (v + " nowhere" if isinstance(v, str) else v) for k, v in free.arguments.items()}
+            return "Searching.\n" + block(free.function, wrong)
+        return "Now the search.\n" + "\n".join(block(c.function, c.arguments) for c in task.required)
+
+    def generate(self, prompts, key, settings, group_size=1):
+        import numpy as np
+
+        from toolrl.policy.runtime import Generation
+
+        rows, seen = [], {}
+        for prompt in prompts:
+            index = self._task(prompt)
+            if index not in seen:
+                seen[index] = self.rounds.get(index, 0)
+                self.prompts[(index, seen[index])] = list(prompt)
+            text = self._text(index, seen[index])
+            rows.append(self.chat.encode(text) + [self.chat.end_id])
+        for index in seen:
+            self.rounds[index] = self.rounds.get(index, 0) + 1
+        return Generation(rows, [np.zeros(len(r), np.float32) for r in rows], np.ones(len(rows), bool), 0.0)
+
+
+def test_later_rounds_are_the_same_tokens_in_rollout_and_evaluation(policy, matcher):
+    """After prose, an unparseable block or a call answered with an error, the next round's prompt is
+    the same tokens in a turn-mode rollout and in the evaluator: both continue the policy's own tokens."""
+    import jax
+
+    from toolrl.policy.runtime import SamplingSettings
+    from toolrl.rl.rollout import rollout_turns
+
+    samples = load_samples("bfcl_training", max_samples=80, max_distractors=1)
+    pairs = [(s, t) for s in samples for t in build_turn_tasks(s) if t.optional and t.required and t.complete][:6]
+    assert len(pairs) == 6
+    tasks = [t for _, t in pairs]
+    scripted = _ScriptedPolicy(policy, tasks)
+    settings = SamplingSettings(max_new_tokens=256, pad_multiple=8)
+    scripted.start("compact")
+    batch = rollout_turns(pairs, 1, scripted, matcher, jax.random.key(0), settings, max_rounds=3,
+                          max_seq_len=20_000, tool_view="compact", render=RENDER)
+    training = dict(scripted.prompts)
+    scripted.start("compact")
+    eval_policy = scripted.as_eval_policy(tool_view="compact", max_new_tokens=256, batch_size=4, pad_multiple=8)
+    results = run_protocol(tasks, eval_policy, matcher, max_rounds=3, render=RENDER)
+    evaluation = dict(scripted.prompts)
+    assert set(training) == set(evaluation) == {(i, r) for i in range(6) for r in (0, 1)}
+    for key in training:
+        assert training[key] == evaluation[key], key
+    assert eval_policy.stats.continued == 6
+    # the prose and the unparseable block are in the round-1 prompt, as the policy wrote them
+    second = scripted.chat.decode(evaluation[(1, 1)])
+    assert "{not json at all" in second and "Let me look that up first." in scripted.chat.decode(evaluation[(0, 1)])
+    assert [r.rounds for r in results] == [2] * 6 and batch.n_turns.tolist() == [2] * 6

@@ -248,9 +248,12 @@ class Policy:
     def response_text(self, ids: Sequence[int]) -> str:
         """A generated turn as the evaluator reads it: decoded, with calls in `<tool_call>` blocks even
         when the template writes them bare (Llama 3.x), so rollouts and evaluation parse alike."""
+        return self.readable(self.chat.decode(ids))
+
+    def readable(self, text: str) -> str:
+        """Decoded text with calls in `<tool_call>` blocks (the form the protocol parses)."""
         from toolrl.data.chat import tagless_calls_to_blocks
 
-        text = self.chat.decode(ids)
         return text if self.chat.calls_tagged else tagless_calls_to_blocks(text)
 
     # ------------------------------------------------------------------ log-probs
@@ -296,6 +299,7 @@ class EvalStats:
 
     requests: int = 0
     batches: int = 0
+    continued: int = 0  # requests whose prompt continued the conversation's own tokens (later rounds)
     prompt_tokens: int = 0
     generated_tokens: int = 0
     truncated_turns: int = 0
@@ -305,8 +309,25 @@ class EvalStats:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass
+class _Thread:
+    """One conversation as token ids: what the policy was last asked (`messages`) and the ids of that
+    prompt followed by the tokens it generated."""
+
+    messages: list[dict[str, Any]]
+    ids: list[int]
+
+
 class EvalPolicy:
     """`policy(requests) -> texts` for `toolrl.eval`: the same prompts as training, greedy decoding.
+
+    A request that continues a conversation this policy answered (the same messages, then the game's
+    assistant message and its tool messages) is the earlier prompt, the tokens the policy generated,
+    and the chat format's environment segment of the tool messages: what a rollout's row holds at that
+    round (`toolrl.rl.rollout`), so training and evaluation prompts are the same tokens by construction
+    (docs/design.md, "Games"). Re-rendering the game's assistant message instead would drop the
+    policy's prose and unparseable blocks and re-serialise its JSON. Any other request is rendered
+    from its messages.
 
     Requests are sorted by prompt length and cut into chunks of `batch_size` (the last chunk padded
     with repeats, so one width compiles one program)."""
@@ -319,13 +340,40 @@ class EvalPolicy:
         self.settings = settings
         self.batch_size = batch_size
         self.stats = EvalStats()
+        self._threads: dict[Any, _Thread] = {}
+
+    @staticmethod
+    def _conversation(request: Any) -> Any:
+        """Which conversation a request belongs to: its ``conversation`` key when the game gives one (a
+        free-running sample), else its scored turn (sample_id, turn)."""
+        key = getattr(request, "conversation", None)
+        return key if key is not None else (request.sample_id, request.turn)
+
+    def _continued(self, request: Any) -> list[int] | None:
+        """The prompt ids of `request` when it continues its conversation's thread, else None."""
+        thread = self._threads.get(self._conversation(request))
+        if thread is None:
+            return None
+        messages = list(request.messages)
+        n = len(thread.messages)
+        tail = messages[n:]
+        if (messages[:n] == thread.messages and len(tail) >= 2 and tail[0].get("role") == "assistant"
+                and all(m.get("role") == "tool" for m in tail[1:])):
+            return thread.ids + self.policy.chat.env_ids(tail[1:])
+        return None
 
     def prompt_ids(self, request: Any) -> list[int]:
-        return self.policy.prompt_ids(request.messages, request.tools, self.tool_view)
+        found = self._continued(request)
+        return found if found is not None else self.policy.prompt_ids(request.messages, request.tools, self.tool_view)
 
     def __call__(self, requests: Sequence[Any]) -> list[str]:
         start = time.perf_counter()
-        prompts = [self.prompt_ids(r) for r in requests]
+        prompts = []
+        for request in requests:
+            found = self._continued(request)
+            self.stats.continued += found is not None
+            prompts.append(found if found is not None
+                           else self.policy.prompt_ids(request.messages, request.tools, self.tool_view))
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         texts: list[str] = [""] * len(prompts)
         for lo in range(0, len(order), self.batch_size):
@@ -334,6 +382,8 @@ class EvalPolicy:
             rows += [rows[-1]] * (self.batch_size - len(rows))
             out = self.policy.generate(rows, jax.random.key(0), self.settings)
             for j, i in enumerate(chunk):
+                self._threads[self._conversation(requests[i])] = _Thread(list(requests[i].messages),
+                                                                         prompts[i] + list(out.tokens[j]))
                 texts[i] = self.policy.response_text(out.tokens[j])
                 self.stats.generated_tokens += len(out.tokens[j])
                 self.stats.truncated_turns += int(not out.finished[j])

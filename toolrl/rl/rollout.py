@@ -213,7 +213,7 @@ def rollout_turns(tasks: Sequence[tuple[GoldenSample, TurnTask]], group_size: in
             row.calls += [PredictedCall.unparseable(reason=b.reason) if isinstance(b, ParseError)
                           else PredictedCall(b.name, dict(b.arguments)) for b in policy.chat.parse(text).blocks]
             shown = len(state.messages)
-            state.step(text, matcher, max_rounds, render)
+            state.step(policy.readable(text), matcher, max_rounds, render)  # parsed as the evaluator parses
             if not finished:
                 row.done, row.truncated = True, True
             elif state.done:
