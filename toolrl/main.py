@@ -193,6 +193,8 @@ def main(argv: list[str]) -> None:
     if config.mode == "eval":
         evaluate(config)
         return
+    import jax
+
     from toolrl.rl.trainer import TrainingInterrupted
 
     started = time.perf_counter()
@@ -202,8 +204,27 @@ def main(argv: list[str]) -> None:
         print(f"toolrl.main: {stopped}", file=sys.stderr)
         sys.exit(128 + stopped.signum)
     minutes = (time.perf_counter() - started) / 60
-    print(f"\nfinished step {info.final_step} in {minutes:.1f} min")
+    sft_steps = config.sft.num_steps if config.mode in ("grpo", "sft") else 0
+    grpo_steps = max(0, info.final_step - sft_steps)
+    print(f"\nfinished step {info.final_step} (SFT {min(info.final_step, sft_steps)}, GRPO {grpo_steps}) "
+          f"in {minutes:.1f} min")
     print(summary_table(info, minutes))
+    if jax.process_index() == 0:
+        write_summary(info, minutes, config)
+
+
+def write_summary(info: Any, minutes: float, config: Any) -> Path:
+    """``<workdir>/summary.json``: what the end table says, as a file (experiments/main_job.py reads it)."""
+    import json
+
+    fit = getattr(info, "fit", None)
+    record = {"final_step": info.final_step, "sft_steps": int(config.sft.num_steps),
+              "grpo_steps": int(config.train.num_steps), "minutes": minutes,
+              "evaluations": info.evaluations, "rewards": list(info.rewards),
+              "fit": fit.to_json() if fit is not None else None}
+    path = Path(info.workdir) / "summary.json"
+    path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    return path
 
 
 def run() -> None:
