@@ -38,11 +38,16 @@ def test_help_lists_every_subcommand():
     ("data", "frobnicate"),
     ("check", "--config=configs/tiny.py", "--config.mode=eval"),
 ])
-def test_a_users_mistake_is_one_line_and_exit_2(args):
-    result = _toolrl(*args)
-    assert result.returncode == 2, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("toolrl")
-    assert ": error: " in result.stderr
+def test_a_users_mistake_is_one_line_and_exit_2(args, monkeypatch, capsys):
+    # In process: each of these is refused before any job module (and its absl flags) is imported.
+    from toolrl.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["toolrl", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("toolrl") and ": error: " in stderr
 
 
 @pytest.mark.parametrize("args", [("train", "--config.rollout.group_size=1"),
