@@ -23,10 +23,11 @@ def _toolrl(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 def test_help_lists_every_subcommand():
     result = _toolrl("--help")
     assert result.returncode == 0
-    for name in ("train", "check", "eval", "score", "synth", "cache", "graph", "data", "export", "chat", "config"):
+    for name in ("train", "check", "plan", "eval", "score", "synth", "cache", "graph", "data", "export", "chat",
+                 "config"):
         assert f"\n  {name} " in result.stdout
-    assert set(COMMANDS) == {"train", "check", "eval", "score", "synth", "cache", "graph", "data", "export",
-                             "chat", "config"}
+    assert set(COMMANDS) == {"train", "check", "plan", "eval", "score", "synth", "cache", "graph", "data",
+                             "export", "chat", "config"}
 
 
 @pytest.mark.parametrize("args", [
@@ -34,6 +35,7 @@ def test_help_lists_every_subcommand():
     ("check", "--config", "configs/no_such.py:atomic"),
     ("eval", "some_run", "--config=configs/no_such.py"),
     ("config", "--show", "configs/no_such.py"),
+    ("plan", "--config=configs/no_such.py"),
     ("frobnicate",),
     ("data", "frobnicate"),
     ("check", "--config=configs/tiny.py", "--config.mode=eval"),

@@ -69,6 +69,12 @@ def _main_job(mode: str | None) -> Callable[[list[str]], None]:
     return run
 
 
+def _plan(args: list[str]) -> None:
+    if "--help" not in args and "--helpfull" not in args:
+        check_config_file(args)
+    _with_argv(args, "toolrl.plan", "main")
+
+
 def _score(args: list[str]) -> None:
     from toolrl.env.cache import CacheError
     from toolrl.eval import score
@@ -222,6 +228,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
     "check": ("print the fit report of a config's budgets and stop  [toolrl.main, mode check]", _main_job("check")),
     "eval": ("evaluate a run (toolrl eval RUN, or --config.eval.checkpoint=RUN) on ComplexFuncBench  "
              "[toolrl.main, mode eval]", _main_job("eval")),
+    "plan": ("ahead of time: will a config fit the devices, and how long will a step take  [toolrl.plan]", _plan),
     "score": ("score another system's predictions (JSONL) under the turn or official protocol  "
               "[toolrl.eval.score]", _score),
     "synth": ("synthesize traces into the TFDS dataset toolrl_traces  [toolrl.synth]", _synth),
@@ -262,7 +269,11 @@ def main() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     args = sys.argv[1:]
     # `--verbose` must reach the subcommand's own handler too, so the outer one keeps it in the list.
-    run_cli(lambda _: dispatch(args), args, prog=PROG)
+    try:
+        run_cli(lambda _: dispatch(args), args, prog=PROG)
+    except BrokenPipeError:  # `toolrl ... | head`: the reader left; no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":
