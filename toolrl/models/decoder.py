@@ -244,9 +244,10 @@ class Attention(nnx.Module):
         c, dt = self.config, x.dtype
         b, t, d = x.shape
         h, kvh, dh = c.num_heads, c.num_kv_heads, c.head_dim
-        q = x @ self.q_kernel[...].reshape(d, h * dh).astype(dt)
-        k = x @ self.k_kernel[...].reshape(d, kvh * dh).astype(dt)
-        v = x @ self.v_kernel[...].reshape(d, kvh * dh).astype(dt)
+        # jnp.dot (not `@`): LoRA (toolrl.models.lora, qwix) intercepts jnp.dot calls on a parameter.
+        q = jnp.dot(x, self.q_kernel[...].reshape(d, h * dh).astype(dt))
+        k = jnp.dot(x, self.k_kernel[...].reshape(d, kvh * dh).astype(dt))
+        v = jnp.dot(x, self.v_kernel[...].reshape(d, kvh * dh).astype(dt))
         if c.qkv_bias:
             q = q + self.q_bias[...].reshape(h * dh).astype(dt)
             k = k + self.k_bias[...].reshape(kvh * dh).astype(dt)
@@ -266,7 +267,7 @@ class Attention(nnx.Module):
             new_kv = (ck, cv)
             k, v = ck.astype(dt), cv.astype(dt)
         out = attend(q, k, v, mask, c.attention_impl)
-        return out.reshape(b, t, h * dh) @ self.o_kernel[...].reshape(h * dh, d).astype(dt), new_kv
+        return jnp.dot(out.reshape(b, t, h * dh), self.o_kernel[...].reshape(h * dh, d).astype(dt)), new_kv
 
 
 class MLP(nnx.Module):
@@ -280,9 +281,9 @@ class MLP(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         dt = x.dtype
-        gate = x @ self.gate_kernel[...].astype(dt)
-        up = x @ self.up_kernel[...].astype(dt)
-        return (jax.nn.silu(gate) * up) @ self.down_kernel[...].astype(dt)
+        gate = jnp.dot(x, self.gate_kernel[...].astype(dt))  # jnp.dot: visible to LoRA, as in Attention
+        up = jnp.dot(x, self.up_kernel[...].astype(dt))
+        return jnp.dot(jax.nn.silu(gate) * up, self.down_kernel[...].astype(dt))
 
 
 class Block(nnx.Module):

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import ml_collections
 
+from toolrl import games
 from toolrl.rewards.registry import registered_families
 from toolrl.rewards.types import MODES as REWARD_MODES
 from toolrl.rl.grpo import AGGREGATIONS
 
 MODES = ("grpo", "sft", "eval", "check")
-ROLLOUT_MODES = ("episode", "turn")
 TOOL_VIEWS = ("compact", "signature", "full")
 
 
@@ -43,6 +43,13 @@ def base_config() -> ml_collections.ConfigDict:
     # pass (activation memory / layers, ~1/3 more compute).
     c.model.attention_impl = "xla"
     c.model.remat = False
+    # LoRA (toolrl.models.lora, through qwix): rank-r adapters A [in, r], B [r, out] (B = 0 at the start,
+    # so training starts from the base model) on the projections of `targets`; only they are trained
+    # and the update is scaled by alpha / rank. rank 0 = full fine-tuning. Merged into the kernels on export.
+    c.model.lora = ml_collections.ConfigDict()
+    c.model.lora.rank = 0
+    c.model.lora.alpha = 16.0  # alpha / rank = 1 at rank 16 (the LoRA paper's scaling)
+    c.model.lora.targets = "attn,mlp"  # comma-separated: "attn" (q, k, v, o), "mlp" (gate, up, down)
 
     c.mesh = ml_collections.ConfigDict()
     # Mesh shape (data, fsdp, tensor); -1 takes the remaining devices. Batch is split over data·fsdp,
@@ -91,8 +98,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.response_keep = "salient"
 
     c.rollout = ml_collections.ConfigDict()
-    # "episode": multi-turn rollout against the environment; "turn": one turn from a golden prefix.
-    c.rollout.mode = "episode"
+    # The game the policy plays in training (toolrl.games, a trainable one): "episode" (a sample free-running
+    # against the cached environment) or "turn" (one scored turn after its golden history, the evaluator's
+    # `turn` game). reward.family must score the input it produces (derived from the two registries).
+    c.rollout.game = "episode"
+    c.rollout.mode = ""  # Deprecated name of rollout.game (one release): validate() moves it there, with a warning.
     c.rollout.group_size = 4  # G samples per prompt (GRPO group).
     c.rollout.prompts_per_step = 2  # Prompts per GRPO step; the batch is prompts_per_step · G.
     # Assistant turns per episode (episode mode) or rounds per scored turn (turn mode: the evaluator's
@@ -178,11 +188,12 @@ def base_config() -> ml_collections.ConfigDict:
     # Evaluation (ComplexFuncBench protocol, toolrl.eval). Prompts use the training view: data.tool_view,
     # data.response_max_chars / response_max_list_items, data.max_distractors.
     c.eval = ml_collections.ConfigDict()
-    # "turn": each scored turn after its golden history, our matching rules (what training's turn mode
-    # matches). "official": each sample free-running as the benchmark's own runner and rules score it
-    # (Success Rate, Call Accuracy, the benchmark's turn count), comparable with published numbers
-    # (toolrl/eval/official.py).
-    c.eval.protocol = "turn"
+    # The game evaluation plays (toolrl.games, an evaluable one). "turn": each scored turn after its golden
+    # history, our matching rules (the game training's turn rollouts play). "benchmark" (old name
+    # "official"): each sample free-running as the benchmark's own runner and rules score it (Success Rate,
+    # Call Accuracy, the benchmark's turn count), comparable with published numbers (toolrl/eval/official.py).
+    c.eval.game = "turn"
+    c.eval.protocol = ""  # Deprecated name of eval.game (one release): validate() moves it there, with a warning.
     # Which samples: "eval_100", "bfcl_training", "synthetic:SPLIT", or a file (*.jsonl = the full benchmark).
     c.eval.source = "eval_100"
     c.eval.max_samples = 0  # First N samples (0 = all).
@@ -269,14 +280,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     check(config.mode in MODES, f"mode={config.mode!r} must be one of {MODES}")
     r, g, o, t, s = config.rollout, config.grpo, config.optim, config.train, config.sft
-    check(r.mode in ROLLOUT_MODES, f"rollout.mode={r.mode!r} must be one of {ROLLOUT_MODES}")
     families = registered_families()
     check(config.reward.family in families, f"reward.family={config.reward.family!r} must be one of {families}")
     check(config.reward.mode in REWARD_MODES, f"reward.mode={config.reward.mode!r} must be one of {REWARD_MODES}")
-    check(not (r.mode == "turn" and config.reward.family != "turn"),
-          f"rollout.mode='turn' scores single turns: reward.family must be 'turn', got {config.reward.family!r}")
-    check(not (r.mode == "episode" and config.reward.family == "turn"),
-          "rollout.mode='episode' needs an episode reward: reward.family 'paper' or 'episode', not 'turn'")
+    # rollout.game / eval.game against the game registry (the deprecated rollout.mode / eval.protocol
+    # moved onto them), and reward.family against the input the rollout's game produces.
+    games.resolve_config_names(config, errors)
     check(r.group_size >= 2, f"rollout.group_size={r.group_size} must be >= 2: GRPO normalises within a group")
     check(r.prompts_per_step >= 1, f"rollout.prompts_per_step={r.prompts_per_step} must be >= 1")
     check(r.max_turns >= 1, f"rollout.max_turns={r.max_turns} must be >= 1")
@@ -298,8 +307,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(e.judge.get("timeout", 60.0) > 0, f"eval.judge.timeout={e.judge.get('timeout')} must be > 0 seconds")
     check(isinstance(e.judge.get("retries", 2), int) and e.judge.get("retries", 2) >= 0,
           f"eval.judge.retries={e.judge.get('retries')!r} must be an integer >= 0")
-    check(e.get("protocol", "turn") in ("turn", "official"),
-          f"eval.protocol={e.get('protocol')!r} must be 'turn' or 'official'")
     check(e.get("heldout", "all") in ("all", "novel"), f"eval.heldout={e.get('heldout')!r} must be 'all' or 'novel'")
     check(e.get("subset", "stratified") in ("stratified", "first"),
           f"eval.subset={e.get('subset')!r} must be 'stratified' or 'first'")
@@ -346,6 +353,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         check(batch % shards == 0,
               f"rollout.prompts_per_step·group_size={batch} must divide over mesh.data·mesh.fsdp={shards}")
         check(s.batch_size % shards == 0, f"sft.batch_size={s.batch_size} must divide over mesh.data·mesh.fsdp={shards}")
+    lora = config.model.get("lora")
+    if lora is not None:
+        targets = [t.strip() for t in str(lora.targets).split(",") if t.strip()]
+        check(lora.rank >= 0, f"model.lora.rank={lora.rank} must be >= 0 (0 = no LoRA)")
+        check(lora.rank == 0 or lora.alpha > 0, f"model.lora.alpha={lora.alpha} must be > 0")
+        check(lora.rank == 0 or (targets and set(targets) <= {"attn", "mlp"}),
+              f"model.lora.targets={lora.targets!r} must name 'attn' and/or 'mlp' (comma-separated)")
     pl = config.get("plan")
     if pl is not None:
         from toolrl.plan import DEVICES
