@@ -422,17 +422,21 @@ def test_config_protocol_official(tmp_path, samples, cache_path):
     from toolrl.rl.config import ConfigError, base_config, validate
 
     config = base_config()
-    assert config.eval.protocol == "turn"
-    config.eval.protocol = "official"
+    assert config.eval.game == "turn" and config.eval.protocol == ""  # eval.protocol: the deprecated name
+    config.eval.protocol = "official"  # the old field and the old name still work (one release)
     config.eval.max_samples = 4
     config.eval.cache_path = str(cache_path)
-    validate(config)
+    with pytest.warns(FutureWarning, match="eval.protocol is deprecated"):
+        validate(config)
+    assert (config.eval.game, config.eval.protocol) == ("benchmark", "")
     report = run_evaluation(config, official_golden_policy(samples[:4]), tmp_path)
+    # Reports keep calling the benchmark game "official", the name earlier result files carry.
     assert report.protocol == "official" and report.settings["protocol"] == "official"
     assert (report.overall().samples, report.overall().samples_success) == (4, 4)
-    assert json.loads((tmp_path / "eval_results.json").read_text())["protocol"] == "official"
-    config.eval.protocol = "benchmark"
-    with pytest.raises(ConfigError, match="eval.protocol"):
+    written = json.loads((tmp_path / "eval_results.json").read_text())
+    assert written["protocol"] == "official" and written["game"] == "benchmark"
+    config.eval.game = "bench"
+    with pytest.raises(ConfigError, match="eval.game='bench' is not an evaluation game"):
         validate(config)
 
 

@@ -2,9 +2,10 @@
 :class:`Evaluation` / ``run_evaluation`` (the training config's ``eval`` section + a
 :class:`toolrl.policy.runtime.Policy`, which renders the same prompts as training).
 
-Two protocols (``eval.protocol``): ``turn`` (the default; teacher-forced scored turns,
-:mod:`toolrl.eval.protocol`, what training's turn mode matches) and ``official`` (the benchmark's own
-free-running runner and rules, :mod:`toolrl.eval.official`, numbers comparable with published ones).
+Two evaluation games (``eval.game``, :mod:`toolrl.games`): ``turn`` (the default; teacher-forced
+scored turns, :mod:`toolrl.eval.protocol`, the game training's turn rollouts play) and ``benchmark``
+(old name ``official``: the benchmark's own free-running runner and rules, :mod:`toolrl.eval.official`,
+numbers comparable with published ones).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from toolrl import games
 from toolrl.eval.judge import JudgeSettings, make_judge
 from toolrl.eval.match import CallMatcher, Judge, ResponseLookup, load_exact_match_values
-from toolrl.eval.protocol import build_turn_tasks, render_response, run_protocol
-from toolrl.eval.report import PROTOCOLS, EvalReport
+from toolrl.eval.protocol import build_turn_tasks, render_response
+from toolrl.eval.report import EvalReport
 from toolrl.eval.selection import novel_tasks, stratified_subset, training_turn_sets, turn_id
 from toolrl.eval.types import EvalSample, Policy
 
@@ -29,26 +31,22 @@ def make_matcher(data_dir: str | os.PathLike | None = None, lookup: ResponseLook
 
 
 def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"eval.protocol={protocol!r}: expected one of {', '.join(PROTOCOLS)}")
-    return protocol
+    """The registered evaluation game `protocol` names (an old name maps onto it); ValueError otherwise."""
+    return games.get(protocol, field="eval.game (eval.protocol)", evaluable=True).name
 
 
 def evaluate(samples: Sequence[EvalSample], policy: Policy, matcher: CallMatcher, *, max_rounds: int = 3,
              batch_size: int = 64, render: Callable[[Any], str] = render_response,
-             settings: dict[str, Any] | None = None, protocol: str = "turn") -> EvalReport:
-    """Run a protocol on ``samples``: ``turn`` (:mod:`toolrl.eval.protocol`, every scored turn after
-    its golden history) or ``official`` (:mod:`toolrl.eval.official`, each sample free-running with
-    the benchmark's rules; ``matcher`` gives its exact parameters, cache and judge)."""
-    if check_protocol(protocol) == "official":
-        from toolrl.eval.official import OfficialRules, run_official
-
-        results = run_official(samples, policy, OfficialRules.from_matcher(matcher), max_rounds=max_rounds,
-                               batch_size=batch_size, render=render)
-        return EvalReport.from_results(results, settings, protocol="official")
+             settings: dict[str, Any] | None = None, protocol: str = "turn", game: str = "") -> EvalReport:
+    """Play an evaluation game on ``samples`` (``game``, or its old keyword ``protocol``): ``turn``
+    (:mod:`toolrl.eval.protocol`, every scored turn after its golden history) or ``benchmark`` / its
+    old name ``official`` (:mod:`toolrl.eval.official`, each sample free-running with the benchmark's
+    rules; ``matcher`` gives its exact parameters, cache and judge)."""
+    chosen = games.get(game or protocol, field="eval.game (eval.protocol)", evaluable=True)
     tasks = [task for sample in samples for task in build_turn_tasks(sample)]
-    results = run_protocol(tasks, policy, matcher, max_rounds=max_rounds, batch_size=batch_size, render=render)
-    return EvalReport.from_results(results, settings)
+    units = chosen.eval_units(samples, tasks, False)
+    results = chosen.evaluate(units, policy, matcher, max_rounds=max_rounds, batch_size=batch_size, render=render)
+    return EvalReport.from_results(results, settings, protocol=chosen.name)
 
 
 def response_view(config: Any):
@@ -65,9 +63,9 @@ class Evaluation:
     """The scored turns, matcher and view of ``config.eval``, prepared once and run on any policy.
 
     Prompts use the training view (``data.tool_view``, ``data.response_*``, ``data.max_distractors``), so
-    a checkpoint is evaluated on the prompts it was trained on. ``eval.max_turns`` keeps the first N
-    scored turns whose golden history is complete (a fixed subset for evaluation during training); with
-    ``eval.protocol="official"`` the samples of those turns are run whole, free-running.
+    a checkpoint is evaluated on the prompts it was trained on. ``eval.max_turns`` keeps N scored turns
+    whose golden history is complete (a fixed subset for evaluation during training); a game played on
+    whole samples (``eval.game="benchmark"``) runs the samples of those turns, free-running.
     """
 
     def __init__(self, config: Any, samples: Sequence[Any] | None = None, max_turns: int | None = None):
@@ -105,10 +103,11 @@ class Evaluation:
             raise ValueError(f"eval.source={self.source!r} (max_samples={e.max_samples}, heldout={heldout!r}) gives "
                              f"no scored turn")
         self.tasks = tasks
-        self.protocol = check_protocol(str(e.get("protocol", "turn")))
-        if self.protocol == "official" and self.max_turns:
-            kept = {t.sample_id for t in tasks}
-            self.samples = [s for s in self.samples if s.sample_id in kept]
+        self.game = games.eval_game(config)
+        self.protocol = self.game.report_name  # what the report and its settings call the game
+        self.units = self.game.eval_units(self.samples, tasks, bool(self.max_turns))
+        if self.game.unit == "samples":
+            self.samples = self.units
         lookup = open_default_cache(data_dir, e.cache_path or None).lookup if e.response_equivalence else None
         judge = make_judge(JudgeSettings.from_config(e.judge))
         self.matcher = make_matcher(data_dir, lookup, judge)
@@ -136,14 +135,8 @@ class Evaluation:
         if hasattr(policy, "as_eval_policy"):
             batched = policy.as_eval_policy(tool_view=self.config.data.tool_view, max_new_tokens=self.max_new_tokens,
                                             batch_size=e.batch_size, pad_multiple=self.config.rollout.pad_multiple)
-        if self.protocol == "official":
-            from toolrl.eval.official import OfficialRules, run_official
-
-            results = run_official(self.samples, batched, OfficialRules.from_matcher(self.matcher),
-                                   max_rounds=e.max_rounds, batch_size=e.batch_size, render=self.render)
-        else:
-            results = run_protocol(self.tasks, batched, self.matcher, max_rounds=e.max_rounds,
-                                   batch_size=e.batch_size, render=self.render)
+        results = self.game.evaluate(self.units, batched, self.matcher, max_rounds=e.max_rounds,
+                                     batch_size=e.batch_size, render=self.render)
         settings = self.settings(getattr(policy, "name", type(policy).__name__))
         if hasattr(batched, "stats"):
             settings["policy_stats"] = batched.stats.to_json()

@@ -1,29 +1,11 @@
-"""Aggregation of turn verdicts into metrics, per domain and overall, and their presentation.
+"""An evaluation's report: a game's verdicts, their metrics (:mod:`toolrl.eval.metrics`), how it was
+run, and their presentation (JSON, tables, plots).
 
-Buckets keep turns with a lost golden response apart from the others (docs/design.md, "Evaluation":
-never silently counted):
-  ``complete``    scored turns whose history is complete; samples all of whose turns are complete;
-  ``incomplete``  the other turns; samples with at least one such turn;
-  ``all``         everything together (for reference only).
-
-Metrics of a set of turns (and of the samples they belong to), protocol ``turn``:
-  turn accuracy = right turns / turns;
-  call accuracy = matched required golden calls / required golden calls (free calls are optional,
-                  so they are reported apart as ``free_calls_matched`` / ``free_calls``);
-  success       = samples all of whose scored turns are right / samples.
-
-Protocol ``official`` (:mod:`toolrl.eval.official`, the benchmark's own counts, per sample):
-  success       = successful samples / samples (Success Rate);
-  call accuracy = correct calls / golden calls, lookups included (Call Accuracy);
-  turn accuracy = the benchmark's success turns / golden turns, lookup-only turns included;
-  ``undecided_calls`` (calls only the live API or the LLM judge could decide), ``undecided_samples``
-  (samples with one; never counted as successes) and ``undecided_turns`` (their golden turns not
-  credited) say how much the rates could still rise. ``errors`` holds ``outcome:KIND`` once per sample
-  (``outcome:undecided`` for a sample with an undecided call) and one call-error kind per wrong,
-  unpaired or undecided call. A sample is ``complete`` when no response the benchmark data lost was
-  shown to the policy.
-
-Every report names its protocol (``EvalReport.protocol``, in the JSON and in the table titles).
+Every report names its game: ``EvalReport.protocol`` holds the game's report name (``turn``, or
+``official`` for the ``benchmark`` game, the name result files have always carried), in the JSON
+(``"protocol"``, beside ``"game"``) and in the table titles. What differs between games (the unit of
+a result, the headline bucket, the table layout, the aggregation) comes from the game's registration
+(:mod:`toolrl.games`).
 """
 
 from __future__ import annotations
@@ -31,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from toolrl.eval.match import ERROR_KINDS
-from toolrl.eval.protocol import TurnResult
+from toolrl import games
+# Re-exported: the metrics lived here before games were registered (toolrl.eval, tests).
+from toolrl.eval.metrics import (BUCKETS, OVERALL, Metrics, aggregate, aggregate_official,  # noqa: F401
+                                 aggregate_samples)
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -49,130 +32,18 @@ def dumps_json(value: Any, **kwargs: Any) -> str:
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-BUCKETS = ("complete", "incomplete", "all")
-OVERALL = "overall"
+# The names reports carry (`Game.report_name`) of the evaluation games, for readers and --protocol choices.
 PROTOCOLS = ("turn", "official")
-PROTOCOL_TITLES = {"turn": "protocol: turn (teacher-forced per scored turn)",
-                   "official": "protocol: official (the benchmark's free-running runner)"}
-
-
-@dataclasses.dataclass
-class Metrics:
-    """Counts over a set of scored turns and samples; the rates are derived."""
-
-    turns: int = 0
-    turns_correct: int = 0
-    calls: int = 0
-    calls_correct: int = 0
-    free_calls: int = 0
-    free_calls_matched: int = 0
-    samples: int = 0
-    samples_success: int = 0
-    errors: dict[str, int] = dataclasses.field(default_factory=lambda: {kind: 0 for kind in ERROR_KINDS})
-    undecided_calls: int = 0
-    undecided_samples: int = 0
-    undecided_turns: int = 0
-
-    @staticmethod
-    def _rate(numerator: int, denominator: int) -> float:
-        return numerator / denominator if denominator else float("nan")
-
-    @property
-    def turn_accuracy(self) -> float:
-        return self._rate(self.turns_correct, self.turns)
-
-    @property
-    def call_accuracy(self) -> float:
-        return self._rate(self.calls_correct, self.calls)
-
-    @property
-    def success_rate(self) -> float:
-        return self._rate(self.samples_success, self.samples)
-
-    @property
-    def undecided_call_share(self) -> float:
-        return self._rate(self.undecided_calls, self.calls)
-
-    @property
-    def undecided_sample_share(self) -> float:
-        return self._rate(self.undecided_samples, self.samples)
-
-    def add_sample(self, result: Any) -> None:
-        """One sample of the official protocol (a :class:`toolrl.eval.official.SampleResult`)."""
-        self.samples += 1
-        self.samples_success += int(result.success)
-        self.turns += result.turns
-        self.turns_correct += result.success_turns
-        self.calls += result.calls
-        self.calls_correct += result.correct_calls
-        self.undecided_calls += result.undecided_calls
-        if result.undecided:
-            self.undecided_samples += 1
-            self.undecided_turns += result.turns - result.success_turns
-        outcome = "outcome:undecided" if result.undecided else f"outcome:{result.outcome}"
-        for kind in [outcome] + list(result.call_errors):
-            self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def add_turn(self, result: TurnResult) -> None:
-        self.turns += 1
-        self.turns_correct += int(result.correct)
-        self.calls += result.required
-        self.calls_correct += result.required_correct
-        self.free_calls += result.optional
-        self.free_calls_matched += result.optional_matched
-        for kind in result.errors:
-            self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out.update(turn_accuracy=self.turn_accuracy, call_accuracy=self.call_accuracy, success_rate=self.success_rate,
-                   undecided_call_share=self.undecided_call_share,
-                   undecided_sample_share=self.undecided_sample_share)
-        return {k: (None if isinstance(v, float) and v != v else v) for k, v in out.items()}  # NaN -> null
-
-
-def aggregate(results: Iterable[TurnResult]) -> dict[str, dict[str, Metrics]]:
-    """bucket -> domain (and ``overall``) -> metrics."""
-    results = list(results)
-    by_sample: dict[str, list[TurnResult]] = defaultdict(list)
-    for result in results:
-        by_sample[result.sample_id].append(result)
-    metrics: dict[str, dict[str, Metrics]] = {bucket: defaultdict(Metrics) for bucket in BUCKETS}
-    for result in results:
-        bucket = "complete" if result.complete else "incomplete"
-        for b in (bucket, "all"):
-            metrics[b][result.domain].add_turn(result)
-            metrics[b][OVERALL].add_turn(result)
-    for turns in by_sample.values():
-        bucket = "complete" if all(t.complete for t in turns) else "incomplete"
-        success = all(t.correct for t in turns)
-        for b in (bucket, "all"):
-            for domain in (turns[0].domain, OVERALL):
-                metrics[b][domain].samples += 1
-                metrics[b][domain].samples_success += int(success)
-    return _sorted(metrics)
-
-
-def _sorted(metrics: dict[str, dict[str, Metrics]]) -> dict[str, dict[str, Metrics]]:
-    return {bucket: dict(sorted(m.items(), key=lambda kv: (kv[0] == OVERALL, kv[0]))) for bucket, m in metrics.items()}
-
-
-def aggregate_official(results: Iterable[Any]) -> dict[str, dict[str, Metrics]]:
-    """bucket -> domain (and ``overall``) -> metrics, from official-protocol sample results."""
-    metrics: dict[str, dict[str, Metrics]] = {bucket: defaultdict(lambda: Metrics(errors={})) for bucket in BUCKETS}
-    for result in results:
-        for bucket in ("complete" if result.complete else "incomplete", "all"):
-            for domain in (result.domain, OVERALL):
-                metrics[bucket][domain].add_sample(result)
-    return _sorted(metrics)
 
 
 @dataclasses.dataclass
 class EvalReport:
-    """What an evaluation produced: the verdicts, the metrics, how it was run and under which protocol.
+    """What an evaluation produced: the verdicts, the metrics, how it was run and which game it played.
 
-    ``results`` holds one :class:`TurnResult` per scored turn (protocol ``turn``) or one
-    :class:`toolrl.eval.official.SampleResult` per sample (protocol ``official``)."""
+    ``results`` holds one result per unit of the game (:attr:`toolrl.games.Game.unit`): a
+    :class:`toolrl.eval.protocol.TurnResult` per scored turn (``turn``) or a
+    :class:`toolrl.eval.official.SampleResult` per sample (``benchmark``). ``protocol`` is the game's
+    report name (``turn`` / ``official``)."""
 
     results: list[Any]
     metrics: dict[str, dict[str, Metrics]]
@@ -182,28 +53,35 @@ class EvalReport:
     @classmethod
     def from_results(cls, results: Sequence[Any], settings: dict[str, Any] | None = None,
                      protocol: str = "turn") -> "EvalReport":
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown evaluation protocol {protocol!r}; expected one of {PROTOCOLS}")
-        metrics = aggregate_official(results) if protocol == "official" else aggregate(results)
-        return cls(list(results), metrics, dict(settings or {}, protocol=protocol), protocol)
+        """The report of a game's results; `protocol` names the game (any registered name or alias)."""
+        game = games.get(protocol, field="evaluation protocol", evaluable=True)
+        metrics = game.aggregate(results)
+        name = game.report_name
+        return cls(list(results), metrics, dict(settings or {}, protocol=name), name)
+
+    @property
+    def game(self) -> games.Game:
+        return games.get(self.protocol, evaluable=True)
 
     def overall(self, bucket: str | None = None) -> Metrics:
-        """Overall metrics of a bucket (default: ``complete`` for the turn protocol, ``all`` for official)."""
+        """Overall metrics of a bucket (default: the game's headline bucket, ``complete`` for ``turn``,
+        ``all`` for ``benchmark``)."""
         return self.metrics[bucket or self.default_bucket].get(OVERALL, Metrics())
 
     def to_json(self, include_turns: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "protocol": self.protocol,
+            "game": self.game.name,
             "settings": self.settings,
             "metrics": {b: {d: m.to_json() for d, m in per.items()} for b, per in self.metrics.items()},
         }
         if include_turns:
-            out["samples" if self.protocol == "official" else "turns"] = [r.to_json() for r in self.results]
+            out[self.game.unit] = [r.to_json() for r in self.results]
         return out
 
     def save_benchmark_jsonl(self, path: str | Path) -> Path:
-        """Official protocol: the run in the benchmark's own result format (one line per sample)."""
-        if self.protocol != "official":
+        """The benchmark game: the run in the benchmark's own result format (one line per sample)."""
+        if not self.game.benchmark_records:
             raise ValueError("only an official-protocol report has the benchmark's per-sample records")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -224,11 +102,11 @@ class EvalReport:
         from rich.table import Table
 
         bucket = bucket or self.default_bucket
-        unit = "samples" if self.protocol == "official" else "history"
-        title = f"ComplexFuncBench evaluation, {PROTOCOL_TITLES[self.protocol]}, {bucket} {unit}"
-        if self.protocol == "official":
-            return self._official_table(Table(title=title), bucket)
-        table = Table(title=title)
+        game = self.game
+        title = f"ComplexFuncBench evaluation, {game.title}, {bucket} {'history' if game.unit == 'turns' else game.unit}"
+        return _TABLES[game.unit](self, Table(title=title), bucket)
+
+    def _turn_table(self, table, bucket: str):
         for column in ("domain", "turns", "turn acc", "calls", "call acc", "samples", "success"):
             table.add_column(column, justify="left" if column == "domain" else "right")
         table.add_column("errors", justify="left")
@@ -238,7 +116,7 @@ class EvalReport:
                           str(m.samples), _pct(m.success_rate), errors or "-")
         return table
 
-    def _official_table(self, table, bucket: str):
+    def _sample_table(self, table, bucket: str):
         for column in ("domain", "samples", "success", "calls", "call acc", "turns", "turn acc", "undecided"):
             table.add_column(column, justify="left" if column == "domain" else "right")
         table.add_column("outcomes; call errors", justify="left")
@@ -254,15 +132,15 @@ class EvalReport:
 
     @property
     def default_bucket(self) -> str:
-        return "all" if self.protocol == "official" else "complete"
+        return self.game.headline_bucket
 
     def print(self, console=None) -> None:
-        """Turn protocol: the complete and incomplete buckets. Official: all samples, and how many were
-        shown a response the benchmark data lost."""
+        """Per turn: the complete and incomplete buckets. Per sample (benchmark): all samples, and how many
+        were shown a response the benchmark data lost."""
         from rich.console import Console
 
         console = console or Console()
-        if self.protocol == "official":
+        if self.game.unit == "samples":
             console.print(self.table("all"))
             everything, complete = self.overall("all"), self.overall("complete")
             console.print(f"protocol official: {everything.samples - complete.samples} of {everything.samples} samples "
@@ -296,7 +174,7 @@ class EvalReport:
         ax.set_xticks(x, [f"{d}\n(n={per[d].turns})" for d in domains])
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("rate")
-        ax.set_title(f"ComplexFuncBench, {PROTOCOL_TITLES[self.protocol]}, {bucket} history", fontsize="small")
+        ax.set_title(f"ComplexFuncBench, {self.game.title}, {bucket} history", fontsize="small")
         ax.legend(loc="upper right", fontsize="small")
         fig.tight_layout()
         path = Path(path)
@@ -308,3 +186,7 @@ class EvalReport:
 
 def _pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.1f}%"
+
+
+# The table layout of a game's result unit (`Game.unit`).
+_TABLES = {"turns": EvalReport._turn_table, "samples": EvalReport._sample_table}

@@ -61,6 +61,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from toolrl import games
 from toolrl.cli import UserError, run_cli
 from toolrl.eval.evaluator import evaluate, make_matcher
 from toolrl.eval.match import CallMatcher, bfcl_name
@@ -348,7 +349,7 @@ def score_official(samples: Sequence[EvalSample], sequences: dict[str, list[str]
     policy = ReplayPolicy(sequences)
     settings = dict(settings or {}, unknown_prediction_keys=unknown[:20], n_unknown=len(unknown),
                     predicted_samples=len(sequences) - len(unknown))
-    report = evaluate(samples, policy, matcher, max_rounds=max_rounds, settings=settings, protocol="official")
+    report = evaluate(samples, policy, matcher, max_rounds=max_rounds, settings=settings, game="benchmark")
     if benchmark_results is not None:
         recorded = [r for r in report.results if r.sample_id in benchmark_results]
         report.settings["replay_exhausted"] = sorted(
@@ -375,6 +376,41 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+def _score_samples_file(args: argparse.Namespace, samples: Sequence[EvalSample], matcher: CallMatcher,
+                        settings: dict[str, Any]) -> EvalReport:
+    """A game played on whole samples (benchmark): replay each sample's recorded messages."""
+    benchmark = None
+    if is_benchmark_file(args.predictions):
+        benchmark = read_benchmark_results(args.predictions)
+        sequences = sequences_from_benchmark(benchmark, samples)
+        settings["predictions_format"] = "benchmark"
+    else:
+        sequences = sequences_from_predictions(read_predictions(args.predictions))
+        settings["predictions_format"] = "toolrl"
+    unknown = sorted(sid for sid in sequences if sid not in {s.sample_id for s in samples})
+    if unknown and len(unknown) < len(sequences):
+        print(f"warning: {len(unknown)} of {len(sequences)} predicted samples are not in split {args.split} "
+              f"({len(samples)} samples) and are not scored; e.g. {unknown[:3]}", file=sys.stderr)
+    return score_official(samples, sequences, matcher, max_rounds=args.max_rounds, settings=settings,
+                          benchmark_results=benchmark)
+
+
+def _score_turns_file(args: argparse.Namespace, samples: Sequence[EvalSample], matcher: CallMatcher,
+                      settings: dict[str, Any]) -> EvalReport:
+    """The turn game: each scored turn's recorded rounds."""
+    predictions = read_predictions(args.predictions)
+    unknown_keys = unknown_prediction_keys(samples, predictions, f"split {args.split}")
+    if unknown_keys:
+        print(f"warning: {len(unknown_keys)} of {len(predictions)} predictions match no scored turn of split "
+              f"{args.split} ({len(samples)} samples) and are not scored; e.g. {_examples(unknown_keys)}",
+              file=sys.stderr)
+    return score_predictions(samples, predictions, matcher, max_rounds=args.max_rounds, settings=settings)
+
+
+# How a predictions file is read, by the unit of the game's results (`toolrl.games.Game.unit`).
+_SCORERS = {"samples": _score_samples_file, "turns": _score_turns_file}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toolrl.eval.score", description=__doc__.split("\n\n")[0])
     action = parser.add_mutually_exclusive_group(required=True)
@@ -388,12 +424,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="directory for eval_results.json and eval_by_domain.png")
     parser.add_argument("--no-response-equivalence", action="store_true", help="do not consult the response cache")
     parser.add_argument("--cache", default=None, help="response cache file (default: the user cache)")
-    parser.add_argument("--protocol", choices=("turn", "official"), default="turn",
-                        help="turn: teacher-forced scored turns (ours); official: the benchmark's runner and rules")
+    parser.add_argument("--protocol", choices=("turn", "benchmark", "official"), default="turn",
+                        help="the game: turn (teacher-forced scored turns, ours); benchmark (old name official: "
+                             "the benchmark's runner and rules)")
     parser.add_argument("--export-benchmark", default=None,
                         help="official protocol: write the run in the benchmark's result format to this JSONL")
     args = parser.parse_args(argv)
-    if args.export_benchmark and args.protocol != "official":
+    game = games.get(args.protocol, field="--protocol", evaluable=True)
+    if args.export_benchmark and not game.benchmark_records:
         parser.error("--export-benchmark needs --protocol official")
     if args.max_rounds < 1:
         raise UserError(f"--max-rounds {args.max_rounds} must be >= 1 (model calls per scored turn)")
@@ -416,29 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         lookup = open_default_cache(args.data_dir, args.cache).lookup
     matcher = make_matcher(args.data_dir, lookup)
     settings = {"split": args.split, "predictions": args.predictions}
-    if args.protocol == "official":
-        benchmark = None
-        if is_benchmark_file(args.predictions):
-            benchmark = read_benchmark_results(args.predictions)
-            sequences = sequences_from_benchmark(benchmark, samples)
-            settings["predictions_format"] = "benchmark"
-        else:
-            sequences = sequences_from_predictions(read_predictions(args.predictions))
-            settings["predictions_format"] = "toolrl"
-        unknown = sorted(sid for sid in sequences if sid not in {s.sample_id for s in samples})
-        if unknown and len(unknown) < len(sequences):
-            print(f"warning: {len(unknown)} of {len(sequences)} predicted samples are not in split {args.split} "
-                  f"({len(samples)} samples) and are not scored; e.g. {unknown[:3]}", file=sys.stderr)
-        report = score_official(samples, sequences, matcher, max_rounds=args.max_rounds, settings=settings,
-                                benchmark_results=benchmark)
-    else:
-        predictions = read_predictions(args.predictions)
-        unknown_keys = unknown_prediction_keys(samples, predictions, f"split {args.split}")
-        if unknown_keys:
-            print(f"warning: {len(unknown_keys)} of {len(predictions)} predictions match no scored turn of split "
-                  f"{args.split} ({len(samples)} samples) and are not scored; e.g. {_examples(unknown_keys)}",
-                  file=sys.stderr)
-        report = score_predictions(samples, predictions, matcher, max_rounds=args.max_rounds, settings=settings)
+    report = _SCORERS[game.unit](args, samples, matcher, settings)
     report.print()
     agreement = report.settings.get("benchmark_agreement")
     if agreement:
