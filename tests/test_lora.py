@@ -136,3 +136,54 @@ def test_lora_spec_from_config():
     assert LoraSpec.from_config(lora) is None
     lora.rank = 8
     assert LoraSpec.from_config(lora) == LoraSpec(8, 16.0, ("attn", "mlp"))
+
+
+SHARDED = r"""
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"; os.environ["JAX_PLATFORMS"] = "cpu"
+sys.path.insert(0, "tests")
+import jax, jax.numpy as jnp, numpy as np
+from flax import nnx
+from model_fixtures import random_model
+from toolrl.models.config import ModelConfig
+from toolrl.models.decoder import left_pad_positions
+from toolrl.models.lora import LoraSpec, apply_lora, lora_state
+from toolrl.models.sharding import make_mesh, shard_model
+tokens = jnp.array([[0, 0, 5, 9, 17, 3, 44, 2], [7, 8, 9, 10, 11, 12, 13, 14]], jnp.int32)
+mask = tokens != 0
+f = nnx.jit(lambda m, t, p, k: m(t, p, k)[0])
+ref = apply_lora(random_model(ModelConfig.tiny_qwen3()), LoraSpec(4, 8.0))
+mesh = make_mesh(1, 2, 2)
+model = random_model(ModelConfig.tiny_qwen3())
+shard_model(model, mesh)                    # as load_pretrained(mesh=...) leaves it
+apply_lora(model, LoraSpec(4, 8.0))
+shard_model(model, mesh)                    # the adapters placed by the logical-axis rules
+specs = {"/".join(map(str, p)): str(v.get_value().sharding.spec) for p, v in nnx.to_flat_state(lora_state(model))}
+assert specs["layers/0/attn/q_kernel_lora_a"] == "P('fsdp', None)", specs
+assert specs["layers/0/attn/q_kernel_lora_b"] == "P(None, 'tensor')", specs
+assert specs["layers/0/attn/o_kernel_lora_b"] == "P(None, 'fsdp')", specs
+leaves, treedef = jax.tree.flatten(lora_state(model))
+new = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, jax.random.split(jax.random.key(0), len(leaves)))]
+nnx.update(model, jax.tree.unflatten(treedef, new))
+nnx.update(ref, jax.tree.unflatten(jax.tree.structure(lora_state(ref)), [np.asarray(x) for x in new]))
+positions = left_pad_positions(mask)
+diff = np.abs(np.asarray(f(model, tokens, positions, mask)) - np.asarray(f(ref, tokens, positions, mask))).max()
+assert diff < 1e-5, diff
+print("ok")
+"""
+
+
+@pytest.mark.slow  # a 4-device subprocess: ~15-50 s on 2 shared cores
+def test_adapters_on_a_sharded_model():
+    """LoRA on a model already placed on a (fsdp=2, tensor=2) mesh: adapters sharded by the rules, same
+    logits as the unsharded adapted model."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", SHARDED], cwd=repo, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

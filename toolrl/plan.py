@@ -579,6 +579,21 @@ def validate_for_plan(config: Any) -> None:
     validate(grpo_only(config))
 
 
+def run_plan(config: Any) -> Plan:
+    """``--config.mode=plan`` of toolrl.main: validate, plan, print the table and the verdict line.
+
+    jax must see ``plan.num_devices`` devices: when jax has not started yet, simulated CPU devices
+    are set up here (as ``python -m toolrl.plan`` does); otherwise the process must have been started
+    with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
+    """
+    _ensure_cpu_devices([f"--config.plan.num_devices={int(config.plan.num_devices)}"])
+    _quiet_xla()
+    validate_for_plan(config)
+    plan = make_plan(config)
+    print(render(plan, config))
+    return plan
+
+
 def _ensure_cpu_devices(argv: list[str]) -> None:
     """Before jax starts: simulate plan.num_devices CPU devices unless XLA_FLAGS already sets a count."""
     flags = os.environ.get("XLA_FLAGS", "")
@@ -610,10 +625,7 @@ def main(argv: list[str] | None = None) -> None:
     config_flag = config_flags.DEFINE_config_file("config", "configs/grpo.py", "Training configuration file.")
 
     def run(_: list[str]) -> None:
-        config = config_flag.value
-        validate_for_plan(config)
-        plan = make_plan(config)
-        print(render(plan, config))
+        run_plan(config_flag.value)
 
     from toolrl.cli import run_cli
     from toolrl.rl.config import ConfigError
