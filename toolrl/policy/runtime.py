@@ -4,12 +4,17 @@
     policy, run_config = Policy.from_run("artifacts/runs/grpo")  # a run's own model, settings, weights
     out = policy.generate(prompt_ids, key, SamplingSettings(max_new_tokens=64, temperature=1.0))
     logp = policy.logprobs_fn(temperature)(state, tokens, mask) # [B, L-1], the trainer's log-probs
+    reference = Reference.frozen_at(policy, workdir / "reference")  # the KL reference's pass
     texts = policy.as_eval_policy(settings)(requests)            # the evaluator's batched policy
 
 Training rollouts and the evaluator both generate through `generate`, and both turn a conversation
 into tokens through `prompt_ids` (the tool listing of `toolrl.data.chat.tool_system_prompt` as the
-system message, then the one chat format). Parameters live in float32 whatever the compute dtype
-(mixed precision); the compute dtype is the model config's ``dtype``.
+system message, then the one chat format). The trainer takes its log-probs (the old policy's, on the
+plain and the packed layout) from `logprobs_fn` / `packed_logprobs_fn` and the KL reference's from a
+`Reference`; it keeps the loop, the optimizer, checkpoints and metrics. Parameters are loaded in one
+place, `restore_params` (a run's checkpoint; ``model.init_checkpoint`` through `from_config`).
+Parameters live in float32 whatever the compute dtype (mixed precision); the compute dtype is the
+model config's ``dtype``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from jax.sharding import Mesh
 
 from toolrl.data.chat import ChatFormat, tool_system_prompt
 from toolrl.models.config import ModelConfig
+from toolrl.policy.checkpoint import Checkpointer, load_params, save_params
 from toolrl.policy.tokenizers import CharTokenizer
+from toolrl.rl import steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +153,8 @@ class Policy:
     @classmethod
     def from_config(cls, config: Any, mesh: Mesh | None = None) -> "Policy":
         """The model a training config names (``model.*``); with ``model.init_checkpoint`` (another run's
-        workdir) its latest parameters are loaded on top."""
+        workdir) its latest parameters are loaded on top. This is the only place the init checkpoint is
+        restored: a run that resumes restores its own checkpoint over it (`Trainer.restore_or_init`)."""
         m = config.model
         policy = cls.from_model_config(m, mesh, int(config.seed))
         if m.init_checkpoint:
@@ -167,8 +175,6 @@ class Policy:
 
     def restore_params(self, workdir: str | Path, step: int | None = None) -> int:
         """Loads the parameters of a run's checkpoint (latest when `step` is None); returns its step."""
-        from toolrl.policy.checkpoint import Checkpointer
-
         directory = Path(workdir) / "checkpoints"
         if not directory.is_dir():
             raise FileNotFoundError(f"{workdir} has no checkpoints/ directory: not a toolrl run (or it never saved)")
@@ -259,20 +265,24 @@ class Policy:
     # ------------------------------------------------------------------ log-probs
 
     def logprobs_fn(self, temperature: float = 1.0) -> Any:
-        """`fn(state, tokens [B, L], attention_mask [B, L]) -> [B, L-1]` log pi_T(token t+1 | ..t), jitted.
+        """`fn(state, tokens [B, L], attention_mask [B, L]) -> [B, L-1]` log pi_T(token t+1 | ..t), jitted
+        (sharded over the mesh when the policy has one): the old policy's and the reference's pass on the
+        plain update layout.
 
         Uses the sampling temperature so that sampler and trainer agree on pi."""
-        key = ("logp", float(temperature))
+        graphdef, state = nnx.split(self.model)
+        key = ("logp", float(temperature), graphdef)
         if key not in self._compiled:
-            from toolrl.models.decoder import sequence_logprobs
+            self._compiled[key] = steps.make_logprob_fn(graphdef, self.mesh, state, temperature)
+        return self._compiled[key]
 
-            graphdef = self.graphdef
-
-            def fn(state: nnx.State, tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
-                model = nnx.merge(graphdef, state)
-                return sequence_logprobs(model, tokens, attention_mask, temperature=temperature)
-
-            self._compiled[key] = jax.jit(fn)
+    def packed_logprobs_fn(self, temperature: float = 1.0, shared: bool = False) -> Any:
+        """`fn(state, packed batch) -> [R, S, K]` log-probs at the loss positions of a packed update batch
+        (`toolrl.rl.packing`; `shared`: the shared-prefix layout), jitted like `logprobs_fn`."""
+        graphdef, state = nnx.split(self.model)
+        key = ("packed_logp", float(temperature), bool(shared), graphdef)
+        if key not in self._compiled:
+            self._compiled[key] = steps.make_packed_logprob_fn(graphdef, self.mesh, state, temperature, shared)
         return self._compiled[key]
 
     # ------------------------------------------------------------------ the evaluator's policy
@@ -282,6 +292,45 @@ class Policy:
         """The evaluator's batched greedy policy (`toolrl.eval.types.Policy`) over this model."""
         return EvalPolicy(self, tool_view, SamplingSettings(max_new_tokens=max_new_tokens, greedy=True,
                                                             pad_multiple=pad_multiple), batch_size)
+
+
+class Reference:
+    """The frozen KL reference: the policy's parameters at one moment (when GRPO starts), and their
+    log-probs through the policy's own log-prob functions (the same model, layout and temperature).
+
+    Args:
+      policy: the policy whose model (graph, non-parameter state) the reference runs in.
+      params: the frozen parameters (`Policy.params()` structure).
+    """
+
+    def __init__(self, policy: Policy, params: nnx.State):
+        self.policy = policy
+        self.params = params
+
+    @classmethod
+    def frozen_at(cls, policy: Policy, path: str | Path, save: bool = False) -> "Reference":
+        """The reference kept at `path`: with `save` (GRPO starts now) the policy's current parameters
+        are written there first unless it exists. Read back from disk when it exists, so that a resumed
+        run uses the parameters the killed one froze; else a copy of the current parameters."""
+        path = Path(path)
+        params = policy.params()
+        if save and not path.exists():
+            save_params(path, params)
+        return cls(policy, load_params(path, params) if path.exists() else jax.tree.map(jnp.copy, params))
+
+    def state(self, model_state: nnx.State | None = None) -> nnx.State:
+        """The policy's model state (`model_state`, default the current one) with the frozen parameters."""
+        return nnx.merge_state(nnx.state(self.policy.model) if model_state is None else model_state, self.params)
+
+    def logprobs(self, temperature: float, tokens: jax.Array, attention_mask: jax.Array,
+                 model_state: nnx.State | None = None) -> jax.Array:
+        """[B, L-1] reference log-probs of a plain batch (`Policy.logprobs_fn`)."""
+        return self.policy.logprobs_fn(temperature)(self.state(model_state), tokens, attention_mask)
+
+    def packed_logprobs(self, temperature: float, shared: bool, batch: dict[str, jax.Array],
+                        model_state: nnx.State | None = None) -> jax.Array:
+        """[R, S, K] reference log-probs of a packed batch (`Policy.packed_logprobs_fn`)."""
+        return self.policy.packed_logprobs_fn(temperature, shared)(self.state(model_state), batch)
 
 
 def _to_host(x: Any) -> np.ndarray:

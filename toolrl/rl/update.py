@@ -1,0 +1,184 @@
+"""The GRPO update of one rollout batch: the padded layouts and the two paths that compute it.
+
+`bucket` / `row_buckets` are the width and row-count ladders (few compiled programs); `pack_rows` the
+plain layout. `GrpoUpdate` is the trainer's update: the packed path (`grpo.loss_positions_only` /
+`grpo.shared_prefix`: the LM head only at loss positions, a group's shared prompt run once) or the plain
+path; both compute the same loss and gradient (tests/test_rl_fast_step.py). The old policy's and the
+KL reference's log-probs come from the policy side (`Policy.logprobs_fn`, `Policy.packed_logprobs_fn`,
+`toolrl.policy.runtime.Reference`); the jitted steps from `steps.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+from flax import nnx
+
+from toolrl.rl import steps
+from toolrl.rl.guards import checked_first
+
+
+def bucket(length: int, multiple: int) -> int:
+    """A padded width for `length`: the next of 2^k and 1.5 * 2^k, rounded up to a multiple of
+    `multiple`. Above 128 tokens at most a third of a row is padding, and a run compiles a handful of widths (an
+    update program per width: compiling SmolLM2's step costs tens of seconds on a CPU)."""
+    size = max(int(multiple), 1)
+    while size < length:
+        size = size * 3 // 2 if size & (size - 1) == 0 and size >= 4 else 1 << size.bit_length()
+    return -(-size // multiple) * multiple
+
+
+def pack_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int, width: int) -> tuple[np.ndarray, ...]:
+    """Right-pads (ids, flags) rows to `width`: tokens [B, W] int32, attention [B, W], loss [B, W] bool."""
+    tokens = np.full((len(rows), width), pad_id, np.int32)
+    attn = np.zeros((len(rows), width), bool)
+    loss = np.zeros((len(rows), width), bool)
+    for i, (ids, flags) in enumerate(rows):
+        if len(ids) > width:
+            raise ValueError(f"row {i} has {len(ids)} tokens, more than the width {width}")
+        tokens[i, :len(ids)] = ids
+        attn[i, :len(ids)] = True
+        loss[i, :len(flags)] = np.asarray(flags, bool)
+    return tokens, attn, loss
+
+
+def row_buckets(batch: int, unit: int) -> list[int]:
+    """Row counts an update batch is padded to: a few fractions of the batch, multiples of `unit`."""
+    return sorted({max(unit, bucket(max(batch // d, 1), unit)) for d in (8, 4, 2, 1)})
+
+
+
+class GrpoUpdate:
+    """The update half of the `Trainer` (a mixin: it reads the trainer's config, mesh, policy, model,
+    optimizer, reference, loss config, row buckets and step cache, and its non-finite checks)."""
+
+    def _update(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray) -> dict[str, float]:
+        """GRPO update(s) on the live rows; skipped if none.
+
+        grpo.loss_positions_only / grpo.shared_prefix take the packed path (`_update_packed`: the LM
+        head only at loss positions, a group's shared prompt run once); both off, the plain path
+        (`_update_plain`). All compute the same loss and gradient."""
+        if not rows:
+            return {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0}
+        g = self.config.grpo
+        shared = bool(g.get("shared_prefix", False))
+        if shared or bool(g.get("loss_positions_only", True)):
+            return self._update_packed(rows, advantages, shared)
+        return self._update_plain(rows, advantages)
+
+    def _plain_shape(self, rows: list[tuple[list[int], list[int]]]) -> tuple[int, int]:
+        """(rows, width) of the plain layout: a row bucket and a width bucket."""
+        c = self.config
+        n_rows = next(b for b in self.row_buckets if b >= len(rows))
+        # Rows never exceed max_seq_len: cap the bucket there, not at its next bucket.
+        width = min(bucket(max(len(ids) for ids, _ in rows), c.rollout.pad_multiple), self._widest_width())
+        return n_rows, width
+
+    def _widest_width(self) -> int:
+        """The widest plain update width of this run: max_seq_len rounded up to a multiple of 8."""
+        return -(-self.config.rollout.max_seq_len // 8) * 8
+
+    def _packed_batch(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray,
+                      shared: bool) -> tuple[dict[str, np.ndarray], bool, int]:
+        """The packed host batch (`steps.pack_plain` / `steps.pack_shared`), whether it is the shared
+        layout (used only when its trunk work is below the plain layout's), and its micro-batch count."""
+        c = self.config
+        pad_id = self.policy.chat.pad_id
+        k = bucket(max(max(len(steps.loss_positions(f)) for _, f in rows), 1), 16)
+        _, width = self._plain_shape(rows)
+        micro = int(c.grpo.micro_batches)
+        shards = 1 if self.mesh is None else int(self.mesh.shape["data"] * self.mesh.shape["fsdp"])
+        # Rows per micro-batch as configured (memory); the row count on a ladder of that unit, so a
+        # batch with few live rows runs fewer chunks instead of padding rows (each costs a whole row).
+        unit = shards * max(1, (c.rollout.prompts_per_step * c.rollout.group_size) // (micro * shards))
+        n_rows = bucket(len(rows), unit)
+        if shared:
+            linear, quadratic = steps.trunk_costs(self.policy.model_config)
+            # A packed row may take the memory of a micro-batch of plain rows at the widest width
+            # the run allows (its attention scores grow with the square of the width); a step whose
+            # rows are short may therefore pack its groups wider than its own plain width.
+            max_len = max(width, int(self._widest_width() * (unit // shards) ** 0.5))
+            groups = steps.plan_groups(rows, int(c.rollout.group_size), linear, quadratic, max_len)
+            s_rows = -(-len(groups) // shards) * shards  # a padding row would cost a whole packed row
+            s_width = bucket(max(steps.packed_length(rows, g) for g in groups), c.rollout.pad_multiple)
+            slots = max(len(g) for g in groups)
+            if slots > 1 and (s_rows * steps.row_cost(s_width, linear, quadratic)
+                              < n_rows * steps.row_cost(width, linear, quadratic)):
+                per_shard = s_rows // shards
+                s_micro = max(d for d in range(1, min(micro, per_shard) + 1) if per_shard % d == 0)
+                return (steps.pack_shared(rows, advantages, pad_id, groups, s_rows, s_width, slots, k), True,
+                        s_micro)
+        return steps.pack_plain(rows, advantages, pad_id, n_rows, width, k), False, n_rows // unit
+
+    def _update_packed(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray,
+                       shared: bool) -> dict[str, float]:
+        """The packed update: same loss and gradient as `_update_plain`, less work (see steps.py)."""
+        c = self.config
+        host, shared, micro = self._packed_batch(rows, advantages, shared)
+        r, s, k = host["gather"].shape
+        width = host["tokens"].shape[1]
+        device = steps.to_device_batch(host, self.mesh)
+        use_old = c.grpo.num_iterations > 1
+        temperature = float(c.rollout.temperature)
+        loss_config = self.loss_config
+        if loss_config.aggregation == "constant" and loss_config.constant_tokens == 0:
+            n_rows, plain_width = self._plain_shape(rows)  # the plain path's batch x T
+            loss_config = dataclasses.replace(loss_config, constant_tokens=n_rows * (plain_width - 1))
+        graphdef, state = nnx.split((self.model, self.optimizer))
+        shape = (shared, r, width, s, k)
+        if use_old or self.reference is not None:  # the policy side's passes (old policy, KL reference)
+            mstate = nnx.state(self.model)
+            inputs = {n: device[n] for n in steps.packed_keys(shared, ())}
+            if use_old:
+                device["old_logp"] = self.policy.packed_logprobs_fn(temperature, shared)(mstate, inputs)
+            if self.reference is not None:
+                device["ref_logp"] = self.reference.packed_logprobs(temperature, shared, inputs, mstate)
+        fn = self._get(("packed_grpo", micro) + shape, lambda: steps.make_packed_grpo_step(
+            graphdef, loss_config, self.mesh, state, use_old, micro, temperature, shared))
+        metrics: dict[str, float] = {}
+        state = self._donatable(state)
+        for _ in range(c.grpo.num_iterations):
+            state, m = fn(state, device)
+            metrics = {name: float(np.asarray(v)) for name, v in m.items()}
+            self._nonfinite(checked_first(metrics, "grpo/"), "grpo")
+        self._applied = True
+        nnx.update((self.model, self.optimizer), state)
+        metrics.update(width=float(width), rows=float(r), loss_positions=float(k), shared_prefix=float(shared),
+                       packed_tokens=float(r * width))
+        return metrics
+
+    def _update_plain(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray) -> dict[str, float]:
+        """The plain update: rows padded to a row bucket and a width bucket, logits at every position."""
+        c = self.config
+        n_rows, width = self._plain_shape(rows)
+        pad = n_rows - len(rows)
+        tokens, attn, loss_mask = pack_rows(rows + [([self.policy.chat.pad_id], [0])] * pad, self.policy.chat.pad_id, width)
+        valid = np.arange(n_rows) < len(rows)
+        host = {"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask,
+                "advantages": np.concatenate([advantages, np.zeros(pad, np.float32)]).astype(np.float32), "valid": valid}
+        device = steps.to_device_batch(host, self.mesh)
+        use_old = c.grpo.num_iterations > 1
+        temperature = float(c.rollout.temperature)
+        graphdef, state = nnx.split((self.model, self.optimizer))
+        if use_old or self.reference is not None:  # the policy side's passes (old policy, KL reference)
+            mstate = nnx.state(self.model)
+            if use_old:
+                device["old_logp"] = self.policy.logprobs_fn(temperature)(mstate, device["tokens"],
+                                                                          device["attention_mask"])
+            if self.reference is not None:
+                device["ref_logp"] = self.reference.logprobs(temperature, device["tokens"], device["attention_mask"],
+                                                             mstate)
+        fn = self._get(("grpo", width, n_rows), lambda: steps.make_grpo_step(
+            graphdef, self.loss_config, self.mesh, state, use_old, c.grpo.micro_batches, temperature))
+        metrics: dict[str, float] = {}
+        state = self._donatable(state)
+        for _ in range(c.grpo.num_iterations):
+            state, m = fn(state, device)
+            metrics = {k: float(np.asarray(v)) for k, v in m.items()}
+            self._nonfinite(checked_first(metrics, "grpo/"), "grpo")
+        self._applied = True
+        nnx.update((self.model, self.optimizer), state)
+        metrics.update(width=float(width), rows=float(n_rows))
+        return metrics
