@@ -102,3 +102,26 @@ def test_summary_table_shows_training_and_heldout_before_and_after():
     assert "| turn accuracy, its own training tasks (5 turns) | 20.0% (1/5, step 0) | 80.0% (4/5, step 14) |" in table
     assert "| turn accuracy, held-out (5 turns) | 0.0% (0/5, step 0) | 20.0% (1/5, step 14) |" in table
     assert table.index("own training") < table.index("held-out")
+
+
+def _record():
+    evaluations = [{"step": 0, "eval/turn_accuracy": 0.0, "eval/turns": 5, "eval_train/turn_accuracy": 0.2,
+                    "eval_train/turns": 5},
+                   {"step": 14, "eval/turn_accuracy": 0.2, "eval/turns": 5, "eval_train/turn_accuracy": 0.8,
+                    "eval_train/turns": 5}]
+    return {"command": "python -m toolrl.main --config=configs/grpo.py", "wall_minutes": 11.5, "peak_rss_gib": 7.9,
+            "cpus": 2, "load_before": 0.1,
+            "summary": {"final_step": 14, "sft_steps": 10, "grpo_steps": 4, "minutes": 11.4,
+                        "evaluations": evaluations, "rewards": [0.1, 0.2, 0.3, 0.5],
+                        "fit": {"what": "episodes", "fit": 5, "total": 5, "share": 1.0}}}
+
+
+def test_main_job_block_is_rendered_from_the_record_only():
+    from experiments.main_job import readme_block
+
+    block = readme_block(_record())
+    assert "11.5 min wall on 2 CPU cores" in block and "peak memory 7.9 GiB" in block
+    assert "| turn accuracy, its own training tasks | 1/5 (step 0) | 4/5 (step 14) |" in block
+    assert "| turn accuracy, held-out eval_100 turns (novel, one per domain) | 0/5 (step 0) | 1/5 (step 14) |" in block
+    assert "| mean GRPO reward (first / last 1 steps) | 0.100 | 0.500 |" in block
+
