@@ -27,6 +27,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from toolrl import games
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -42,9 +44,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch_size", 8, "Requests per generate call.")
 
 SETS = {
-    "eval_100": ["--config.eval.source=eval_100", "--config.eval.complete_only=True", "--config.eval.protocol=turn"],
+    "eval_100": ["--config.eval.source=eval_100", "--config.eval.complete_only=True", "--config.eval.game=turn"],
     "eval_100_official": ["--config.eval.source=eval_100", "--config.eval.complete_only=True",
-                          "--config.eval.protocol=official"],
+                          "--config.eval.game=benchmark"],
     "novel_test": ["--config.eval.source=synthetic:test", "--config.eval.heldout=novel"],
     "novel_validation": ["--config.eval.source=synthetic:validation", "--config.eval.heldout=novel"],
 }
@@ -62,9 +64,11 @@ def wilson(right: int, total: int) -> list[float] | None:
 
 def summarize(name: str, results: dict, seconds: float) -> dict:
     """The small record of one evaluation (see the module docstring)."""
-    protocol = results["protocol"]
-    units = results["samples"] if protocol == "official" else results["turns"]
-    ok = (lambda u: u["success"]) if protocol == "official" else (lambda u: u["correct"])
+    protocol = results["protocol"]  # the game's report name: "turn", or "official" for the benchmark game
+    game = games.get(protocol, evaluable=True)
+    units = results[game.unit]
+    per_sample = game.unit == "samples"  # a sample succeeds; a scored turn is correct
+    ok = (lambda u: u["success"]) if per_sample else (lambda u: u["correct"])
     by_domain: dict[str, dict] = {}
     for unit in units:
         entry = by_domain.setdefault(unit["domain"], {"n": 0, "right": 0})
@@ -78,7 +82,7 @@ def summarize(name: str, results: dict, seconds: float) -> dict:
     for unit in units:
         for kind in unit.get("errors", []) or unit.get("call_errors", []):
             errors[kind] = errors.get(kind, 0) + 1
-        if protocol == "official":
+        if per_sample:
             errors[f"outcome:{unit['outcome']}"] = errors.get(f"outcome:{unit['outcome']}", 0) + 1
     wrong = [u for u in units if not ok(u)]
     examples = [{"id": f"{u['sample_id']}#{u.get('turn', '')}", "output": (u.get("texts") or [""])[0][:600],
@@ -86,8 +90,7 @@ def summarize(name: str, results: dict, seconds: float) -> dict:
     settings = results["settings"]
     return {
         "name": name,
-        "summary": {"protocol": protocol, "unit": "samples" if protocol == "official" else "turns",
-                    "turns" if protocol != "official" else "samples": len(units), "right": right,
+        "summary": {"protocol": protocol, "unit": game.unit, game.unit: len(units), "right": right,
                     "accuracy": right / len(units) if units else None, "wilson95": wilson(right, len(units)),
                     "source": settings.get("source"), "heldout": settings.get("heldout")},
         "by_domain": dict(sorted(by_domain.items())),

@@ -130,6 +130,9 @@ class Game:
 
 
 _GAMES: dict[str, Game] = {}
+# The games a config plays when it names none (`rollout.game`, `eval.game` in toolrl.rl.config).
+DEFAULT_ROLLOUT_GAME = "episode"
+DEFAULT_EVAL_GAME = "turn"
 # Old name -> registered name, accepted for one release (with a warning where a config names it).
 ALIASES = {"official": "benchmark"}
 
@@ -182,13 +185,20 @@ def _section_value(section: Any, new: str, old: str, default: str) -> str:
 
 def rollout_game(config: Any) -> Game:
     """The trainable game of a config (`rollout.game`; the deprecated `rollout.mode` when set)."""
-    return get(_section_value(config.get("rollout"), "game", "mode", "episode"), field="rollout.game",
+    return get(_section_value(config.get("rollout"), "game", "mode", DEFAULT_ROLLOUT_GAME), field="rollout.game",
                trainable=True)
 
 
 def eval_game(config: Any) -> Game:
     """The evaluation game of a config (`eval.game`; the deprecated `eval.protocol` when set)."""
-    return get(_section_value(config.get("eval"), "game", "protocol", "turn"), field="eval.game", evaluable=True)
+    return get(_section_value(config.get("eval"), "game", "protocol", DEFAULT_EVAL_GAME), field="eval.game",
+               evaluable=True)
+
+
+def _deprecated(message: str) -> None:
+    """One line on stderr (a FutureWarning, shown by default): no source line, since the old name comes
+    from a config file or a --config flag, not from the line that validates it."""
+    warnings.warn_explicit(message, FutureWarning, filename="config", lineno=0)
 
 
 def resolve_config_names(config: Any, errors: list[str]) -> None:
@@ -196,8 +206,8 @@ def resolve_config_names(config: Any, errors: list[str]) -> None:
     `eval.game` (one warning line each), an alias onto its game, and appends to `errors` what is wrong:
     an unknown game, both names set to different games, a reward family that does not score the
     rollout's game (derived from the registries)."""
-    for section, new, old, default, need in (("rollout", "game", "mode", "episode", "trainable"),
-                                             ("eval", "game", "protocol", "turn", "evaluable")):
+    for section, new, old, default, need in (("rollout", "game", "mode", DEFAULT_ROLLOUT_GAME, "trainable"),
+                                             ("eval", "game", "protocol", DEFAULT_EVAL_GAME, "evaluable")):
         s = config.get(section)
         if s is None:
             continue
@@ -207,12 +217,10 @@ def resolve_config_names(config: Any, errors: list[str]) -> None:
                 errors.append(f"{section}.{old}={before!r} (deprecated) and {section}.{new}={value!r} name different "
                               f"games: set only {section}.{new}")
                 continue
-            warnings.warn(f"{section}.{old} is deprecated: use {section}.{new}={canonical(before)!r}", FutureWarning,
-                          stacklevel=3)
+            _deprecated(f"{section}.{old} is deprecated: use {section}.{new}={canonical(before)!r}")
             value = before
         elif value in ALIASES:
-            warnings.warn(f"{section}.{new}={value!r} is an old name: use {canonical(value)!r}", FutureWarning,
-                          stacklevel=3)
+            _deprecated(f"{section}.{new}={value!r} is an old name: use {canonical(value)!r}")
         try:
             game = get(value, field=f"{section}.{new}", **{need: True})
         except ValueError as err:

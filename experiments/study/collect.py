@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from toolrl import games
+
 from experiments.study.files import dotted, finite, read_json, read_metrics, read_result, resolve, write_json_atomic
 from experiments.study.plan import EVAL_METRICS, SCHEMA, SUMMARY_FILE, RunSpec, StudySettings, config_arg
 
@@ -172,8 +174,8 @@ def collect_evals(run_dir: Path, work: Path, metrics: Sequence[Mapping[str, Any]
     for slug in slugs:
         report = read_json(run_dir / "eval" / slug / "eval_results.json")
         source = dotted(report, "settings.source") or slug
-        if report.get("protocol", "turn") != "turn":
-            source = f"{source}@{report['protocol']}"
+        if games.get(report.get("protocol", games.DEFAULT_EVAL_GAME)).name != games.DEFAULT_EVAL_GAME:
+            source = f"{source}@{report['protocol']}"  # another game than the default is its own source
         evals.setdefault(source, {"start": None, "end": None})["end"] = report_overall(report)
     return evals
 

@@ -91,7 +91,7 @@ class Evaluation:
         if heldout == "novel" or e.get("complete_only", False) or self.max_turns:
             tasks = [t for t in tasks if t.complete]
         if heldout == "novel":
-            from toolrl.rl.trainer import load_training_samples
+            from toolrl.rl.run_data import load_training_samples
 
             tasks = novel_tasks(tasks, training_turn_sets(load_training_samples(config)))
         if self.max_turns:
