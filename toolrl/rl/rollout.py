@@ -1,6 +1,7 @@
 """Rollouts: the policy talks to an environment; the result is token rows plus reward inputs.
 
-Both modes pose the evaluator's task with the evaluator's prompts (`Policy.prompt_ids` over the
+The rollouts of the two trainable games (`toolrl.games`: `episode`, `turn`; the registry calls these
+functions). Both pose the evaluator's task with the evaluator's prompts (`Policy.prompt_ids` over the
 messages `toolrl.eval.protocol` builds):
 
 * **episode**: a row starts from the user query; each turn the active rows go through one
@@ -142,7 +143,7 @@ def _execute(env: Any, policy: Policy, text: str) -> tuple[list[PredictedCall], 
 
 def rollout_episodes(samples: Sequence[GoldenSample], group_size: int, policy: Policy, env: Any, key: jax.Array,
                      settings: SamplingSettings, *, max_turns: int, max_seq_len: int, tool_view: str) -> RolloutBatch:
-    """G multi-turn rollouts per sample against the cached environment (episode mode)."""
+    """G multi-turn rollouts per sample against the cached environment (the episode game)."""
     rows: list[Row] = []
     for sample in samples:
         ids = policy.prompt_ids([{"role": "user", "content": sample.query}], sample.tools, tool_view)
@@ -194,7 +195,7 @@ def turn_prompt_ids(policy: Policy, task: TurnTask, tool_view: str,
 def rollout_turns(tasks: Sequence[tuple[GoldenSample, TurnTask]], group_size: int, policy: Policy, matcher: Any,
                   key: jax.Array, settings: SamplingSettings, *, max_rounds: int, max_seq_len: int, tool_view: str,
                   render: Callable[[Any], str] = render_response) -> RolloutBatch:
-    """G rollouts of one scored turn each (turn mode): the evaluator's rounds, on the policy's own tokens."""
+    """G rollouts of one scored turn each (the turn game): the evaluator's rounds, on the policy's own tokens."""
     rows: list[Row] = []
     states: list[TurnState] = []
     for sample, task in tasks:
