@@ -1,0 +1,113 @@
+"""What a study design can detect: minimum detectable differences (MDD) before any run is made.
+
+Two analyses, matching the two ways the study reads its results (experiments/study/stats.py):
+
+* **Seed level** (Student t over seeds). A GRPO run's held-out accuracy varies from seed to seed with
+  standard deviation ``sd`` (training noise plus the held-out set's own binomial noise; a pilot gives it).
+  - *Gain over the start*: each seed's end minus the one (greedy, deterministic) SFT start, a one-sample
+    t test on ``n`` gains: :func:`mdd_gain_over_start`.
+  - *Arm against arm*: two independent groups of seeds, a two-sample t test: :func:`mdd_between_arms`.
+  Power comes from the noncentral t distribution (scipy), exact for normal seed means.
+* **Turn level** (exact McNemar on paired verdicts of one run against its start, or two runs on the same
+  turns). With ``n`` turns, a run that turns a share ``gain`` of the start's wrong turns right and
+  ``loss`` of its right turns wrong has discordant pairs b ~ Bin(n, q_b), c ~ Bin(n, q_c);
+  :func:`mcnemar_power` sums the exact test's rejections over that joint distribution, and
+  :func:`mdd_mcnemar` searches the smallest accuracy difference it detects.
+
+All differences are in accuracy points (0-100). Pure functions; no file is read.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import optimize
+from scipy import stats as scipy_stats
+from scipy.special import gammaln, xlogy
+
+ALPHA = 0.05
+POWER = 0.8
+
+
+def _t_power(delta_over_se: float, df: int, alpha: float) -> float:
+    """Power of a two-sided t test whose true standardised effect is ``delta_over_se``."""
+    critical = scipy_stats.t.ppf(1 - alpha / 2, df)
+    power = scipy_stats.nct.sf(critical, df, delta_over_se) + scipy_stats.nct.cdf(-critical, df, delta_over_se)
+    return 1.0 if math.isnan(power) else float(power)  # nct's tails overflow far past any power of interest
+
+
+def _solve(power_at: callable, power: float, upper: float) -> float:
+    """The effect at which ``power_at`` (increasing in the effect) reaches ``power``."""
+    return float(optimize.brentq(lambda d: power_at(d) - power, 1e-9, upper))
+
+
+def mdd_gain_over_start(sd: float, seeds: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest mean gain (points) over a fixed start that a one-sample t test on ``seeds`` per-seed
+    gains detects, when gains vary with standard deviation ``sd`` (points)."""
+    if seeds < 2 or sd <= 0:
+        raise ValueError(f"need seeds >= 2 and sd > 0, got seeds={seeds}, sd={sd}")
+    se = sd / math.sqrt(seeds)
+    return _solve(lambda d: _t_power(d / se, seeds - 1, alpha), power, 20 * se)
+
+
+def mdd_between_arms(sd: float, seeds_a: int, seeds_b: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest difference (points) between two arms' mean accuracies that a pooled two-sample t test on
+    ``seeds_a`` and ``seeds_b`` seeds detects, seed standard deviation ``sd`` in both arms."""
+    if min(seeds_a, seeds_b) < 2 or sd <= 0:
+        raise ValueError(f"need >= 2 seeds per arm and sd > 0, got {seeds_a}, {seeds_b}, sd={sd}")
+    se = sd * math.sqrt(1 / seeds_a + 1 / seeds_b)
+    return _solve(lambda d: _t_power(d / se, seeds_a + seeds_b - 2, alpha), power, 20 * se)
+
+
+def _mcnemar_rejects(n: int, alpha: float) -> np.ndarray:
+    """[n+1, n+1] bool: whether the exact two-sided McNemar test rejects at (b, c), b + c <= n."""
+    rejects = np.zeros((n + 1, n + 1), bool)
+    for total in range(1, n + 1):
+        b = np.arange(total + 1)
+        # two-sided exact binomial p-value of b successes in `total` at 1/2 (scipy's binomtest rule:
+        # the summed probability of outcomes no more likely than the observed one)
+        pmf = scipy_stats.binom.pmf(np.arange(total + 1), total, 0.5)
+        p = np.array([pmf[pmf <= pmf[k] * (1 + 1e-7)].sum() for k in b])
+        rejects[b, total - b] = np.minimum(p, 1.0) <= alpha
+    return rejects
+
+
+def mcnemar_power(n: int, start_accuracy: float, gain: float, loss: float = 0.0, alpha: float = ALPHA) -> float:
+    """Power of the exact McNemar test on ``n`` paired turns when the start is right on a share
+    ``start_accuracy`` and the run turns a share ``gain`` of the start's wrong turns right and ``loss``
+    of its right turns wrong (accuracy difference = (1 - start) * gain - start * loss)."""
+    q_b = (1 - start_accuracy) * gain
+    q_c = start_accuracy * loss
+    q_same = 1 - q_b - q_c
+    if min(q_b, q_c, q_same) < 0:
+        raise ValueError("shares must be in [0, 1]")
+    rejects = _mcnemar_rejects(n, alpha)
+    b, c = np.nonzero(rejects)
+    log_multinomial = gammaln(n + 1) - gammaln(b + 1) - gammaln(c + 1) - gammaln(n - b - c + 1)
+    # xlogy: a share of 0 contributes 0 * log 0 = 0 (only outcomes with no such pair have mass)
+    terms = log_multinomial + xlogy(b, q_b) + xlogy(c, q_c) + xlogy(n - b - c, q_same)
+    return float(np.exp(terms).sum())
+
+
+def mdd_mcnemar(n: int, start_accuracy: float, loss: float = 0.0, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest accuracy difference (points) the exact McNemar test on ``n`` turns detects at ``power``,
+    the run losing a share ``loss`` of the start's right turns; ``inf`` when no gain reaches it."""
+    def power_at(diff_points: float) -> float:
+        gain = (diff_points / 100 + start_accuracy * loss) / (1 - start_accuracy)
+        return mcnemar_power(n, start_accuracy, min(gain, 1.0), loss, alpha)
+
+    top = 100 * (1 - start_accuracy) - 100 * start_accuracy * loss
+    if power_at(top) < power:
+        return math.inf
+    lo, hi = 0.0, top
+    for _ in range(30):  # bisection: the exact test's power is a step function, brentq would stall
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if power_at(mid) >= power else (mid, hi)
+    return hi
+
+
+def binomial_sd_points(accuracy: float, turns: int) -> float:
+    """Standard deviation (points) of an accuracy measured on ``turns`` independent turns: the part of
+    the seed-to-seed spread the held-out set alone contributes."""
+    return 100 * math.sqrt(accuracy * (1 - accuracy) / turns)
