@@ -111,3 +111,41 @@ def binomial_sd_points(accuracy: float, turns: int) -> float:
     """Standard deviation (points) of an accuracy measured on ``turns`` independent turns: the part of
     the seed-to-seed spread the held-out set alone contributes."""
     return 100 * math.sqrt(accuracy * (1 - accuracy) / turns)
+
+
+def design_table(sds: list[float], seeds: dict[str, int], turns: dict[str, tuple[int, float]],
+                 alpha: float = ALPHA, power: float = POWER) -> dict:
+    """The minimum detectable differences of a design: per planning seed SD, the gain of each arm over
+    the start and each arm against the graduated arm (seed level); per held-out set (turns, start
+    accuracy), the paired turn-level McNemar MDD of one run against its start."""
+    out: dict = {"alpha": alpha, "power": power, "seeds": dict(seeds), "seed_level": {}, "turn_level": {}}
+    for sd in sds:
+        row = {f"{arm} - start": mdd_gain_over_start(sd, n, alpha, power) for arm, n in seeds.items()}
+        row.update({f"{arm} - graduated": mdd_between_arms(sd, n, seeds["graduated"], alpha, power)
+                    for arm, n in seeds.items() if arm != "graduated"})
+        out["seed_level"][f"sd={sd:g}"] = {k: round(v, 2) for k, v in row.items()}
+    for name, (n, start) in turns.items():
+        out["turn_level"][name] = {"turns": n, "start_accuracy": start,
+                                   "mdd_points": round(mdd_mcnemar(n, start, 0.0, alpha, power), 2),
+                                   "mdd_points_if_20pct_of_right_turns_lost":
+                                       round(mdd_mcnemar(n, start, 0.2, alpha, power), 2)}
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    from pathlib import Path
+
+    # The natural study's planning numbers (experiments/results/natural/design.md quotes this file).
+    start = json.loads((Path(__file__).resolve().parents[1] / "results" / "natural" /
+                        "sft_start_eval_novel_test.json").read_text())["summary"]
+    start_100 = json.loads((Path(__file__).resolve().parents[1] / "results" / "natural" /
+                            "sft_start_eval_eval_100.json").read_text())["summary"]
+    table = design_table([2.0, 3.0, 4.0], {"graduated": 5, "binary": 5, "atomic": 3, "orchestration": 3},
+                         {"novel_test": (start["turns"], round(start["accuracy"], 4)),
+                          "eval_100": (start_100["turns"], round(start_100["accuracy"], 4))})
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else (Path(__file__).resolve().parents[1] / "results" / "natural"
+                                                      / "power.json")
+    out.write_text(json.dumps(table, indent=2) + "\n")
+    print(json.dumps(table, indent=2))
