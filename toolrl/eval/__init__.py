@@ -2,8 +2,9 @@
 
 Entry points: :func:`run_evaluation` (config + policy, what ``toolrl.main`` calls), :func:`evaluate`
 (samples + policy + matcher), ``python -m toolrl.eval.score`` (score a predictions JSONL). Two
-protocols: ``turn`` (teacher-forced scored turns, the default) and ``official`` (the benchmark's own
-free-running runner and rules, :mod:`toolrl.eval.official`).
+evaluation games (:mod:`toolrl.games`, ``eval.game``): ``turn`` (teacher-forced scored turns, the
+default) and ``benchmark`` (old name ``official``: the benchmark's own free-running runner and rules,
+:mod:`toolrl.eval.official`).
 """
 
 from toolrl.eval.evaluator import evaluate, make_matcher, run_evaluation

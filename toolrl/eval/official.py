@@ -1,7 +1,8 @@
-"""ComplexFuncBench as the benchmark itself scores it: the ``official`` protocol.
+"""ComplexFuncBench as the benchmark itself scores it: the ``benchmark`` game (formerly the ``official`` protocol).
 
-``eval.protocol="turn"`` (the default, :mod:`toolrl.eval.protocol`) teacher-forces every scored turn
-and matches calls by our own rules; training's turn mode uses it. ``eval.protocol="official"`` runs
+``eval.game="turn"`` (the default, :mod:`toolrl.eval.protocol`) teacher-forces every scored turn and
+matches calls by our own rules; training's turn game is the same registration (:mod:`toolrl.games`).
+``eval.game="benchmark"`` (old name ``official``) runs
 each sample the way the benchmark's runner does (THUDM/ComplexFuncBench ``runner/*_runner.py``,
 ``runner/base_runner.py``, ``utils/compare_method.py``, ``print_results.py``), so that its numbers
 can stand beside published ComplexFuncBench results. This module is our own code written from
