@@ -88,3 +88,23 @@ def test_loading_errors_are_clear(tmp_path):
         Policy.load()
     with pytest.raises(FileNotFoundError, match="not a toolrl run"):
         Policy.load(preset="tiny").restore_params(tmp_path)
+
+
+def test_the_kl_reference_is_the_policy_frozen_on_disk(tmp_path):
+    """`Reference.frozen_at`: the policy's parameters when GRPO starts, saved once and read back on
+    resume; its log-probs are the policy's own pass (`logprobs_fn`) on the frozen parameters."""
+    from toolrl.policy.runtime import Reference
+
+    policy = Policy.load(preset="tiny", seed=2)
+    ids = policy.prompt_ids([{"role": "user", "content": "a flight to Oslo"}], (), "signature")
+    tokens, mask = jnp.asarray([ids], jnp.int32), jnp.ones((1, len(ids)), bool)
+    before = np.asarray(policy.logprobs_fn(1.0)(nnx.state(policy.model), tokens, mask))
+    reference = Reference.frozen_at(policy, tmp_path / "reference", save=True)
+    assert (tmp_path / "reference").exists()
+    np.testing.assert_allclose(np.asarray(reference.logprobs(1.0, tokens, mask)), before, atol=1e-6)
+    # The policy moves on; the reference, and a reference read back from disk (a resumed run), do not.
+    nnx.update(policy.model, jax.tree.map(lambda x: x * 1.5, policy.params()))
+    assert not np.allclose(np.asarray(policy.logprobs_fn(1.0)(nnx.state(policy.model), tokens, mask)), before)
+    resumed = Reference.frozen_at(policy, tmp_path / "reference", save=True)  # exists: not overwritten
+    for ref in (reference, resumed):
+        np.testing.assert_allclose(np.asarray(ref.logprobs(1.0, tokens, mask)), before, atol=1e-6)

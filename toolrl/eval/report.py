@@ -103,7 +103,8 @@ class EvalReport:
 
         bucket = bucket or self.default_bucket
         game = self.game
-        title = f"ComplexFuncBench evaluation, {game.title}, {bucket} {'history' if game.unit == 'turns' else game.unit}"
+        unit = "history" if game.unit == "turns" else game.unit  # "complete history", "all samples"
+        title = f"ComplexFuncBench evaluation, {game.title}, {bucket} {unit}"
         return _TABLES[game.unit](self, Table(title=title), bucket)
 
     def _turn_table(self, table, bucket: str):

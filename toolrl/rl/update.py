@@ -49,7 +49,6 @@ def row_buckets(batch: int, unit: int) -> list[int]:
     return sorted({max(unit, bucket(max(batch // d, 1), unit)) for d in (8, 4, 2, 1)})
 
 
-
 class GrpoUpdate:
     """The update half of the `Trainer` (a mixin: it reads the trainer's config, mesh, policy, model,
     optimizer, reference, loss config, row buckets and step cache, and its non-finite checks)."""
