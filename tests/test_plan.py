@@ -183,3 +183,32 @@ def test_cache_dir_field():
     c.compile.min_compile_time_secs = -1.0
     with pytest.raises(ConfigError, match="compile.min_compile_time_secs"):
         validate(c)
+
+
+# ----------------------------------------------------------------------------- FSDP keeps activations sharded
+
+FSDP_SCRIPT = r'''
+import os, re, json
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"; os.environ["JAX_PLATFORMS"] = "cpu"
+from toolrl.models.sharding import make_mesh
+from toolrl.plan import abstract_train_state, compile_update, model_config_of, update_shapes
+from toolrl.rl.config import base_config
+c = base_config()
+c.model.preset, c.model.remat = "tiny", True
+c.mesh.fsdp, c.plan.num_devices = 8, 8
+c.rollout.max_seq_len, c.rollout.max_new_tokens = 256, 64
+mesh = make_mesh(1, 8, 1)
+graphdef, state, _, _ = abstract_train_state(c, model_config_of(c), mesh)
+text = compile_update(c, graphdef, state, update_shapes(c, 8), mesh).as_text()
+print(json.dumps(sorted(set(re.findall(r"= (\w+\[[\d,]*\])\S* all-gather\(", text)))))
+'''
+
+
+def test_fsdp_gathers_weights_not_activations():
+    """Under the mesh (compile_update traces under jax.set_mesh) the decoder pins activations to the
+    batch sharding: the update all-gathers weights ([in, out] and norms), never a [rows, T, D] activation
+    (the partitioner's choice without decoder.constrain_batch, which kept the whole batch on every device)."""
+    out = _run([sys.executable, "-c", FSDP_SCRIPT])
+    assert out.returncode == 0, out.stderr[-3000:]
+    gathered = json.loads(out.stdout.strip().splitlines()[-1])
+    assert gathered and all(shape.count(",") <= 1 for shape in gathered), gathered

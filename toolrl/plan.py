@@ -212,6 +212,8 @@ def loss_config_of(config: Any, shapes: Shapes) -> Any:
 
 def compile_update(config: Any, graphdef: Any, state: Any, shapes: Shapes, mesh: Any) -> Any:
     """The compiled GRPO update for the abstract state and the widest batch."""
+    import jax
+
     from toolrl.rl import steps
 
     use_old = int(config.grpo.num_iterations) > 1
@@ -225,7 +227,8 @@ def compile_update(config: Any, graphdef: Any, state: Any, shapes: Shapes, mesh:
     else:
         fn = steps.make_grpo_step(graphdef, loss_config, mesh, state, use_old, int(config.grpo.micro_batches),
                                   temperature)
-    return fn.lower(state, batch).compile()
+    with jax.set_mesh(mesh):  # the decoder pins activations to the batch sharding of the mesh in context
+        return fn.lower(state, batch).compile()
 
 
 def compile_sampler(config: Any, mgraph: Any, mstate: Any, shapes: Shapes, mesh: Any) -> Any:
@@ -246,8 +249,9 @@ def compile_sampler(config: Any, mgraph: Any, mstate: Any, shapes: Shapes, mesh:
     mask = jax.ShapeDtypeStruct((b, p), jnp.bool_, sharding=batch_sharding(mesh, 2))
     key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, PartitionSpec()))
     group = int(r.group_size)
-    return generate_arrays.lower(mgraph, mstate, tokens, mask, key, params=params, pad_id=0,
-                                 group_size=group).compile()
+    with jax.set_mesh(mesh):
+        return generate_arrays.lower(mgraph, mstate, tokens, mask, key, params=params, pad_id=0,
+                                     group_size=group).compile()
 
 
 # ============================================================================ estimates
