@@ -222,7 +222,7 @@ def resolve_config_names(config: Any, errors: list[str]) -> None:
         elif value in ALIASES:
             _deprecated(f"{section}.{new}={value!r} is an old name: use {canonical(value)!r}")
         try:
-            game = get(value, field=f"{section}.{new}", **{need: True})
+            game = get(value, field=f"{section}.{old if before else new}", **{need: True})
         except ValueError as err:
             errors.append(str(err))
             continue
