@@ -34,20 +34,26 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     flags.DEFINE_string("readme", "", "Also rewrite this README's main-job block from the result file.")
     flags.DEFINE_bool("render_only", False, "Only rewrite the README block from the committed result file.")
+    flags.DEFINE_bool("fresh_home", True, "Run with an empty $TOOLRL_HOME (first-use builds counted, as on a "
+                      "new machine).")
 
 
-def run_main_job(workdir: Path) -> dict:
-    """Runs the main job into `workdir` (W&B off) and returns the record."""
+def run_main_job(workdir: Path, home: Path | None) -> dict:
+    """Runs the main job into `workdir` (W&B off) and returns the record. With `home`, the run gets an
+    empty $TOOLRL_HOME there, so the time includes what a fresh machine builds on first use (the
+    response cache, the natural data)."""
     load = os.getloadavg()[0]
     started = time.perf_counter()
     argv = [sys.executable, "-m", "toolrl.main", "--config=configs/grpo.py", f"--config.workdir={workdir}",
             "--config.wandb.mode=disabled", "--config.train.progress=False"]
-    subprocess.run(argv, cwd=REPO_ROOT, check=True)
+    env = dict(os.environ, **({"TOOLRL_HOME": str(home)} if home is not None else {}))
+    subprocess.run(argv, cwd=REPO_ROOT, check=True, env=env)
     wall = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
     summary = json.loads((workdir / "summary.json").read_text())
     return {"command": COMMAND, "wall_minutes": round(wall / 60, 2), "peak_rss_gib": round(peak_kib / 2**20, 2),
-            "cpus": os.cpu_count(), "load_before": round(load, 2), "summary": summary}
+            "cpus": os.cpu_count(), "load_before": round(load, 2), "fresh_home": home is not None,
+            "summary": summary}
 
 
 def _eval_row(record: dict, prefix: str, name: str) -> str:
@@ -66,7 +72,8 @@ def readme_block(record: dict) -> str:
     k = max(1, len(rewards) // 3)
     lines = [
         f"`{record['command']}` on its embedded defaults: {record['wall_minutes']:.1f} min wall on "
-        f"{record['cpus']} CPU cores (load {record['load_before']:.1f} before it), peak memory "
+        f"{record['cpus']} CPU cores (load {record['load_before']:.1f} before it"
+        f"{', first use: the data built within' if record.get('fresh_home') else ''}), peak memory "
         f"{record['peak_rss_gib']:.1f} GiB; SFT {s['sft_steps']} steps then GRPO {s['grpo_steps']} steps on "
         f"{fit['total']} decontaminated natural-query tasks ({fit['fit']}/{fit['total']} fit the budgets). "
         f"Its end table (from `experiments/results/main_job.json`, written by `python -m experiments.main_job`):",
@@ -92,7 +99,7 @@ def main(argv: list[str]) -> None:
     del argv
     if not FLAGS.render_only:
         with tempfile.TemporaryDirectory(prefix="toolrl_main_job_") as tmp:
-            record = run_main_job(Path(tmp) / "run")
+            record = run_main_job(Path(tmp) / "run", Path(tmp) / "home" if FLAGS.fresh_home else None)
         RESULT.parent.mkdir(parents=True, exist_ok=True)
         RESULT.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {RESULT}")
