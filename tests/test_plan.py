@@ -73,8 +73,9 @@ batch = steps.to_device_batch(host, mesh)
 graphdef, state = nnx.split((model, opt))
 fn = steps.make_packed_grpo_step(graphdef, loss_config_of(c, shapes), mesh, state, False, shapes.micro_batches,
                                  1.0, False)
-real_memory = fn.lower(state, batch).compile().memory_analysis()
-new_state, metrics = fn(state, batch)  # donates the state: sizes were read above
+with jax.set_mesh(mesh):  # as the plan traces it (the decoder pins activations to the mesh's batch axes)
+    real_memory = fn.lower(state, batch).compile().memory_analysis()
+    new_state, metrics = fn(state, batch)  # donates the state: sizes were read above
 print(json.dumps({
     "plan": {k: v for k, v in plan.to_json().items() if k not in ("device", "shapes")},
     "real": {**real, "update_argument": real_memory.argument_size_in_bytes, "update_temp": real_memory.temp_size_in_bytes,
