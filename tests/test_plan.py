@@ -213,3 +213,59 @@ def test_fsdp_gathers_weights_not_activations():
     assert out.returncode == 0, out.stderr[-3000:]
     gathered = json.loads(out.stdout.strip().splitlines()[-1])
     assert gathered and all(shape.count(",") <= 1 for shape in gathered), gathered
+
+
+EQUAL_SCRIPT = r'''
+import os, sys, json
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"; os.environ["JAX_PLATFORMS"] = "cpu"
+import jax, numpy as np
+from flax import nnx
+from toolrl.models.config import ModelConfig
+from toolrl.models.decoder import init_model
+from toolrl.models.sharding import make_mesh, shard_model, shard_state
+from toolrl.rl import grpo, steps
+
+data, fsdp, tensor = (int(x) for x in sys.argv[1].split(","))
+cfg = ModelConfig.tiny(remat=sys.argv[2] == "remat")
+rng = np.random.default_rng(0)
+B, T = 8, 32
+tokens = rng.integers(3, cfg.vocab_size, (B, T)).astype(np.int32)
+attn = np.ones((B, T), bool); attn[:, 28:] = False
+loss_mask = np.zeros((B, T), bool); loss_mask[:, 12:] = True; loss_mask &= attn
+batch = {"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask,
+         "advantages": rng.normal(size=B).astype(np.float32), "valid": np.ones(B, bool)}
+
+def run(mesh):
+    model = init_model(cfg, 0)
+    if mesh is None:
+        opt = steps.make_optimizer(model, 1e-3)
+    else:
+        with jax.set_mesh(mesh):
+            shard_model(model, mesh)
+            opt = steps.make_optimizer(model, 1e-3)
+            nnx.update(opt, shard_state(nnx.state(opt), mesh))
+    graphdef, state = nnx.split((model, opt))
+    fn = steps.make_grpo_step(graphdef, grpo.LossConfig(beta=0.0), mesh, state, use_old_logp=False)
+    if mesh is None:
+        state, metrics = fn(state, steps.to_device_batch(batch, None))
+    else:
+        with jax.set_mesh(mesh):  # decoder.constrain_batch active
+            state, metrics = fn(state, steps.to_device_batch(batch, mesh))
+    nnx.update((model, opt), state)
+    return float(metrics["loss"]), {"/".join(map(str, k)): np.asarray(v.get_value())
+                                    for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+loss0, p0 = run(None)
+loss1, p1 = run(make_mesh(data, fsdp, tensor))
+print(json.dumps({"loss0": loss0, "loss1": loss1, "diff": max(float(np.abs(p0[k] - p1[k]).max()) for k in p0)}))
+'''
+
+
+@pytest.mark.parametrize("mesh,remat", [("2,4,1", "plain"), ("2,2,2", "remat")])
+def test_update_under_mesh_context_equals_unsharded(mesh, remat):
+    """With the mesh in context (the wiring that activates decoder.constrain_batch) the sharded GRPO
+    update still equals the unsharded one."""
+    out = _run([sys.executable, "-c", EQUAL_SCRIPT, mesh, remat])
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert abs(r["loss0"] - r["loss1"]) < 1e-5 and r["diff"] < 1e-5, r
