@@ -30,6 +30,17 @@ def make_matcher(data_dir: str | os.PathLike | None = None, lookup: ResponseLook
     return CallMatcher(load_exact_match_values(data_dir), lookup, judge)
 
 
+def config_matcher(config: Any, judge: Judge | None = None) -> CallMatcher:
+    """The matcher ``config.eval`` asks for: the benchmark's exact-match parameters, the response cache
+    when ``eval.response_equivalence`` (``eval.cache_path``), and ``judge``. The evaluator and a rollout
+    game judged by the matcher (the trainer's turn game, without the judge) build it here."""
+    from toolrl.env.cache import open_default_cache
+
+    e, data_dir = config.eval, config.data.data_dir or None
+    lookup = open_default_cache(data_dir, e.cache_path or None).lookup if e.response_equivalence else None
+    return make_matcher(data_dir, lookup, judge)
+
+
 def check_protocol(protocol: str) -> str:
     """The registered evaluation game `protocol` names (an old name maps onto it); ValueError otherwise."""
     return games.get(protocol, field="eval.game (eval.protocol)", evaluable=True).name
@@ -72,7 +83,6 @@ class Evaluation:
         """``samples`` (with ``max_turns``) evaluates those samples' scored turns instead of ``eval.source``'s,
         e.g. the run's own training tasks (``eval.train_turns``); ``eval.heldout`` does not apply to them."""
         from toolrl.data.golden import load_samples, select_ids
-        from toolrl.env.cache import open_default_cache
 
         e = config.eval
         data_dir = config.data.data_dir or None
@@ -108,9 +118,7 @@ class Evaluation:
         self.units = self.game.eval_units(self.samples, tasks, bool(self.max_turns))
         if self.game.unit == "samples":
             self.samples = self.units
-        lookup = open_default_cache(data_dir, e.cache_path or None).lookup if e.response_equivalence else None
-        judge = make_judge(JudgeSettings.from_config(e.judge))
-        self.matcher = make_matcher(data_dir, lookup, judge)
+        self.matcher = config_matcher(config, make_judge(JudgeSettings.from_config(e.judge)))
         self.render = response_view(config).render
         self.max_new_tokens = int(e.max_new_tokens or config.rollout.max_new_tokens)
 

@@ -45,6 +45,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from toolrl import games
+from toolrl.eval.evaluator import config_matcher
 from toolrl.policy.checkpoint import Checkpointer
 from toolrl.policy.runtime import Policy, Reference, SamplingSettings
 from toolrl.rewards.registry import RewardOutput
@@ -141,14 +142,8 @@ class Trainer(GrpoUpdate):
         self.row_buckets = row_buckets(batch, config.grpo.micro_batches * shards)
         self.game = games.rollout_game(config)
         self.matcher = matcher
-        if self.game.needs_matcher and matcher is None:
-            from toolrl.env.cache import open_default_cache
-            from toolrl.eval.evaluator import make_matcher
-
-            data_dir = config.data.data_dir or None
-            lookup = (open_default_cache(data_dir, config.eval.cache_path or None).lookup
-                      if config.eval.response_equivalence else None)
-            self.matcher = make_matcher(data_dir, lookup)
+        if self.game.needs_matcher and matcher is None:  # the evaluator's matcher, without its LLM judge
+            self.matcher = config_matcher(config)
         self.checkpointer = Checkpointer(self.workdir / "checkpoints", config.train.save_every, config.train.keep)
         self.metrics = MetricsLog(self.workdir / "metrics.jsonl")
         self.step = 0
