@@ -33,7 +33,7 @@ VARIANTS = {
     "official": {"reward.family": "paper", "reward.paper_compat": "official"},
     "episode": {"reward.family": "episode"},
     # One scored turn after the golden history (the benchmark's unit), scored by the `turn` family.
-    "turn": {"rollout.mode": "turn", "reward.family": "turn", "rollout.max_turns": 3},
+    "turn": {"rollout.game": "turn", "reward.family": "turn", "rollout.max_turns": 3},
     # Dr.GRPO: no std scaling, constant loss denominator.
     "dr_grpo": {"grpo.scale_by_std": False, "grpo.aggregation": "constant"},
     # k3 KL to the frozen post-SFT reference.

@@ -40,7 +40,7 @@ flags.DEFINE_integer("sft_steps", 0, "SFT steps of the SFT start (0 = the config
 flags.DEFINE_integer("grpo_steps", 0, "GRPO steps per run (0 = the config's train.num_steps).")
 flags.DEFINE_integer("eval_every", 0, "Evaluate every N GRPO steps (0 = at the start and the end only).")
 flags.DEFINE_list("eval_sources", [], "Eval sources (config.eval.source values; SOURCE@official for the "
-                  "benchmark's own protocol, eval.protocol=official); the first is evaluated during "
+                  "benchmark's own protocol, eval.game=benchmark); the first is evaluated during "
                   "training, the rest after it; empty = the config's eval.source.")
 flags.DEFINE_multi_string("override", [], "--config.x=y for every subprocess (repeatable); also: args after --.")
 flags.DEFINE_bool("zero_shot", True, "Also evaluate the untrained model.")

@@ -358,7 +358,7 @@ def test_a_run_without_its_start_evaluation_starts_its_curve_at_the_sft_run(tmp_
 def test_official_protocol_source_is_its_own_column(tmp_path, fake_commands):
     settings = _settings(tmp_path, arms=("graduated",), seeds=(0,), eval_sources=("eval_100", "eval_100@official"))
     argv = dict(sweep.default_commands(sweep.RunSpec("grpo", "graduated", 0), settings))["eval-eval_100_official"]
-    assert "--config.eval.source=eval_100" in argv and "--config.eval.protocol=official" in argv
+    assert "--config.eval.source=eval_100" in argv and "--config.eval.game=official" in argv
     sweep.run_study(settings, fake_commands, log=_quiet)
     result = json.loads((tmp_path / "results" / "s" / "graduated_seed0.json").read_text())
     assert set(result["eval"]) == {"eval_100", "eval_100@official"}

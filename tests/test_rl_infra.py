@@ -238,8 +238,9 @@ def test_response_view_follows_the_config_and_old_runs_keep_the_plain_cut():
     existed (no data.response_keep) is evaluated with the plain cut it was trained on."""
     from toolrl.eval.evaluator import response_view
 
-    response = {"data": {"items": [{"description": "d" * 400, "hotel_id": 987654}]}}
     config = config_from_file(REPO / "configs" / "grpo.py")
+    # a description longer than the view, the id after it
+    response = {"data": {"items": [{"description": "d" * (2 * config.data.response_max_chars), "hotel_id": 987654}]}}
     assert config.data.response_keep == "salient"
     assert "987654" in response_view(config).render(response)
     config.data.response_keep = "all"

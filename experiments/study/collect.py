@@ -129,7 +129,7 @@ def parse_fit(log_text: str) -> dict[str, Any] | None:
 KEY_FIELDS = (
     "model.preset", "model.path", "model.dtype", "model.init_checkpoint", "data.train_file", "data.tool_view",
     "data.max_distractors", "data.max_steps_per_sample", "reward.family", "reward.mode", "reward.paper_compat",
-    "rollout.mode", "rollout.group_size", "rollout.prompts_per_step", "rollout.max_turns",
+    "rollout.game", "rollout.group_size", "rollout.prompts_per_step", "rollout.max_turns",
     "rollout.max_new_tokens", "rollout.max_seq_len", "grpo.beta", "grpo.aggregation", "grpo.scale_by_std",
     "optim.learning_rate", "sft.num_steps", "sft.learning_rate", "train.num_steps", "eval.source",
     "eval.max_turns", "eval.max_new_tokens", "eval.max_rounds", "eval.every",

@@ -233,7 +233,7 @@ def eval_command(spec: RunSpec, settings: StudySettings, source: str) -> list[st
     seed = settings.sft_seed if spec.seed is None else spec.seed
     name, _, protocol = source.partition("@")  # "eval_100@official": the benchmark's own protocol
     chosen = [f"--config.eval.source={name}"] if name else []
-    chosen += [f"--config.eval.protocol={protocol}"] if protocol else []
+    chosen += [f"--config.eval.game={protocol}"] if protocol else []
     return [*_toolrl(settings), config_arg(settings, spec.arm), "--config.mode=eval", f"--config.seed={seed}",
             f"--config.workdir={settings.workdir(spec)}", *chosen,
             f"--config.eval.output_dir={eval_output_dir(spec, settings, source)}", *settings.overrides]
