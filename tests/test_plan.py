@@ -269,3 +269,18 @@ def test_update_under_mesh_context_equals_unsharded(mesh, remat):
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert abs(r["loss0"] - r["loss1"]) < 1e-5 and r["diff"] < 1e-5, r
+
+
+def test_main_mode_plan_ends_with_the_verdict_line(tmp_path):
+    """`toolrl.main --config.mode=plan` plans instead of training, on simulated devices it sets up itself."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    run = subprocess.run([sys.executable, "-m", "toolrl.main", "--config=configs/tiny.py", "--config.mode=plan",
+                          f"--config.workdir={tmp_path / 'never'}"], capture_output=True, text=True, timeout=300,
+                         env=env, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1].startswith("plan: fits, peak ")
+    assert not (tmp_path / "never").exists()  # nothing trained, no workdir

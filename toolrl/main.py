@@ -5,7 +5,9 @@ Dispatches on ``config.mode``:
   * ``sft``: SFT only;
   * ``eval``: evaluate a run (``eval.checkpoint``, else ``workdir``) with that run's own saved model and
     prompt settings, or the configured model when neither holds a run;
-  * ``check``: print the fit report of the budgets and stop (last line ``fit: K/N tasks (P%)``).
+  * ``check``: print the fit report of the budgets and stop (last line ``fit: K/N tasks (P%)``);
+  * ``plan``: compile the update and the sampler for the configured model and mesh with abstract weights
+    on simulated devices of ``plan.device`` and print memory, FLOPs and time (``toolrl.plan``).
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
                     train_evaluation = Evaluation(config, samples=data.samples(), max_turns=config.eval.train_turns)
             trainer = Trainer(config, policy, env, data, mesh, reward_fn=reward_fn, evaluation=evaluation,
                               train_evaluation=train_evaluation)
-            info = trainer.run(progress=config.train.progress, stop_after=stop_after)
+            # Under the mesh, each block pins its activations to the batch sharding (decoder.constrain_batch),
+            # so FSDP gathers weights rather than whole batches.
+            with jax.set_mesh(mesh):
+                info = trainer.run(progress=config.train.progress, stop_after=stop_after)
         except BaseException:
             # Refused before anything was saved (nothing fits, a config or data error, a first step that
             # failed): a fresh workdir is left as if never opened, so the corrected command can use it.
@@ -120,6 +125,8 @@ def check(config: Any) -> str:
 
 def evaluate(config: Any):
     """mode == "eval": a run's own model and settings (eval.* from this command), or the configured model."""
+    import jax
+
     from toolrl.eval.evaluator import run_evaluation
     from toolrl.policy.runtime import Policy
 
@@ -137,7 +144,8 @@ def evaluate(config: Any):
         policy = Policy.from_config(config, mesh)
     output = config.eval.output_dir or str(run / "eval")
     with _ids_of("eval.sample_ids"):
-        report = run_evaluation(config, policy, output)
+        with jax.set_mesh(mesh):
+            report = run_evaluation(config, policy, output)
     report.print()
     print(f"results: {output}/eval_results.json")
     return report
@@ -182,19 +190,28 @@ def main(argv: list[str]) -> None:
     from toolrl.rl.config import validate
 
     config = _CONFIG.value
-    validate(config)
-    if config.distributed:
-        import jax
+    if config.mode == "plan":  # before jax starts (validate asks for devices): the plan sets up its own
+        from toolrl.plan import run_plan
 
+        run_plan(config)  # validates for the planned mesh
+        return
+    validate(config)
+    from toolrl.rl.workdir import check_local_path
+
+    check_local_path(config.workdir)  # every process refuses a gs:// workdir, not only the one that opens it
+    import jax
+
+    if config.distributed:
         jax.distributed.initialize()
     if config.mode == "check":
         check(config)
         return
+    from toolrl.plan import enable_compilation_cache
+
+    enable_compilation_cache(config)  # before the first jit: later runs of the same shapes skip compiling
     if config.mode == "eval":
         evaluate(config)
         return
-    import jax
-
     from toolrl.rl.trainer import TrainingInterrupted
 
     started = time.perf_counter()

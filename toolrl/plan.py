@@ -608,7 +608,7 @@ def run_plan(config: Any) -> Plan:
 def _ensure_cpu_devices(argv: list[str]) -> None:
     """Before jax starts: simulate plan.num_devices CPU devices unless XLA_FLAGS already sets a count."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
+    if "xla_force_host_platform_device_count" in flags or _backend_started():
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
         return
     n = 8
@@ -617,6 +617,18 @@ def _ensure_cpu_devices(argv: list[str]) -> None:
             n = int(arg.split("=", 1)[1])
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _backend_started() -> bool:
+    """Whether jax has created its backends (XLA_FLAGS is read then); importing jax alone does not."""
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):  # another jax: assume started, the caller's error names XLA_FLAGS
+        return True
 
 
 def _quiet_xla() -> None:

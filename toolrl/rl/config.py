@@ -18,7 +18,7 @@ from toolrl.rewards.registry import registered_families
 from toolrl.rewards.types import MODES as REWARD_MODES
 from toolrl.rl.grpo import AGGREGATIONS
 
-MODES = ("grpo", "sft", "eval", "check")
+MODES = ("grpo", "sft", "eval", "check", "plan")
 TOOL_VIEWS = ("compact", "signature", "full")
 
 
