@@ -70,6 +70,8 @@ def memorisation_config(sample_ids: list[str], steps: int, learning_rate: float,
     config.eval.every = 0
     config.eval.source = config.data.train_file
     config.eval.sample_ids = config.data.sample_ids
+    config.eval.heldout = "all"  # the training samples themselves (the main job's eval is held-out only)
+    config.eval.train_turns = 0
     config.eval.max_turns = 0
     config.eval.batch_size = 8
     config.wandb.mode = "disabled"
@@ -82,7 +84,6 @@ def run(samples: int, steps: int, learning_rate: float, workdir: str, batch_size
     from toolrl.rl.config import validate
     from toolrl.rl.metrics import read_metrics
 
-    started = time.perf_counter()
     probe = memorisation_config([], steps, learning_rate, workdir)  # all samples, to pick from
     ids = pick_samples(probe, samples)
     config = memorisation_config(ids, steps, learning_rate, workdir, batch_size)
@@ -100,7 +101,9 @@ def run(samples: int, steps: int, learning_rate: float, workdir: str, batch_size
         "sft_tokens_per_step": records[-1]["sft/tokens"],
         "turns": overall.turns, "turns_right": round(overall.turn_accuracy * overall.turns),
         "turn_accuracy": overall.turn_accuracy, "call_accuracy": overall.call_accuracy,
-        "success_rate": overall.success_rate, "train_seconds": trained - started,
+        "success_rate": overall.success_rate,
+        # the SFT steps' own time (a resumed run's earlier steps included; loading and compiling not)
+        "train_seconds": sum(r.get("time/step_s", 0.0) for r in records),
         "eval_seconds": time.perf_counter() - trained,
         "errors": {k: v for k, v in overall.errors.items() if v},
     }

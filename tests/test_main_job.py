@@ -125,3 +125,14 @@ def test_main_job_block_is_rendered_from_the_record_only():
     assert "| turn accuracy, held-out eval_100 turns (novel, one per domain) | 0/5 (step 0) | 1/5 (step 14) |" in block
     assert "| mean GRPO reward (first / last 1 steps) | 0.100 | 0.500 |" in block
 
+
+
+def test_readme_main_job_block_equals_the_committed_record():
+    import json
+
+    from experiments.main_job import README_END, README_START, RESULT, readme_block
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    record = json.loads(RESULT.read_text())
+    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
+    assert readme[start:end] == "\n" + readme_block(record)

@@ -34,11 +34,12 @@ def memorisation() -> str:
     """The memorisation check, from experiments/results/memorisation.json."""
     path = RESULTS / "memorisation.json"
     m = _json(path)
-    return (f"Measured ({_rel(path)}): {len(m['samples'])} bfcl_training samples ({', '.join(m['samples'])}), "
+    return (f"Measured ({_rel(path)}): {len(m['samples'])} training samples of the main job's data (the natural "
+            f"synthesized traces: {', '.join(m['samples'])}), "
             f"{m['turns']} scored turns, {m['sft_steps']} SFT steps of {m['sft_batch_size']} episode at lr "
             f"{m['learning_rate']:g}, NLL {m['nll_first']:.3f} → {m['nll_last']:.1e}: **{m['turns_right']}/{m['turns']} "
             f"turns right ({100 * m['turn_accuracy']:.0f} %), call accuracy {100 * m['call_accuracy']:.0f} %, success "
-            f"rate {100 * m['success_rate']:.0f} %**; {m['train_seconds'] / 60:.0f} min of SFT and "
+            f"rate {100 * m['success_rate']:.0f} %**; {m['train_seconds'] / 60:.0f} min of SFT steps and "
             f"{m['eval_seconds']:.0f} s of evaluation on the 2-core CPU.\n")
 
 

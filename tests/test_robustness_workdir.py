@@ -129,3 +129,22 @@ def test_lock_held_by_another_process_and_stale_lock(tmp_path):
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == proc.pid
     with open_workdir(tmp_path, small_config()):
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_run_saved_before_a_rename_or_a_new_field_resumes_unchanged():
+    from toolrl.rl.config import base_config
+    from toolrl.rl.workdir import fingerprint_changes, fingerprint_fields
+
+    new = base_config()
+    new.rollout.game = "turn"
+    new.reward.family = "turn"
+    saved = fingerprint_fields(new)
+    # as written before rollout.game and data.subset existed: the game under its old name
+    saved.pop("rollout.game"), saved.pop("data.subset")
+    saved["rollout.mode"] = "turn"
+    assert fingerprint_changes(saved, fingerprint_fields(new)) == {}
+    new.data.subset = "balanced"  # a new field away from its default is a change
+    assert fingerprint_changes(saved, fingerprint_fields(new)) == {"data.subset": ("(absent)", "balanced")}
+    new.data.subset = "first"
+    new.rollout.game = "episode"  # so is another game
+    assert "rollout.game" in fingerprint_changes(saved, fingerprint_fields(new))

@@ -67,6 +67,10 @@ def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
              if jax.process_index() == 0 else contextlib.nullcontext())
     with owner:
         try:
+            from toolrl.rl.progress import StepRecords
+
+            StepRecords(0).line(f"{config.mode}: loading {config.model.preset or config.model.path} and the tasks "
+                                f"(the first step compiles the update)")
             policy, env, data = prepare(config, mesh)
             for report in (data.rl_fit, data.sft_fit):
                 logging.info(report.describe())
@@ -261,6 +265,9 @@ def run() -> None:
     logging.set_verbosity(logging.WARNING)
 
     def parse_and_run(argv: list[str]) -> None:
+        from toolrl.__main__ import check_config_file
+
+        check_config_file(argv)  # a missing config file: one line, not absl's OSError traceback
         try:
             app.run(main, argv=[sys.argv[0], *argv])
         except OSError as err:  # EROFS / ENOSPC / EDQUOT are OSError, not the PermissionError run_cli knows

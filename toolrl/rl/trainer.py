@@ -55,6 +55,7 @@ from toolrl.rl.guards import (STORAGE_ERRNOS, Abandon, CheckpointSaveError, NonF
                               SkipStep, StopSignals, TrainingInterrupted, checked_first, first_nonfinite,
                               storage_problem)
 from toolrl.rl.metrics import MetricsLog, WandbRun
+from toolrl.rl.progress import StepRecords
 from toolrl.rl.rollout import RolloutBatch, golden_episode
 # Re-exported: other modules and the tests import these names from the trainer.
 from toolrl.rl.run_data import (TaskStream, TrainingData, build_missing_data, load_training_samples,  # noqa: F401
@@ -167,8 +168,11 @@ class Trainer(GrpoUpdate):
         c = self.config
         lr = c.sft.learning_rate if phase == "sft" else c.optim.learning_rate
         with jax.set_mesh(self.mesh) if self.mesh is not None else _Null():
+            from toolrl.models.lora import has_lora
+
             self.optimizer = steps.make_optimizer(self.model, lr, c.optim.warmup_steps, c.optim.weight_decay,
-                                                  c.optim.b1, c.optim.b2, c.optim.grad_clip)
+                                                  c.optim.b1, c.optim.b2, c.optim.grad_clip,
+                                                  wrt=nnx.LoRAParam if has_lora(self.model) else nnx.Param)
         if self.mesh is not None:
             from toolrl.models.sharding import shard_state
 
@@ -365,7 +369,10 @@ class Trainer(GrpoUpdate):
             "data/group_rewards": ",".join(f"{x:.4f}" for x in reward.reshape(-1, g).mean(axis=1)),
         }
         histograms = {"hist/advantages": advantages, "hist/rewards": reward,
-                      "hist/error_codes": np.repeat(np.arange(N_ERROR_CODES), counts)}
+                      "hist/error_codes": np.repeat(np.arange(N_ERROR_CODES), counts),
+                      # W&B's completions table: what each rollout said and what it earned
+                      "table/completions": [(self.game.task_id(tasks[i // g]), float(reward[i]), "\n".join(texts))
+                                            for i, texts in enumerate(batch.texts)]}
         return scalars, histograms
 
     def _interrupted(self, signum: int, saved: int | None, abandoned: bool = False) -> TrainingInterrupted:
@@ -448,6 +455,7 @@ class Trainer(GrpoUpdate):
         info = RunInfo(self.workdir, self.checkpointer.directory, self.metrics.path, wandb_run.location, start)
         every = int(c.eval.every) if self.evaluation is not None else 0
         if every and start == 0 and c.eval.at_start:
+            StepRecords(self.total_steps).line("evaluating the start (eval.at_start)")
             record = {"step": 0, "phase": "start", **self.evaluate()}
             self.metrics.write(record)
             wandb_run.log(0, {k: v for k, v in record.items() if k.startswith(("eval/", "eval_train/"))})
@@ -459,10 +467,12 @@ class Trainer(GrpoUpdate):
             with stop, Progress(*columns, disable=not progress, transient=False) as bar:
                 task_id = bar.add_task("train", total=self.total_steps, completed=start, phase=self._phase_of(start),
                                        info="")
+                records = StepRecords(self.total_steps, start)  # one line per step when stdout is a file
                 while self.step < end and stop.signum is None:
                     self._train_step(info, wandb_run, every, end)
                     bar.update(task_id, completed=self.step, phase=self._phase_of(self.step - 1),
                                info=self._bar_text)
+                    records.step(self.step, self._phase_of(self.step - 1), self._bar_text)
                 if stop.signum is not None:
                     stop.hold = True
                     self._save(force=True)

@@ -140,11 +140,39 @@ EXECUTION_FIELDS = frozenset({"model.attention_impl", "model.remat", "grpo.micro
                               "grpo.loss_positions_only", "grpo.shared_prefix", "sft.micro_batches"})
 
 
+# Fields renamed since runs were saved: old dotted name -> new (the old stays as a deprecated alias).
+RENAMED_FIELDS = {"rollout.mode": "rollout.game"}
+
+
+def _current_names(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """`fields` with renamed fields under their new names (a deprecated alias left empty is dropped)."""
+    out = dict(fields)
+    for old_name, new_name in RENAMED_FIELDS.items():
+        value = out.pop(old_name, _ABSENT)
+        if value not in (_ABSENT, "") and out.get(new_name, "") in ("", _ABSENT):
+            out[new_name] = value
+    return out
+
+
+def _defaults() -> dict[str, Any]:
+    from toolrl.rl.config import base_config  # local: the config module imports nothing from here
+
+    return fingerprint_fields(base_config())
+
+
 def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """name -> (old, new) for every field that differs; a field missing on one side is "(absent)"."""
+    """name -> (old, new) for every field that differs; a field missing on one side is "(absent)".
+
+    A run saved before a field existed is compared as if it had the field's default: a field added
+    later, at its default, is no change (a new option that is off cannot change old numbers), and a
+    renamed field (`RENAMED_FIELDS`) is compared under its new name."""
+    old, new = _current_names(old), _current_names(new)
+    defaults = _defaults()
     changes = {}
     for name in sorted(set(old) | set(new)):
         before, after = old.get(name, _ABSENT), new.get(name, _ABSENT)
+        if before == _ABSENT and name in defaults and after == defaults[name]:
+            continue
         # 1 == 1.0 is the same setting; True == 1 is not.
         if before != after or isinstance(before, bool) != isinstance(after, bool):
             changes[name] = (before, after)
