@@ -310,6 +310,48 @@ def test_trainer_update_paths_agree(tmp_path):
     assert results["positions"][0]["grpo/shared_prefix"] == 0.0
 
 
+def test_lora_trainer_update_paths_agree_and_touch_only_adapters(tmp_path):
+    """model.lora.rank > 0: SFT and one GRPO step of the tiny run through the plain, loss-positions and
+    shared-prefix updates give the same numbers, and only the adapters move (the base stays the seed's)."""
+    from pathlib import Path
+
+    from toolrl.main import train
+    from toolrl.models.lora import has_lora
+    from toolrl.policy.runtime import Policy
+    from toolrl.rl.config import config_from_file, validate
+    from toolrl.rl.metrics import read_metrics
+
+    results, initial = {}, None
+    for name, positions, shared in (("plain", False, False), ("positions", True, False), ("prefix", True, True)):
+        config = config_from_file(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
+        config.workdir = str(tmp_path / name)
+        config.wandb.mode = "disabled"
+        config.model.lora.rank, config.model.lora.alpha = 4, 8.0
+        config.sft.num_steps, config.train.num_steps, config.eval.every = 1, 1, 0
+        config.rollout.max_turns, config.rollout.max_new_tokens, config.data.drop_unfit = 1, 48, False
+        config.grpo.loss_positions_only, config.grpo.shared_prefix = positions, shared
+        validate(config)
+        if initial is None:
+            start = Policy.from_config(config)
+            assert has_lora(start.model)
+            initial = jax.tree.map(np.asarray, nnx.state(start.model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))))
+        info = train(config, reward_fn=_varied_reward)
+        record = [r for r in read_metrics(info.metrics) if r["phase"] == "grpo"][-1]
+        policy, _ = Policy.from_run(tmp_path / name)
+        results[name] = (record, nnx.state(policy.model, nnx.Param))
+        base = nnx.state(policy.model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))
+        jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), base, initial)
+        b_leaves = [np.asarray(v) for path, v in jax.tree_util.tree_leaves_with_path(nnx.state(policy.model, nnx.LoRAParam))
+                    if "lora_b" in jax.tree_util.keystr(path)]
+        assert b_leaves and any(np.abs(b).max() > 0 for b in b_leaves)  # B started at 0 and was trained
+    base_record, params = results["plain"]
+    for name in ("positions", "prefix"):
+        record, p = results[name]
+        for key in ("grpo/loss", "grpo/grad_norm", "grpo/tokens"):
+            np.testing.assert_allclose(record[key], base_record[key], rtol=RTOL, err_msg=f"{name} {key}")
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params, p)
+
+
 # ----------------------------------------------------------------------------- SmolLM2-135M (slow)
 
 

@@ -98,3 +98,17 @@ def test_cli_prints_one_line(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "toolrl.eval.score", "--predictions", str(tmp_path / "none.jsonl"),
                               "--no-response-equivalence", "--verbose"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "Traceback" in missing.stderr and "none.jsonl" in missing.stderr.splitlines()[-1]
+
+
+def test_partial_predictions_are_refused_unless_asked(tmp_path, samples, cache_path, capsys):
+    """A predictions file for a few turns of the split would score the rest as "no call": refused with
+    its coverage in one line, scored with --allow-partial (coverage reported and recorded)."""
+    from toolrl.cli import UserError
+
+    path = write(tmp_path / "p.jsonl", golden_lines(samples)[:1])
+    with pytest.raises(UserError, match=r"cover 1 of \d+ scored turns .* --allow-partial"):
+        score(path, cache_path)
+    assert score(path, cache_path, "--allow-partial", "--out", str(tmp_path / "out")) == 0
+    assert "coverage: predictions for 1 of" in capsys.readouterr().out
+    record = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    assert record["settings"]["coverage"]["covered"] == 1

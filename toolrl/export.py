@@ -162,7 +162,11 @@ def export(run: str | Path, out: str | Path, dtype: str = "float32", step: int |
     if out.resolve() == run.resolve():
         raise UserError(f"--out {out} is the run's own directory; choose another")
     policy, restored = load_run_model(run, step)
-    model, config = policy.model, policy.model_config
+    from toolrl.models.lora import has_lora, merge_lora
+
+    # A LoRA run exports its adapters merged into the kernels: a plain model HF loads without qwix.
+    model = merge_lora(policy.model) if has_lora(policy.model) else policy.model
+    config = policy.model_config
     tensors = model_to_hf_tensors(model, config)
     if dtype == "bfloat16":
         tensors = {k: v.astype(ml_dtypes.bfloat16) for k, v in tensors.items()}

@@ -391,6 +391,8 @@ def _score_samples_file(args: argparse.Namespace, samples: Sequence[EvalSample],
     if unknown and len(unknown) < len(sequences):
         print(f"warning: {len(unknown)} of {len(sequences)} predicted samples are not in split {args.split} "
               f"({len(samples)} samples) and are not scored; e.g. {unknown[:3]}", file=sys.stderr)
+    settings["coverage"] = require_coverage(sum(1 for s in samples if s.sample_id in sequences), len(samples),
+                                            "samples", args)
     return score_official(samples, sequences, matcher, max_rounds=args.max_rounds, settings=settings,
                           benchmark_results=benchmark)
 
@@ -404,7 +406,24 @@ def _score_turns_file(args: argparse.Namespace, samples: Sequence[EvalSample], m
         print(f"warning: {len(unknown_keys)} of {len(predictions)} predictions match no scored turn of split "
               f"{args.split} ({len(samples)} samples) and are not scored; e.g. {_examples(unknown_keys)}",
               file=sys.stderr)
+    scored = [(t.sample_id, t.turn) for s in samples for t in build_turn_tasks(s)]
+    predicted = {(key[0], key[1]) for key in predictions}
+    settings["coverage"] = require_coverage(sum(1 for key in scored if key in predicted), len(scored),
+                                            "scored turns", args)
     return score_predictions(samples, predictions, matcher, max_rounds=args.max_rounds, settings=settings)
+
+
+def require_coverage(covered: int, total: int, unit: str, args: argparse.Namespace) -> dict[str, Any]:
+    """How much of the split a predictions file answers: printed, recorded, and below
+    ``--min-coverage`` refused (a missing turn would be scored as "no call", so a partial file reads as a
+    weak system) unless ``--allow-partial``."""
+    share = covered / total if total else 0.0
+    print(f"coverage: predictions for {covered} of {total} {unit} ({100 * share:.1f}%)")
+    if share < args.min_coverage and not args.allow_partial:
+        raise UserError(f"the predictions cover {covered} of {total} {unit} of split {args.split} "
+                        f"({100 * share:.1f}% < --min-coverage {args.min_coverage}); the rest would be scored as "
+                        f"'no call': pass --allow-partial to score anyway")
+    return {"unit": unit, "covered": covered, "total": total, "share": share}
 
 
 # How a predictions file is read, by the unit of the game's results (`toolrl.games.Game.unit`).
@@ -427,6 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=("turn", "benchmark", "official"), default="turn",
                         help="the game: turn (teacher-forced scored turns, ours); benchmark (old name official: "
                              "the benchmark's runner and rules)")
+    parser.add_argument("--min-coverage", type=float, default=0.95,
+                        help="refuse a predictions file answering less than this share of the split's units")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="score a predictions file below --min-coverage (missing units count as no call)")
     parser.add_argument("--export-benchmark", default=None,
                         help="official protocol: write the run in the benchmark's result format to this JSONL")
     args = parser.parse_args(argv)

@@ -116,7 +116,7 @@ class Policy:
 
     @classmethod
     def load(cls, preset: str = "", path: str = "", dtype: str = "float32", mesh: Mesh | None = None,
-             seed: int = 0, attention_impl: str = "xla", remat: bool = False) -> "Policy":
+             seed: int = 0, attention_impl: str = "xla", remat: bool = False, lora: Any = None) -> "Policy":
         """A preset (``tiny*`` = random init with the character tokenizer) or a local HF directory.
 
         Parameters are float32; ``dtype`` is the compute dtype. ``attention_impl`` and ``remat`` are the
@@ -143,12 +143,22 @@ class Policy:
         for _, module in model.iter_modules():  # every layer reads its execution options at call time
             if getattr(module, "config", None) is not None:
                 module.config = config
+        if lora is not None:  # a LoraSpec: adapters on the projections (B = 0: the base's numbers at first)
+            from toolrl.models.lora import apply_lora
+            from toolrl.models.sharding import shard_model
+
+            apply_lora(model, lora, seed)
+            if mesh is not None:
+                shard_model(model, mesh)  # the adapters placed by the same rules as their kernels
         return cls(model, tokenizer, config, mesh, name)
 
     @classmethod
     def from_model_config(cls, m: Any, mesh: Mesh | None = None, seed: int = 0) -> "Policy":
         """From a training config's ``model`` section (preset / path / dtype / attention_impl / remat)."""
-        return cls.load(m.preset, m.path, m.dtype, mesh, seed, m.get("attention_impl", "xla"), m.get("remat", False))
+        from toolrl.models.lora import LoraSpec
+
+        return cls.load(m.preset, m.path, m.dtype, mesh, seed, m.get("attention_impl", "xla"), m.get("remat", False),
+                        LoraSpec.from_config(m.get("lora")))
 
     @classmethod
     def from_config(cls, config: Any, mesh: Mesh | None = None) -> "Policy":
@@ -158,7 +168,9 @@ class Policy:
         m = config.model
         policy = cls.from_model_config(m, mesh, int(config.seed))
         if m.init_checkpoint:
-            policy.restore_params(m.init_checkpoint)
+            # A LoRA run from a full model's run (e.g. an SFT start): the base weights come from it, the
+            # adapters stay as initialised (B = 0).
+            policy.restore_params(m.init_checkpoint, base_only=_lora_rank(m) > 0 and _run_lora_rank(m.init_checkpoint) == 0)
         return policy
 
     @classmethod
@@ -173,14 +185,17 @@ class Policy:
         policy.name = str(workdir)
         return policy, run_config
 
-    def restore_params(self, workdir: str | Path, step: int | None = None) -> int:
-        """Loads the parameters of a run's checkpoint (latest when `step` is None); returns its step."""
+    def restore_params(self, workdir: str | Path, step: int | None = None, base_only: bool = False) -> int:
+        """Loads the parameters of a run's checkpoint (latest when `step` is None); returns its step.
+        `base_only`: every parameter but the LoRA adapters (a checkpoint saved without them)."""
         directory = Path(workdir) / "checkpoints"
         if not directory.is_dir():
             raise FileNotFoundError(f"{workdir} has no checkpoints/ directory: not a toolrl run (or it never saved)")
         ckpt = Checkpointer(directory, 1, 1)
         try:
-            params, _, _, restored = ckpt.restore(step, self.params())
+            template = (nnx.state(self.model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))) if base_only
+                        else self.params())
+            params, _, _, restored = ckpt.restore(step, template)
         finally:
             ckpt.close()
         nnx.update(self.model, params)
@@ -441,3 +456,15 @@ class EvalPolicy:
         self.stats.prompt_tokens += sum(len(p) for p in prompts)
         self.stats.seconds += time.perf_counter() - start
         return texts
+
+
+def _lora_rank(model_section: Any) -> int:
+    lora = model_section.get("lora") if hasattr(model_section, "get") else None
+    return int(lora.rank) if lora is not None else 0
+
+
+def _run_lora_rank(workdir: str | Path) -> int:
+    """The LoRA rank a run was trained with (0: full fine-tuning, or a run saved before LoRA existed)."""
+    from toolrl.rl.workdir import load_run_config
+
+    return _lora_rank(load_run_config(workdir).model)

@@ -190,6 +190,9 @@ class WandbRun:
             return
         data: dict[str, Any] = {k: v for k, v in _jsonable(scalars).items() if isinstance(v, (int, float))}
         for key, values in (histograms or {}).items():
+            if key.startswith("table/"):  # rows of (task, reward, completion text)
+                data[key] = self._wandb.Table(columns=["task", "reward", "completion"], data=[list(r) for r in values])
+                continue
             values = np.asarray(values).ravel()
             if values.size:
                 data[key] = self._wandb.Histogram(values)

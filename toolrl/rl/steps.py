@@ -37,13 +37,14 @@ from toolrl.rl.packing import (  # noqa: F401  (re-exported, as above)
 
 
 def make_optimizer(model: nnx.Module, learning_rate: float, warmup_steps: int = 0, weight_decay: float = 0.0,
-                   b1: float = 0.9, b2: float = 0.99, grad_clip: float = 1.0) -> nnx.Optimizer:
-    """AdamW with optional linear warmup and global-norm clipping, over the model's nnx.Params."""
+                   b1: float = 0.9, b2: float = 0.99, grad_clip: float = 1.0, wrt: Any = nnx.Param) -> nnx.Optimizer:
+    """AdamW with optional linear warmup and global-norm clipping, over the model's `wrt` variables
+    (nnx.Param: full fine-tuning; nnx.LoRAParam: the LoRA adapters only, the base gets no moments)."""
     schedule = (optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps
                 else optax.constant_schedule(learning_rate))
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
     parts.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
-    return nnx.Optimizer(model, optax.chain(*parts), wrt=nnx.Param)
+    return nnx.Optimizer(model, optax.chain(*parts), wrt=wrt)
 
 
 def state_shardings(state: Any) -> Any:
@@ -103,7 +104,7 @@ def _update_step(graphdef: nnx.GraphDef, micro_loss: Callable, denominator: Call
         model, optimizer = nnx.merge(graphdef, state)
         total_den = denominator(batch)
         # Differentiate a pure function of the parameters (not the module): it can run inside scan.
-        mgraph, params, rest = nnx.split(model, nnx.Param, ...)
+        mgraph, params, rest = nnx.split(model, optimizer.wrt, ...)  # what the optimizer updates (LoRA: adapters)
 
         def params_loss(params: Any, mb: Batch, total_den: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
             return micro_loss(nnx.merge(mgraph, params, rest), mb, total_den)
@@ -197,7 +198,8 @@ def _make_sft_step(graphdef: nnx.GraphDef, mesh: Mesh | None, state: Any, gather
             logp = sequence_logprobs(model, batch["tokens"], batch["attention_mask"])
             return grpo.sft_loss(logp, batch["loss_mask"][:, 1:])
 
-        (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True,
+                                                    argnums=nnx.DiffState(0, optimizer.wrt))(model)
         metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
         optimizer.update(model, grads)
         return nnx.state((model, optimizer)), metrics
