@@ -92,9 +92,24 @@ def results() -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: dict[str, Callable[[], str]] = {"memorisation": memorisation, "results": results}
+def plans() -> str:
+    """GRPO plans of the paper's scale, from experiments/results/plans.json (python -m experiments.plans)."""
+    path = RESULTS / "plans.json"
+    gib = 2 ** 30
+    lines = [f"From {_rel(path)} (`python -m experiments.plans`; bf16, 4,096-token rows, 64 rollouts per step, "
+             "full fine-tuning; time at 40 % MFU):", "",
+             "| model | devices | update peak / device | rollout peak / device | memory / device | fits | step |",
+             "|---|---|---|---|---|---|---|"]
+    for p in _json(path):
+        lines.append(f"| {p['model']} | {p['num_devices']} x {p['device']['name']} | {p['update_peak'] / gib:.1f} GiB | "
+                     f"{p['rollout_peak'] / gib:.1f} GiB | {p['capacity'] / gib:.1f} GiB | "
+                     f"{'yes' if p['fits'] else 'no'} | {p['step_seconds']['step']:.1f} s |")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[], str]] = {"memorisation": memorisation, "results": results, "plans": plans}
 # Where each block must appear (at least there).
-HOMES = {"results": "README.md", "memorisation": "docs/evaluation.md"}
+HOMES = {"results": "README.md", "memorisation": "docs/evaluation.md", "plans": "README.md"}
 
 
 def checked_files() -> list[Path]:
