@@ -67,6 +67,11 @@ def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
              if jax.process_index() == 0 else contextlib.nullcontext())
     with owner:
         try:
+            from toolrl.plan import enable_compilation_cache
+
+            # Inside the opened workdir (a refused run's fresh workdir is removed whole), before the first
+            # jit: a rerun or a resume of the same shapes skips compiling.
+            enable_compilation_cache(config)
             from toolrl.rl.progress import StepRecords
 
             StepRecords(0).line(f"{config.mode}: loading {config.model.preset or config.model.path} and the tasks "
@@ -210,9 +215,6 @@ def main(argv: list[str]) -> None:
     if config.mode == "check":
         check(config)
         return
-    from toolrl.plan import enable_compilation_cache
-
-    enable_compilation_cache(config)  # before the first jit: later runs of the same shapes skip compiling
     if config.mode == "eval":
         evaluate(config)
         return

@@ -245,6 +245,9 @@ class Workdir:
     def __init__(self, path: Path, lock_fd: int, created: bool = False):
         self.path = path
         self.created = created  # the open created the directory
+        # What was there before the open: a refused run removes only what it added (config, fingerprint,
+        # lock, the compilation cache, ...), never the user's own files.
+        self.preexisting = frozenset(os.listdir(path)) if not created and path.is_dir() else frozenset()
         self.config_path = path / CONFIG_FILE
         self.fingerprint_path = path / FINGERPRINT_FILE
         self.lock_path = path / LOCK_FILE
@@ -269,8 +272,15 @@ class Workdir:
 
                 shutil.rmtree(self.path, ignore_errors=True)
             else:
-                for name in (CONFIG_FILE, FINGERPRINT_FILE, LOCK_FILE):
-                    (self.path / name).unlink(missing_ok=True)
+                import shutil
+
+                added = set(os.listdir(self.path)) - self.preexisting
+                for name in added | ({CONFIG_FILE, FINGERPRINT_FILE, LOCK_FILE} & set(os.listdir(self.path))):
+                    target = self.path / name
+                    if target.is_dir() and not target.is_symlink():
+                        shutil.rmtree(target, ignore_errors=True)
+                    else:
+                        target.unlink(missing_ok=True)
         finally:
             self.close()
 
