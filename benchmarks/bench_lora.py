@@ -6,16 +6,18 @@ A random-init model of the preset's shapes (no weights read) takes AdamW updates
 of random tokens, once over every parameter and once over the adapters only (rank --rank on the
 attention and MLP projections); both programs are compiled ahead of time, then timed (median of
 --repeats). Prints one JSON line: seconds per update, trainable parameters, AdamW moment bytes, and
-the ratio of the two update times. The trainer's GRPO update would follow the same split once it
-differentiates ``optimizer.wrt`` (see toolrl/models/lora.py); this measures the adapters' cost alone.
+the ratio of the two update times, as a table and in ``benchmarks/results/lora.json`` (the README quotes
+it). The trainer's updates differentiate ``optimizer.wrt`` the same way (``model.lora.rank > 0``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +69,7 @@ def _time(model: nnx.Module, wrt: type, tokens: jax.Array, mask: jax.Array, repe
 
 def main(argv: list[str]) -> None:
     del argv
+    load = os.getloadavg()[0]
     config = ModelConfig.preset(_PRESET.value)
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(3, config.vocab_size, (_ROWS.value, _WIDTH.value)), jnp.int32)
@@ -74,9 +77,19 @@ def main(argv: list[str]) -> None:
     full = _time(init_model(config, 0), nnx.Param, tokens, mask, _REPEATS.value)
     lora_model = apply_lora(init_model(config, 0), LoraSpec(_RANK.value, 2.0 * _RANK.value))
     lora = _time(lora_model, nnx.LoRAParam, tokens, mask, _REPEATS.value)
-    print(json.dumps({"preset": _PRESET.value, "rank": _RANK.value, "rows": _ROWS.value, "width": _WIDTH.value,
-                      "backend": jax.default_backend(), "full": full, "lora": lora,
-                      "lora_over_full_seconds": lora["seconds"] / full["seconds"]}))
+    record = {"preset": _PRESET.value, "rank": _RANK.value, "rows": _ROWS.value, "width": _WIDTH.value,
+              "repeats": _REPEATS.value, "backend": jax.default_backend(), "cpus": os.cpu_count(),
+              "load_before": round(load, 2), "full": full, "lora": lora,
+              "lora_over_full_seconds": lora["seconds"] / full["seconds"]}
+    print("| update | seconds (median) | trainable parameters | AdamW moments |")
+    print("|---|---|---|---|")
+    for name in ("full", "lora"):
+        r = record[name]
+        print(f"| {name} | {r['seconds']:.2f} | {r['trainable']:,} | {r['moment_bytes'] / 2**20:.0f} MiB |")
+    out = Path(__file__).resolve().parent / "results" / "lora.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -107,9 +107,23 @@ def plans() -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: dict[str, Callable[[], str]] = {"memorisation": memorisation, "results": results, "plans": plans}
+def lora() -> str:
+    """Full fine-tuning against LoRA, from benchmarks/results/lora.json (python benchmarks/bench_lora.py)."""
+    path = ROOT / "benchmarks" / "results" / "lora.json"
+    b = _json(path)
+    full, adapters = b["full"], b["lora"]
+    return (f"From {_rel(path)} (`python benchmarks/bench_lora.py`; {b['preset']} shapes, {b['rows']} rows of "
+            f"{b['width']} tokens, rank {b['rank']}, median of {b['repeats']}, {b['cpus']} CPU cores): an AdamW update "
+            f"takes {full['seconds']:.2f} s in full and {adapters['seconds']:.2f} s with LoRA "
+            f"({b['lora_over_full_seconds']:.2f}x: the base's forward and backward still run); trainable parameters "
+            f"{full['trainable'] / 1e6:.1f}M -> {adapters['trainable'] / 1e6:.1f}M, AdamW moments "
+            f"{full['moment_bytes'] / 2**20:.0f} -> {adapters['moment_bytes'] / 2**20:.0f} MiB.\n")
+
+
+RENDERERS: dict[str, Callable[[], str]] = {"memorisation": memorisation, "results": results, "plans": plans,
+                                           "lora": lora}
 # Where each block must appear (at least there).
-HOMES = {"results": "README.md", "memorisation": "docs/evaluation.md", "plans": "README.md"}
+HOMES = {"results": "README.md", "memorisation": "docs/evaluation.md", "plans": "README.md", "lora": "README.md"}
 
 
 def checked_files() -> list[Path]:
