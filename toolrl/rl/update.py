@@ -11,7 +11,7 @@ KL reference's log-probs come from the policy side (`Policy.logprobs_fn`, `Polic
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from flax import nnx
@@ -136,16 +136,22 @@ class GrpoUpdate:
                 device["ref_logp"] = self.reference.packed_logprobs(temperature, shared, inputs, mstate)
         fn = self._get(("packed_grpo", micro) + shape, lambda: steps.make_packed_grpo_step(
             graphdef, loss_config, self.mesh, state, use_old, micro, temperature, shared))
+        metrics = self._iterate(fn, state, device)
+        metrics.update(width=float(width), rows=float(r), loss_positions=float(k), shared_prefix=float(shared),
+                       packed_tokens=float(r * width))
+        return metrics
+
+    def _iterate(self, fn: Any, state: Any, device: dict[str, Any]) -> dict[str, float]:
+        """grpo.num_iterations updates of one rollout batch through the compiled step `fn` (each checked
+        for non-finite values), the result applied to the model and optimizer; the last update's metrics."""
         metrics: dict[str, float] = {}
         state = self._donatable(state)
-        for _ in range(c.grpo.num_iterations):
+        for _ in range(self.config.grpo.num_iterations):
             state, m = fn(state, device)
-            metrics = {name: float(np.asarray(v)) for name, v in m.items()}
+            metrics = {k: float(np.asarray(v)) for k, v in m.items()}
             self._nonfinite(checked_first(metrics, "grpo/"), "grpo")
         self._applied = True
         nnx.update((self.model, self.optimizer), state)
-        metrics.update(width=float(width), rows=float(r), loss_positions=float(k), shared_prefix=float(shared),
-                       packed_tokens=float(r * width))
         return metrics
 
     def _update_plain(self, rows: list[tuple[list[int], list[int]]], advantages: np.ndarray) -> dict[str, float]:
@@ -171,13 +177,6 @@ class GrpoUpdate:
                                                              mstate)
         fn = self._get(("grpo", width, n_rows), lambda: steps.make_grpo_step(
             graphdef, self.loss_config, self.mesh, state, use_old, c.grpo.micro_batches, temperature))
-        metrics: dict[str, float] = {}
-        state = self._donatable(state)
-        for _ in range(c.grpo.num_iterations):
-            state, m = fn(state, device)
-            metrics = {k: float(np.asarray(v)) for k, v in m.items()}
-            self._nonfinite(checked_first(metrics, "grpo/"), "grpo")
-        self._applied = True
-        nnx.update((self.model, self.optimizer), state)
+        metrics = self._iterate(fn, state, device)
         metrics.update(width=float(width), rows=float(n_rows))
         return metrics
