@@ -148,3 +148,16 @@ def test_a_run_saved_before_a_rename_or_a_new_field_resumes_unchanged():
     new.data.subset = "first"
     new.rollout.game = "episode"  # so is another game
     assert "rollout.game" in fingerprint_changes(saved, fingerprint_fields(new))
+
+
+def test_building_missing_data_is_not_a_setting_of_the_run():
+    """data.build_missing only builds stamped data that is absent: a run saved before the field existed (or
+    with it off) resumes with it on, as the study's SFT start (saved before it) must."""
+    from toolrl.rl.config import base_config
+    from toolrl.rl.workdir import fingerprint_changes, fingerprint_fields
+
+    config = base_config()
+    saved = fingerprint_fields(config)
+    assert "data.build_missing" not in saved
+    config.data.build_missing = not config.data.build_missing
+    assert fingerprint_changes(saved, fingerprint_fields(config)) == {}
