@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from toolrl.data.chat import format_tool_call, render_chat, template_kind, tokenize_conversation
+from toolrl.data.chat_render import format_tool_call, render_chat, template_kind, tokenize_conversation
 from toolrl.rewards.parse import parse_tool_calls
 
 TOOLS = [{

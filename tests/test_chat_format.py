@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from fixtures_chat import llama_eos_ids, llama_style_tokenizer, qwen_style_tokenizer
-from toolrl.data.chat import (ChatFormat, compact_tool, format_tool_call, format_tool_calls, render_hermes,
-                              tagless_calls_to_blocks, tool_system_prompt)
+from toolrl.data.chat import ChatFormat, tagless_calls_to_blocks
+from toolrl.data.chat_render import compact_tool, format_tool_call, format_tool_calls, render_hermes, tool_system_prompt
 
 HOTELS = {"name": "Search_Hotels", "description": "Find hotels in a city. Results are paged.",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "page": {"type": "integer"}},

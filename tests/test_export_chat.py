@@ -17,7 +17,7 @@ import pytest
 from flax import nnx
 
 from toolrl.chat import ChatSession, load_target, select_tools
-from toolrl.data.chat import render_hermes, tool_system_prompt
+from toolrl.data.chat_render import render_hermes, tool_system_prompt
 from toolrl.export import export
 from toolrl.policy.checkpoint import Checkpointer
 from toolrl.policy.runtime import Policy

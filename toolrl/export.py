@@ -7,7 +7,7 @@ renders a conversation the way the run was prompted:
 
 * a tokenizer whose own template knows tools (Qwen2.5, Llama 3.x) keeps it: training used it as is;
 * every other one (SmolLM2, the tiny test model's character tokenizer) trained on the Hermes / ChatML
-  format of :func:`toolrl.data.chat.render_hermes`, so that format is written as the template
+  format of :func:`toolrl.data.chat_render.render_hermes`, so that format is written as the template
   (:data:`HERMES_TEMPLATE`) -- ``tokenizer.apply_chat_template(messages, tools=...)`` then gives the
   run's own prompt text, and reloading the directory with toolrl gives the same prompt tokens.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from toolrl.cli import UserError
-from toolrl.data.chat import HERMES_SYSTEM_DEFAULT, HERMES_TOOLS_PREAMBLE
+from toolrl.data.chat_render import HERMES_SYSTEM_DEFAULT, HERMES_TOOLS_PREAMBLE
 
 DTYPES = ("float32", "bfloat16")
 
@@ -40,7 +40,7 @@ def _jinja_string(text: str) -> str:
 
 
 def hermes_template() -> str:
-    """A Jinja chat template that renders exactly what :func:`toolrl.data.chat.render_hermes` renders,
+    """A Jinja chat template that renders exactly what :func:`toolrl.data.chat_render.render_hermes` renders,
     for tools given to the template and for tool listings already in the system message alike.
 
     Tool-call arguments given as a JSON string are written as that string (render_hermes re-serialises

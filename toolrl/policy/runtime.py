@@ -8,7 +8,7 @@
     texts = policy.as_eval_policy(settings)(requests)            # the evaluator's batched policy
 
 Training rollouts and the evaluator both generate through `generate`, and both turn a conversation
-into tokens through `prompt_ids` (the tool listing of `toolrl.data.chat.tool_system_prompt` as the
+into tokens through `prompt_ids` (the tool listing of `toolrl.data.chat_render.tool_system_prompt` as the
 system message, then the one chat format). The trainer takes its log-probs (the old policy's, on the
 plain and the packed layout) from `logprobs_fn` / `packed_logprobs_fn` and the KL reference's from a
 `Reference`; it keeps the loop, the optimizer, checkpoints and metrics. Parameters are loaded in one
@@ -30,7 +30,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from toolrl.data.chat import ChatFormat, tool_system_prompt
+from toolrl.data.chat import ChatFormat
+from toolrl.data.chat_render import tool_system_prompt
 from toolrl.models.config import ModelConfig
 from toolrl.policy.checkpoint import Checkpointer, load_params, save_params
 from toolrl.policy.tokenizers import CharTokenizer
