@@ -1,5 +1,5 @@
 """The one chat format of training, SFT and evaluation (:class:`ChatFormat`; docs/design.md,
-"10. Golden samples, turns and the chat format").
+"Golden samples, turns and the chat format").
 
 :class:`ChatFormat` works on top of the templates of :mod:`toolrl.data.chat_render`: prompts,
 assistant turns (what the policy generates and SFT trains on, ending with the template's own

@@ -1,6 +1,6 @@
 """Rendering a tool-calling conversation as text: the two chat templates, the one writer of
 ``<tool_call>`` blocks, the tool listing of the system prompt and the escaping of control tokens in
-tool results (docs/design.md, "10. Golden samples, turns and the chat format").
+tool results (docs/design.md, "Golden samples, turns and the chat format").
 
 Messages are OpenAI-like dicts::
 
