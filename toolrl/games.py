@@ -88,7 +88,8 @@ class Game:
       needs_matcher: its rollout is judged by the evaluator's call matcher (`RolloutContext.matcher`).
       eval_units: (samples, selected scored turns, subset) -> what an evaluation plays: the turns, or
         the samples (those of the selected turns when `subset`, else all).
-      evaluate: (units, policy, matcher, *, max_rounds, batch_size, render) -> results.
+      evaluate: (units, policy, matcher, *, max_rounds, batch_size, render, progress=None) -> results
+        (``progress``: `toolrl.eval.protocol.Progress`).
       aggregate: results -> bucket -> domain -> `toolrl.eval.metrics.Metrics`.
       unit: what one result is: "turns" or "samples" (the report's JSON key and table layout).
       headline_bucket: the bucket a report quotes by default.
@@ -273,9 +274,9 @@ def _turn_units(samples: Sequence[Any], tasks: Sequence[Any], subset: bool) -> l
 
 
 def _turn_evaluate(units: Sequence[Any], policy: Any, matcher: Any, *, max_rounds: int, batch_size: int,
-                   render: Callable[[Any], str]) -> list[Any]:
+                   render: Callable[[Any], str], progress: Any = None) -> list[Any]:
     return protocol_lib.run_protocol(units, policy, matcher, max_rounds=max_rounds, batch_size=batch_size,
-                                     render=render)
+                                     render=render, progress=progress)
 
 
 def _episode_tasks(samples: Sequence[Any]) -> list[Any]:
@@ -301,9 +302,9 @@ def _benchmark_units(samples: Sequence[Any], tasks: Sequence[Any], subset: bool)
 
 
 def _benchmark_evaluate(units: Sequence[Any], policy: Any, matcher: Any, *, max_rounds: int, batch_size: int,
-                        render: Callable[[Any], str]) -> list[Any]:
+                        render: Callable[[Any], str], progress: Any = None) -> list[Any]:
     return official_lib.run_official(units, policy, official_lib.OfficialRules.from_matcher(matcher),
-                                     max_rounds=max_rounds, batch_size=batch_size, render=render)
+                                     max_rounds=max_rounds, batch_size=batch_size, render=render, progress=progress)
 
 
 def _aggregate_turns(results: Sequence[Any]) -> dict[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 from toolrl import games
 from toolrl.eval.judge import JudgeSettings, make_judge
 from toolrl.eval.match import CallMatcher, Judge, ResponseLookup, load_exact_match_values
+from toolrl.eval.progress import EvalProgress
 from toolrl.eval.protocol import build_turn_tasks, render_response
 from toolrl.eval.report import EvalReport
 from toolrl.eval.selection import novel_tasks, stratified_subset, training_turn_sets, turn_id
@@ -135,16 +136,24 @@ class Evaluation:
                 "subset_seed": int(c.eval.get("subset_seed", 0)),
                 "turn_ids": [turn_id(t) for t in self.tasks]}
 
-    def run(self, policy: Any) -> EvalReport:
+    def run(self, policy: Any, progress: EvalProgress | None = None) -> EvalReport:
         """Evaluate a :class:`toolrl.policy.runtime.Policy` (greedy, the training prompts), or any
-        evaluator policy callable (`toolrl.eval.types.Policy`, e.g. the golden or a scripted one)."""
+        evaluator policy callable (`toolrl.eval.types.Policy`, e.g. the golden or a scripted one).
+
+        ``progress`` hears how many turns (samples) are done after every generate call; by default a
+        line every 30 s when stdout is not a terminal (a log file), nothing on a terminal."""
         e = self.config.eval
+        if progress is None:
+            progress = EvalProgress(f"eval {self.source} [{self.game.name}]", self.game.unit)
         batched = policy
         if hasattr(policy, "as_eval_policy"):
             batched = policy.as_eval_policy(tool_view=self.config.data.tool_view, max_new_tokens=self.max_new_tokens,
                                             batch_size=e.batch_size, pad_multiple=self.config.rollout.pad_multiple)
-        results = self.game.evaluate(self.units, batched, self.matcher, max_rounds=e.max_rounds,
-                                     batch_size=e.batch_size, render=self.render)
+        try:
+            results = self.game.evaluate(self.units, batched, self.matcher, max_rounds=e.max_rounds,
+                                         batch_size=e.batch_size, render=self.render, progress=progress)
+        finally:
+            progress.close()
         settings = self.settings(getattr(policy, "name", type(policy).__name__))
         if hasattr(batched, "stats"):
             settings["policy_stats"] = batched.stats.to_json()
@@ -153,10 +162,13 @@ class Evaluation:
         return EvalReport.from_results(results, settings, protocol=self.protocol)
 
 
-def run_evaluation(config: Any, policy: Any, output_dir: str | os.PathLike | None = None) -> EvalReport:
+def run_evaluation(config: Any, policy: Any, output_dir: str | os.PathLike | None = None,
+                   bar: bool = False) -> EvalReport:
     """Evaluate ``policy`` as ``config.eval`` says; writes eval_results.json and eval_by_domain.png to
-    ``output_dir`` (None: nowhere)."""
-    report = Evaluation(config).run(policy)
+    ``output_dir`` (None: nowhere). ``bar``: a progress bar on a terminal (lines in a log file either way)."""
+    evaluation = Evaluation(config)
+    label = f"eval {evaluation.source} [{evaluation.game.name}]"
+    report = evaluation.run(policy, EvalProgress(label, evaluation.game.unit, bar=bar))
     if output_dir:
         out = Path(output_dir)
         report.save_json(out / "eval_results.json")

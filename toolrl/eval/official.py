@@ -117,7 +117,7 @@ from toolrl.eval.official_rules import (  # noqa: F401
     CATEGORIES_FILTER, RUNNER_RULES, OfficialRules, Verdict, call_similarity, error_type, exact_parameters,
     filter_items, format_error, free_key, is_hotel_search_free, only_free, pair_leftovers, rule_based, same_call,
     value_check)
-from toolrl.eval.protocol import MISSING_RESPONSE_TEXT, drive_batched, render_response
+from toolrl.eval.protocol import MISSING_RESPONSE_TEXT, Progress, drive_batched, render_response
 from toolrl.eval.types import FREE_FUNCTIONS, EvalSample, GoldenCall, Policy, PolicyRequest
 from toolrl.rewards.parse import parse_tool_calls
 from toolrl.rewards.types import PredictedCall
@@ -424,10 +424,12 @@ def max_steps_for(sample: EvalSample, max_rounds: int = 3) -> int:
 
 
 def run_official(samples: Sequence[EvalSample], policy: Policy, rules: OfficialRules, *, max_rounds: int = 3,
-                 batch_size: int = 64, render: Callable[[Any], str] = render_response) -> list[SampleResult]:
-    """Run every sample free-running, as the benchmark does, batching the policy across samples."""
+                 batch_size: int = 64, render: Callable[[Any], str] = render_response,
+                 progress: Progress | None = None) -> list[SampleResult]:
+    """Run every sample free-running, as the benchmark does, batching the policy across samples
+    (``progress``: see `toolrl.eval.protocol.drive_batched`)."""
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
     runs = [SampleRun(sample, rules, max_steps=max_steps_for(sample, max_rounds), render=render) for sample in samples]
-    drive_batched(runs, policy, batch_size, lambda run, text: run.step(text))
+    drive_batched(runs, policy, batch_size, lambda run, text: run.step(text), progress)
     return [run.result() for run in runs]

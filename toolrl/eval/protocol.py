@@ -237,19 +237,29 @@ class TurnState:
 
 
 def run_protocol(tasks: Sequence[TurnTask], policy: Policy, matcher: CallMatcher, *, max_rounds: int = 3,
-                 batch_size: int = 64, render: Callable[[Any], str] = render_response) -> list[TurnResult]:
-    """Ask the policy every scored turn (batched, round by round) and judge each turn."""
+                 batch_size: int = 64, render: Callable[[Any], str] = render_response,
+                 progress: Progress | None = None) -> list[TurnResult]:
+    """Ask the policy every scored turn (batched, round by round) and judge each turn (``progress``: see
+    `drive_batched`)."""
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
     states = [TurnState(task, history_messages(task, render), list(task.golden)) for task in tasks]
-    drive_batched(states, policy, batch_size, lambda state, text: state.step(text, matcher, max_rounds, render))
+    drive_batched(states, policy, batch_size, lambda state, text: state.step(text, matcher, max_rounds, render),
+                  progress)
     return [state.result() for state in states]
 
 
-def drive_batched(runs: Sequence[Any], policy: Policy, batch_size: int, step: Callable[[Any, str], None]) -> None:
+# progress(finished runs, all runs, requests answered so far): called after every policy call.
+Progress = Callable[[int, int, int], None]
+
+
+def drive_batched(runs: Sequence[Any], policy: Policy, batch_size: int, step: Callable[[Any, str], None],
+                  progress: Progress | None = None) -> None:
     """Asks the policy for every unfinished run (``run.done`` false; ``run.request()``), ``batch_size``
     requests per call, and hands each answer to ``step(run, text)`` (a non-string answer as ""), until
-    every run is done. Shared by the turn protocol and the official runner."""
+    every run is done; ``progress`` hears after every call how many runs are done (an evaluation takes
+    minutes to hours on a CPU). Shared by the turn protocol and the official runner."""
+    asked = 0
     while True:
         active = [run for run in runs if not run.done]
         if not active:
@@ -261,3 +271,6 @@ def drive_batched(runs: Sequence[Any], policy: Policy, batch_size: int, step: Ca
                 raise ValueError(f"policy returned {len(texts)} texts for {len(chunk)} requests")
             for run, text in zip(chunk, texts):
                 step(run, text if isinstance(text, str) else "")
+            asked += len(chunk)
+            if progress is not None:
+                progress(sum(1 for run in runs if run.done), len(runs), asked)
