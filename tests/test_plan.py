@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from toolrl.plan import compilation_cache_dir
+from toolrl.compilation_cache import compilation_cache_dir
 from toolrl.rl.config import ConfigError, base_config, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,8 +28,9 @@ import jax, numpy as np
 from flax import nnx
 from toolrl.models.decoder import init_model
 from toolrl.models.sharding import make_mesh, shard_model, shard_state
-from toolrl.plan import (make_plan, model_config_of, per_device_bytes, global_bytes, update_batch, update_shapes,
-                         compile_update, loss_config_of, abstract_train_state, kv_cache_bytes)
+from toolrl.plan import make_plan
+from toolrl.plan_costs import kv_cache_bytes, update_shapes
+from toolrl.plan_lowering import loss_config_of, model_config_of, update_batch
 from toolrl.rl import steps
 from toolrl.rl.config import base_config
 
@@ -140,7 +141,7 @@ def test_cli_refuses_unknown_device_in_one_line():
 CACHE_SCRIPT = r'''
 import json, sys
 import jax, jax.numpy as jnp
-from toolrl.plan import enable_compilation_cache
+from toolrl.compilation_cache import enable_compilation_cache
 from toolrl.rl.config import base_config
 
 hits = []
@@ -192,7 +193,8 @@ FSDP_SCRIPT = r'''
 import os, re, json
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"; os.environ["JAX_PLATFORMS"] = "cpu"
 from toolrl.models.sharding import make_mesh
-from toolrl.plan import abstract_train_state, compile_update, model_config_of, update_shapes
+from toolrl.plan_costs import update_shapes
+from toolrl.plan_lowering import abstract_train_state, compile_update, model_config_of
 from toolrl.rl.config import base_config
 c = base_config()
 c.model.preset, c.model.remat = "tiny", True

@@ -67,7 +67,7 @@ def train(config: Any, reward_fn: Any = None, stop_after: int | None = None):
              if jax.process_index() == 0 else contextlib.nullcontext())
     with owner:
         try:
-            from toolrl.plan import enable_compilation_cache
+            from toolrl.compilation_cache import enable_compilation_cache
 
             # Inside the opened workdir (a refused run's fresh workdir is removed whole), before the first
             # jit: a rerun or a resume of the same shapes skips compiling.

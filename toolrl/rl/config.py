@@ -246,7 +246,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.plan.memory_fraction = 0.9
     c.plan.sampler = True  # Also compile the rollout's generate program (prefill + decode loop, KV cache).
 
-    # Persistent XLA compilation cache (toolrl.plan.enable_compilation_cache): a restarted or requeued
+    # Persistent XLA compilation cache (toolrl.compilation_cache): a restarted or requeued
     # run, and every process of a multi-host job, reuse compiled programs instead of compiling again.
     c.compile = ml_collections.ConfigDict()
     c.compile.cache_dir = ""  # "" = <workdir>/xla_cache; "off" = no cache; else a directory (or gs://...).
@@ -362,7 +362,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
               f"model.lora.targets={lora.targets!r} must name 'attn' and/or 'mlp' (comma-separated)")
     pl = config.get("plan")
     if pl is not None:
-        from toolrl.plan import DEVICES
+        from toolrl.plan_costs import DEVICES
 
         check(pl.device in DEVICES, f"plan.device={pl.device!r} must be one of {sorted(DEVICES)}")
         check(pl.num_devices >= 1, f"plan.num_devices={pl.num_devices} must be >= 1")
