@@ -256,8 +256,13 @@ def models_root() -> Path:
 
 
 def resolve_model_dir(path_or_preset_name: str | os.PathLike) -> Path:
-    """A local HF directory for a path or a preset name (``smollm2_135m`` is converted on demand)."""
+    """A local HF directory for a path, a preset name (``smollm2_135m`` is converted on demand) or a hub id
+    (``hf:Org/Name[@revision]``, downloaded once into the cache: `toolrl.models.hub`)."""
     name = os.fspath(path_or_preset_name)
+    from toolrl.models.hub import download_model, is_hub_id
+
+    if is_hub_id(name):
+        return download_model(name)
     if name == "smollm2_135m" and not Path(name).is_dir():
         from toolrl.models.bundled import ensure_smollm2
 
@@ -284,7 +289,7 @@ def load_pretrained(path_or_preset_name: str | os.PathLike, dtype: str = "float3
 
     Args:
       path_or_preset_name: directory with config.json, *.safetensors (or a sharded index) and
-        tokenizer files; or a preset name looked up under :func:`models_root`.
+        tokenizer files; a preset name looked up under :func:`models_root`; or ``hf:Org/Name``.
       dtype: compute dtype ("float32" / "bfloat16").
       param_dtype: parameter storage dtype; None (default) = "float32", so ``dtype="bfloat16"`` is
         mixed precision (fp32 master weights, bf16 compute). Pass "bfloat16" explicitly for bf16
@@ -295,6 +300,8 @@ def load_pretrained(path_or_preset_name: str | os.PathLike, dtype: str = "float3
     """
     directory = resolve_model_dir(path_or_preset_name)
     config = ModelConfig.from_hf_config(directory).with_dtype(dtype, param_dtype)
+    if os.fspath(path_or_preset_name).startswith("hf:"):  # named by its repository, not its snapshot's hash
+        config = dataclasses.replace(config, name=os.fspath(path_or_preset_name)[3:].partition("@")[0])
     model = load_params(directory, config, mesh=mesh, rules=rules)
     return model, _load_tokenizer(directory), config
 
