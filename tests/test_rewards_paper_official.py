@@ -23,7 +23,7 @@ from toolrl.rewards import (
     score_episodes,
     score_turns,
 )
-from toolrl.rewards import bfcl, reference
+from toolrl.rewards import bfcl, reference, reference_paper
 from toolrl.rewards.types import TurnInput
 
 E = ErrorCode
@@ -139,7 +139,7 @@ def test_official_success_and_executable_rates():
     assert s.levels["R_atomic_validity_rate"] == 0.0
     assert s.levels["R_outcome_orchestration"] == 1.0 and s.levels["R_outcome_state"] == 0.0
     assert s.levels["score"] == approx(0.5 * 0.375 + 0.5)
-    assert set(reference.OFFICIAL_KEYS) <= set(s.levels)
+    assert set(reference_paper.OFFICIAL_KEYS) <= set(s.levels)
 
 
 # ----------------------------------------------------------------------------- values level

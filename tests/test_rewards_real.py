@@ -16,7 +16,7 @@ import pytest
 
 from toolrl.data.paths import default_data_dir
 from toolrl.data.traces import load_trace_file
-from toolrl.rewards import reference
+from toolrl.rewards import reference, reference_common
 from toolrl.rewards.corruptions import CORRUPTIONS, golden_episode
 from toolrl.rewards.encode import EncodeConfig, encode_episodes
 from toolrl.rewards.kernels import make_kernel
@@ -84,7 +84,7 @@ def test_paper_lacks_the_property_on_real_samples():
                 assert repeats  # only repeated functions break the golden score
             # Repeated functions with different arguments always push the perfect rollout below 1.
             if any(
-                a.function == b.function and not reference.values_check(b.arguments, a.arguments)
+                a.function == b.function and not reference_common.values_check(b.arguments, a.arguments)
                 for k, a in enumerate(sample.steps)
                 for b in sample.steps[k + 1 :]
             ):

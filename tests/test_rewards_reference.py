@@ -12,8 +12,8 @@ from toolrl.rewards.reference import (
     paper_reward,
     turn_pair_score,
     turn_reward,
-    values_equal,
 )
+from toolrl.rewards.reference_common import values_equal
 from toolrl.rewards.types import EpisodeInput, ErrorCode, GoldenStep, PredictedCall, TurnInput, semantic_success
 
 OK = {"status": True, "data": [1]}

@@ -5,7 +5,7 @@ A predicted call p is correct for a golden call g when the names are equal and
      the same canonical value (:func:`toolrl.env.canonical.canonical_value`: ``"12"`` == ``12``,
      surrounding whitespace ignored; otherwise exact: case and punctuation matter), and
   2. either (a) p and g have the same keys and every other value is equal after canonicalisation
-     and string normalisation (:func:`toolrl.rewards.reference.normalize_string`: drop `` ,./-_*^``,
+     and string normalisation (:func:`toolrl.rewards.reference_common.normalize_string`: drop `` ,./-_*^``,
      lower-case; applied to every string in nested values), or (b) p is *response-equivalent*: the
      cache answers p with a response equal to g's (g's recorded response, else the cache's answer for
      g), or (c) an optional judge (:mod:`toolrl.eval.judge`) accepts it.
@@ -26,7 +26,7 @@ from typing import Any
 from toolrl.data import paths
 from toolrl.env.canonical import canonical_value
 from toolrl.eval.types import GoldenCall
-from toolrl.rewards.reference import normalize_string
+from toolrl.rewards.reference_common import normalize_string
 # The one predicted-call type (rewards and evaluation share it); importable from here as before.
 from toolrl.rewards.types import PredictedCall
 

@@ -2,7 +2,7 @@
 
 Hashing: names, argument keys and normalised argument values are hashed with blake2b (64 bits)
 so the kernels compare integers only.  The hash of a value is the hash of a canonical form that encodes exactly the equality of
-`toolrl.rewards.reference.values_equal`: type category (int and float are both "number"), strings
+`toolrl.rewards.reference_common.values_equal`: type category (int and float are both "number"), strings
 after the paper's normalisation, numbers by value, lists element by element (list-of-object values
 such as flight `legs` included), dicts key by key.  Hence equal hashes <=> equal values (up to
 2^-64 collisions).  blake2b is stable across processes and machines, unlike Python's `hash()`.
@@ -47,7 +47,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from toolrl.rewards import bfcl
-from toolrl.rewards.reference import normalize_string, paper_semantic
+from toolrl.rewards.reference_common import normalize_string
+from toolrl.rewards.reference_paper import paper_semantic
 from toolrl.rewards.types import (
     OFFICIAL_COUNTED_REASONS,
     EpisodeInput,
@@ -118,7 +119,7 @@ def canonical_value(v: Any) -> Any:
 
 
 def value_type_code(v: Any) -> int:
-    """Type code of a value (matches `reference.value_type`)."""
+    """Type code of a value (matches `reference_common.value_type`)."""
     if isinstance(v, bool):
         return TYPE_BOOL
     if isinstance(v, (int, float)):

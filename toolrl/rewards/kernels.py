@@ -6,7 +6,7 @@ a dict with
   reward      float32 [B]
   levels      dict of float32 [B] ("atomic", "orchestration", "name", "structure", "values",
               "semantic"; turn adds "format", "frontier_f1", "premature"; paper with
-              paper_compat="official" adds the official result's keys, `reference.OFFICIAL_KEYS`)
+              paper_compat="official" adds the official result's keys, `reference_paper.OFFICIAL_KEYS`)
   calls       dict of float32 [B, C] per-call levels ("score", "name", "structure", "values",
               "semantic"; turn adds "format"), 0 on padding
   error_codes int32 [B, C]  (`ErrorCode`; PADDING for empty slots)
@@ -97,7 +97,7 @@ def _values_ok(f: dict[str, Array]) -> Array:
 
 
 def _key_type_ratio(f: dict[str, Array]) -> Array:
-    """`reference.key_type_ratio` [C, S]."""
+    """`reference_common.key_type_ratio` [C, S]."""
     return jnp.where(
         f["n_g"] > 0,
         f["n_type"].astype(jnp.float32) / jnp.maximum(f["n_g"], 1).astype(jnp.float32),
@@ -157,7 +157,7 @@ def _safe_div(num: Array, den: Array) -> Array:
 
 
 def _credit_steps(name_eq: Array, step_deps: Array) -> tuple[Array, Array, Array]:
-    """Transitive names-only orchestration credit (`reference.credit_steps`) of one example.
+    """Transitive names-only orchestration credit (`reference_paper.credit_steps`) of one example.
 
     Args:
       name_eq: bool [C, S], call c has step s's name (valid call and step).

@@ -1,7 +1,10 @@
 """Plain-Python reference of the graduated rewards: the oracle the JAX kernels are tested against.
 
 One function per definition of docs/design.md, "Rewards".  Readability over speed: this is the
-spec in code.  Families:
+spec in code.  This module holds our two families and the table of all three (`REFERENCES`); the
+common pieces (`Score`, value equality, call-level checks, modes) are in
+:mod:`toolrl.rewards.reference_common`, the paper's family in :mod:`toolrl.rewards.reference_paper`.
+Families:
 
 - `paper_reward`: the seed paper's episode formula, flaws included (first step with the name,
   name-only orchestration, atomic mean over the model's calls), in two settings: ``paper_compat=
@@ -35,14 +38,22 @@ calls" as exactly right (every part 1).
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from toolrl.rewards import bfcl
+from toolrl.rewards.reference_common import (
+    Score,
+    _combine,
+    argument_error,
+    ast_score,
+    call_success,
+    call_value,
+    is_full_match,
+    key_type_ratio,
+    values_check,
+    values_equal,
+)
+from toolrl.rewards.reference_paper import paper_reward
 from toolrl.rewards.types import (
-    MODES,
-    OFFICIAL_COUNTED_REASONS,
     EpisodeInput,
     ErrorCode,
     GoldenStep,
@@ -51,152 +62,10 @@ from toolrl.rewards.types import (
     TurnInput,
     check_paper_compat,
     checked_call,
-    semantic_success,
     validate_depends_on,
 )
 
-# Keys of the official `compute_score` result (reported as levels with paper_compat="official").
-OFFICIAL_KEYS = (
-    "R_atomic_validity", "R_atomic_validity_ast", "R_atomic_validity_semantic", "R_atomic_validity_rate",
-    "R_atomic_validity_name", "R_atomic_validity_structure", "R_atomic_validity_values",
-    "tool_executable_rate", "tool_calling_success_rate", "R_outcome_orchestration", "R_outcome_state", "score",
-)  # fmt: skip
-CALL_LEVELS = ("score", "name", "structure", "values", "semantic")
-
-_STRIP = re.compile(r"[ ,./\-_*^]")
-
-
-@dataclasses.dataclass(frozen=True)
-class Score:
-    """A reward with its parts.
-
-    Attributes:
-      reward: the scalar reward of the requested mode.
-      levels: per-level scores ("atomic", "orchestration", ... see each family).
-      error_codes: one `ErrorCode` (as int) per predicted call, in order.
-    """
-
-    reward: float
-    levels: dict[str, float]
-    error_codes: tuple[int, ...]
-    call_levels: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- values
-
-
-def normalize_string(s: str) -> str:
-    """String normalisation of the paper: drop ` ,./-_*^` and lower-case."""
-    return _STRIP.sub("", s).lower()
-
-
-def value_type(v: Any) -> str:
-    """Type category of a JSON value: number (int and float agree), str, bool, list, dict, null."""
-    if isinstance(v, bool):  # bool is an int subclass in Python: test it first.
-        return "bool"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "str"
-    if isinstance(v, (list, tuple)):
-        return "list"
-    if isinstance(v, Mapping):
-        return "dict"
-    if v is None:
-        return "null"
-    return "other"
-
-
-def values_equal(a: Any, b: Any) -> bool:
-    """Equality of argument values: same type category, strings normalised, numbers by value,
-    lists element by element, dicts key by key (keys exact), recursively."""
-    ta, tb = value_type(a), value_type(b)
-    if ta != tb:
-        return False
-    if ta == "str":
-        return normalize_string(a) == normalize_string(b)
-    if ta == "number":
-        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
-    if ta == "list":
-        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
-    if ta == "dict":
-        return set(a) == set(b) and all(values_equal(a[k], b[k]) for k in a)
-    return a == b
-
-
-# ----------------------------------------------------------------------------- call-level checks
-
-
-def argument_error(call_args: Mapping[str, Any], golden_args: Mapping[str, Any]) -> ErrorCode:
-    """First failing argument check (MISSING_KEY, EXTRA_KEY, WRONG_TYPE, WRONG_VALUE) or OK."""
-    if any(k not in call_args for k in golden_args):
-        return ErrorCode.MISSING_KEY
-    if any(k not in golden_args for k in call_args):
-        return ErrorCode.EXTRA_KEY
-    if any(value_type(call_args[k]) != value_type(golden_args[k]) for k in golden_args):
-        return ErrorCode.WRONG_TYPE
-    if any(not values_equal(call_args[k], golden_args[k]) for k in golden_args):
-        return ErrorCode.WRONG_VALUE
-    return ErrorCode.OK
-
-
-def values_check(call_args: Mapping[str, Any], golden_args: Mapping[str, Any]) -> bool:
-    """Every golden key present, no extra key, every value equal."""
-    return argument_error(call_args, golden_args) == ErrorCode.OK
-
-
-def key_type_ratio(call_args: Mapping[str, Any], golden_args: Mapping[str, Any]) -> float:
-    """|keys(c) ∩ keys(g)| / |keys(g)| · type_acc of the paper; with no golden arguments, 1 only
-    when the call has none either.
-
-    type_acc is the share of shared keys whose types agree, so the product simplifies to
-    (#shared keys with agreeing types) / |keys(g)|: one division, which keeps ties exact (the
-    episode matching compares these numbers) in float32 and float64 alike.
-    """
-    if not golden_args:
-        return 1.0 if not call_args else 0.0
-    agreeing = sum(1 for k in golden_args if k in call_args and value_type(call_args[k]) == value_type(golden_args[k]))
-    return agreeing / len(golden_args)
-
-
-def ast_score(call: PredictedCall, step: GoldenStep, weights: RewardWeights) -> float:
-    """AST score of the paper: w_name·[name] + w_keys·key_type_ratio + w_values·[values check]."""
-    if not call.format_ok or call.name != step.function:
-        return 0.0
-    w_name, w_keys, w_values = weights.ast
-    return w_name + w_keys * key_type_ratio(call.arguments, step.arguments) + w_values * float(
-        values_check(call.arguments, step.arguments)
-    )
-
-
-def call_success(call: PredictedCall) -> bool:
-    """Semantic level: executed and the response is a success."""
-    return call.format_ok and semantic_success(call.executed, call.response)
-
-
-def call_value(call: PredictedCall, step: GoldenStep | None, weights: RewardWeights) -> float:
-    """(AST + semantic) / 2; a call without a golden step scores 0."""
-    if step is None:
-        return 0.0
-    return (ast_score(call, step, weights) + float(call_success(call))) / 2.0
-
-
-def is_full_match(call: PredictedCall, step: GoldenStep) -> bool:
-    """Format, name, and values check all pass (AST score at its maximum)."""
-    return call.format_ok and call.name == step.function and values_check(call.arguments, step.arguments)
-
-
-def _combine(atomic: float, orchestration: float, binary: bool, mode: str, weights: RewardWeights) -> float:
-    """The ablation modes."""
-    if mode == "graduated":
-        return weights.atomic * atomic + weights.orchestration * orchestration
-    if mode == "atomic":
-        return atomic
-    if mode == "orchestration":
-        return orchestration
-    if mode == "binary":
-        return float(binary)
-    raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+# ----------------------------------------------------------------------------- episode
 
 
 def _call_error(call: PredictedCall, step: GoldenStep | None, repeated: bool, deps_ok: bool) -> ErrorCode:
@@ -214,162 +83,6 @@ def _call_error(call: PredictedCall, step: GoldenStep | None, repeated: bool, de
         return ErrorCode.EXEC_FAILED
     return ErrorCode.OK
 
-
-# ----------------------------------------------------------------------------- paper
-
-
-def paper_structure(call_args: Mapping[str, Any], golden_args: Mapping[str, Any]) -> float:
-    """The paper's structure ratio in [0, 1] (times w_keys in the AST score): |shared keys| / |keys(g)|
-    · type_acc, type_acc = share of shared keys whose types agree (`bfcl.types_compatible`: int,
-    float and bool agree), 0 without shared keys; with no golden arguments, 1 only when the call has
-    none either.  Computed as the official scorer does (two ratios multiplied)."""
-    if not golden_args:
-        return 1.0 if not call_args else 0.0
-    shared = [k for k in golden_args if k in call_args]
-    if not shared:
-        return 0.0
-    agreeing = sum(1 for k in shared if bfcl.types_compatible(call_args[k], golden_args[k]))
-    return (len(shared) / len(golden_args)) * (agreeing / len(shared))
-
-
-def paper_argument_error(call_args: Mapping[str, Any], golden_args: Mapping[str, Any], official: bool) -> ErrorCode:
-    """First failing check of the paper's AST levels: MISSING_KEY, EXTRA_KEY, WRONG_TYPE (types not
-    compatible), WRONG_VALUE (`bfcl.value_ok` fails), or OK (the values level passes)."""
-    if any(k not in call_args for k in golden_args):
-        return ErrorCode.MISSING_KEY
-    if any(k not in golden_args for k in call_args):
-        return ErrorCode.EXTRA_KEY
-    if any(not bfcl.types_compatible(call_args[k], golden_args[k]) for k in golden_args):
-        return ErrorCode.WRONG_TYPE
-    if any(not bfcl.value_ok(call_args[k], golden_args[k], official) for k in golden_args):
-        return ErrorCode.WRONG_VALUE
-    return ErrorCode.OK
-
-
-def paper_values_ok(call_args: Mapping[str, Any], golden_args: Mapping[str, Any], official: bool) -> bool:
-    """The paper's values level (BFCL's check): same key set, every value passes `bfcl.value_ok`."""
-    return set(call_args) == set(golden_args) and all(bfcl.value_ok(call_args[k], golden_args[k], official) for k in golden_args)
-
-
-def paper_semantic(call: PredictedCall) -> bool:
-    """The paper's semantic level: the call has a response (executed, not None) and
-    `bfcl.response_ok` holds (``[]``, ``""`` and numbers pass; ``status: 0`` fails)."""
-    return call.format_ok and call.executed and call.response is not None and bfcl.response_ok(call.response)
-
-
-def credit_steps(calls: Sequence[PredictedCall], steps: Sequence[GoldenStep]) -> dict[int, int]:
-    """Names-only orchestration credit of the paper (transitive): steps are visited in order; step
-    j is credited at the first call position i with j's function name such that every step j
-    depends on was itself credited, at a position < i.  Returns {step: credited position}."""
-    credited: dict[int, int] = {}
-    for j, g in enumerate(steps):
-        if any(d not in credited for d in g.depends_on):
-            continue
-        lower = max((credited[d] for d in g.depends_on), default=-1)
-        pos = next((i for i, c in enumerate(calls) if i > lower and c.format_ok and c.name == g.function), None)
-        if pos is not None:
-            credited[j] = pos
-    return credited
-
-
-def paper_reward(
-    ep: EpisodeInput, mode: str = "graduated", weights: RewardWeights = RewardWeights(), paper_compat: str = "ours"
-) -> Score:
-    """The seed paper's reward (docs/design.md, "Rewards", `paper`), reproduced with its known flaws.
-
-    Per call: the FIRST golden step with the call's name (none -> every level 0); AST = w_name +
-    w_keys·`paper_structure` + w_values·[`paper_values_ok`]; semantic = `paper_semantic`.  R_atomic
-    = mean over the counted calls of (AST + semantic) / 2 (0 without calls); R_orch = share of the
-    golden steps credited by `credit_steps` (0 without steps).
-
-    Args:
-      paper_compat: "ours" (every call counts, unparseable ones as 0; dicts and lists of dicts
-        compared key by key / element by element) or "official" (the authors' scorer exactly:
-        blocks whose JSON did not parse are dropped, BFCL's dict check as it is).
-
-    Levels: atomic, orchestration, name, structure, values, semantic (+ `OFFICIAL_KEYS` in the
-    official setting).
-    """
-    check_paper_compat(paper_compat)
-    official = paper_compat == "official"
-    steps = ep.steps
-    validate_depends_on(steps)
-    calls = [checked_call(c) for c in ep.calls]
-    w_name, w_keys, w_values = weights.ast
-    first: dict[str, int] = {}
-    for j, g in enumerate(steps):
-        first.setdefault(g.function, j)
-    credited = credit_steps(calls, steps)
-
-    counted = [c.format_ok or not official or c.format_error in OFFICIAL_COUNTED_REASONS for c in calls]
-    parts: dict[str, list[float]] = {k: [] for k in ("name", "structure", "values", "semantic", "ast", "score")}
-    codes, full, executable, no_error = [], [], [], []
-    for i, c in enumerate(calls):
-        j = first.get(c.name) if c.format_ok else None
-        if j is None:
-            name = structure = values = semantic = 0.0
-            ok_values = False
-            code = ErrorCode.FORMAT if not c.format_ok else ErrorCode.WRONG_NAME
-        else:
-            g = steps[j]
-            ok_values = paper_values_ok(c.arguments, g.arguments, official)
-            name = w_name
-            structure = w_keys * paper_structure(c.arguments, g.arguments)
-            values = w_values if ok_values else 0.0
-            semantic = float(paper_semantic(c))
-            code = paper_argument_error(c.arguments, g.arguments, official)
-            deps_ok = all(d in credited for d in g.depends_on) and i > max((credited[d] for d in g.depends_on), default=-1)
-            if code == ErrorCode.OK and not deps_ok:
-                code = ErrorCode.DEPENDENCY_VIOLATION
-            elif code == ErrorCode.OK and not semantic:
-                code = ErrorCode.EXEC_FAILED
-        ast = name + structure + values
-        for k, v in (("name", name), ("structure", structure), ("values", values), ("semantic", semantic), ("ast", ast)):
-            parts[k].append(v)
-        parts["score"].append((ast + semantic) / 2.0)
-        codes.append(int(code))
-        full.append(j is not None and ok_values and semantic == 1.0)
-        has_response = j is not None and c.executed and c.response is not None
-        executable.append(has_response)
-        no_error.append(has_response and bfcl.response_no_error(c.response))
-
-    n = sum(counted)
-
-    def mean(xs: Sequence[float]) -> float:
-        return sum(x for x, k in zip(xs, counted) if k) / n if n else 0.0
-
-    if official:
-        atomic = (mean(parts["ast"]) + mean(parts["semantic"])) / 2
-    else:
-        atomic = mean(parts["score"])
-    orchestration = len(credited) / len(steps) if steps else 0.0
-    binary = n > 0 and bool(steps) and all(f for f, k in zip(full, counted) if k) and len(credited) == len(steps)
-    reward = _combine(atomic, orchestration, binary, mode, weights)
-    levels = {"atomic": atomic, "orchestration": orchestration}
-    levels.update({k: mean(parts[k]) for k in ("name", "structure", "values", "semantic")})
-    if official:
-        valid = full  # AST total >= 1 and semantic: the values level implies full structure
-        levels.update(
-            {
-                "R_atomic_validity": atomic,
-                "R_atomic_validity_ast": mean(parts["ast"]),
-                "R_atomic_validity_semantic": mean(parts["semantic"]),
-                "R_atomic_validity_rate": mean([float(v) for v in valid]),
-                "R_atomic_validity_name": levels["name"],
-                "R_atomic_validity_structure": levels["structure"],
-                "R_atomic_validity_values": levels["values"],
-                "tool_executable_rate": mean([float(v) for v in executable]),
-                "tool_calling_success_rate": mean([float(v) for v in no_error]),
-                "R_outcome_orchestration": orchestration,
-                "R_outcome_state": 0.0,
-                "score": weights.atomic * atomic + weights.orchestration * orchestration,
-            }
-        )
-    call_levels = {k: tuple(parts[k]) for k in CALL_LEVELS}
-    return Score(reward, levels, tuple(codes), call_levels)
-
-
-# ----------------------------------------------------------------------------- episode
 
 
 def match_episode(ep: EpisodeInput, weights: RewardWeights = RewardWeights()) -> list[int | None]:

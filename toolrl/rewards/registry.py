@@ -154,7 +154,7 @@ class RewardOutput:
     Attributes:
       reward: float32 [B].
       levels: {name: float32 [B]} (atomic, orchestration, name, structure, values, semantic; turn:
-        + format, frontier_f1, premature; paper official: + `reference.OFFICIAL_KEYS`).
+        + format, frontier_f1, premature; paper official: + `reference_paper.OFFICIAL_KEYS`).
       error_codes: int32 [B, C] (`ErrorCode`, PADDING beyond each row's calls; for a row whose calls
         overflowed C, the first C calls).
       overflow: int32 [B], items beyond the encode config (see encode.py); 0 when it all fit.
