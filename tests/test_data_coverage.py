@@ -9,7 +9,7 @@ from toolrl.data.coverage import family_key, query_overlap
 from toolrl.data.golden import load_samples
 from toolrl.env.canonical import cache_key
 from toolrl.synth.build import split_by_entries
-from toolrl.synth.query_writer import LOOKUPS
+from toolrl.synth.phrasebook_clauses import LOOKUPS
 from toolrl.synth.types import Call, Trace
 
 

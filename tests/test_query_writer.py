@@ -7,8 +7,9 @@ import pytest
 
 from toolrl.data import paths
 from toolrl.synth import surface
+from toolrl.synth.phrasebook import PhrasebookWriter
 from toolrl.synth.query import QueryRenderer
-from toolrl.synth.query_writer import PhrasebookWriter, WriterChain, is_step_list, missing_values, names_a_tool
+from toolrl.synth.query_writer import WriterChain, is_step_list, missing_values, names_a_tool
 from toolrl.synth.sampler import ConstrainedSampler, CrossSampler, SynthKnobs
 from toolrl.synth.types import Binding, Call, Trace
 

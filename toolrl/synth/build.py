@@ -177,7 +177,7 @@ def split_by_entries(traces: Sequence[Trace], heldout_fraction: float = 0.2, val
     required call set is no training turn's). A held-out turn's tools are seen in training, its calls are not.
     """
     from toolrl.env.canonical import cache_key
-    from toolrl.synth.query_writer import LOOKUPS
+    from toolrl.synth.phrasebook_clauses import LOOKUPS
 
     keys = [{cache_key(c.name, c.arguments) for c in trace.calls if c.name not in LOOKUPS} for trace in traces]
     by_domain: dict[str, list[int]] = {}
@@ -328,7 +328,8 @@ def make_renderer(config: Any, output_dir: str | os.PathLike | None = None) -> A
     """The query renderer of a synthesis config: a :class:`~toolrl.synth.query_writer.WriterChain` of the
     named writers, or the numbered step-list renderer alone (``writer="steps"``)."""
     from toolrl.synth.query import OpenAIParaphraser, QueryRenderer
-    from toolrl.synth.query_writer import PhrasebookWriter, WriterChain, missing_values
+    from toolrl.synth.phrasebook import PhrasebookWriter
+    from toolrl.synth.query_writer import WriterChain, missing_values
 
     names = writer_names(config)
     if names == ["steps"]:
