@@ -21,7 +21,7 @@ from toolrl.rl.config import ConfigError, base_config, validate
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = r'''
-import json, os
+import json, os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax, numpy as np
@@ -41,22 +41,30 @@ c.plan.num_devices = 4
 c.rollout.prompts_per_step, c.rollout.group_size = 2, 2
 c.rollout.max_seq_len, c.rollout.max_new_tokens, c.rollout.max_turns, c.rollout.pad_multiple = 64, 16, 2, 16
 c.sft.batch_size = 2
+c.model.lora.rank, c.model.lora.alpha = int(sys.argv[1]), 8.0  # 0: full fine-tuning
 plan = make_plan(c)
 
 # The real thing, as the trainer builds it: model sharded, optimizer made under the mesh and sharded.
 mesh = make_mesh(1, 2, 2)
 mc = model_config_of(c)
 model = init_model(mc, 0)
+wrt = nnx.Param
+if c.model.lora.rank:  # as Policy.load and the trainer: adapters after the base, the optimizer over them only
+    from toolrl.models.lora import LoraSpec, adapter_count, apply_lora
+    apply_lora(model, LoraSpec(c.model.lora.rank, c.model.lora.alpha), 0)
+    wrt = nnx.LoRAParam
 with jax.set_mesh(mesh):
     shard_model(model, mesh)
     o = c.optim
-    opt = steps.make_optimizer(model, o.learning_rate, o.warmup_steps, o.weight_decay, o.b1, o.b2, o.grad_clip)
+    opt = steps.make_optimizer(model, o.learning_rate, o.warmup_steps, o.weight_decay, o.b1, o.b2, o.grad_clip, wrt=wrt)
     nnx.update(opt, shard_state(nnx.state(opt), mesh))
 params, opt_state = nnx.state(model, nnx.Param), nnx.state(opt)
 real_shard = lambda tree: sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree))
 real = {"param_bytes": real_shard(params), "optimizer_bytes": real_shard(opt_state),
         "param_bytes_global": sum(x.nbytes for x in jax.tree.leaves(params)),
-        "optimizer_bytes_global": sum(x.nbytes for x in jax.tree.leaves(opt_state))}
+        "optimizer_bytes_global": sum(x.nbytes for x in jax.tree.leaves(opt_state)),
+        "trainable_count": sum(x.size for x in jax.tree.leaves(nnx.state(model, wrt))),
+        "adapter_count": adapter_count(model) if c.model.lora.rank else 0}
 
 # The real update on a real batch of the planned shapes, and its own memory analysis.
 shapes = update_shapes(c, 2)
@@ -82,6 +90,8 @@ print(json.dumps({
     "real": {**real, "update_argument": real_memory.argument_size_in_bytes, "update_temp": real_memory.temp_size_in_bytes,
              "loss_finite": bool(np.isfinite(float(metrics["loss"])))},
     "kv_global": kv_cache_bytes(mc, shapes.batch, shapes.prompt_width + shapes.new_tokens),
+    "dims": [mc.num_layers, mc.hidden_size, mc.num_heads * mc.head_dim, mc.num_kv_heads * mc.head_dim,
+             mc.intermediate_size],
 }))
 '''
 
@@ -91,15 +101,28 @@ def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, **kw)
 
 
-@pytest.mark.slow  # ~25 s: three programs compiled for 4 simulated devices
-def test_plan_matches_the_real_sharded_state_and_update():
-    out = _run([sys.executable, "-c", SCRIPT])
+@pytest.mark.slow  # ~25 s each: three programs compiled for 4 simulated devices
+@pytest.mark.parametrize("rank", [0, 4])
+def test_plan_matches_the_real_sharded_state_and_update(rank):
+    """Full fine-tuning (rank 0) and LoRA: the plan's bytes and XLA's analysis of its abstract update
+    are those of the real sharded model, optimizer and update the trainer would build."""
+    out = _run([sys.executable, "-c", SCRIPT, str(rank)])
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     plan, real = result["plan"], result["real"]
     # Parameter and optimizer bytes, per device and in all: the abstract state is the real one.
-    for key in ("param_bytes", "optimizer_bytes", "param_bytes_global", "optimizer_bytes_global"):
+    for key in ("param_bytes", "optimizer_bytes", "param_bytes_global", "optimizer_bytes_global", "trainable_count"):
         assert plan[key] == real[key], key
+    layers, d, q, kv, f = result["dims"]
+    if rank:
+        # Hand count: A [in, r] and B [r, out] on q, k, v, o, gate, up, down of every layer.
+        adapters = layers * rank * ((d + q) + 2 * (d + kv) + (q + d) + 2 * (d + f) + (f + d))
+        assert plan["trainable_count"] == real["adapter_count"] == adapters
+        assert plan["lora"] == {"rank": rank, "alpha": 8.0, "targets": ["attn", "mlp"]}
+        # AdamW's two f32 moments of the adapters (plus its step counters): nothing for the base.
+        assert 2 * 4 * adapters <= plan["optimizer_bytes_global"] < 2 * 4 * adapters + 64
+    else:
+        assert plan["lora"] is None and plan["trainable_count"] == plan["param_count"]
     assert plan["param_bytes"] < plan["param_bytes_global"]  # fsdp x tensor really shards it
     # XLA's numbers for the abstract program are those of the real one, positive and consistent.
     u = plan["update_memory"]

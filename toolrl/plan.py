@@ -34,7 +34,7 @@ from typing import Any
 # Neither module imports jax at import time: run_plan must set up simulated devices before jax starts.
 from toolrl.plan_costs import (DEVICES, DeviceKind, GiB, Shapes, activation_estimate, analytic_flops, global_bytes,
                                kv_cache_bytes, per_device_bytes, update_shapes)
-from toolrl.plan_lowering import (abstract_train_state, compile_sampler, compile_update, memory_stats,
+from toolrl.plan_lowering import (abstract_train_state, compile_sampler, compile_update, lora_spec_of, memory_stats,
                                   model_config_of, xla_flops)
 
 # ============================================================================ the plan
@@ -49,16 +49,19 @@ class Plan:
     num_devices: int
     mesh: tuple[int, int, int]
     shapes: Shapes
-    param_count: int
+    param_count: int  # every parameter: the base and, with LoRA, its adapters
     param_bytes: int  # per device
     optimizer_bytes: int  # per device
     param_bytes_global: int
     optimizer_bytes_global: int
+    lora: dict[str, Any] | None  # {"rank", "alpha", "targets"} (None: full fine-tuning)
+    trainable_count: int  # what the optimizer updates: every parameter, or the LoRA adapters only
+    trainable_bytes: int  # per device
     activation_estimate: int  # per device, one micro-batch
     kv_cache_bytes: int  # per device
     update_memory: dict[str, int]
     sampler_memory: dict[str, int] | None
-    update_peak: int  # resident during the update (its XLA peak, + the reference model when beta > 0)
+    update_peak: int  # resident during the update (its XLA peak, + the reference's parameters when beta > 0)
     rollout_peak: int  # resident during the rollout (the sampler's peak + optimizer moments + reference)
     xla_flops_update: float  # per device, loop bodies counted once
     xla_flops_sampler: float | None
@@ -92,7 +95,6 @@ class Plan:
         return out
 
 
-
 def make_plan(config: Any, devices: Any = None) -> Plan:
     """Lower and compile the update (and the sampler) for ``config`` on simulated devices; nothing is
     allocated. Needs at least the mesh's device count (``XLA_FLAGS=--xla_force_host_platform_device_count``).
@@ -118,10 +120,12 @@ def make_plan(config: Any, devices: Any = None) -> Plan:
                           f"XLA_FLAGS=--xla_force_host_platform_device_count={n} before jax starts")
     mesh = make_mesh(data, fsdp, tensor, devices[:n])
     mc = model_config_of(config)
+    spec = lora_spec_of(config)
     shapes = update_shapes(config, data * fsdp)
     started = time.perf_counter()
     graphdef, state, mgraph, mstate = abstract_train_state(config, mc, mesh)
-    params = nnx.state(mstate, nnx.Param)
+    params = nnx.state(mstate, nnx.Param)  # nnx.LoRAParam is an nnx.Param: the adapters are counted too
+    trainable = nnx.state(mstate, nnx.LoRAParam) if spec is not None else params
     opt_state = state[1]  # the split of (model, optimizer): 0 = model, 1 = optimizer
     update = compile_update(config, graphdef, state, shapes, mesh)
     sampler = compile_sampler(config, mgraph, mstate, shapes, mesh) if p.sampler else None
@@ -133,10 +137,12 @@ def make_plan(config: Any, devices: Any = None) -> Plan:
     shards = data * fsdp
     kv_shard = tensor if mc.num_kv_heads % tensor == 0 else 1
     kv = kv_cache_bytes(mc, shapes.batch, shapes.prompt_width + shapes.new_tokens) // (shards * kv_shard)
+    # The KL reference (Reference.frozen_at) is a copy of every nnx.Param of the policy, adapters included.
     ref = param_bytes if config.grpo.beta > 0 else 0
     update_peak = update_mem["peak_memory"] + ref
     rollout_peak = (sampler_mem["peak_memory"] + opt_bytes + ref) if sampler_mem else 0
-    flops = analytic_flops(mc, config, shapes)
+    trainable_count = sum(math.prod(x.shape) for x in jax.tree.leaves(trainable))
+    flops = analytic_flops(mc, config, shapes, trainable_count if spec is not None else 0)
     achieved = n * kind.bf16_flops * float(p.mfu)
     # A decode step reads every parameter shard and the KV cache once: it is bandwidth bound unless the
     # batch is large. Its time is the larger of the two bounds.
@@ -152,6 +158,8 @@ def make_plan(config: Any, devices: Any = None) -> Plan:
         param_count=sum(math.prod(x.shape) for x in jax.tree.leaves(params)),
         param_bytes=param_bytes, optimizer_bytes=opt_bytes, param_bytes_global=global_bytes(params),
         optimizer_bytes_global=global_bytes(opt_state),
+        lora=None if spec is None else {"rank": spec.rank, "alpha": spec.alpha, "targets": list(spec.targets)},
+        trainable_count=trainable_count, trainable_bytes=per_device_bytes(trainable),
         activation_estimate=activation_estimate(mc, shapes) // shards, kv_cache_bytes=kv,
         update_memory=update_mem, sampler_memory=sampler_mem, update_peak=update_peak, rollout_peak=rollout_peak,
         xla_flops_update=xla_flops(update), xla_flops_sampler=xla_flops(sampler) if sampler is not None else None,
@@ -177,14 +185,18 @@ def render(plan: Plan, config: Any) -> str:
     data, fsdp, tensor = plan.mesh
     title = (f"{plan.model} ({plan.param_count / 1e9:.2f} B params, compute {mc.dtype}"
              f"{', remat' if mc.get('remat', False) else ''}) on {plan.num_devices} x {plan.device.name}, "
-             f"mesh data={data} fsdp={fsdp} tensor={tensor}")
+             f"mesh data={data} fsdp={fsdp} tensor={tensor}, "
+             + (f"LoRA rank {plan.lora['rank']} on {', '.join(plan.lora['targets'])}" if plan.lora else "full fine-tuning"))
     table = Table(title=title, show_lines=False)
     table.add_column("quantity")
     table.add_column("per device", justify="right")
     table.add_column("note")
     table.add_row("parameters (f32)", _gib(plan.param_bytes), f"all devices {_gib(plan.param_bytes_global)}")
+    table.add_row("trainable parameters", _gib(plan.trainable_bytes),
+                  f"{plan.trainable_count:,} of {plan.param_count:,} ({plan.trainable_count / plan.param_count:.2%})"
+                  + (": the LoRA adapters, the base frozen" if plan.lora else ""))
     table.add_row("optimizer state (AdamW, f32)", _gib(plan.optimizer_bytes),
-                  f"all devices {_gib(plan.optimizer_bytes_global)}")
+                  f"all devices {_gib(plan.optimizer_bytes_global)}" + ("; the adapters' moments only" if plan.lora else ""))
     table.add_row("activations, one micro-batch (estimate)", _gib(plan.activation_estimate),
                   f"{s.rows // max(s.micro_batches, 1)} rows x {s.width} tokens, "
                   f"{'K=' + str(s.loss_positions) + ' loss positions' if s.packed else 'head at every position'}")
@@ -195,7 +207,7 @@ def render(plan: Plan, config: Any) -> str:
                   f"aliased (donated) {_gib(u['alias'])}")
     table.add_row("update: XLA temporaries", _gib(u["temp"]), f"{s.micro_batches} micro-batch(es) of {s.rows} rows")
     table.add_row("update: XLA peak", _gib(plan.update_peak),
-                  "arguments + outputs - aliased + temporaries" + (" + reference model" if config.grpo.beta > 0 else ""))
+                  "arguments + outputs - aliased + temporaries" + (" + reference parameters" if config.grpo.beta > 0 else ""))
     if plan.sampler_memory is not None:
         m = plan.sampler_memory
         table.add_row("rollout: XLA arguments / temporaries", f"{_gib(m['argument'])} / {_gib(m['temp'])}",

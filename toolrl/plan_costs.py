@@ -105,28 +105,37 @@ def update_shapes(config: Any, shards: int) -> Shapes:
 # ============================================================================ estimates
 
 
-def analytic_flops(mc: Any, config: Any, shapes: Shapes) -> dict[str, float]:
+def analytic_flops(mc: Any, config: Any, shapes: Shapes, adapter_params: int = 0) -> dict[str, float]:
     """FLOPs of one GRPO step over all devices (multiply-add = 2), from the shapes alone.
 
-    update: forward + backward (x3; x4 of the trunk with remat) of the trunk on rows x W tokens (the
-    decoder's attention is dense over W, masked pairs included) and of the LM head at the K loss
-    positions, times grpo.num_iterations, plus a forward per log-prob pass (old policy, reference).
+    update: forward + backward of the trunk on rows x W tokens (the decoder's attention is dense over W,
+    masked pairs included) and of the LM head at the K loss positions, times grpo.num_iterations, plus a
+    forward per log-prob pass (old policy, reference). A backward is two forwards' worth: the gradient of
+    the activations and that of the weights; with LoRA (``adapter_params`` > 0, A [in, r] and B [r, out]
+    of every adapted projection) the frozen weights (and the LM head) get none, so their matmuls cost
+    x2 instead of x3, while attention's scores (no weights) and the adapters themselves (2 FLOPs per
+    adapter weight and token) stay x3. Remat adds one more forward of the trunk.
     rollout: per turn, the group prefill over P tokens (one row per group) and N decode steps of the
-    whole batch attending to P + N cache slots, LM head included; rollout.max_turns turns (an upper
-    bound: rows end early)."""
+    whole batch attending to P + N cache slots, LM head and adapters included; rollout.max_turns turns
+    (an upper bound: rows end early)."""
     from toolrl.rl.steps import trunk_costs
 
     linear, pair = trunk_costs(mc)
+    adapters = 2.0 * adapter_params  # per token, all layers
     head = 2.0 * mc.hidden_size * mc.vocab_size
     r, w, k = shapes.rows, shapes.width, (shapes.loss_positions if shapes.packed else shapes.width)
-    trunk = r * (linear * w + pair * w * w)
+    weights = r * w * linear  # the matmuls with the (frozen under LoRA) weights
+    trained = r * (w * adapters + pair * w * w)  # attention's pair terms and the adapters: full backward
     head_f = r * k * head
-    forward = trunk + head_f
-    backward_factor = 3.0 + (1.0 if mc.remat else 0.0)
+    forward = weights + trained + head_f
+    remat = 1.0 if mc.remat else 0.0
+    weight_grads = 0.0 if adapter_params else 1.0
     iters = int(config.grpo.num_iterations)
     passes = (1 if iters > 1 else 0) + (1 if config.grpo.beta > 0 else 0)
-    update = iters * (backward_factor * trunk + 3.0 * head_f) + passes * forward
+    update = (iters * ((2.0 + weight_grads + remat) * weights + (3.0 + remat) * trained + (2.0 + weight_grads) * head_f)
+              + passes * forward)
     b, g, p, n = shapes.batch, int(config.rollout.group_size), shapes.prompt_width, shapes.new_tokens
+    linear += adapters
     prefill = (b // g) * (linear * p + pair * p * p) + b * head
     decode = n * b * (linear + pair * (p + n) + head)
     turns = int(config.rollout.max_turns)

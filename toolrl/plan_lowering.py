@@ -46,23 +46,34 @@ def abstract_sharded(state: Any, mesh: Any) -> Any:
     return jax.tree.map(one, state, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def lora_spec_of(config: Any) -> Any:
+    """The LoraSpec ``model.lora`` names (None: rank 0, full fine-tuning)."""
+    from toolrl.models.lora import LoraSpec
+
+    return LoraSpec.from_config(config.model.get("lora"))
+
+
 def abstract_train_state(config: Any, model_config: Any, mesh: Any) -> tuple[Any, Any, Any, Any]:
     """(graphdef of (model, optimizer), their abstract sharded state, the model's graphdef, its state).
 
-    The optimizer is the trainer's (``steps.make_optimizer`` with the GRPO learning rate): AdamW with
-    float32 moments, whatever the compute dtype."""
-    import jax
+    Built as the trainer builds them: the model (with ``model.lora.rank > 0``, qwix adapters added after
+    the base, as ``Policy.load`` does), then ``steps.make_optimizer`` with the GRPO learning rate over
+    ``nnx.Param`` (full fine-tuning) or ``nnx.LoRAParam`` (the adapters only: the base gets no moments).
+    AdamW's moments are float32, whatever the compute dtype."""
     from flax import nnx
 
     from toolrl.models.decoder import Decoder
+    from toolrl.models.lora import apply_lora
     from toolrl.rl import steps
 
-    o = config.optim
+    o, seed, spec = config.optim, int(config.seed), lora_spec_of(config)
 
     def build() -> tuple[Any, Any]:
-        model = Decoder(model_config, nnx.Rngs(int(config.seed)))
+        model = Decoder(model_config, nnx.Rngs(seed))
+        if spec is not None:
+            apply_lora(model, spec, seed)  # traced under eval_shape: the adapters are abstract too
         return model, steps.make_optimizer(model, o.learning_rate, o.warmup_steps, o.weight_decay, o.b1, o.b2,
-                                           o.grad_clip)
+                                           o.grad_clip, wrt=nnx.Param if spec is None else nnx.LoRAParam)
 
     # No mesh in context: the variables carry logical axis names, which only our rule table resolves.
     model, optimizer = nnx.eval_shape(build)
