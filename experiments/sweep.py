@@ -22,7 +22,7 @@ from experiments.study.stats import (POOLED_SEED, SINGLE_KINDS, arm_order, end_v
                                      mcnemar_exact_p, pooled_flips, start_entry, summarize, t_critical,
                                      t_interval, turn_flips)  # noqa: F401
 from experiments.study.plot import curve_bands, plot_curves  # noqa: F401
-from experiments.study.report import (METRIC_LABELS, ROW_LABELS, compact_table, fmt_ci, fmt_flips,
+from experiments.study.report import (METRIC_LABELS, ROW_LABELS, compact_table, design_lines, fmt_ci, fmt_flips,
                                       markdown_report, readme_markers, readme_tables, splice_readme,
                                       turns_right_table, write_summary)  # noqa: F401
 from experiments.study.execute import (RunLock, Stopped, execute, process_start, run_child, run_study,

@@ -1,5 +1,7 @@
 """The study's power calculations against simulation (independent truth: draw the experiment, run the test)."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -48,3 +50,24 @@ def test_mcnemar_mdd_shrinks_with_turns_and_is_reached():
 
 def test_binomial_sd_by_hand():
     assert binomial_sd_points(0.1, 100) == pytest.approx(3.0)
+
+
+def test_the_design_goes_into_the_summary_and_the_report(tmp_path):
+    """design.json (written before the runs) is carried into summary.json as ``design`` with the keys the
+    study issue asks for, and the report lists each comparison's detectable difference."""
+    from experiments import sweep
+    from experiments.study.power import DESIGN_FILE, design_record, design_table
+
+    table = design_table([3.0], {"graduated": 5, "binary": 5}, {"novel_test": (184, 0.03)})
+    design = design_record(table, 184, 90, 100, 3.0)
+    mdd = design["min_detectable_difference_points"]
+    assert mdd["graduated - start (seed level, SD 3)"] == table["seed_level"]["sd=3"]["graduated - start"]
+    assert mdd["one run - start (turn level, novel_test)"] == table["turn_level"]["novel_test"]["mdd_points"]
+    results = tmp_path / "s"
+    results.mkdir()
+    (results / DESIGN_FILE).write_text(json.dumps(design))
+    summary, text = sweep.write_summary(results)
+    assert summary["runs"] == []  # design.json is not a run
+    assert summary["design"]["heldout_novel_turns"] == 184 and summary["design"]["seeds"] == {"graduated": 5, "binary": 5}
+    assert json.loads((results / "summary.json").read_text())["design"] == design
+    assert f"| binary - graduated (seed level, SD 3) | {mdd['binary - graduated (seed level, SD 3)']:.1f} |" in text

@@ -132,20 +132,47 @@ def design_table(sds: list[float], seeds: dict[str, int], turns: dict[str, tuple
     return out
 
 
-if __name__ == "__main__":
+DESIGN_FILE = "design.json"
+
+
+def design_record(table: dict, heldout_novel_turns: int, eval_100_turns: int, eval_100_samples: int,
+                  planning_sd: float) -> dict:
+    """The design a study's summary.json carries (``design``): its held-out sizes, seeds per arm, and the
+    minimum detectable difference (points, at the table's alpha and power) of each comparison: seed level
+    at the planning seed SD, turn level (McNemar, one run against the start) per held-out set."""
+    seed_level = table["seed_level"][f"sd={planning_sd:g}"]
+    mdd = {f"{name} (seed level, SD {planning_sd:g})": value for name, value in seed_level.items()}
+    mdd.update({f"one run - start (turn level, {name})": row["mdd_points"] for name, row in table["turn_level"].items()})
+    return {"heldout_novel_turns": heldout_novel_turns, "eval_100_turns": eval_100_turns,
+            "eval_100_samples": eval_100_samples, "seeds": dict(table["seeds"]),
+            "planning_seed_sd_points": planning_sd, "alpha": table["alpha"], "power": table["power"],
+            "min_detectable_difference_points": mdd}
+
+
+def main(argv: list[str]) -> None:
+    """``python -m experiments.study.power [OUT_DIR]``: the natural study's power.json and design.json from
+    its SFT start's evaluations (experiments/results/natural/sft_start_eval_*.json)."""
     import json
-    import sys
     from pathlib import Path
 
-    # The natural study's planning numbers (experiments/results/natural/design.md quotes this file).
-    start = json.loads((Path(__file__).resolve().parents[1] / "results" / "natural" /
-                        "sft_start_eval_novel_test.json").read_text())["summary"]
-    start_100 = json.loads((Path(__file__).resolve().parents[1] / "results" / "natural" /
-                            "sft_start_eval_eval_100.json").read_text())["summary"]
+    natural = Path(__file__).resolve().parents[1] / "results" / "natural"
+    out_dir = Path(argv[0]) if argv else natural
+
+    def start(name: str) -> dict:
+        return json.loads((natural / f"sft_start_eval_{name}.json").read_text())["summary"]
+
+    test, turns_100, samples_100 = start("novel_test"), start("eval_100"), start("eval_100_official")
     table = design_table([2.0, 3.0, 4.0], {"graduated": 5, "binary": 5, "atomic": 3, "orchestration": 3},
-                         {"novel_test": (start["turns"], round(start["accuracy"], 4)),
-                          "eval_100": (start_100["turns"], round(start_100["accuracy"], 4))})
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else (Path(__file__).resolve().parents[1] / "results" / "natural"
-                                                      / "power.json")
-    out.write_text(json.dumps(table, indent=2) + "\n")
-    print(json.dumps(table, indent=2))
+                         {"novel_test": (test["turns"], round(test["accuracy"], 4)),
+                          "eval_100": (turns_100["turns"], round(turns_100["accuracy"], 4))})
+    # SD 3: the middle of the planning range (design.md, "Power"); the runs' own SD replaces it in the report.
+    design = design_record(table, test["turns"], turns_100["turns"], samples_100["samples"], 3.0)
+    for name, data in (("power.json", table), (DESIGN_FILE, design)):
+        (out_dir / name).write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(design, indent=2))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from experiments.study.collect import load_results
-from experiments.study.files import dotted, resolve, write_json_atomic
+from experiments.study.files import dotted, read_json, resolve, write_json_atomic
 from experiments.study.plan import BASELINE_ARM, CURVES_FILE, EVAL_METRICS, REPORT_FILE, SUMMARY_FILE
 from experiments.study.plot import plot_curves
+from experiments.study.power import DESIGN_FILE
 from experiments.study.stats import SINGLE_KINDS, arm_order, end_value, start_entry, summarize, turn_flips
 
 
@@ -32,6 +33,20 @@ ROW_LABELS = {"zero_shot": "zero-shot", "sft": "SFT start"}
 METRIC_LABELS = {"turn_accuracy": "turn acc", "call_accuracy": "call acc", "success_rate": "success"}
 
 
+def design_lines(design: Mapping[str, Any] | None) -> list[str]:
+    """The design the runs were planned with (design.json): held-out sizes, seeds, detectable differences."""
+    if not design:
+        return []
+    seeds = ", ".join(f"{arm} {n}" for arm, n in design["seeds"].items())
+    lines = ["", "## Design (planned before the runs)", "",
+             f"Held out: {design['heldout_novel_turns']} novel synthesized test turns; eval_100: "
+             f"{design['eval_100_turns']} scored turns, {design['eval_100_samples']} samples. Seeds: {seeds}. "
+             f"Minimum detectable differences at α = {design['alpha']:g}, power {design['power']:g}:", "",
+             "| comparison | points |", "|---|---|"]
+    lines += [f"| {name} | {value:.1f} |" for name, value in design["min_detectable_difference_points"].items()]
+    return lines
+
+
 def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
     """The study's tables: per eval source the end-of-run metrics (%) and the paired differences
     (percentage points), then training (reward, degenerate groups, fit, wall time)."""
@@ -39,6 +54,7 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
     base = summary["baseline_arm"]
     lines = [f"# Study {study}".rstrip(), "",
              f"{len(summary['runs'])} finished runs. Cells: mean ± {conf}% Student-t half width over seeds (n runs)."]
+    lines += design_lines(summary.get("design"))
     if any(pooled for s in summary["sources"].values() for pooled in s.get("flips_pooled", {}).values()):
         lines[-1] += (" Rows 'all seeds, summed': the seeds' turns gained and lost added up, with the exact"
                       " McNemar p of the sums (a sign test stratified by seed).")
@@ -179,6 +195,9 @@ def write_summary(results_path: str | os.PathLike, baseline: str = BASELINE_ARM,
     path = resolve(results_path)
     results = load_results(path)
     summary = summarize(results, baseline, confidence)
+    design = read_json(path / DESIGN_FILE) if (path / DESIGN_FILE).is_file() else None
+    if design is not None:  # written before the runs (experiments/study/power.py)
+        summary["design"] = design
     text = markdown_report(summary, path.name)
     write_json_atomic(path / SUMMARY_FILE, summary)
     tmp = path / f".{REPORT_FILE}.{os.getpid()}.tmp"
