@@ -7,7 +7,8 @@ import pytest
 
 from toolrl.data.complexfuncbench import iter_cache_dump
 from toolrl.env import cache as cache_module
-from toolrl.env.cache import CacheError, ResponseCache, Source, build_cache, is_success_response
+from toolrl.env.cache import CacheError, ResponseCache, Source, build_cache
+from toolrl.env.cache_format import is_success_response
 from toolrl.env.canonical import cache_key, canonical_value
 
 

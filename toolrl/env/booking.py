@@ -35,7 +35,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from toolrl.data.schemas import ToolSchema, load_tool_schemas
-from toolrl.env.cache import ResponseCache, is_success_response, open_default_cache
+from toolrl.env.cache import ResponseCache, open_default_cache
+from toolrl.env.cache_format import is_success_response
 from toolrl.env.canonical import canonical_value
 from toolrl.env.limits import check_arguments, loads_arguments, short_repr
 
