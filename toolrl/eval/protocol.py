@@ -249,6 +249,14 @@ def run_protocol(tasks: Sequence[TurnTask], policy: Policy, matcher: CallMatcher
     return [state.result() for state in states]
 
 
+def request_size(request: Any) -> int:
+    """A request's length in characters (its messages and tool schemas as JSON): a stand-in for its prompt's
+    token count, to sort requests by without tokenizing them."""
+    messages = getattr(request, "messages", ())
+    tools = getattr(request, "tools", ())
+    return len(json.dumps(list(messages), default=str)) + len(json.dumps(list(tools or ()), default=str))
+
+
 # progress(finished runs, all runs, requests answered so far): called after every policy call.
 Progress = Callable[[int, int, int], None]
 
@@ -258,15 +266,23 @@ def drive_batched(runs: Sequence[Any], policy: Policy, batch_size: int, step: Ca
     """Asks the policy for every unfinished run (``run.done`` false; ``run.request()``), ``batch_size``
     requests per call, and hands each answer to ``step(run, text)`` (a non-string answer as ""), until
     every run is done; ``progress`` hears after every call how many runs are done (an evaluation takes
-    minutes to hours on a CPU). Shared by the turn protocol and the official runner."""
+    minutes to hours on a CPU). Shared by the turn protocol and the official runner.
+
+    Each round's requests go out shortest first (by the policy's own ``request_size``, prompt tokens,
+    when it has one; else by characters, `request_size`): a call is padded to its longest prompt, and
+    in run order the study's novel test turns padded to 1.95x the prompt tokens of calls sorted by
+    tokens (benchmarks/results/eval_padding.json). The order changes which requests share a call, not
+    what any request asks."""
+    size = getattr(policy, "request_size", request_size)
     asked = 0
     while True:
-        active = [run for run in runs if not run.done]
+        active = [(run, run.request()) for run in runs if not run.done]
         if not active:
             break
+        active.sort(key=lambda pair: size(pair[1]))  # stable: ties keep the runs' order
         for start in range(0, len(active), batch_size):
-            chunk = active[start:start + batch_size]
-            texts = policy([run.request() for run in chunk])
+            chunk = [run for run, _ in active[start:start + batch_size]]
+            texts = policy([request for _, request in active[start:start + batch_size]])
             if len(texts) != len(chunk):
                 raise ValueError(f"policy returned {len(texts)} texts for {len(chunk)} requests")
             for run, text in zip(chunk, texts):

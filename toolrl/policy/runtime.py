@@ -431,6 +431,10 @@ class EvalPolicy:
         found = self._continued(request)
         return found if found is not None else self.policy.prompt_ids(request.messages, request.tools, self.tool_view)
 
+    def request_size(self, request: Any) -> int:
+        """Tokens of the request's prompt: the batched driver sends requests shortest first by it."""
+        return len(self.prompt_ids(request))
+
     def __call__(self, requests: Sequence[Any]) -> list[str]:
         start = time.perf_counter()
         prompts = []
