@@ -542,3 +542,24 @@ def test_verdicts_added_to_older_result_files_from_the_run_files(tmp_path, fake_
     assert json.loads(path.read_text()) == fresh  # restored exactly; nothing else changed
     assert "verdicts" not in json.loads(tampered.read_text())["eval"]["eval_100@official"]["end"]
     assert sweep.add_missing_verdicts(settings) == []  # idempotent
+
+
+def test_a_resumed_run_keeps_its_finished_evaluations(tmp_path, fake_commands, monkeypatch):
+    """A run interrupted in its second evaluation goes on there: training resumes (the trainer skips what it
+    saved), the first evaluation (same command, same checkpoint) is not redone. A new checkpoint redoes it."""
+    settings = _settings(tmp_path, arms=(), zero_shot=True, eval_sources=("eval_100", "synthetic:test"))
+    monkeypatch.setenv("FAIL_ON", "zero_shot:eval-synthetic_test")
+    assert sweep.run_study(settings, fake_commands, log=_quiet)["zero_shot"].startswith("failed")
+    monkeypatch.delenv("FAIL_ON")
+    lines: list[str] = []
+    assert sweep.run_study(settings, fake_commands, log=lines.append)["zero_shot"] == "done"
+    assert _ledger(tmp_path) == ["zero_shot:eval-eval_100", "zero_shot:eval-synthetic_test",
+                                 "zero_shot:eval-synthetic_test"]
+    assert any("eval-eval_100 done before" in line for line in lines)
+    result = json.loads((tmp_path / "results" / "s" / "zero_shot.json").read_text())
+    assert result["attempts"] == {"eval-eval_100": 1, "eval-synthetic_test": 2}  # the ledger keeps every attempt
+
+    (tmp_path / "results" / "s" / "zero_shot.json").unlink()
+    (tmp_path / "runs" / "s" / "zero_shot" / "work" / "checkpoints" / "7").mkdir(parents=True)  # a newer model
+    sweep.run_study(settings, fake_commands, log=_quiet)
+    assert _ledger(tmp_path)[3:] == ["zero_shot:eval-eval_100", "zero_shot:eval-synthetic_test"]

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from experiments.study.collect import collect_result, record_attempt
-from experiments.study.files import REPO_ROOT, is_finished, read_metrics, read_result, resolve, write_json_atomic
+from experiments.study.files import (REPO_ROOT, is_finished, read_json, read_metrics, read_result, resolve,
+                                     write_json_atomic)
 from experiments.study.plan import CommandFn, RunSpec, StudySettings, default_commands, plan, settings_changed
 from experiments.study.report import write_summary
 
@@ -154,13 +155,33 @@ def subprocess_env(settings: StudySettings) -> dict[str, str]:
     return env | settings.env
 
 
+EVAL_DONE_FILE = "done.json"
+
+
+def latest_checkpoint(workdir: str | os.PathLike) -> int | None:
+    """The newest checkpoint step saved in a run's workdir (None: none, e.g. the zero-shot model)."""
+    steps = [int(p.name) for p in (resolve(workdir) / "checkpoints").glob("*") if p.name.isdigit()]
+    return max(steps) if steps else None
+
+
+def eval_done(marker: Path, done: Mapping[str, Any]) -> bool:
+    """Whether an evaluation finished with this command on this checkpoint: its marker (written after its
+    eval_results.json) records both."""
+    try:
+        return (marker.parent / "eval_results.json").is_file() and read_json(marker) == dict(done)
+    except (OSError, ValueError):
+        return False
+
+
 def execute(spec: RunSpec, settings: StudySettings, commands: CommandFn = default_commands,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs one spec's subprocesses in order (cwd: the repo root), then writes its result file.
 
     Each step's output goes to ``<run_dir>/<step>.log``. A failing step raises
     ``subprocess.CalledProcessError`` (a step that leaves no output it must: ``FileNotFoundError``)
-    and no result file is written, so a restarted study redoes the run.
+    and no result file is written, so a restarted study redoes the run. An evaluation step that
+    finished before, with the same command, of the same checkpoint (`eval_done`), is not redone: a
+    run whose training and first evaluations ended before an interruption goes on at the next one.
     """
     run_dir = resolve(settings.run_dir(spec))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +190,12 @@ def execute(spec: RunSpec, settings: StudySettings, commands: CommandFn = defaul
     argvs: dict[str, list[str]] = {}
     for step, argv in commands(spec, settings):
         argvs[step] = argv
+        marker = run_dir / "eval" / step[len("eval-"):] / EVAL_DONE_FILE if step.startswith("eval-") else None
+        done = {"argv": [_portable(a) for a in argv], "checkpoint": latest_checkpoint(settings.workdir(spec))}
+        if marker is not None and eval_done(marker, done):
+            seconds[step] = 0.0  # its time is in the ledger (attempts.jsonl) already
+            log(f"  {spec.name}: {step} done before (same command and checkpoint), not redone")
+            continue
         t0 = time.perf_counter()
         with open(run_dir / f"{step}.log", "a", encoding="utf-8") as out:
             out.write(f"\n$ {' '.join(argv)}\n")
@@ -187,6 +214,7 @@ def execute(spec: RunSpec, settings: StudySettings, commands: CommandFn = defaul
             expected = run_dir / "eval" / step[len("eval-"):] / "eval_results.json"
             if not expected.is_file():
                 raise FileNotFoundError(f"{step} wrote no {expected}")
+            write_json_atomic(marker, done)
         if step == "train" and not read_metrics(resolve(settings.workdir(spec)) / "metrics.jsonl"):
             raise FileNotFoundError(f"train wrote no records to {settings.workdir(spec) / 'metrics.jsonl'}")
     result = collect_result(spec, settings, {k: [_portable(a) for a in v] for k, v in argvs.items()}, seconds)
