@@ -38,6 +38,9 @@ VARIANTS = {
     "dr_grpo": {"grpo.scale_by_std": False, "grpo.aggregation": "constant"},
     # k3 KL to the frozen post-SFT reference.
     "kl": {"grpo.beta": 0.04},
+    # Learning rates for pilots (experiments/results/natural/design.md: chosen on the validation split).
+    "lr3e-6": {"optim.learning_rate": 3e-6},
+    "lr3e-5": {"optim.learning_rate": 3e-5},
 }
 
 
