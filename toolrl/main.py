@@ -145,6 +145,7 @@ def evaluate(config: Any):
         policy, run_config = Policy.from_run(run, mesh)
         run_config.unlock()
         run_config.eval = config.eval  # what to evaluate comes from this command; prompts from the run
+        run_config.wandb = config.wandb  # and where its record goes
         config = run_config
     else:
         if config.eval.checkpoint:
@@ -157,7 +158,20 @@ def evaluate(config: Any):
             report = run_evaluation(config, policy, output)
     report.print()
     print(f"results: {output}/eval_results.json")
+    if jax.process_index() == 0:
+        from toolrl.rl.metrics import log_evaluation
+
+        where = log_evaluation(report, config, output, step=_latest_step(run))
+        if where != "disabled":
+            print(f"wandb: {where}")
     return report
+
+
+def _latest_step(run: Path) -> int:
+    """The step of a run's latest checkpoint (the one `Policy.from_run` loads); 0 without checkpoints."""
+    directory = run / "checkpoints"
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
+    return max(steps, default=0)
 
 
 def summary_table(info: Any, minutes: float) -> str:
@@ -207,6 +221,10 @@ def main(argv: list[str]) -> None:
     validate(config)
     from toolrl.rl.workdir import check_local_path
 
+    if config.mode in ("grpo", "sft"):
+        from toolrl.rl.metrics import sweep_workdir
+
+        config.workdir = sweep_workdir(config.workdir)  # inside `wandb agent`: one workdir per sweep run
     check_local_path(config.workdir)  # every process refuses a gs:// workdir, not only the one that opens it
     import jax
 

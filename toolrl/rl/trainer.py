@@ -54,7 +54,7 @@ from toolrl.rl import grpo, steps
 from toolrl.rl.guards import (STORAGE_ERRNOS, Abandon, CheckpointSaveError, NonFiniteError,  # noqa: F401
                               SkipStep, StopSignals, TrainingInterrupted, checked_first, first_nonfinite,
                               storage_problem)
-from toolrl.rl.metrics import MetricsLog, WandbRun
+from toolrl.rl.metrics import MetricsLog, WandbRun, eval_scalars
 from toolrl.rl.progress import StepRecords
 from toolrl.rl.rollout import RolloutBatch, golden_episode
 # Re-exported: other modules and the tests import these names from the trainer.
@@ -414,7 +414,7 @@ class Trainer(GrpoUpdate):
             text += f" eval turn acc {scalars['eval/turn_accuracy']:.2f}"
         if self.step % c.train.log_every == 0 or self.step == end or "eval/turn_accuracy" in scalars:
             self.metrics.write({"step": self.step, "phase": phase, **scalars})
-            wandb_run.log(self.step, scalars, hists)
+            wandb_run.log(self.step, scalars, hists, phase=phase)
         self._stop.hold = True  # a save is not abandoned half-way
         try:
             self._save(force=self._phase_of(self.step) != phase or self.step == self.total_steps)
@@ -435,9 +435,7 @@ class Trainer(GrpoUpdate):
             if evaluation is None:
                 continue
             report = evaluation.run(self.policy)
-            m = report.overall("complete") if report.overall("complete").turns else report.overall("all")
-            out.update({f"{prefix}/turn_accuracy": m.turn_accuracy, f"{prefix}/call_accuracy": m.call_accuracy,
-                        f"{prefix}/success_rate": m.success_rate, f"{prefix}/turns": m.turns})
+            out.update(eval_scalars(report, prefix))
             report.save_json(self.workdir / "eval" / f"{name}_{self.step:06d}.json")
         return out
 
@@ -458,7 +456,8 @@ class Trainer(GrpoUpdate):
             StepRecords(self.total_steps).line("evaluating the start (eval.at_start)")
             record = {"step": 0, "phase": "start", **self.evaluate()}
             self.metrics.write(record)
-            wandb_run.log(0, {k: v for k, v in record.items() if k.startswith(("eval/", "eval_train/"))})
+            wandb_run.log(0, {k: v for k, v in record.items() if k.startswith(("eval/", "eval_train/"))},
+                          phase="start")
             info.evaluations.append(record)
         columns = [TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
