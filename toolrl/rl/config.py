@@ -34,7 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.preset = "smollm2_135m"  # Bundled preset name for load_pretrained ("tiny" = random, tests).
-    c.model.path = ""  # HF safetensors directory; overrides `preset` when set.
+    c.model.path = ""  # HF safetensors directory, or hf:Org/Name[@revision] (downloaded once); overrides `preset`.
     # Compute dtype (bfloat16 on TPU/GPU). Parameters and AdamW moments always stay float32.
     c.model.dtype = "float32"
     c.model.init_checkpoint = ""  # An earlier run's workdir (e.g. an SFT run) to start from.
