@@ -78,9 +78,23 @@ class LoraSpec:
 def _provider(spec: LoraSpec) -> Any:
     import qwix
 
+    class LoraInComputeDtype(qwix.LoraProvider):
+        """qwix's LoRA, each adapted product returned in the dtype of the plain product. The adapters are
+        float32 like every parameter, so ``x @ W + (x @ A) @ B`` would turn a bfloat16 projection (and the
+        residual stream after it) into float32: more memory, and the remat scan's carry would change
+        dtype (an error)."""
+
+        def dot_general(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
+                        out_sharding=None):
+            out = super().dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type,
+                                      out_sharding=out_sharding)
+            if preferred_element_type is None and hasattr(rhs, "dtype"):
+                return out.astype(jnp.result_type(lhs.dtype, rhs.dtype))
+            return out
+
     # Module paths are relative to the block: ("attn",), ("mlp",).
     pattern = "^(" + "|".join(re.escape(TARGETS[t]) for t in spec.targets) + ")$"
-    return qwix.LoraProvider(module_path=pattern, rank=spec.rank, alpha=spec.alpha)
+    return LoraInComputeDtype(module_path=pattern, rank=spec.rank, alpha=spec.alpha)
 
 
 def _example_inputs(config: Any) -> tuple[Any, ...]:
