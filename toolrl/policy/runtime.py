@@ -257,7 +257,7 @@ class Policy:
         else:
             tokens_dev, mask_dev = jnp.asarray(tokens), jnp.asarray(mask)
         out = self._generate_fn(settings, group_size)(nnx.state(self.model), tokens_dev, mask_dev, key)
-        new, logp, valid = (_to_host(out[k]) for k in ("tokens", "logprobs", "mask"))
+        new, logp, valid = (to_host(out[k]) for k in ("tokens", "logprobs", "mask"))
         stops = set(self.chat.stop_ids)
         rows, lps, finished = [], [], np.zeros(len(prompts), bool)
         for i in range(len(prompts)):
@@ -349,7 +349,7 @@ class Reference:
         return self.policy.packed_logprobs_fn(temperature, shared)(self.state(model_state), batch)
 
 
-def _to_host(x: Any) -> np.ndarray:
+def to_host(x: Any) -> np.ndarray:
     """A (possibly multi-host sharded) array as a full numpy array on this host."""
     if jax.process_count() > 1 and isinstance(x, jax.Array) and not x.is_fully_addressable:
         from jax.experimental import multihost_utils

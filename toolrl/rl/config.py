@@ -140,6 +140,12 @@ def base_config() -> ml_collections.ConfigDict:
     # filtering): the budget, not the policy, ended them.
     c.grpo.mask_truncated = True
     c.grpo.num_iterations = 1  # Updates per rollout batch (mu); >1 makes the ratio/clip matter.
+    # The old policy's log-probs (the ratio's denominator): "trainer" = the trainer's own pass before the
+    # first update (with one update: the current policy's, ratio 1); "sampler" = the log-probs the sampler
+    # computed while generating, when their max absolute difference from the trainer's pass at the loss
+    # positions is within old_logprobs_tolerance (else the trainer's; grpo/sampler_logp_* logged).
+    c.grpo.old_logprobs = "trainer"
+    c.grpo.old_logprobs_tolerance = 1e-2
     c.grpo.micro_batches = 1  # Gradient accumulation chunks per update (memory / micro_batches).
     # LM head + log-softmax only at the loss positions (policy tokens) instead of every position;
     # same loss and gradient (False: the plain path, for comparison).
@@ -316,6 +322,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(g.beta >= 0, f"grpo.beta={g.beta} must be >= 0")
     check(g.aggregation in AGGREGATIONS, f"grpo.aggregation={g.aggregation!r} must be one of {sorted(AGGREGATIONS)}")
     check(g.num_iterations >= 1, f"grpo.num_iterations={g.num_iterations} must be >= 1")
+    check(g.get("old_logprobs", "trainer") in ("trainer", "sampler"),
+          f"grpo.old_logprobs={g.get('old_logprobs')!r} must be 'trainer' or 'sampler'")
+    check(g.get("old_logprobs_tolerance", 1e-2) >= 0,
+          f"grpo.old_logprobs_tolerance={g.get('old_logprobs_tolerance')} must be >= 0")
     check(g.micro_batches >= 1 and (r.prompts_per_step * r.group_size) % g.micro_batches == 0,
           f"grpo.micro_batches={g.micro_batches} must divide rollout.prompts_per_step·group_size="
           f"{r.prompts_per_step * r.group_size}")

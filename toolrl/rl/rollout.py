@@ -14,8 +14,10 @@ messages `toolrl.eval.protocol` builds):
   gets the golden responses and another round, up to `max_rounds`).
 
 Token bookkeeping: a row is a list of token ids with a parallel list of flags, 1 for tokens the policy
-generated (trained on) and 0 for prompt / environment tokens (masked out of the loss). Generated
-tokens are kept exactly as sampled.
+generated (trained on) and 0 for prompt / environment tokens (masked out of the loss), and a parallel
+list of the sampler's log-probs (log softmax(logits / T) of each generated token at the sampling
+temperature T; 0 at prompt / environment tokens), which the update may take as the old policy's
+(`grpo.old_logprobs = "sampler"`). Generated tokens are kept exactly as sampled.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Row:
 
     ids: list[int]
     flags: list[int]
+    logprobs: list[float] = dataclasses.field(default_factory=list)  # parallel to ids (0 where flags are 0)
     calls: list[PredictedCall] = dataclasses.field(default_factory=list)
     texts: list[str] = dataclasses.field(default_factory=list)
     turns: int = 0
@@ -61,6 +64,9 @@ class RolloutBatch:
       truncated: [B] bool, the row was cut by a token budget.
       generated_tokens: tokens sampled over the batch.
       generate_seconds: time inside `Policy.generate`.
+      logprobs: per row, float32 [len(ids)] aligned with the row's ids: the sampler's log-prob of each
+        generated token (at the sampling temperature), 0 at prompt / environment tokens; None when the
+        rows did not come from the sampler.
     """
 
     rows: list[tuple[list[int], list[int]]]
@@ -70,6 +76,7 @@ class RolloutBatch:
     truncated: np.ndarray
     generated_tokens: int
     generate_seconds: float
+    logprobs: list[np.ndarray] | None = None
 
 
 def turn_fits(start: int, max_new_tokens: int, max_seq_len: int) -> bool:
@@ -102,14 +109,17 @@ def _assistant_turn(policy: Policy, rows: Sequence[Row], turn: int, key: jax.Arr
     turns = []
     for j, i in enumerate(active):
         text = policy.chat.decode(out.tokens[j])
-        _append_policy_tokens(rows[i], out.tokens[j], text)
+        _append_policy_tokens(rows[i], out.tokens[j], text, out.logprobs[j])
         turns.append((i, text, bool(out.finished[j])))
     return turns, out.seconds, out.generated
 
 
-def _append_policy_tokens(row: Row, ids: list[int], text: str) -> None:
+def _append_policy_tokens(row: Row, ids: list[int], text: str, logprobs: Sequence[float]) -> None:
+    if len(logprobs) != len(ids):
+        raise ValueError(f"{len(logprobs)} sampler log-probs for {len(ids)} generated tokens")
     row.ids += ids
     row.flags += [1] * len(ids)
+    row.logprobs += [float(x) for x in logprobs]
     row.texts.append(text)
     row.turns += 1
 
@@ -124,6 +134,7 @@ def _append_env(policy: Policy, row: Row, tool_messages: list[dict[str, Any]], m
         return
     row.ids += env
     row.flags += [0] * len(env)
+    row.logprobs += [0.0] * len(env)
 
 
 def _execute(env: Any, policy: Policy, text: str) -> tuple[list[PredictedCall], list[dict[str, Any]]]:
@@ -147,7 +158,7 @@ def rollout_episodes(samples: Sequence[GoldenSample], group_size: int, policy: P
     rows: list[Row] = []
     for sample in samples:
         ids = policy.prompt_ids([{"role": "user", "content": sample.query}], sample.tools, tool_view)
-        rows += [Row(list(ids), [0] * len(ids)) for _ in range(group_size)]
+        rows += [Row(list(ids), [0] * len(ids), [0.0] * len(ids)) for _ in range(group_size)]
     generated, seconds = 0, 0.0
     for turn in range(max_turns):
         turns, dt, n = _assistant_turn(policy, rows, turn, key, settings, group_size, max_seq_len)
@@ -201,7 +212,7 @@ def rollout_turns(tasks: Sequence[tuple[GoldenSample, TurnTask]], group_size: in
     for sample, task in tasks:
         ids = turn_prompt_ids(policy, task, tool_view, render)
         for _ in range(group_size):
-            rows.append(Row(list(ids), [0] * len(ids)))
+            rows.append(Row(list(ids), [0] * len(ids), [0.0] * len(ids)))
             states.append(TurnState(task, history_messages(task, render), list(task.golden)))
     generated, seconds = 0, 0.0
     for round_ in range(max_rounds):
@@ -230,7 +241,7 @@ def rollout_turns(tasks: Sequence[tuple[GoldenSample, TurnTask]], group_size: in
 def _batch(rows: Sequence[Row], inputs: list[Any], generated: int, seconds: float) -> RolloutBatch:
     return RolloutBatch([(r.ids, r.flags) for r in rows], inputs, [r.texts for r in rows],
                         np.asarray([r.turns for r in rows], np.int32), np.asarray([r.truncated for r in rows]),
-                        generated, seconds)
+                        generated, seconds, [np.asarray(r.logprobs, np.float32) for r in rows])
 
 
 # ----------------------------------------------------------------------------- golden trajectories

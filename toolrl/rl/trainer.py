@@ -337,7 +337,9 @@ class Trainer(GrpoUpdate):
         if c.grpo.mask_truncated:
             live &= ~batch.truncated
         t2 = time.perf_counter()
-        metrics = self._update([batch.rows[i] for i in np.flatnonzero(live)], advantages[live])
+        kept = np.flatnonzero(live)
+        metrics = self._update([batch.rows[i] for i in kept], advantages[live],
+                               None if batch.logprobs is None else [batch.logprobs[i] for i in kept])
         t3 = time.perf_counter()
         codes = np.asarray(scored.error_codes).ravel()
         counts = np.bincount(codes[(codes >= 0) & (codes < N_ERROR_CODES)], minlength=N_ERROR_CODES)
