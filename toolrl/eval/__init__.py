@@ -7,17 +7,34 @@ default) and ``benchmark`` (old name ``official``: the benchmark's own free-runn
 :mod:`toolrl.eval.official`).
 """
 
-from toolrl.eval.evaluator import evaluate, make_matcher, run_evaluation
-from toolrl.eval.official import OfficialRules, SampleResult, official_golden_policy, run_official
-from toolrl.eval.policies import CORRUPTIONS, corrupted_policy, golden_policy, no_calls_policy
-from toolrl.eval.protocol import TurnResult, TurnTask, build_turn_tasks
-from toolrl.eval.report import PROTOCOLS, EvalReport, Metrics
-from toolrl.data.golden import load_samples as load_eval_samples
-from toolrl.eval.types import FREE_FUNCTIONS, EvalSample, GoldenCall, GoldenTurn, Policy, PolicyRequest
+import importlib
 
-__all__ = [
-    "CORRUPTIONS", "FREE_FUNCTIONS", "PROTOCOLS", "EvalReport", "EvalSample", "GoldenCall", "GoldenTurn", "Metrics",
-    "OfficialRules", "Policy", "PolicyRequest", "SampleResult", "TurnResult", "TurnTask", "build_turn_tasks",
-    "corrupted_policy", "evaluate", "golden_policy", "load_eval_samples", "make_matcher", "no_calls_policy",
-    "official_golden_policy", "run_evaluation", "run_official",
-]
+# The package's names, loaded on first use (PEP 562). Eager imports here made every submodule import the
+# evaluator, hence toolrl.games and toolrl.rl.rollout, which import toolrl.eval.protocol back: a cycle
+# (rl.rollout -> eval -> evaluator -> games -> rl.rollout) and flax on the path of toolrl.eval.match.
+_HOMES = {
+    "toolrl.eval.evaluator": ("evaluate", "make_matcher", "run_evaluation"),
+    "toolrl.eval.official": ("OfficialRules", "SampleResult", "official_golden_policy", "run_official"),
+    "toolrl.eval.policies": ("CORRUPTIONS", "corrupted_policy", "golden_policy", "no_calls_policy"),
+    "toolrl.eval.protocol": ("TurnResult", "TurnTask", "build_turn_tasks"),
+    "toolrl.eval.report": ("PROTOCOLS", "EvalReport", "Metrics"),
+    "toolrl.eval.types": ("FREE_FUNCTIONS", "EvalSample", "GoldenCall", "GoldenTurn", "Policy", "PolicyRequest"),
+}
+_HOME_OF = {name: (module, name) for module, names in _HOMES.items() for name in names}
+_HOME_OF["load_eval_samples"] = ("toolrl.data.golden", "load_samples")
+
+
+def __getattr__(name: str):
+    if name not in _HOME_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _HOME_OF[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME_OF))
+
+
+__all__ = sorted(_HOME_OF)

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from toolrl import games
+from toolrl.data.golden import load_samples, select_ids
+from toolrl.env.booking import SALIENT_KEYS, ViewPolicy
+from toolrl.env.cache import open_default_cache
 from toolrl.eval.judge import JudgeSettings, make_judge
 from toolrl.eval.match import CallMatcher, Judge, ResponseLookup, load_exact_match_values
 from toolrl.eval.progress import EvalProgress
@@ -23,6 +26,7 @@ from toolrl.eval.protocol import build_turn_tasks, render_response
 from toolrl.eval.report import EvalReport
 from toolrl.eval.selection import novel_tasks, stratified_subset, training_turn_sets, turn_id
 from toolrl.eval.types import EvalSample, Policy
+from toolrl.rl.run_data import load_training_samples
 
 
 def make_matcher(data_dir: str | os.PathLike | None = None, lookup: ResponseLookup | None = None,
@@ -35,8 +39,6 @@ def config_matcher(config: Any, judge: Judge | None = None) -> CallMatcher:
     """The matcher ``config.eval`` asks for: the benchmark's exact-match parameters, the response cache
     when ``eval.response_equivalence`` (``eval.cache_path``), and ``judge``. The evaluator and a rollout
     game judged by the matcher (the trainer's turn game, without the judge) build it here."""
-    from toolrl.env.cache import open_default_cache
-
     e, data_dir = config.eval, config.data.data_dir or None
     lookup = open_default_cache(data_dir, e.cache_path or None).lookup if e.response_equivalence else None
     return make_matcher(data_dir, lookup, judge)
@@ -63,8 +65,6 @@ def evaluate(samples: Sequence[EvalSample], policy: Policy, matcher: CallMatcher
 
 def response_view(config: Any):
     """The view policy for tool responses in prompts: the training config's (data.response_*)."""
-    from toolrl.env.booking import SALIENT_KEYS, ViewPolicy
-
     keep = config.data.get("response_keep", "all")  # runs saved before the field existed: the plain cut
     return ViewPolicy(max_list_items=config.data.response_max_list_items or None,
                       max_chars=config.data.response_max_chars or None,
@@ -83,8 +83,6 @@ class Evaluation:
     def __init__(self, config: Any, samples: Sequence[Any] | None = None, max_turns: int | None = None):
         """``samples`` (with ``max_turns``) evaluates those samples' scored turns instead of ``eval.source``'s,
         e.g. the run's own training tasks (``eval.train_turns``); ``eval.heldout`` does not apply to them."""
-        from toolrl.data.golden import load_samples, select_ids
-
         e = config.eval
         data_dir = config.data.data_dir or None
         self.config = config
@@ -102,8 +100,6 @@ class Evaluation:
         if heldout == "novel" or e.get("complete_only", False) or self.max_turns:
             tasks = [t for t in tasks if t.complete]
         if heldout == "novel":
-            from toolrl.rl.run_data import load_training_samples
-
             tasks = novel_tasks(tasks, training_turn_sets(load_training_samples(config)))
         if self.max_turns:
             if e.get("subset", "stratified") == "stratified":

@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from toolrl.env.canonical import cache_key
 from toolrl.eval.match import CallMatcher, Judge, ResponseLookup, bfcl_name
 from toolrl.eval.types import FREE_FUNCTIONS, GoldenCall
@@ -137,8 +139,7 @@ def pair_leftovers(predicted: Sequence[PredictedCall], golden: Sequence[GoldenCa
     """One-to-one pairs (predicted index, golden index) maximising :func:`call_similarity` (Hungarian)."""
     if not predicted or not golden:
         return []
-    import numpy as np
-    from scipy.optimize import linear_sum_assignment
+    from scipy.optimize import linear_sum_assignment  # local: scipy (seconds to import) only for this matching
 
     similarity = np.array([[call_similarity(p, g) for g in golden] for p in predicted])
     rows, cols = linear_sum_assignment(-similarity)

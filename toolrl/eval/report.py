@@ -17,6 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
 from toolrl import games
 # Re-exported: the metrics lived here before games were registered (toolrl.eval, tests).
 from toolrl.eval.metrics import (BUCKETS, OVERALL, Metrics, aggregate, aggregate_official,  # noqa: F401
@@ -99,8 +103,6 @@ class EvalReport:
     def table(self, bucket: str | None = None):
         """A rich Table of one bucket (domain rows; turn/call accuracy, success, errors), titled with the
         protocol. Default bucket: ``complete`` (turn), ``all`` (official)."""
-        from rich.table import Table
-
         bucket = bucket or self.default_bucket
         game = self.game
         unit = "history" if game.unit == "turns" else game.unit  # "complete history", "all samples"
@@ -138,8 +140,6 @@ class EvalReport:
     def print(self, console=None) -> None:
         """Per turn: the complete and incomplete buckets. Per sample (benchmark): all samples, and how many
         were shown a response the benchmark data lost."""
-        from rich.console import Console
-
         console = console or Console()
         if self.game.unit == "samples":
             console.print(self.table("all"))
@@ -155,11 +155,11 @@ class EvalReport:
     def plot(self, path: str | Path, bucket: str | None = None) -> Path:
         """Bar chart of turn accuracy, call accuracy and success per domain (PNG, Agg backend)."""
         bucket = bucket or self.default_bucket
+        # Local: matplotlib (several seconds to import) serves this chart only.
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
+        import matplotlib.pyplot as plt  # local, like matplotlib; after choosing the Agg backend
 
         per = self.metrics[bucket]
         domains = list(per)

@@ -70,7 +70,9 @@ from toolrl.eval.policies import render_calls
 from toolrl.eval.protocol import build_turn_tasks, history_messages
 from toolrl.eval.report import EvalReport
 from toolrl.data.golden import load_samples as load_eval_samples
+from toolrl.env.cache import open_default_cache
 from toolrl.eval.types import EvalSample, PolicyRequest
+from toolrl.rewards.parse import CLOSE_TAG, OPEN_TAG
 
 
 MAX_RECORD_DEPTH = 64  # objects / arrays nested in one record (real ones nest about 6 levels)
@@ -291,8 +293,6 @@ def sequences_from_predictions(predictions: dict[tuple[str, int, int], str]) -> 
 
 def _neutral(text: str) -> str:
     """A recorded final answer, with any tool-call tag defused (the benchmark read it as text)."""
-    from toolrl.rewards.parse import CLOSE_TAG, OPEN_TAG
-
     return text.replace(OPEN_TAG, "<tool call>").replace(CLOSE_TAG, "</tool call>")
 
 
@@ -472,8 +472,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     lookup = None
     if not args.no_response_equivalence:
-        from toolrl.env.cache import open_default_cache
-
         lookup = open_default_cache(args.data_dir, args.cache).lookup
     matcher = make_matcher(args.data_dir, lookup)
     settings = {"split": args.split, "predictions": args.predictions}
