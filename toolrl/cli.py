@@ -8,8 +8,9 @@ arguments) prints the traceback of user errors too.
 
 Which exceptions are user errors: :class:`UserError` and its subclasses, the file-system errors
 ``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError``, ``PermissionError``,
-``FileExistsError``, :class:`toolrl.data.validation.DataFormatError`, and whatever the entry point
-adds through ``user_errors``. KeyboardInterrupt prints ``interrupted`` and exits 130.
+``FileExistsError``, and whatever the entry point adds through ``user_errors``
+(:class:`toolrl.data.validation.DataFormatError`, a malformed input file, is a :class:`UserError`).
+KeyboardInterrupt prints ``interrupted`` and exits 130.
 
 Usage::
 
@@ -40,9 +41,7 @@ _FILE_ERRORS: tuple[type[BaseException], ...] = (
 
 def default_user_errors() -> tuple[type[BaseException], ...]:
     """The exception types every toolrl CLI treats as user errors."""
-    from toolrl.data.validation import DataFormatError  # light module (json, os)
-
-    return (UserError, DataFormatError, *_FILE_ERRORS)
+    return (UserError, *_FILE_ERRORS)
 
 
 def one_line(error: BaseException) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from toolrl.data.chat_render import (Message, TemplateKind, _call, _tool_schema, encode_text, render_chat,
                                      template_kind)
+from toolrl.rewards.parse import CLOSE_TAG, OPEN_TAG, parse_tool_calls
 
 # ----------------------------------------------------------------------------- the chat format
 
@@ -86,8 +87,6 @@ def tagless_calls_to_blocks(text: str) -> str:
     mentions ``"name"`` but is not valid JSON becomes a block too, so that the parser reports it as a
     malformed call instead of the call silently vanishing.
     """
-    from toolrl.rewards.parse import CLOSE_TAG, OPEN_TAG
-
     if OPEN_TAG in text:
         return text
     decoder = json.JSONDecoder()
@@ -188,8 +187,6 @@ class ChatFormat:
 
     def _probe_template(self) -> tuple[int, bool]:
         """(end-of-turn id, whether calls are written inside <tool_call> tags), from probe renderings."""
-        from toolrl.rewards.parse import OPEN_TAG
-
         prefix = [{"role": "user", "content": _PROBE_USER}]
         before = self.render(prefix, None, True)
         plain = self.render(prefix + [{"role": "assistant", "content": _PROBE_TEXT}], None, False)
@@ -392,8 +389,6 @@ class ChatFormat:
         (Llama 3.x) bare JSON call objects are converted to blocks first (see
         :func:`tagless_calls_to_blocks`).
         """
-        from toolrl.rewards.parse import parse_tool_calls
-
         if not self.calls_tagged:
             text = tagless_calls_to_blocks(text)
         return parse_tool_calls(text)

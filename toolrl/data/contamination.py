@@ -25,8 +25,9 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from toolrl.data.golden import GoldenCall, GoldenSample
+from toolrl.data.golden import GoldenCall, GoldenSample, load_samples
 from toolrl.env.canonical import cache_key
+from toolrl.eval.protocol import build_turn_tasks
 
 
 def call_key(call: GoldenCall) -> str:
@@ -88,8 +89,6 @@ class ContaminationReport:
 def contamination_report(train: Sequence[GoldenSample], test: Sequence[GoldenSample],
                          train_sources: Sequence[str] = (), test_source: str = "") -> ContaminationReport:
     """The overlap of ``test``'s scored turns and calls with ``train`` (any turn of any training sample)."""
-    from toolrl.eval.protocol import build_turn_tasks
-
     train_keys = sample_keys(train)
     # A scored turn's identity is its required (non-free) calls; training turns are compared the same way.
     train_turn_sets = {frozenset(call_key(c) for c in turn.calls if not c.is_free)
@@ -115,8 +114,6 @@ def drop_overlapping(train: Sequence[GoldenSample], test_keys: set[str]) -> tupl
 
 
 def main(argv: list[str] | None = None) -> int:
-    from toolrl.data.golden import load_samples
-
     parser = argparse.ArgumentParser(prog="python -m toolrl.data.contamination", description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", action="append", required=True, help="training source (repeatable), e.g. synthetic:train")
     parser.add_argument("--test", default="eval_100", help="test source")

@@ -36,9 +36,15 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from toolrl.cli import UserError
+from toolrl.cli import UserError, run_cli
 from toolrl.data.golden import SYNTHETIC_PREFIX, GoldenSample
+from toolrl.data.paths import toolrl_home
+from toolrl.eval.evaluator import Evaluation
+from toolrl.rl.config import ConfigError, validate
+from toolrl.rl.trainer import load_training_samples
 
 SPLITS = ("train", "validation", "test")
 
@@ -61,8 +67,6 @@ def eval_source(config: ml_collections.ConfigDict, split: str) -> str:
 
 def build_command(synth_dir: str) -> str:
     """The command that writes the synthesized dataset a config reads from ``synth_dir``."""
-    from toolrl.data.paths import toolrl_home
-
     study = (toolrl_home() / "study").resolve()
     if synth_dir and Path(synth_dir).expanduser().resolve().parent == study:  # the study's data (any version)
         return "python -m experiments.study_data"
@@ -75,10 +79,10 @@ def require_synthetic(sources: Iterable[str], synth_dir: str) -> None:
 
     Checked before loading because opening a missing TFDS dataset builds it (a full synthesis run).
     """
+    # Local: tensorflow_datasets (about 3 s to import) only for synthetic sources.
     import tensorflow_datasets as tfds
-    from absl import logging
 
-    from toolrl.synth.tfds_builder import DATASET_NAME, default_tfds_dir
+    from toolrl.synth.tfds_builder import DATASET_NAME, default_tfds_dir  # local: imports tensorflow_datasets
 
     for source in sources:
         if not source.startswith(SYNTHETIC_PREFIX):
@@ -98,8 +102,6 @@ def require_synthetic(sources: Iterable[str], synth_dir: str) -> None:
 
 
 def training_samples(config: ml_collections.ConfigDict) -> list[GoldenSample]:
-    from toolrl.rl.trainer import load_training_samples
-
     d = config.data
     require_synthetic(train_sources(config) + ([d.decontaminate] if d.decontaminate else []), d.synth_dir)
     try:
@@ -110,8 +112,6 @@ def training_samples(config: ml_collections.ConfigDict) -> list[GoldenSample]:
 
 def evaluation_samples(config: ml_collections.ConfigDict, split: str) -> list[tuple[GoldenSample, list[Any]]]:
     """(sample, its scored turns) as :class:`toolrl.eval.evaluator.Evaluation` selects them for ``split``."""
-    from toolrl.eval.evaluator import Evaluation
-
     source = eval_source(config, split)
     require_synthetic([source], config.data.synth_dir)
     view = ml_collections.ConfigDict(config.to_dict())
@@ -145,7 +145,7 @@ class WorkflowIds:
         if sample.source.startswith(SYNTHETIC_PREFIX):
             split = sample.source[len(SYNTHETIC_PREFIX):]
             if split not in self._by_split:
-                from toolrl.synth.tfds_builder import load_golden_traces
+                from toolrl.synth.tfds_builder import load_golden_traces  # local: imports tensorflow_datasets
 
                 self._by_split[split] = {t.trace_id or t.workflow_id: t.workflow_id
                                          for t in load_golden_traces(split, self.synth_dir or None)}
@@ -208,12 +208,6 @@ def write_jsonl(records: Iterable[dict[str, Any]], out: str | os.PathLike) -> in
 
 
 def run() -> None:
-    from absl import app, flags, logging
-    from ml_collections import config_flags
-
-    from toolrl.cli import run_cli
-    from toolrl.rl.config import ConfigError, validate
-
     config_flag = config_flags.DEFINE_config_file("config", "configs/grpo.py", "Training configuration file.")
     split_flag = flags.DEFINE_enum(
         "split", "train", list(SPLITS),

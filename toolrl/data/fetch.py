@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from toolrl.cli import UserError
+from toolrl.data.paths import DATA_DIR_ENV, toolrl_home
 
 MIRROR_ENV = "TOOLRL_DATA_MIRROR"
 RECORD = "FETCHED.json"
@@ -112,8 +113,6 @@ FILES: tuple[Remote, ...] = (
 
 
 def default_out() -> Path:
-    from toolrl.data.paths import toolrl_home
-
     return toolrl_home() / "data" / "complexfuncbench"
 
 
@@ -236,6 +235,5 @@ def main(argv: Sequence[str]) -> None:
                                                      f"(default ${MIRROR_ENV}, else the public hosts)")
     args = parser.parse_args(list(argv))
     directory = fetch(args.out, mirror=args.mirror, full=args.full)
-    from toolrl.data.paths import DATA_DIR_ENV
 
     print(f"done; to use these files: export {DATA_DIR_ENV}={directory}")

@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from toolrl.data import paths
-from toolrl.data.traces import TraceSample, TraceStep
+from toolrl.data.complexfuncbench import load_benchmark_jsonl
+from toolrl.data.provenance import dataset_exists
+from toolrl.data.schemas import load_tool_schemas
+from toolrl.data.traces import TraceSample, TraceStep, load_trace_file
+from toolrl.data.turns import default_typed_dependencies, infer_dependencies, segment_steps
+from toolrl.rewards.types import GoldenStep
 
 # The six location-lookup functions of the benchmark (names as in booking_api.json). They turn a place
 # name into an id or coordinates; the benchmark treats them as optional ("free"): a model may or may not
@@ -114,8 +119,6 @@ class GoldenSample:
 
     def reward_steps(self) -> tuple[Any, ...]:
         """The golden calls as the reward's :class:`toolrl.rewards.types.GoldenStep` (declared deps)."""
-        from toolrl.rewards.types import GoldenStep
-
         return tuple(GoldenStep(c.function, dict(c.arguments), tuple(c.depends_on)) for c in self.calls)
 
 
@@ -142,8 +145,6 @@ def _prompt_tools(candidates: Iterable[str], golden: Iterable[str], schemas: dic
 def from_trace_sample(sample: TraceSample, schemas: dict[str, Any], typed: Any,
                       max_distractors: int = -1) -> GoldenSample:
     """A trace-file sample cut into turns by the one turn rule."""
-    from toolrl.data.turns import infer_dependencies, segment_steps
-
     turns = segment_steps(infer_dependencies(sample, typed))
     calls = [GoldenCall(p, s.function, dict(s.arguments), s.response, tuple(s.depends_on))
              for p, s in enumerate(sample.steps)]
@@ -200,15 +201,10 @@ def load_samples(source: str = "eval_100", data_dir: str | os.PathLike | None = 
       max_samples: keep only the first N samples (None or 0: all).
       max_distractors: candidate tools no golden call uses, kept per prompt (-1 = all).
     """
-    from toolrl.data.schemas import load_tool_schemas
-    from toolrl.data.turns import default_typed_dependencies
-
     if max_samples is not None and max_samples < 0:
         raise ValueError(f"max_samples={max_samples} must be >= 0 (0 = all)")
     limit = max_samples or None
     if source.endswith(".jsonl"):
-        from toolrl.data.complexfuncbench import load_benchmark_jsonl
-
         out = []
         for sample in load_benchmark_jsonl(Path(source)):
             out.append(from_benchmark_sample(sample, max_distractors))
@@ -218,11 +214,10 @@ def load_samples(source: str = "eval_100", data_dir: str | os.PathLike | None = 
     schemas = load_tool_schemas(paths.data_file(paths.TOOL_SCHEMAS, data_dir))
     typed = default_typed_dependencies(str(data_dir) if data_dir else None)
     if source.startswith(SYNTHETIC_PREFIX):
+        # Local: tfds_builder imports tensorflow_datasets (about 3 s), needed for synthetic sources only.
         from toolrl.synth.tfds_builder import load_golden_traces
 
         split = source[len(SYNTHETIC_PREFIX):]
-        from toolrl.data.provenance import dataset_exists
-
         if synth_dir and not dataset_exists(synth_dir):  # TFDS would build one from the default cache
             raise FileNotFoundError(
                 f"no synthesized dataset in {synth_dir}; build it with `python -m toolrl.synth "
@@ -236,7 +231,6 @@ def load_samples(source: str = "eval_100", data_dir: str | os.PathLike | None = 
                 f"({type(err).__name__}: {err}); build it with `python -m toolrl.synth --config=configs/synth.py`"
             ) from err
         return [from_synth_trace(t, schemas, typed, max_distractors, source) for t in traces[:limit]]
-    from toolrl.data.traces import load_trace_file
 
     if source in SPLITS:
         path = paths.data_file(SPLITS[source], data_dir)

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 from toolrl.data import paths
 from toolrl.data.provenance import dataset_exists, file_sha256, read_stamp, write_stamp
+from toolrl.env.cache import Source, build_cache
+from toolrl.synth.run import default_config, synthesize_dataset
 
 # The stamp the natural data carries; bump it whenever synthesis or its settings change what is built.
 NATURAL_STAMP = "study:natural-v6"
@@ -55,9 +57,6 @@ def build_natural_data(synth_dir: str | Path | None = None, n_traces: int = N_TR
 
     A dataset already there under the current stamp is kept (``rebuild`` forces both steps); one with no
     stamp or an older one is deleted first, never reused."""
-    from toolrl.env.cache import Source, build_cache
-    from toolrl.synth.run import default_config, synthesize_dataset
-
     synth_dir = Path(synth_dir) if synth_dir else natural_dir()
     cache_path = decontaminated_cache()
     if rebuild:

@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from toolrl.cli import UserError
 
-class DataFormatError(ValueError):
-    """A data file does not have the expected layout.
+
+class DataFormatError(UserError):
+    """A data file does not have the expected layout (a user error: CLIs print it as one line, exit 2).
 
     Attributes:
       path: the file.

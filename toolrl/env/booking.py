@@ -34,6 +34,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from toolrl.data import paths
 from toolrl.data.schemas import ToolSchema, load_tool_schemas
 from toolrl.env.cache import ResponseCache, open_default_cache
 from toolrl.env.cache_format import is_success_response
@@ -204,8 +205,6 @@ class BookingEnvironment:
     @classmethod
     def from_default(cls, data_dir: str | None = None, cache_path: str | None = None, view: ViewPolicy | None = None) -> "BookingEnvironment":
         """The bundled schemas and the default cache (built from the bundled traces on first use)."""
-        from toolrl.data import paths  # local: keeps the module import light
-
         schemas = load_tool_schemas(paths.data_file(paths.TOOL_SCHEMAS, data_dir))
         return cls(open_default_cache(data_dir, cache_path), schemas, view)
 

@@ -223,11 +223,12 @@ def witnessed_template_edges(templates: Iterable[WorkflowTemplate], samples: Ite
 
 def draw(graph: DependencyGraph, out: Path, min_support: int = 1) -> None:
     """Function-level picture: an arrow A -> B when some field of A feeds some parameter of B."""
+    # Local: matplotlib and networkx (several seconds to import) serve this picture only.
     import matplotlib
+    import networkx as nx
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import networkx as nx
+    import matplotlib.pyplot as plt  # local, like matplotlib; after choosing the Agg backend
 
     digraph = nx.DiGraph()
     for edge in graph.edges(min_support=min_support):
