@@ -12,13 +12,13 @@ import sys
 from absl import app
 from ml_collections import config_flags
 
+from toolrl.synth.run import synthesize_dataset
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synth.py", "synthesis config (configs/synth.py)")
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from toolrl.synth.run import synthesize_dataset
-
     synthesize_dataset(_CONFIG.value)
 
 

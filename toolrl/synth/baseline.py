@@ -20,6 +20,7 @@ import numpy as np
 
 from toolrl.env.canonical import canonical_json
 from toolrl.synth.pool import CROSS_DOMAIN, EntryPool
+from toolrl.synth.query import QueryRenderer
 from toolrl.synth.sampler import SynthKnobs, assemble_trace
 from toolrl.synth.types import Binding, Trace, call_levels
 from toolrl.synth.validate import _connected
@@ -34,8 +35,6 @@ class UnconstrainedSampler:
         self.knobs = knobs
         self.seed = seed
         if renderer is None:
-            from toolrl.synth.query import QueryRenderer
-
             renderer = QueryRenderer()
         self.renderer = renderer
         self.tools = sorted(pool.by_function)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,14 @@ from toolrl.data.schemas import load_tool_schemas
 from toolrl.data.traces import TraceSample, load_trace_file, load_trace_files
 from toolrl.data.workflows import load_workflow_templates
 from toolrl.env.cache import ResponseCache, open_default_cache
-from toolrl.synth.pool import CROSS_DOMAIN, EntryPool, build_pool
+from toolrl.env.canonical import cache_key
+from toolrl.synth.llm_writer import LLMQueryWriter
+from toolrl.synth.phrasebook import PhrasebookWriter
+from toolrl.synth.phrasebook_clauses import LOOKUPS
+from toolrl.synth.pool import CROSS_DOMAIN, DOMAINS, EntryPool, build_pool
+from toolrl.synth.query import OpenAIParaphraser, QueryRenderer
+from toolrl.synth.query_writer import WriterChain, is_step_list, missing_values
+from toolrl.synth.real_queries import RealQueryWriter, benchmark_templates
 from toolrl.synth.sampler import ConstrainedSampler, CrossSampler, SynthKnobs
 from toolrl.synth.types import Call, Trace, call_levels, workflow_id_of
 
@@ -176,9 +185,6 @@ def split_by_entries(traces: Sequence[Trace], heldout_fraction: float = 0.2, val
     trace then calls a reserved call, so a held-out turn that requires one is novel by construction (its
     required call set is no training turn's). A held-out turn's tools are seen in training, its calls are not.
     """
-    from toolrl.env.canonical import cache_key
-    from toolrl.synth.phrasebook_clauses import LOOKUPS
-
     keys = [{cache_key(c.name, c.arguments) for c in trace.calls if c.name not in LOOKUPS} for trace in traces]
     by_domain: dict[str, list[int]] = {}
     for position, trace in enumerate(traces):
@@ -309,7 +315,6 @@ def validate_config(config: Any) -> None:
         raise SynthConfigError("writer 'llm' needs llm.base_url and llm.model")
     if config.get("bind", "all") not in ("all", "opaque"):
         raise SynthConfigError(f"bind must be 'all' or 'opaque', got {config.bind!r}")
-    from toolrl.synth.pool import CROSS_DOMAIN, DOMAINS
 
     unknown_domains = set(config.get("domains", ())) - set(DOMAINS) - {CROSS_DOMAIN}
     if unknown_domains:
@@ -327,10 +332,6 @@ def writer_names(config: Any) -> list[str]:
 def make_renderer(config: Any, output_dir: str | os.PathLike | None = None) -> Any:
     """The query renderer of a synthesis config: a :class:`~toolrl.synth.query_writer.WriterChain` of the
     named writers, or the numbered step-list renderer alone (``writer="steps"``)."""
-    from toolrl.synth.query import OpenAIParaphraser, QueryRenderer
-    from toolrl.synth.phrasebook import PhrasebookWriter
-    from toolrl.synth.query_writer import WriterChain, missing_values
-
     names = writer_names(config)
     if names == ["steps"]:
         paraphraser = None
@@ -343,12 +344,8 @@ def make_renderer(config: Any, output_dir: str | os.PathLike | None = None) -> A
         if name == "phrasebook":
             writers.append(PhrasebookWriter())
         elif name == "real":
-            from toolrl.synth.real_queries import RealQueryWriter, benchmark_templates
-
             writers.append(RealQueryWriter(benchmark_templates(config.data_dir or None)))
         elif name == "llm":
-            from toolrl.synth.llm_writer import LLMQueryWriter
-
             cache = config.llm.cache_path or (os.path.join(output_dir, "llm_answers.sqlite") if output_dir else None)
             writers.append(LLMQueryWriter(config.llm.base_url, config.llm.model,
                                           api_key=os.environ.get(config.llm.api_key_env, ""), cache_path=cache,
@@ -363,11 +360,6 @@ def write_synthesis_record(out: str | os.PathLike, config: Any, traces: Sequence
                            splits: dict[str, list[Trace]], warnings: Sequence[str], writer_stats: dict[str, int]) -> None:
     """``<out>/toolrl_traces/synthesis.json``: the settings, what each query writer wrote and rejected, the
     shortfalls and the split sizes of one synthesis (read by the study's data report)."""
-    import json
-    from collections import Counter
-
-    from toolrl.synth.query_writer import is_step_list
-
     record = {
         "settings": {key: (list(value) if isinstance(value, tuple) else value)
                      for key, value in config.to_dict().items() if key not in ("llm", "paraphrase")},

@@ -36,7 +36,8 @@ from toolrl.data.traces import TraceSample
 from toolrl.data.workflows import WorkflowTemplate
 from toolrl.env.cache import ResponseCache
 from toolrl.env.canonical import canonical_json, canonical_value
-from toolrl.env.graph import DependencyGraph, Edge, MiningConfig, is_informative, iter_leaves, payload, wildcard
+from toolrl.env.graph import (DependencyGraph, Edge, MiningConfig, build_graph, is_informative, iter_leaves,
+                              payload, wildcard)
 
 # Parameter names that denote values only an API hands out (ids, keys, tokens, slugs, coordinates).
 OPAQUE_NAME = re.compile(
@@ -257,7 +258,5 @@ def _entry_key(function: str, arguments: dict[str, Any]) -> str:
 def build_pool(cache: ResponseCache, samples: Iterable[TraceSample], templates: Iterable[WorkflowTemplate],
                schemas: Mapping[str, ToolSchema]) -> EntryPool:
     """The pool for a cache, mining the dependency graph from the samples and templates."""
-    from toolrl.env.graph import build_graph
-
     templates = list(templates)
     return EntryPool(cache, build_graph(samples, templates), schemas, templates)

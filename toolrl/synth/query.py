@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from toolrl.env.graph import wildcard
 from toolrl.synth.pool import argument_leaves
 from toolrl.synth.types import Trace
 
@@ -218,8 +219,6 @@ class QueryRenderer:
 
     @staticmethod
     def _phrase(path: str, value: Any) -> str:
-        from toolrl.env.graph import wildcard
-
         parameter = wildcard(path)
         template = PARAMETER_PHRASES.get(parameter) or PARAMETER_PHRASES.get(parameter.split(".")[-1])
         if template is None:

@@ -27,6 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from toolrl.data import paths
+from toolrl.data.coverage import _values, family_key
+from toolrl.data.golden import load_samples
+from toolrl.data.workflows import load_workflow_templates
 from toolrl.synth import surface
 from toolrl.synth.pool import OPAQUE_NAME, argument_leaves
 from toolrl.synth.query import free_values
@@ -227,11 +231,6 @@ def benchmark_templates(data_dir: Any = None, exclude_queries: Sequence[Any] = (
     """Aligned templates from ``workflow_templates.json`` (first example of each workflow), without the
     eval_100 samples' queries and without any template whose family equals one of ``exclude_queries``'
     (samples with ``query`` and ``calls``; default: eval_100)."""
-    from toolrl.data import paths
-    from toolrl.data.coverage import _values, family_key
-    from toolrl.data.golden import load_samples
-    from toolrl.data.workflows import load_workflow_templates
-
     exclude = list(exclude_queries) or load_samples("eval_100", data_dir)
     excluded_ids = {s.sample_id.split("#")[0] for s in exclude}
     excluded_queries = {s.query for s in exclude}

@@ -23,7 +23,10 @@ from pathlib import Path
 
 from absl import app, flags
 
+from toolrl.synth.baseline import UnconstrainedSampler
+from toolrl.synth.build import load_pool
 from toolrl.synth.pool import EntryPool
+from toolrl.synth.sampler import ConstrainedSampler, SynthKnobs
 
 COMPLEXITIES = (2, 3, 4, 6, 8)
 
@@ -121,9 +124,6 @@ def run_report(pool: EntryPool, out_dir: Path, complexities=COMPLEXITIES, second
                reach_sizes: tuple[int, ...] = (10, 12, 16, 24, 32, 48),
                chain_depths: tuple[int, ...] = tuple(range(2, 11))) -> list[Cell]:
     """Measure every cell, write the CSVs and the plot, print the table; returns the cells."""
-    from toolrl.synth.baseline import UnconstrainedSampler
-    from toolrl.synth.sampler import ConstrainedSampler, SynthKnobs
-
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = []
     for n_calls in complexities:
@@ -194,10 +194,11 @@ def format_ratios(cells: list[Cell]) -> str:
 
 
 def plot(cells: list[Cell], path: Path) -> None:
+    # Local: matplotlib (several seconds to import) serves this plot only.
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # local, like matplotlib; after choosing the Agg backend
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for sampler, marker in (("constrained", "o"), ("unconstrained", "s")):
@@ -241,7 +242,6 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    from toolrl.synth.build import load_pool
 
     start = time.perf_counter()
     pool = load_pool(FLAGS.data_dir, FLAGS.cache)

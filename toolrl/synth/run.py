@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import ml_collections
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from toolrl.data.paths import REPO_ROOT
+from toolrl.synth import build
 
 SYNTH_CONFIG = REPO_ROOT / "configs" / "synth.py"
 
@@ -33,9 +35,8 @@ def synthesize_dataset(config: Any, log: Callable[[str], None] = print, progress
     Raises (nothing written) on contradictory settings and on a synthesis with no trace, so TFDS never
     caches an empty dataset; a complexity or domain that falls short of its share is logged. Returns the
     output directory."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from toolrl.synth import build
+    # Local: tfds_builder imports tensorflow_datasets (about 3 s), which importers of this module that do not
+    # synthesize (toolrl.data.natural finding its data) do not need.
     from toolrl.synth.tfds_builder import (SPLITS_OF_CONFIG, TracesConfig, build_dataset, default_tfds_dir,
                                            load_trace_dataset)
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from toolrl.data.workflows import WorkflowTemplate
 from toolrl.synth.pool import CROSS_DOMAIN, DOMAINS, EntryPool, Provider
+from toolrl.synth.query import QueryRenderer
 from toolrl.synth.types import Binding, Call, Trace, call_levels, workflow_id_of
 
 TEMPLATE_CHOICES = ("none", "uniform", "frequency")
@@ -120,8 +121,6 @@ class ConstrainedSampler:
         self.knobs = knobs
         self.seed = seed
         if renderer is None:
-            from toolrl.synth.query import QueryRenderer
-
             renderer = QueryRenderer()
         self.renderer = renderer
         # Entries that can start a trace: all of their opaque leaves have some root provider.
@@ -452,8 +451,6 @@ class CrossSampler:
             raise ValueError(f"a Cross trace needs n_calls >= 2, got {knobs.n_calls}")
         self.pool, self.knobs, self.seed = pool, knobs, seed
         if renderer is None:
-            from toolrl.synth.query import QueryRenderer
-
             renderer = QueryRenderer()
         self.renderer = renderer
         self.domains = tuple(d for d in domains if any(pool.domains.get(f) == d for f in pool.by_function))

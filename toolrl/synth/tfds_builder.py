@@ -39,6 +39,10 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from toolrl.data import paths
+from toolrl.data.schemas import load_tool_schemas
+from toolrl.data.workflows import load_workflow_templates
+from toolrl.synth import build
+from toolrl.synth.pool import tool_domains
 from toolrl.synth.types import Trace
 
 DATASET_NAME = "toolrl_traces"
@@ -147,9 +151,8 @@ class ToolrlTraces(tfds.core.GeneratorBasedBuilder):
         splits = self._given_splits if self._given_splits is not None else self._make_splits()
         if not any(splits.values()):
             # An empty dataset would be written and then reused by every later build of this version.
-            from toolrl.synth.build import SynthConfigError
 
-            raise SynthConfigError(f"refusing to write an empty {DATASET_NAME}/{self.builder_config.name} dataset "
+            raise build.SynthConfigError(f"refusing to write an empty {DATASET_NAME}/{self.builder_config.name} dataset "
                                    f"(0 traces in splits {sorted(splits)}); for synthetic, lower complexities")
         # TFDS cannot write an empty split (a tiny dataset may have no validation trace): leave it out.
         return {name: self._generate_examples(traces) for name, traces in splits.items() if traces}
@@ -160,8 +163,6 @@ class ToolrlTraces(tfds.core.GeneratorBasedBuilder):
             yield f"{index:07d}-{trace.trace_id}", encode_trace(trace)
 
     def _make_splits(self) -> dict[str, list[Trace]]:
-        from toolrl.synth import build
-
         config: TracesConfig = self.builder_config
         if config.name == "bfcl_training":
             return {"train": build.authors_traces("bfcl_training", config.data_dir, self._domains())}
@@ -175,10 +176,6 @@ class ToolrlTraces(tfds.core.GeneratorBasedBuilder):
         return build.split_by_workflow(traces, config.test_fraction, config.validation_fraction, config.seed)
 
     def _domains(self) -> dict[str, str]:
-        from toolrl.data.schemas import load_tool_schemas
-        from toolrl.data.workflows import load_workflow_templates
-        from toolrl.synth.pool import tool_domains
-
         data_dir = self.builder_config.data_dir
         templates = load_workflow_templates(paths.data_file(paths.WORKFLOW_TEMPLATES, data_dir))
         return tool_domains(templates, load_tool_schemas(paths.data_file(paths.TOOL_SCHEMAS, data_dir)))
@@ -204,7 +201,7 @@ def trace_pipeline(split: str, data_dir: str | os.PathLike | None = None, config
                    seed: int | None = None, as_trace: bool = False) -> Any:
     """A ``grain.MapDataset`` over a split whose elements are decoded dicts (or :class:`Trace` objects);
     shuffled with ``seed`` when one is given."""
-    import grain
+    import grain  # local: grain imports jax, which reading the traces does not need
 
     dataset = grain.MapDataset.source(load_trace_dataset(split, data_dir, config))
     if seed is not None:

@@ -17,7 +17,7 @@ import dataclasses
 from typing import Any
 
 from toolrl.env.canonical import canonical_value
-from toolrl.env.graph import payload, values_at, wildcard
+from toolrl.env.graph import iter_leaves, payload, values_at, wildcard
 from toolrl.synth.pool import EntryPool, argument_leaves
 from toolrl.synth.types import Binding, Trace
 
@@ -119,8 +119,6 @@ def infer_bindings(pool: EntryPool, calls: list) -> tuple[tuple[Binding, ...], .
 
 def pool_paths(pool: EntryPool, response: Any, value: Any) -> list[str]:
     """Payload paths of a response holding ``value``; uses the pool's memo when it is a cached response."""
-    from toolrl.env.graph import iter_leaves
-
     wanted = canonical_value(value)
     return [path for path, leaf in iter_leaves(payload(response))
             if not isinstance(leaf, bool) and canonical_value(leaf) == wanted]
