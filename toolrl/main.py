@@ -228,8 +228,10 @@ def main(argv: list[str]) -> None:
     check_local_path(config.workdir)  # every process refuses a gs:// workdir, not only the one that opens it
     import jax
 
-    if config.distributed:
-        jax.distributed.initialize()
+    if config.distributed:  # before any device is asked for (toolrl.distributed)
+        from toolrl.distributed import initialize
+
+        initialize()
     if config.mode == "check":
         check(config)
         return
