@@ -163,3 +163,15 @@ def test_rows_carry_their_logprobs_through_environment_turns():
     assert values.tolist() == [[0.0, 0.0, -0.25, -1.5, 0.0, 0.0, -2.0, 0.0]]
     with pytest.raises(ValueError, match="1 sampler log-probs for 2 generated tokens"):
         _append_policy_tokens(row, [9, 10], "z", [-1.0])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("old_logprobs", "rollout", "grpo.old_logprobs='rollout' must be 'trainer' or 'sampler'"),
+    ("old_logprobs_tolerance", -0.1, "grpo.old_logprobs_tolerance=-0.1 must be >= 0")])
+def test_config_refuses_unknown_old_logprobs(field, value, message):
+    from toolrl.rl.config import base_config
+
+    config = base_config()
+    config.grpo[field] = value
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        validate(config)

@@ -143,7 +143,9 @@ def base_config() -> ml_collections.ConfigDict:
     # The old policy's log-probs (the ratio's denominator): "trainer" = the trainer's own pass before the
     # first update (with one update: the current policy's, ratio 1); "sampler" = the log-probs the sampler
     # computed while generating, when their max absolute difference from the trainer's pass at the loss
-    # positions is within old_logprobs_tolerance (else the trainer's; grpo/sampler_logp_* logged).
+    # positions is within old_logprobs_tolerance (else the trainer's; grpo/sampler_logp_* logged). Measured
+    # on SmolLM2-135M rollouts (CPU): at most 4e-5 apart in float32, 0.15-0.18 under bfloat16 compute
+    # (KV-cache decode vs the full forward round differently), so bf16 runs fall back at 1e-2.
     c.grpo.old_logprobs = "trainer"
     c.grpo.old_logprobs_tolerance = 1e-2
     c.grpo.micro_batches = 1  # Gradient accumulation chunks per update (memory / micro_batches).
