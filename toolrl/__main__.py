@@ -11,9 +11,14 @@ The modules are imported only when their subcommand runs: several of them define
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import importlib.util
+import io
 import os
 import re
 import sys
+import tokenize
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,8 +31,6 @@ def _with_argv(args: Sequence[str], module: str, function: str = "run") -> None:
     """Runs ``module.function()``, an entry point that reads ``sys.argv`` itself (the absl ones), with
     ``args`` as its arguments. The module is imported after ``sys.argv`` is set: ml_collections reads
     ``sys.argv`` when it defines a config flag, to register the ``--config.FIELD`` overrides given."""
-    import importlib
-
     sys.argv = [PROG, *args]
     getattr(importlib.import_module(module), function)()
 
@@ -76,6 +79,7 @@ def _plan(args: list[str]) -> None:
 
 
 def _score(args: list[str]) -> None:
+    # local: imported when its subcommand runs (docstring)
     from toolrl.env.cache import CacheError
     from toolrl.eval import score
 
@@ -86,19 +90,19 @@ def _synth(args: list[str]) -> None:
     if "--help" not in args and "--helpfull" not in args:
         check_config_file(args, default="configs/synth.py")
     sys.argv = [PROG, *args]  # before the import: see _with_argv
-    from toolrl.synth.__main__ import cli
+    from toolrl.synth.__main__ import cli  # local: imported when its subcommand runs (docstring)
 
     run_cli(cli, args, prog=f"{PROG} synth")
 
 
 def _cache(args: list[str]) -> None:
-    from toolrl.env import cache
+    from toolrl.env import cache  # local: imported when its subcommand runs (docstring)
 
     run_cli(cache.main, args, prog=f"{PROG} cache", user_errors=(cache.CacheError,))
 
 
 def _graph(args: list[str]) -> None:
-    from toolrl.env import graph
+    from toolrl.env import graph  # local: imported when its subcommand runs (docstring)
 
     run_cli(graph.main, args, prog=f"{PROG} graph")
 
@@ -110,7 +114,7 @@ def _data(args: list[str]) -> None:
         return
     action, rest = args[0], args[1:]
     if action == "fetch":
-        from toolrl.data import fetch
+        from toolrl.data import fetch  # local: imported when its subcommand runs (docstring)
 
         run_cli(fetch.main, rest, prog=f"{PROG} data fetch", user_errors=(fetch.FetchError,))
     elif action == "export":
@@ -122,13 +126,13 @@ def _data(args: list[str]) -> None:
 
 
 def _export(args: list[str]) -> None:
-    from toolrl import export
+    from toolrl import export  # local: imported when its subcommand runs (docstring)
 
     run_cli(export.main, args, prog=f"{PROG} export")
 
 
 def _chat(args: list[str]) -> None:
-    from toolrl import chat
+    from toolrl import chat  # local: imported when its subcommand runs (docstring)
 
     run_cli(chat.main, args, prog=f"{PROG} chat")
 
@@ -137,9 +141,6 @@ def field_comments(source: str) -> dict[str, str]:
     """``{"rollout.max_seq_len": "Whole trajectory ..."}`` from the schema's source: each ``c.FIELD = ...``
     line's comment block directly above it plus its own trailing comment, as ``toolrl/rl/config.py``
     documents every field once."""
-    import io
-    import tokenize
-
     inline: dict[int, str] = {}
     code_lines: set[int] = set()
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -168,8 +169,6 @@ def field_comments(source: str) -> dict[str, str]:
 
 def load_config_file(spec: str):
     """The ConfigDict of ``PATH[:ARG]`` (``get_config(ARG)`` for variants, as ml_collections calls it)."""
-    import importlib.util
-
     path, _, arg = spec.partition(":")
     if not Path(path).is_file():
         raise UserError(f"config file {path} does not exist; the configs are in configs/")
@@ -194,6 +193,7 @@ def _leaves(config, prefix: str = ""):
 def show_config(spec: str) -> str:
     """Every field of the config at ``spec``: ``name = value  # comment``, and the schema's default
     where the config changes it."""
+    # local: imported when its subcommand runs (docstring)
     from toolrl.rl import config as schema
 
     config = load_config_file(spec)
@@ -213,8 +213,6 @@ def show_config(spec: str) -> str:
 
 def _config(args: list[str]) -> None:
     def run(argv: list[str]) -> None:
-        import argparse
-
         parser = argparse.ArgumentParser(prog=f"{PROG} config", description="Show a config's fields.")
         parser.add_argument("--show", metavar="CONFIG", required=True, help="a config file, e.g. configs/grpo.py[:variant]")
         print(show_config(parser.parse_args(argv).show))

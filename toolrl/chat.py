@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from toolrl.cli import UserError
+from toolrl.data.schemas import load_tool_schemas
+from toolrl.env.booking import BookingEnvironment, SALIENT_KEYS, ViewPolicy
+from toolrl.export import load_run_model
+from toolrl.rewards.parse import ParseError
 
 
 @dataclass
@@ -37,7 +41,7 @@ class ChatSettings:
 
 def settings_from(tree: dict[str, Any]) -> ChatSettings:
     """The prompt settings of a saved config tree, each missing field taken from the schema's default."""
-    from toolrl.rl.config import base_config
+    from toolrl.rl.config import base_config  # local: imports jax; `toolrl chat --help` does not
 
     base = base_config()
     data, rollout = tree.get("data", {}), tree.get("rollout", {})
@@ -51,12 +55,10 @@ def settings_from(tree: dict[str, Any]) -> ChatSettings:
 
 def load_target(target: str | Path) -> tuple[Any, ChatSettings]:
     """(Policy, settings) for a run's workdir or an HF directory."""
-    from toolrl.policy.runtime import Policy
+    from toolrl.policy.runtime import Policy  # local: imports jax and flax; `toolrl chat --help` does not
 
     path = Path(target)
     if (path / "checkpoints").is_dir():
-        from toolrl.export import load_run_model
-
         policy, _ = load_run_model(path)
         return policy, settings_from(json.loads((path / "config.json").read_text()))
     if (path / "config.json").is_file() and any(path.glob("*.safetensors*")):
@@ -84,6 +86,7 @@ class ChatSession:
 
     def _generate(self) -> tuple[str, bool]:
         """The model's next assistant message (text, ended by its own end token)."""
+        # Local, like load_target's Policy: `toolrl chat --help` and argument errors answer without jax.
         import jax
 
         from toolrl.policy.runtime import SamplingSettings
@@ -97,8 +100,6 @@ class ChatSession:
 
     def send(self, text: str, out: TextIO) -> None:
         """Adds a user message and runs the model (and its tool calls) until it answers without a call."""
-        from toolrl.rewards.parse import ParseError
-
         self.messages.append({"role": "user", "content": text})
         for _ in range(self.max_rounds):
             reply, finished = self._generate()
@@ -127,8 +128,6 @@ class ChatSession:
 
 def select_tools(names: str) -> list[dict[str, Any]]:
     """The raw schemas of the named tools (comma-separated; "" = all 40, in the file's order)."""
-    from toolrl.data.schemas import load_tool_schemas
-
     schemas = load_tool_schemas()
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else list(schemas)
     unknown = [n for n in wanted if n not in schemas]
@@ -177,7 +176,6 @@ def main(argv: Sequence[str]) -> None:
     args = parser.parse_args(list(argv))
     if args.max_rounds < 1 or args.max_new_tokens < 0:
         raise UserError("--max-rounds must be >= 1 and --max-new-tokens >= 0")
-    from toolrl.env.booking import BookingEnvironment, SALIENT_KEYS, ViewPolicy
 
     tools = select_tools(args.tools)
     policy, settings = load_target(args.target)

@@ -22,9 +22,12 @@ run's by bf16 rounding.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 from typing import Any
+
+from safetensors.numpy import save_file
 
 from toolrl.cli import UserError
 from toolrl.data.chat_render import HERMES_SYSTEM_DEFAULT, HERMES_TOOLS_PREAMBLE
@@ -105,6 +108,7 @@ def char_tokenizer_as_hf(char_tokenizer: Any) -> Any:
     """The tiny model's :class:`~toolrl.policy.tokenizers.CharTokenizer` as an equivalent
     ``transformers`` fast tokenizer: ids 3..127 are the ASCII characters with those code points, every
     other character is ``?``, the ChatML markers are the special tokens 1 and 2, 0 pads."""
+    # Local: transformers takes seconds to import and only the tiny model's tokenizer needs converting.
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -124,8 +128,6 @@ def char_tokenizer_as_hf(char_tokenizer: Any) -> Any:
 def hf_tokenizer(policy: Any) -> Any:
     """The run's tokenizer as a ``transformers`` tokenizer carrying the template the run was prompted with
     (a copy: the policy's own tokenizer is left as it is)."""
-    import copy
-
     tokenizer = policy.tokenizer
     if policy.chat.kind == "native":
         return tokenizer  # its own template is the one training used
@@ -137,7 +139,7 @@ def hf_tokenizer(policy: Any) -> Any:
 def load_run_model(run: Path, step: int | None = None) -> tuple[Any, int]:
     """(the run's Policy with its checkpointed parameters, the step restored). The model preset and
     path come from the run's saved ``config.json``."""
-    from toolrl.policy.runtime import Policy
+    from toolrl.policy.runtime import Policy  # local: imports jax and flax; `toolrl export --help` does not
 
     config_file = run / "config.json"
     if not config_file.is_file():
@@ -151,10 +153,12 @@ def load_run_model(run: Path, step: int | None = None) -> tuple[Any, int]:
 
 def export(run: str | Path, out: str | Path, dtype: str = "float32", step: int | None = None) -> Path:
     """Writes the run's checkpoint (latest, or ``step``) as an HF directory at ``out``; returns ``out``."""
+    # Local: ml_dtypes (0.6 s to import) and these two (jax, flax): `toolrl export --help` and its argument
+    # errors answer without them.
     import ml_dtypes
-    from safetensors.numpy import save_file
 
     from toolrl.models.checkpoint_io import model_to_hf_tensors
+    from toolrl.models.lora import has_lora, merge_lora
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype={dtype!r} must be one of {DTYPES}")
@@ -162,8 +166,6 @@ def export(run: str | Path, out: str | Path, dtype: str = "float32", step: int |
     if out.resolve() == run.resolve():
         raise UserError(f"--out {out} is the run's own directory; choose another")
     policy, restored = load_run_model(run, step)
-    from toolrl.models.lora import has_lora, merge_lora
-
     # A LoRA run exports its adapters merged into the kernels: a plain model HF loads without qwix.
     model = merge_lora(policy.model) if has_lora(policy.model) else policy.model
     config = policy.model_config
