@@ -12,7 +12,8 @@ from flax import nnx
 
 from toolrl.models.lora import LoraSpec, adapter_count, lora_state
 from toolrl.policy.checkpoint import save_params
-from toolrl.policy.runtime import Policy, Reference
+from toolrl.policy.reference import Reference
+from toolrl.policy.runtime import Policy
 from toolrl.rl import steps
 
 

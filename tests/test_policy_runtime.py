@@ -93,7 +93,7 @@ def test_loading_errors_are_clear(tmp_path):
 def test_the_kl_reference_is_the_policy_frozen_on_disk(tmp_path):
     """`Reference.frozen_at`: the policy's parameters when GRPO starts, saved once and read back on
     resume; its log-probs are the policy's own pass (`logprobs_fn`) on the frozen parameters."""
-    from toolrl.policy.runtime import Reference
+    from toolrl.policy.reference import Reference
 
     policy = Policy.load(preset="tiny", seed=2)
     ids = policy.prompt_ids([{"role": "user", "content": "a flight to Oslo"}], (), "signature")

@@ -5,7 +5,7 @@ plain layout. `GrpoUpdate` is the trainer's update: the packed path (`grpo.loss_
 `grpo.shared_prefix`: the LM head only at loss positions, a group's shared prompt run once) or the plain
 path; both compute the same loss and gradient (tests/test_rl_fast_step.py). The old policy's and the
 KL reference's log-probs come from the policy side (`Policy.logprobs_fn`, `Policy.packed_logprobs_fn`,
-`toolrl.policy.runtime.Reference`); the jitted steps from `steps.py`.
+`toolrl.policy.reference.Reference`); the jitted steps from `steps.py`.
 
 Old log-probs (`grpo.old_logprobs`): "trainer" (the default) recomputes them with the trainer's pass
 before the first update when grpo.num_iterations > 1, and with one update takes the current policy's
