@@ -47,7 +47,8 @@ from jax.sharding import Mesh
 from toolrl import games
 from toolrl.eval.evaluator import config_matcher
 from toolrl.policy.checkpoint import Checkpointer
-from toolrl.policy.runtime import Policy, Reference, SamplingSettings
+from toolrl.policy.reference import Reference
+from toolrl.policy.runtime import Policy, SamplingSettings
 from toolrl.rewards.registry import RewardOutput
 from toolrl.rewards.types import ErrorCode, RewardWeights
 from toolrl.rl import grpo, steps
