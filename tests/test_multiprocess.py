@@ -1,74 +1,60 @@
-"""Two processes x 4 simulated CPU devices (jax.distributed on localhost) run the same GRPO updates as one
-process with 8 devices: same losses, same parameters.
+"""Two processes x 4 simulated CPU devices, joined by jax.distributed on localhost, train the tiny model
+through `toolrl.main` as one process with 8 devices does.
 
-Each process initialises the tiny model from the same seed, places it on the global (data=2, fsdp=4)
-mesh, builds every step's batch on the host (the same numbers in every process, as the trainer's
-seeded data stream does) and runs `steps.make_grpo_step` three times. CPU collectives across processes
-go through gloo."""
+Both runs use the same (data=2, fsdp=4) mesh and train three GRPO steps. The two-process
+run is the job a cluster would start (``--config.distributed=True``, the coordinator, process count and
+id in the environment, `toolrl.distributed`); it is stopped by SIGTERM to both processes after its
+first steps, as a scheduler's notice would, and the same command resumes it. Checked against the
+one-process run: each step's loss, gradient norm, tasks and sampled-token count, and the final
+checkpoint's parameters (equal within float tolerance: another partitioning sums in another order);
+that process 0 alone wrote the run's records (metrics, W&B, summary); that both processes stopped after
+the same step and the resumed steps continue the run.
+
+The tiny random model never earns the registry's reward, so the runs' trainer gets a reward that varies
+within a group (a hash of the sampled tokens): the GRPO steps are real updates. The rest is
+`toolrl.main` as the command line runs it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SFT_STEPS, GRPO_STEPS = 0, 3
+ARGS = ["--config=configs/tiny.py", "--config.mode=grpo", f"--config.sft.num_steps={SFT_STEPS}",
+        f"--config.train.num_steps={GRPO_STEPS}", "--config.sft.batch_size=8", "--config.mesh.data=2",
+        "--config.mesh.fsdp=4", "--config.rollout.max_turns=1", "--config.rollout.max_new_tokens=32",
+        # One prompt width for every step: one sampler and one update program to compile.
+        "--config.rollout.pad_multiple=1024", "--config.data.drop_unfit=False"]
 
-WORKER = r'''
-import json, os, sys
-process_id, processes, port, local_devices = (int(x) for x in sys.argv[1:5])
-in_mesh = sys.argv[6] == "mesh"  # trace under jax.set_mesh: decoder.constrain_batch active
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local_devices}"
-os.environ["JAX_PLATFORMS"] = "cpu"
-import jax
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
-if processes > 1:
-    jax.distributed.initialize(f"127.0.0.1:{port}", processes, process_id, initialization_timeout=120)
-import contextlib
+# toolrl.main's command line with the trainer's reward replaced (`train(config, reward_fn=...)`).
+DRIVER = r'''
+import sys
 import numpy as np
-from flax import nnx
-from jax.experimental import multihost_utils
-from toolrl.models.config import ModelConfig
-from toolrl.models.decoder import init_model
-from toolrl.models.sharding import make_mesh, shard_model, shard_state
-from toolrl.rl import grpo, steps
+import toolrl.main as entry
 
-assert jax.device_count() == 8 and jax.local_device_count() == local_devices
-cfg = ModelConfig.tiny()
-mesh = make_mesh(2, 4, 1)
-model = init_model(cfg, seed=0)
-with jax.set_mesh(mesh):
-    shard_model(model, mesh)
-    opt = steps.make_optimizer(model, 1e-3)
-    nnx.update(opt, shard_state(nnx.state(opt), mesh))
-graphdef, state = nnx.split((model, opt))
-loss_config = grpo.LossConfig(epsilon_low=0.2, epsilon_high=0.28, beta=0.0)
-fn = steps.make_grpo_step(graphdef, loss_config, mesh, state, use_old_logp=False)
-B, T = 8, 32
-losses = []
-for step in range(3):
-    rng = np.random.default_rng(step)  # every process builds the same global batch
-    tokens = rng.integers(3, cfg.vocab_size, (B, T)).astype(np.int32)
-    attn = np.ones((B, T), bool); attn[:, 28:] = False
-    loss_mask = np.zeros((B, T), bool); loss_mask[:, 12:] = True; loss_mask &= attn
-    batch = {"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask,
-             "advantages": rng.normal(size=B).astype(np.float32), "valid": np.ones(B, bool)}
-    with jax.set_mesh(mesh) if in_mesh else contextlib.nullcontext():
-        state, metrics = fn(state, steps.to_device_batch(batch, mesh))
-    losses.append(float(metrics["loss"]))
-nnx.update((model, opt), state)
-params = {"/".join(map(str, k)): np.asarray(multihost_utils.process_allgather(v.get_value(), tiled=True))
-          for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-if process_id == 0:
-    np.savez(sys.argv[5], **params)
-    print(json.dumps({"losses": losses, "processes": jax.process_count()}))
+def varied_reward(batch):
+    from toolrl.rewards.registry import RewardOutput
+    n = len(batch.rows)
+    reward = np.asarray([(sum(i * t for i, t in enumerate(ids)) % 13) / 13.0 for ids, _ in batch.rows], np.float32)
+    return RewardOutput(reward, {}, np.zeros((n, 1), np.int32), np.zeros(n, np.int32))
+
+train = entry.train
+entry.train = lambda config, reward_fn=None, stop_after=None: train(config, varied_reward, stop_after)
+entry.run()
 '''
+
+TIMEOUT_S = 1200  # all three starts together; a hung collective would otherwise wait forever
 
 
 def _port() -> int:
@@ -77,37 +63,137 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(processes: int, local_devices: int, out: Path, context: str) -> dict:
+def _start(processes: int, workdir: Path) -> list[tuple[subprocess.Popen, Path]]:
+    """`processes` processes of one job, 8 simulated devices in all, distributed when more than one;
+    each with its stderr file (a pipe that nobody reads while another process is awaited could fill
+    and stall a collective)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    port = _port()
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), str(processes), str(port), str(local_devices),
-                               str(out), context], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(processes)]
-    outputs = []
+    env.update(JAX_PLATFORMS="cpu", WANDB_MODE="offline", WANDB_SILENT="true",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // processes}")
+    args = [*ARGS, f"--config.workdir={workdir}"]
+    if processes > 1:
+        args.append("--config.distributed=True")
+        env["JAX_COORDINATOR_ADDRESS"] = f"127.0.0.1:{_port()}"
+    started = []
+    for i in range(processes):
+        if processes > 1:
+            env = dict(env, TOOLRL_NUM_PROCESSES=str(processes), TOOLRL_PROCESS_ID=str(i))
+        log = workdir.parent / f"{workdir.name}.{time.monotonic_ns()}.{i}.stderr"
+        with open(log, "w") as stderr:
+            started.append((subprocess.Popen([sys.executable, "-c", DRIVER, *args], cwd=REPO, env=env,
+                                             stdout=subprocess.DEVNULL, stderr=stderr), log))
+    return started
+
+
+def _wait(started: list[tuple[subprocess.Popen, Path]], deadline: float) -> list[tuple[int | None, str]]:
+    """(exit status, stderr) of each process. When one fails, or time runs out, the others are killed:
+    they would wait for it in their next collective."""
+    procs = [p for p, _ in started]
     try:
-        for p in procs:
-            outputs.append(p.communicate(timeout=280))
+        while any(p.poll() is None for p in procs) and time.time() < deadline:
+            if any(p.poll() not in (None, 0, 128 + signal.SIGTERM) for p in procs):
+                break
+            time.sleep(0.1)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, (stdout, stderr) in zip(procs, outputs):
-        assert p.returncode == 0, stderr[-3000:]
-    return json.loads(outputs[0][0].strip().splitlines()[-1])
+                p.wait()
+    return [(p.returncode, log.read_text()) for p, log in started]
 
 
-@pytest.mark.slow  # two jax processes plus one: ~30-90 s on 2 cores
-@pytest.mark.parametrize("context", ["plain", "mesh"])
-def test_two_processes_equal_one_process(tmp_path, context):
-    """context "mesh": the steps run under jax.set_mesh, as toolrl.main should run the trainer."""
-    two = _launch(2, 4, tmp_path / "two.npz", context)
-    one = _launch(1, 8, tmp_path / "one.npz", "plain")
-    assert two["processes"] == 2 and one["processes"] == 1
-    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5, atol=1e-6)
-    a, b = np.load(tmp_path / "two.npz"), np.load(tmp_path / "one.npz")
-    assert set(a.files) == set(b.files)
-    for name in a.files:
-        # Another partitioning sums in another order; Adam's normalised steps (1e-3 each) magnify the
-        # rounding of near-zero gradients to ~1e-6 on a few weights.
+def _records(workdir: Path) -> list[dict]:
+    path = workdir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multiprocess")
+    deadline = time.time() + TIMEOUT_S
+    one, two = root / "one", root / "two"
+    clock = time.perf_counter()
+    finished = _wait(_start(1, one), deadline)
+    assert [rc for rc, _ in finished] == [0], finished[0][1][-3000:]
+
+    started = _start(2, two)
+    # SIGTERM to both processes once the first GRPO step is logged (as a scheduler signals every task of
+    # a job): they stop after it or the next, and the resume restores GRPO's optimizer state.
+    while len(_records(two)) <= SFT_STEPS:
+        if any(p.poll() is not None for p, _ in started) or time.time() > deadline:
+            stopped = _wait(started, time.time())
+            pytest.fail("the two-process run ended before it could be stopped: "
+                        + " | ".join(f"exit {rc}: {stderr[-2000:]}" for rc, stderr in stopped))
+        time.sleep(0.05)
+    for p, _ in started:
+        p.send_signal(signal.SIGTERM)
+    stopped = _wait(started, deadline)
+    stopped_records = _records(two)
+    resumed = _wait(_start(2, two), deadline)
+    assert [rc for rc, _ in resumed] == [0, 0], " | ".join(stderr[-3000:] for _, stderr in resumed)
+    print(f"\nmultiprocess runs: {time.perf_counter() - clock:.0f} s")
+    return {"one": one, "two": two, "stopped": stopped, "stopped_records": stopped_records}
+
+
+def _params(workdir: Path) -> dict[str, np.ndarray]:
+    """The final checkpoint's parameters, restored on this process's one device."""
+    from flax import nnx
+
+    from toolrl.policy.runtime import Policy
+
+    policy, _ = Policy.from_run(workdir)
+    return {"/".join(map(str, path)): np.asarray(v.get_value())
+            for path, v in nnx.to_flat_state(nnx.state(policy.model, nnx.Param))}
+
+
+def test_two_processes_train_as_one_process(runs):
+    one, two = _records(runs["one"]), _records(runs["two"])
+    steps = list(range(1, SFT_STEPS + GRPO_STEPS + 1))
+    assert [r["step"] for r in one] == steps and [r["step"] for r in two] == steps
+    for a, b in zip(two, one):
+        phase = b["phase"]
+        assert a["phase"] == phase and a["data/tasks"] == b["data/tasks"], a["step"]
+        for key in (f"{phase}/loss", f"{phase}/grad_norm"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=f"step {a['step']} {key}")
+        if phase == "grpo":  # the same tokens sampled, the same rewards
+            assert a["rollout/generated_tokens"] == b["rollout/generated_tokens"], a["step"]
+            assert a["data/group_rewards"] == b["data/group_rewards"], a["step"]
+    grpo = [r for r in one if r["phase"] == "grpo"]
+    assert all(r["grpo/live_rows"] > 0 and r["grpo/grad_norm"] > 0 for r in grpo)  # real updates
+    assert len({r["grpo/loss"] for r in grpo}) == GRPO_STEPS
+
+    a, b = _params(runs["two"]), _params(runs["one"])
+    assert a.keys() == b.keys()
+    for name in a:
+        # Adam's normalised steps (1e-3 each) magnify the rounding of near-zero gradients to ~1e-6.
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-5, err_msg=name)
-    assert len(set(two["losses"])) == 3 and all(np.isfinite(two["losses"]))
+
+
+def _files(workdir: Path) -> set[str]:
+    """The workdir's files, without the compilation cache (its keys name the devices), W&B's run
+    directories and the checkpoints (orbax writes a part of each array per process)."""
+    skip = ("xla_cache", "wandb", "checkpoints")
+    return {str(p.relative_to(workdir)) for p in workdir.rglob("*")
+            if p.is_file() and p.relative_to(workdir).parts[0] not in skip}
+
+
+def test_only_process_0_writes_the_records(runs):
+    one, two = runs["one"], runs["two"]
+    assert _files(two) == _files(one) and "summary.json" in _files(one)
+    lines = (two / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(set(lines)) == SFT_STEPS + GRPO_STEPS  # no record twice
+    # One W&B run, resumed: one offline directory per start of process 0, all of the one id.
+    run_id = (two / "wandb_id").read_text().strip()
+    offline = sorted(p.name for p in (two / "wandb").iterdir() if p.name.startswith("offline-run-"))
+    assert len(offline) == 2 and all(name.endswith(run_id) for name in offline), offline
+    assert sorted(os.listdir(two / "checkpoints")) == sorted(os.listdir(one / "checkpoints"))
+
+
+def test_sigterm_stops_both_processes_after_one_step_and_the_run_resumes(runs):
+    assert [rc for rc, _ in runs["stopped"]] == [128 + signal.SIGTERM] * 2, runs["stopped"]
+    stopped_at = [int(stderr.split("saved step ")[1].split()[0]) for _, stderr in runs["stopped"]]
+    assert stopped_at[0] == stopped_at[1], stopped_at  # both saved the same step
+    before = runs["stopped_records"]
+    assert 1 <= stopped_at[0] < SFT_STEPS + GRPO_STEPS and max(r["step"] for r in before) == stopped_at[0]
+    after = _records(runs["two"])
+    assert after[:stopped_at[0]] == before  # what the stopped run logged stays; the rest was resumed

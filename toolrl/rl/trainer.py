@@ -94,6 +94,51 @@ class _Null:
         return False
 
 
+# One compiled program. Eager, each leaf's reduction is a program of its own, and on CPU several
+# processes' gloo collectives of such back-to-back programs deadlock (two processes, 4 devices each).
+_global_norm = jax.jit(optax.global_norm)
+
+
+class _NoMetrics:
+    """The metrics log of a process other than 0: records are written by process 0 only."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def truncate_after(self, step: int) -> int:
+        del step
+        return 0
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        del record
+
+    def close(self) -> None:
+        pass
+
+
+class _NoWandb:
+    """The W&B run of a process other than 0 (not even $WANDB_MODE starts one there)."""
+
+    location = "disabled"
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        del args, kwargs
+
+    def finish(self) -> None:
+        pass
+
+
+def agreed_signal(signum: int | None) -> int | None:
+    """The stop signal of the job: a signal received by any process stops every process after the same
+    step (each update and each save is a collective that all processes must join). One process: its own."""
+    if jax.process_count() == 1:
+        return signum
+    from jax.experimental import multihost_utils
+
+    received = multihost_utils.process_allgather(np.int32(signum or 0))
+    return int(np.max(received)) or None
+
+
 class Trainer(GrpoUpdate):
     """Owns the loop, the optimizer, the data streams and the run's side effects (checkpoints, metrics,
     W&B, the bar); the update itself is `GrpoUpdate` (update.py), the model's passes the `Policy`'s.
@@ -147,7 +192,11 @@ class Trainer(GrpoUpdate):
         if self.game.needs_matcher and matcher is None:  # the evaluator's matcher, without its LLM judge
             self.matcher = config_matcher(config)
         self.checkpointer = Checkpointer(self.workdir / "checkpoints", config.train.save_every, config.train.keep)
-        self.metrics = MetricsLog(self.workdir / "metrics.jsonl")
+        # Several processes (a multi-host job) run the same loop; process 0 alone writes the run's records
+        # (metrics, W&B, evaluation reports), every process joins the checkpoint saves (orbax's collectives).
+        self.writes_records = jax.process_index() == 0
+        self.metrics = MetricsLog(self.workdir / "metrics.jsonl") if self.writes_records else _NoMetrics(
+            self.workdir / "metrics.jsonl")
         self.step = 0
         self.phase = ""
         self.skip_nonfinite = bool(config.train.get("skip_nonfinite", False))
@@ -222,7 +271,7 @@ class Trainer(GrpoUpdate):
     def _save(self, force: bool) -> None:
         params, opt = nnx.state(self.model, nnx.Param), nnx.state(self.optimizer)
         if force or self.step % self.checkpointer.save_every == 0:
-            norm = float(optax.global_norm(params))  # one reduction: cheap next to a save
+            norm = float(_global_norm(params))  # one reduction: cheap next to a save
             if not np.isfinite(norm):
                 raise NonFiniteError(f"step {self.step}: non-finite parameters (global norm {norm}) after the "
                                      f"update; not saved ({self._latest_text()}); lower the learning rate")
@@ -439,7 +488,8 @@ class Trainer(GrpoUpdate):
                 continue
             report = evaluation.run(self.policy)
             out.update(eval_scalars(report, prefix))
-            report.save_json(self.workdir / "eval" / f"{name}_{self.step:06d}.json")
+            if self.writes_records:
+                report.save_json(self.workdir / "eval" / f"{name}_{self.step:06d}.json")
         return out
 
     # ------------------------------------------------------------------ the loop
@@ -451,7 +501,7 @@ class Trainer(GrpoUpdate):
         c = self.config
         start = self.restore_or_init()
         wandb_run = WandbRun(self.workdir, c.to_dict(), c.wandb.project, c.wandb.entity,
-                             c.wandb.run_name or self.workdir.name, c.wandb.mode)
+                             c.wandb.run_name or self.workdir.name, c.wandb.mode) if self.writes_records else _NoWandb()
         end = self.total_steps if stop_after is None else min(self.total_steps, start + stop_after)
         info = RunInfo(self.workdir, self.checkpointer.directory, self.metrics.path, wandb_run.location, start)
         every = int(c.eval.every) if self.evaluation is not None else 0
@@ -470,15 +520,16 @@ class Trainer(GrpoUpdate):
                 task_id = bar.add_task("train", total=self.total_steps, completed=start, phase=self._phase_of(start),
                                        info="")
                 records = StepRecords(self.total_steps, start)  # one line per step when stdout is a file
-                while self.step < end and stop.signum is None:
+                while self.step < end and agreed_signal(stop.signum) is None:
                     self._train_step(info, wandb_run, every, end)
                     bar.update(task_id, completed=self.step, phase=self._phase_of(self.step - 1),
                                info=self._bar_text)
                     records.step(self.step, self._phase_of(self.step - 1), self._bar_text)
-                if stop.signum is not None:
+                signum = agreed_signal(stop.signum)
+                if signum is not None:
                     stop.hold = True
                     self._save(force=True)
-                    raise self._interrupted(stop.signum, self.step)
+                    raise self._interrupted(signum, self.step)
         except Abandon:
             saved = None
             if not self._applied:  # no update of the abandoned step was applied: the state is that of self.step
