@@ -2,11 +2,12 @@
 
     python -m experiments.plans [--out=experiments/results/plans.json]
 
-For Qwen2.5-1.5B and Qwen3-8B, on 8 x H100 (mesh fsdp=8) and on a TPU v5p-8 slice (4 chips, fsdp=4),
-compiles the GRPO update and the rollout sampler with abstract weights on 8 simulated CPU devices
-(the v5p plans use the first 4) and writes every plan to ``plans.json`` and a table to ``plans.md``
-beside it. The settings are configs/grpo.py scaled up as its docstring suggests (SCALE below). Full
-fine-tuning only: a LoRA plan needs the trainer's LoRA update (see toolrl/models/lora.py).
+For Qwen2.5-1.5B and Qwen3-8B, with full fine-tuning and with LoRA (rank 16 on the attention and MLP
+projections, the optimizer over the adapters only, as the trainer does with --config.model.lora.rank=16),
+on 8 x H100 (mesh fsdp=8) and on a TPU v5p-8 slice (4 chips, fsdp=4), compiles the GRPO update and the
+rollout sampler with abstract weights on 8 simulated CPU devices (the v5p plans use the first 4) and
+writes every plan to ``plans.json`` and a table to ``plans.md`` beside it. The settings are
+configs/grpo.py scaled up as its docstring suggests (SCALE below).
 """
 
 from __future__ import annotations
@@ -35,42 +36,56 @@ SCALE = {
     "grpo.micro_batches": 8, "sft.batch_size": 8,
 }
 MODELS = ("qwen2p5_1p5b", "qwen3_8b")
+# (name, fields): full fine-tuning, and LoRA at the config's default alpha (alpha / rank = 1 at rank 16).
+UPDATES = (("full", {"model.lora.rank": 0}), ("lora", {"model.lora.rank": 16}))
 TARGETS = (("h100", 8, {"mesh.data": 1, "mesh.fsdp": 8, "mesh.tensor": 1}),
            ("v5p", 4, {"mesh.data": 1, "mesh.fsdp": 4, "mesh.tensor": 1}))
 
 
-def plan_config(preset: str, device: str, n: int, mesh: dict) -> object:
+def plan_config(preset: str, device: str, n: int, fields: dict) -> object:
     from toolrl.rl.config import config_from_file
 
     config = config_from_file(REPO / "configs" / "grpo.py")
-    for field, value in {**SCALE, **mesh, "model.preset": preset, "plan.device": device,
+    for field, value in {**SCALE, **fields, "model.preset": preset, "plan.device": device,
                          "plan.num_devices": n}.items():
-        section, key = field.split(".")
-        config[section][key] = value
+        *sections, key = field.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[key] = value
     return config
+
+
+def update_name(row: dict) -> str:
+    return f"LoRA r={row['lora']['rank']}" if row.get("lora") else "full"
 
 
 def markdown(rows: list[dict]) -> str:
     gib = 1024 ** 3
-    head = ("| model | devices | mesh (d, f, t) | params / dev | AdamW / dev | update peak | rollout peak | "
-            "capacity | fits | step at 40% MFU | compile |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| model | update | devices | mesh (d, f, t) | params / dev | trainable | AdamW / dev | update peak | "
+            "rollout peak | capacity | fits | step at 40% MFU | compile |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['num_devices']} x {r['device']['name']} | {tuple(r['mesh'])} | "
-            f"{r['param_bytes'] / gib:.2f} GiB | {r['optimizer_bytes'] / gib:.2f} GiB | {r['update_peak'] / gib:.1f} GiB | "
+            f"| {r['model']} | {update_name(r)} | {r['num_devices']} x {r['device']['name']} | {tuple(r['mesh'])} | "
+            f"{r['param_bytes'] / gib:.2f} GiB | {r['trainable_count'] / 1e6:,.1f}M | "
+            f"{r['optimizer_bytes'] / gib:.3f} GiB | {r['update_peak'] / gib:.1f} GiB | "
             f"{r['rollout_peak'] / gib:.1f} GiB | {r['capacity'] / gib:.1f} GiB | {'yes' if r['fits'] else 'no'} | "
             f"{r['step_seconds']['step']:.2f} s | {r['compile_seconds']:.0f} s |")
     scale = ", ".join(f"{k}={v}" for k, v in SCALE.items())
     return ("# GRPO plans (toolrl.plan, abstract weights, simulated CPU devices)\n\n"
-            f"Settings: configs/grpo.py with {scale}. Peaks are XLA's CPU memory analysis of the compiled update "
-            "(arguments + outputs - aliased + temporaries) and of the sampler plus the optimizer state; the "
-            "step time is analytic (FLOPs at 40% of the bf16 peak; decode bounded by HBM bandwidth). "
+            f"Settings: configs/grpo.py with {scale}; LoRA rows add model.lora.rank=16 (alpha 16, attention and "
+            "MLP projections; AdamW over the adapters only). Peaks are XLA's CPU memory analysis of the compiled "
+            "update (arguments + outputs - aliased + temporaries) and of the sampler plus the optimizer state; the "
+            "step time is analytic (FLOPs at 40% of the bf16 peak, a LoRA update without the frozen weights' "
+            "gradients; decode bounded by HBM bandwidth). "
             "Caveat: the rollout peak is inflated on the CPU backend. XLA hoists the FSDP all-gathers of the "
             "weights out of the decode loop, so each device holds about two whole copies of the model during a "
             "rollout; the CPU runs bf16 matmuls in f32, so those copies are f32 here (2 x 30.5 GiB for Qwen3-8B) "
             "where an accelerator keeps them in bf16 (about half). The update peaks do not have this caveat. "
-            "Generated by `python -m experiments.plans`.\n\n" + head + "\n".join(lines) + "\n")
+            "Compile times were measured on a shared 2-core CPU. Generated by `python -m experiments.plans`.\n\n"
+            + head + "\n".join(lines) + "\n")
 
 
 def main(argv: list[str]) -> None:
@@ -82,12 +97,14 @@ def main(argv: list[str]) -> None:
     rows = []
     started = time.perf_counter()
     for preset in MODELS:
-        for device, n, mesh in TARGETS:
-            config = plan_config(preset, device, n, mesh)
-            validate_for_plan(config)
-            plan = make_plan(config, jax.devices()[:n])
-            print(render(plan, config), flush=True)
-            rows.append(dict(plan.to_json(), settings={**SCALE, **mesh}))
+        for update, lora in UPDATES:
+            for device, n, mesh in TARGETS:
+                config = plan_config(preset, device, n, {**mesh, **lora})
+                validate_for_plan(config)
+                plan = make_plan(config, jax.devices()[:n])
+                print(render(plan, config), flush=True)
+                rows.append(dict(plan.to_json(), update=update, settings={**SCALE, **mesh, **lora},
+                                 load_average=round(os.getloadavg()[0], 2), cpus=os.cpu_count()))
     out = Path(_OUT.value)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2, default=str) + "\n")

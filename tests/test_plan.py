@@ -142,15 +142,36 @@ def test_plan_matches_the_real_sharded_state_and_update(rank):
 
 
 def test_cli_prints_table_and_verdict():
+    """configs/grpo.py's rollout batch (1 prompt x 4 samples) does not divide over fsdp=8: the plan is
+    made at 2 prompts and says so (the issue's done-when command has this shape, at 8B)."""
     out = _run([sys.executable, "-m", "toolrl.plan", "--config=configs/grpo.py", "--config.model.preset=tiny",
-                "--config.mesh.fsdp=2", "--config.plan.num_devices=2", "--config.plan.device=v5e",
+                "--config.mesh.fsdp=8", "--config.plan.num_devices=8", "--config.plan.device=v5e",
                 "--config.rollout.max_seq_len=96", "--config.rollout.max_new_tokens=32"])
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
-    for row in ("parameters", "optimizer state", "activations", "KV cache", "update: XLA temporaries",
-                "rollout: peak", "FLOPs XLA cost_analysis", "MFU"):
+    for row in ("parameters", "trainable parameters", "optimizer state", "activations", "KV cache",
+                "update: XLA temporaries", "rollout: peak", "FLOPs XLA cost_analysis", "MFU", "full fine-tuning"):
         assert row in out.stdout, row
-    assert re.fullmatch(r"plan: fits, peak [\d.]+ GiB per device of 16\.0 GiB \(2 x v5e\)", lines[-1])
+    assert "rollout.prompts_per_step=1 planned as 2: a rollout batch must divide over the 8" in out.stdout
+    assert "8 rows x 96 slots" in out.stdout  # the KV cache of the planned batch: 2 prompts x 4 samples
+    assert re.fullmatch(r"plan: fits, peak [\d.]+ GiB per device of 16\.0 GiB \(8 x v5e\)", lines[-1])
+
+
+def test_plan_config_divides_the_rollout_batch_over_the_shards():
+    from toolrl.plan import adjusted_fields, data_shards, grpo_only
+
+    c = base_config()
+    c.rollout.prompts_per_step, c.rollout.group_size = 1, 4
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor, c.plan.num_devices = 1, 8, 1, 8
+    planned = grpo_only(c)
+    assert planned.rollout.prompts_per_step == 2 and planned.sft.batch_size == 8 and planned.sft.num_steps == 0
+    assert adjusted_fields(c, planned) == {"rollout.prompts_per_step": [1, 2]}
+    assert c.rollout.prompts_per_step == 1  # the caller's config is left alone
+    # A -1 axis is resolved against plan.num_devices: data=-1, fsdp=2, tensor=2 on 24 devices = 6 x 2 shards.
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor, c.plan.num_devices, c.rollout.group_size = -1, 2, 2, 24, 3
+    assert data_shards(c) == 12 and grpo_only(c).rollout.prompts_per_step == 4  # 4 x 3 = 12
+    c.mesh.data, c.mesh.fsdp, c.rollout.prompts_per_step, c.rollout.group_size = 1, 2, 3, 2
+    assert grpo_only(c).rollout.prompts_per_step == 3 and adjusted_fields(c, grpo_only(c)) == {}
 
 
 def test_cli_refuses_unknown_device_in_one_line():

@@ -96,14 +96,20 @@ def plans() -> str:
     """GRPO plans of the paper's scale, from experiments/results/plans.json (python -m experiments.plans)."""
     path = RESULTS / "plans.json"
     gib = 2 ** 30
+    rows = _json(path)
     lines = [f"From {_rel(path)} (`python -m experiments.plans`; bf16, 4,096-token rows, 64 rollouts per step, "
-             "full fine-tuning; time at 40 % MFU):", "",
-             "| model | devices | update peak / device | rollout peak / device | memory / device | fits | step |",
-             "|---|---|---|---|---|---|---|"]
-    for p in _json(path):
-        lines.append(f"| {p['model']} | {p['num_devices']} x {p['device']['name']} | {p['update_peak'] / gib:.1f} GiB | "
-                     f"{p['rollout_peak'] / gib:.1f} GiB | {p['capacity'] / gib:.1f} GiB | "
-                     f"{'yes' if p['fits'] else 'no'} | {p['step_seconds']['step']:.1f} s |")
+             "full fine-tuning or LoRA rank 16 on attention and MLP; XLA's memory analysis per device; time at "
+             "40 % MFU):", "",
+             "| model | update | devices | trainable | optimizer state | update peak | rollout peak | memory | fits "
+             "| step |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in rows:
+        update = f"LoRA r={p['lora']['rank']}" if p.get("lora") else "full"
+        lines.append(f"| {p['model']} | {update} | {p['num_devices']} x {p['device']['name']} | "
+                     f"{p['trainable_count'] / 1e6:,.1f}M | {p['optimizer_bytes'] / gib:.2f} GiB | "
+                     f"{p['update_peak'] / gib:.1f} GiB | {p['rollout_peak'] / gib:.1f} GiB | "
+                     f"{p['capacity'] / gib:.1f} GiB | {'yes' if p['fits'] else 'no'} | "
+                     f"{p['step_seconds']['step']:.1f} s |")
     return "\n".join(lines) + "\n"
 
 
@@ -111,13 +117,22 @@ def lora() -> str:
     """Full fine-tuning against LoRA, from benchmarks/results/lora.json (python benchmarks/bench_lora.py)."""
     path = ROOT / "benchmarks" / "results" / "lora.json"
     b = _json(path)
-    full, adapters = b["full"], b["lora"]
-    return (f"From {_rel(path)} (`python benchmarks/bench_lora.py`; {b['preset']} shapes, {b['rows']} rows of "
-            f"{b['width']} tokens, rank {b['rank']}, median of {b['repeats']}, {b['cpus']} CPU cores): an AdamW update "
-            f"takes {full['seconds']:.2f} s in full and {adapters['seconds']:.2f} s with LoRA "
-            f"({b['lora_over_full_seconds']:.2f}x: the base's forward and backward still run); trainable parameters "
-            f"{full['trainable'] / 1e6:.1f}M -> {adapters['trainable'] / 1e6:.1f}M, AdamW moments "
-            f"{full['moment_bytes'] / 2**20:.0f} -> {adapters['moment_bytes'] / 2**20:.0f} MiB.\n")
+    mib = 2 ** 20
+    lines = [f"From {_rel(path)} (`{b['command']}`; {b['preset']} shapes, {b['rows']} rows of {b['width']} tokens, "
+             f"rank {b['rank']}, {b['cpus']} CPU cores; seconds are medians of {b['repeats']} updates each, full and "
+             f"LoRA alternating; memory is XLA's analysis of the compiled update, the state donated; peak = arguments + "
+             f"outputs - aliased + temporaries"
+             + (f"; {b['load_note']}" if b.get("load_note") else "") + "):", "",
+             "| update | seconds | trainable | AdamW state | XLA arguments | outputs | temporaries | peak |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, label in (("full", "full"), ("lora", "LoRA")):
+        r, m = b[name], b[name]["memory"]
+        lines.append(f"| {label} | {r['seconds']:.2f} s | {r['trainable'] / 1e6:.1f}M | {r['moment_bytes'] / mib:.0f} MiB | "
+                     f"{m['argument'] / mib:.0f} MiB | {m['output'] / mib:.0f} MiB | {m['temp'] / mib:.0f} MiB | "
+                     f"{m['peak'] / mib:.0f} MiB |")
+    lines += ["", f"LoRA / full time: {b['lora_over_full_seconds']:.2f}x (the base's forward and backward through the "
+              "activations still run; the frozen weights get no gradient and no moments)."]
+    return "\n".join(lines) + "\n"
 
 
 RENDERERS: dict[str, Callable[[], str]] = {"memorisation": memorisation, "results": results, "plans": plans,

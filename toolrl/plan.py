@@ -61,7 +61,7 @@ class Plan:
     kv_cache_bytes: int  # per device
     update_memory: dict[str, int]
     sampler_memory: dict[str, int] | None
-    update_peak: int  # resident during the update (its XLA peak, + the reference's parameters when beta > 0)
+    update_peak: int  # resident during the update (its XLA peak, + the KL reference when beta > 0)
     rollout_peak: int  # resident during the rollout (the sampler's peak + optimizer moments + reference)
     xla_flops_update: float  # per device, loop bodies counted once
     xla_flops_sampler: float | None
@@ -70,6 +70,9 @@ class Plan:
     mfu: float
     memory_fraction: float
     compile_seconds: float
+    # Fields the plan set otherwise than the config, {field: [given, planned]}: a rollout batch that does
+    # not divide over the data-parallel shards is planned at the next size that does.
+    adjusted: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def peak(self) -> int:
@@ -113,7 +116,8 @@ def make_plan(config: Any, devices: Any = None) -> Plan:
     p = config.plan
     kind = DEVICES[p.device]
     n = int(p.num_devices)
-    data, fsdp, tensor = validate_for_devices(grpo_only(config), n)
+    given, config = config, grpo_only(config)
+    data, fsdp, tensor = validate_for_devices(config, n)
     devices = list(devices if devices is not None else jax.devices())
     if len(devices) < n:
         raise ConfigError(f"plan.num_devices={n} needs {n} jax devices, this process has {len(devices)}: set "
@@ -137,8 +141,10 @@ def make_plan(config: Any, devices: Any = None) -> Plan:
     shards = data * fsdp
     kv_shard = tensor if mc.num_kv_heads % tensor == 0 else 1
     kv = kv_cache_bytes(mc, shapes.batch, shapes.prompt_width + shapes.new_tokens) // (shards * kv_shard)
-    # The KL reference (Reference.frozen_at) is a copy of every nnx.Param of the policy, adapters included.
-    ref = param_bytes if config.grpo.beta > 0 else 0
+    # The KL reference (toolrl/policy/reference.py) freezes a copy of what the optimizer moves: every
+    # parameter, or with LoRA the adapters only (the base is shared with the policy).
+    trainable_bytes = per_device_bytes(trainable)
+    ref = trainable_bytes if config.grpo.beta > 0 else 0
     update_peak = update_mem["peak_memory"] + ref
     rollout_peak = (sampler_mem["peak_memory"] + opt_bytes + ref) if sampler_mem else 0
     trainable_count = sum(math.prod(x.shape) for x in jax.tree.leaves(trainable))
@@ -159,13 +165,20 @@ def make_plan(config: Any, devices: Any = None) -> Plan:
         param_bytes=param_bytes, optimizer_bytes=opt_bytes, param_bytes_global=global_bytes(params),
         optimizer_bytes_global=global_bytes(opt_state),
         lora=None if spec is None else {"rank": spec.rank, "alpha": spec.alpha, "targets": list(spec.targets)},
-        trainable_count=trainable_count, trainable_bytes=per_device_bytes(trainable),
+        trainable_count=trainable_count, trainable_bytes=trainable_bytes,
         activation_estimate=activation_estimate(mc, shapes) // shards, kv_cache_bytes=kv,
         update_memory=update_mem, sampler_memory=sampler_mem, update_peak=update_peak, rollout_peak=rollout_peak,
         xla_flops_update=xla_flops(update), xla_flops_sampler=xla_flops(sampler) if sampler is not None else None,
         flops=flops, step_seconds=seconds, mfu=float(p.mfu), memory_fraction=float(p.memory_fraction),
         compile_seconds=compile_seconds,
+        adjusted=adjusted_fields(given, config),
     )
+
+
+def adjusted_fields(given: Any, planned: Any) -> dict[str, list[Any]]:
+    """{field: [given, planned]} of what :func:`grpo_only` changed that the plan's shapes depend on."""
+    was, now = given.rollout.prompts_per_step, planned.rollout.prompts_per_step
+    return {"rollout.prompts_per_step": [was, now]} if was != now else {}
 
 
 def _gib(x: float) -> str:
@@ -206,8 +219,8 @@ def render(plan: Plan, config: Any) -> str:
     table.add_row("update: XLA arguments / outputs", f"{_gib(u['argument'])} / {_gib(u['output'])}",
                   f"aliased (donated) {_gib(u['alias'])}")
     table.add_row("update: XLA temporaries", _gib(u["temp"]), f"{s.micro_batches} micro-batch(es) of {s.rows} rows")
-    table.add_row("update: XLA peak", _gib(plan.update_peak),
-                  "arguments + outputs - aliased + temporaries" + (" + reference parameters" if config.grpo.beta > 0 else ""))
+    reference = " + the KL reference's frozen copy" if config.grpo.beta > 0 else ""
+    table.add_row("update: XLA peak", _gib(plan.update_peak), "arguments + outputs - aliased + temporaries" + reference)
     if plan.sampler_memory is not None:
         m = plan.sampler_memory
         table.add_row("rollout: XLA arguments / temporaries", f"{_gib(m['argument'])} / {_gib(m['temp'])}",
@@ -235,6 +248,9 @@ def render(plan: Plan, config: Any) -> str:
     console.print(table)
     notes = (f"lowered and compiled on {plan.num_devices} simulated CPU devices in {plan.compile_seconds:.0f} s; XLA's "
              "CPU temporaries stand in for the accelerator's (often larger: some bf16 math stays f32 on CPU)")
+    for field, (was, planned) in plan.adjusted.items():
+        notes += (f"\n{field}={was} planned as {planned}: a rollout batch must divide over the {data * fsdp} "
+                  f"data-parallel shards (training with {field}={was} on this mesh is refused)")
     if mc.dtype != "bfloat16":
         notes += (f"\ncompute dtype {mc.dtype}: the time assumes the bf16 peak, which {mc.dtype} matmuls do not reach "
                   "(--config.model.dtype=bfloat16 for an accelerator run)")
@@ -245,14 +261,30 @@ def render(plan: Plan, config: Any) -> str:
 # ============================================================================ CLI
 
 
+def data_shards(config: Any) -> int:
+    """mesh.data x mesh.fsdp, a -1 resolved against plan.num_devices (when the sizes do not divide the
+    devices, validate_for_devices names the mismatch afterwards)."""
+    m = config.mesh
+    sizes = [int(m.data), int(m.fsdp), int(m.tensor)]
+    known = math.prod(x for x in sizes if x != -1)
+    if -1 in sizes:
+        sizes[sizes.index(-1)] = max(int(config.plan.num_devices) // known, 1)
+    return sizes[0] * sizes[1]
+
+
 def grpo_only(config: Any) -> Any:
-    """A copy of ``config`` for the GRPO step the plan compiles: the SFT warm start is not planned, so
-    its batch need not divide over the mesh (configs/grpo.py's sft.batch_size=1 would refuse fsdp > 1)."""
+    """A copy of ``config`` for the GRPO step the plan compiles. The SFT warm start is not planned, so
+    its batch need not divide over the mesh (configs/grpo.py's sft.batch_size=1 would refuse fsdp > 1);
+    a rollout batch (prompts_per_step x group_size) that does not divide over the data-parallel shards
+    gets the next prompts_per_step that does (configs/grpo.py's 1 x 4 rows on fsdp=8: 2 x 4), so that a
+    small config still tells whether the model fits the mesh; :class:`Plan` records the change."""
     checked = config.copy_and_resolve_references()
     checked.mode, checked.sft.num_steps = "grpo", 0
-    m = checked.mesh
-    if -1 not in (m.data, m.fsdp):
-        checked.sft.batch_size = m.data * m.fsdp
+    shards = data_shards(checked)
+    checked.sft.batch_size = shards
+    r = checked.rollout
+    while (r.prompts_per_step * r.group_size) % shards:
+        r.prompts_per_step += 1
     checked.train.num_steps = max(int(checked.train.num_steps), 1)
     return checked
 
