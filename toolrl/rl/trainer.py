@@ -29,6 +29,7 @@ the last completed step when no update of the abandoned one was applied yet).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -40,7 +41,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -56,6 +56,7 @@ from toolrl.rl.guards import (STORAGE_ERRNOS, Abandon, CheckpointSaveError, NonF
                               SkipStep, StopSignals, TrainingInterrupted, checked_first, first_nonfinite,
                               storage_problem)
 from toolrl.rl.metrics import MetricsLog, WandbRun, eval_scalars
+from toolrl.rl.processes import NoMetrics, NoWandb, agreed_signal, global_norm
 from toolrl.rl.progress import StepRecords
 from toolrl.rl.rollout import RolloutBatch, golden_episode
 # Re-exported: other modules and the tests import these names from the trainer.
@@ -86,57 +87,6 @@ class RunInfo:
     fit: Any = None
 
 
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-# One compiled program. Eager, each leaf's reduction is a program of its own, and on CPU several
-# processes' gloo collectives of such back-to-back programs deadlock (two processes, 4 devices each).
-_global_norm = jax.jit(optax.global_norm)
-
-
-class _NoMetrics:
-    """The metrics log of a process other than 0: records are written by process 0 only."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def truncate_after(self, step: int) -> int:
-        del step
-        return 0
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        del record
-
-    def close(self) -> None:
-        pass
-
-
-class _NoWandb:
-    """The W&B run of a process other than 0 (not even $WANDB_MODE starts one there)."""
-
-    location = "disabled"
-
-    def log(self, *args: Any, **kwargs: Any) -> None:
-        del args, kwargs
-
-    def finish(self) -> None:
-        pass
-
-
-def agreed_signal(signum: int | None) -> int | None:
-    """The stop signal of the job: a signal received by any process stops every process after the same
-    step (each update and each save is a collective that all processes must join). One process: its own."""
-    if jax.process_count() == 1:
-        return signum
-    from jax.experimental import multihost_utils
-
-    received = multihost_utils.process_allgather(np.int32(signum or 0))
-    return int(np.max(received)) or None
 
 
 class Trainer(GrpoUpdate):
@@ -195,7 +145,7 @@ class Trainer(GrpoUpdate):
         # Several processes (a multi-host job) run the same loop; process 0 alone writes the run's records
         # (metrics, W&B, evaluation reports), every process joins the checkpoint saves (orbax's collectives).
         self.writes_records = jax.process_index() == 0
-        self.metrics = MetricsLog(self.workdir / "metrics.jsonl") if self.writes_records else _NoMetrics(
+        self.metrics = MetricsLog(self.workdir / "metrics.jsonl") if self.writes_records else NoMetrics(
             self.workdir / "metrics.jsonl")
         self.step = 0
         self.phase = ""
@@ -217,7 +167,7 @@ class Trainer(GrpoUpdate):
     def _make_optimizer(self, phase: str) -> None:
         c = self.config
         lr = c.sft.learning_rate if phase == "sft" else c.optim.learning_rate
-        with jax.set_mesh(self.mesh) if self.mesh is not None else _Null():
+        with jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext():
             from toolrl.models.lora import has_lora
 
             self.optimizer = steps.make_optimizer(self.model, lr, c.optim.warmup_steps, c.optim.weight_decay,
@@ -271,7 +221,7 @@ class Trainer(GrpoUpdate):
     def _save(self, force: bool) -> None:
         params, opt = nnx.state(self.model, nnx.Param), nnx.state(self.optimizer)
         if force or self.step % self.checkpointer.save_every == 0:
-            norm = float(_global_norm(params))  # one reduction: cheap next to a save
+            norm = float(global_norm(params))  # one reduction: cheap next to a save
             if not np.isfinite(norm):
                 raise NonFiniteError(f"step {self.step}: non-finite parameters (global norm {norm}) after the "
                                      f"update; not saved ({self._latest_text()}); lower the learning rate")
@@ -501,7 +451,7 @@ class Trainer(GrpoUpdate):
         c = self.config
         start = self.restore_or_init()
         wandb_run = WandbRun(self.workdir, c.to_dict(), c.wandb.project, c.wandb.entity,
-                             c.wandb.run_name or self.workdir.name, c.wandb.mode) if self.writes_records else _NoWandb()
+                             c.wandb.run_name or self.workdir.name, c.wandb.mode) if self.writes_records else NoWandb()
         end = self.total_steps if stop_after is None else min(self.total_steps, start + stop_after)
         info = RunInfo(self.workdir, self.checkpointer.directory, self.metrics.path, wandb_run.location, start)
         every = int(c.eval.every) if self.evaluation is not None else 0
