@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 MAX_LINES = 500
 
@@ -22,9 +20,6 @@ def oversized_files() -> dict[str, int]:
     return found
 
 
-# The offenders are named in the reason as they are now (each is due to be split by its owner, the
-# trainer among them); strict=False so that the test passes silently once the last one is split.
-@pytest.mark.xfail(strict=False, reason="over 500 lines: " + (", ".join(oversized_files()) or "none"))
 def test_no_source_file_over_500_lines():
     found = oversized_files()
     assert not found, "over 500 lines: " + ", ".join(f"{path} ({n})" for path, n in found.items())

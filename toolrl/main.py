@@ -155,7 +155,7 @@ def evaluate(config: Any):
     output = config.eval.output_dir or str(run / "eval")
     with _ids_of("eval.sample_ids"):
         with jax.set_mesh(mesh):
-            report = run_evaluation(config, policy, output)
+            report = run_evaluation(config, policy, output, bar=True)
     report.print()
     print(f"results: {output}/eval_results.json")
     if jax.process_index() == 0:
