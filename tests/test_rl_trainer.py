@@ -94,13 +94,16 @@ def test_mode_eval_evaluates_a_run_with_its_own_settings(tmp_path):
     trained = _main("--config=configs/tiny.py", f"--config.workdir={run}", "--config.mode=sft",
                     "--config.sft.num_steps=1", "--config.train.num_steps=0", "--config.data.tool_view=signature")
     assert trained.returncode == 0, trained.stderr[-2000:]
+    cache = tmp_path / "shared_cache"  # e.g. one for every run of a study
     evaluated = _main("--config=configs/tiny.py", "--config.mode=eval", f"--config.eval.checkpoint={run}",
                       "--config.eval.source=bfcl_training", "--config.eval.max_turns=2",
-                      "--config.eval.max_new_tokens=16")
+                      "--config.eval.max_new_tokens=16", f"--config.compile.cache_dir={cache}",
+                      "--config.compile.min_compile_time_secs=0")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     results = json.loads((run / "eval" / "eval_results.json").read_text())
     assert results["settings"]["tool_view"] == "signature"  # the run's view, not this command's default
     assert results["settings"]["turns"] == 2
+    assert any(cache.iterdir())  # the evaluation's programs, for the next one
 
 
 def test_update_widths_are_bucketed():

@@ -136,10 +136,14 @@ def evaluate(config: Any):
     """mode == "eval": a run's own model and settings (eval.* from this command), or the configured model."""
     import jax
 
+    from toolrl.compilation_cache import enable_compilation_cache
     from toolrl.eval.evaluator import run_evaluation
     from toolrl.policy.runtime import Policy
 
     run = Path(config.eval.checkpoint or config.workdir)
+    # Before the first jit: the next evaluation of the same prompt widths (another checkpoint of the run,
+    # or every run of a study sharing compile.cache_dir) reads the programs instead of compiling them.
+    enable_compilation_cache(config if str(config.compile.cache_dir) else str((run / "xla_cache").absolute()))
     mesh = build_mesh(config)
     if (run / "config.json").is_file():
         policy, run_config = Policy.from_run(run, mesh)
