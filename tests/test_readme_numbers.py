@@ -43,12 +43,15 @@ def memorisation() -> str:
             f"{m['eval_seconds']:.0f} s of evaluation on the 2-core CPU.\n")
 
 
-def _start_cell(path: Path) -> str:
-    s = _json(path)["summary"]
-    total = s.get("turns", s.get("samples"))
-    low, high = s["wilson95"]
-    return (f"{s['right']}/{total} {s['unit']} ({100 * s['accuracy']:.1f} %; 95 % Wilson "
-            f"{100 * low:.1f}–{100 * high:.1f} %)")
+def _turns_cell(end: dict) -> str:
+    """"right/turns turns (acc %; 95 % Wilson low-high %)" of a study run's end-of-run entry."""
+    from scipy.stats import binomtest
+
+    total = end["turns"]
+    right = round(end["turn_accuracy"] * total)
+    interval = binomtest(right, total).proportion_ci(0.95, method="wilson")
+    return (f"{right}/{total} turns ({100 * right / total:.1f} %; 95 % Wilson "
+            f"{100 * interval.low:.1f}–{100 * interval.high:.1f} %)")
 
 
 def _arms_cell(summary: dict, source: str) -> str:
@@ -68,19 +71,21 @@ def results() -> str:
     mem_path = RESULTS / "memorisation.json"
     m = _json(mem_path)
     natural = RESULTS / "natural"
+    start = _json(natural / "sft.json")
+    ends = {source: entry["end"] for source, entry in start["eval"].items()}
     long36 = RESULTS / "long36" / "summary.json"
     summary = _json(long36)
     arms = [a for a in summary["train"] if a != "sft"]
     rows = [
         ("the memorisation check: SFT on a few training samples, then the evaluator on them",
          f"{m['turns_right']}/{m['turns']} turns right after {m['sft_steps']} SFT steps", _rel(mem_path)),
-        ("SFT start on the natural data, eval_100, turn protocol",
-         _start_cell(natural / "sft_start_eval_eval_100.json"), _rel(natural / "sft_start_eval_eval_100.json")),
+        (f"the natural study's SFT start ({start['steps']} steps), novel synthesized test turns",
+         _turns_cell(ends["synthetic:test"]), _rel(natural / "sft.json")),
+        ("the same start, eval_100, turn protocol", _turns_cell(ends["eval_100"]), _rel(natural / "sft.json")),
         ("the same start, eval_100, the benchmark's own protocol",
-         _start_cell(natural / "sft_start_eval_eval_100_official.json"),
-         _rel(natural / "sft_start_eval_eval_100_official.json")),
-        ("the same start, novel synthesized test turns",
-         _start_cell(natural / "sft_start_eval_novel_test.json"), _rel(natural / "sft_start_eval_novel_test.json")),
+         f"{100 * ends['eval_100@official']['success_rate']:.1f} % of samples solved; "
+         f"{100 * ends['eval_100@official']['turn_accuracy']:.1f} % of {ends['eval_100@official']['turns']} turns right",
+         _rel(natural / "sft.json")),
         (f"reward ablation `long36` ({len(arms)} rewards × {len(summary['train'][arms[0]]['seeds'])} seeds, "
          f"{summary['train'][arms[0]]['steps']['mean']:.0f} GRPO steps from one SFT start), held-out synthesized "
          "turn accuracy, mean ± 95 % t half width",
