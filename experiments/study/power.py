@@ -151,8 +151,7 @@ def design_record(table: dict, heldout_novel_turns: int, eval_100_turns: int, ev
 
 def main(argv: list[str]) -> None:
     """``python -m experiments.study.power [OUT_DIR]``: the natural study's power.json and design.json from
-    its SFT start's evaluations: the study's own start (``sft.json``, written by the study runner) when it
-    has finished, else the first start's files (``sft_start_eval_*.json``)."""
+    its SFT start's evaluations (``sft.json``, written by the study runner)."""
     import json
     from pathlib import Path
 
@@ -160,17 +159,10 @@ def main(argv: list[str]) -> None:
     out_dir = Path(argv[0]) if argv else natural
     # eval_100 has 100 samples (the benchmark runner's unit); the first start's file counted them.
     samples_100 = json.loads((natural / "sft_start_eval_eval_100_official.json").read_text())["summary"]["samples"]
-    if (natural / "sft.json").is_file():
-        ends = {source: entry["end"] for source, entry in json.loads((natural / "sft.json").read_text())["eval"].items()}
-        test, turns_100 = ends["synthetic:test"], ends["eval_100"]
-        test_turns, test_accuracy = test["turns"], test["turn_accuracy"]
-        turns_100_n, accuracy_100 = turns_100["turns"], turns_100["turn_accuracy"]
-    else:
-        def start(name: str) -> dict:
-            return json.loads((natural / f"sft_start_eval_{name}.json").read_text())["summary"]
-
-        test_turns, test_accuracy = start("novel_test")["turns"], start("novel_test")["accuracy"]
-        turns_100_n, accuracy_100 = start("eval_100")["turns"], start("eval_100")["accuracy"]
+    ends = {source: entry["end"] for source, entry in json.loads((natural / "sft.json").read_text())["eval"].items()}
+    test, turns_100 = ends["synthetic:test"], ends["eval_100"]
+    test_turns, test_accuracy = test["turns"], test["turn_accuracy"]
+    turns_100_n, accuracy_100 = turns_100["turns"], turns_100["turn_accuracy"]
     table = design_table([2.0, 3.0, 4.0], {"graduated": 5, "binary": 5, "atomic": 3, "orchestration": 3},
                          {"novel_test": (test_turns, round(test_accuracy, 4)),
                           "eval_100": (turns_100_n, round(accuracy_100, 4))})

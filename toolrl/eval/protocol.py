@@ -281,8 +281,8 @@ def drive_batched(runs: Sequence[Any], policy: Policy, batch_size: int, step: Ca
             break
         active.sort(key=lambda pair: size(pair[1]))  # stable: ties keep the runs' order
         for start in range(0, len(active), batch_size):
-            chunk = [run for run, _ in active[start:start + batch_size]]
-            texts = policy([request for _, request in active[start:start + batch_size]])
+            chunk, requests = zip(*active[start:start + batch_size])
+            texts = policy(list(requests))
             if len(texts) != len(chunk):
                 raise ValueError(f"policy returned {len(texts)} texts for {len(chunk)} requests")
             for run, text in zip(chunk, texts):
