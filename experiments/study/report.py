@@ -47,17 +47,64 @@ def design_lines(design: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _points(value: float | None, sign: bool = True) -> str:
+    return "–" if value is None else f"{value:{'+' if sign else ''}.1f}"
+
+
+def _comparison_cells(row: Mapping[str, Any]) -> list[str]:
+    seeds = f"{row['n']}" if row["reference"] == "start" else f"{row['n']} vs {row['n_reference']}"
+    interval = row["interval_points"]
+    return [row["comparison"], seeds, _points(row["estimate_points"]),
+            "–" if interval is None else f"{interval[0]:+.1f} to {interval[1]:+.1f}",
+            _points(row["seed_sd_points"], sign=False), _points(row["mdd_planned_points"], sign=False),
+            _points(row["mdd_observed_points"], sign=False), fmt_flips(row["flips"]), row["reading"]]
+
+
+def _comparisons_table(comparisons: Mapping[str, Any], sources: Sequence[str], source_column: bool) -> list[str]:
+    """The comparisons of ``sources`` as one markdown table (lines); a first column names the source
+    when ``source_column``."""
+    conf = round(100 * comparisons["confidence"])
+    sd = comparisons.get("planning_seed_sd_points")
+    header = (["source"] if source_column else []) + [
+        "comparison", "seeds", "estimate (points)", f"{conf} % interval", "seed SD",
+        "MDD planned" + (f" (SD {sd:g})" if sd is not None else ""), "MDD at observed SD",
+        "turns gained / lost (McNemar p)", "reading"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for source in sources:
+        for row in comparisons["sources"][source]:
+            cells = ([source] if source_column else []) + _comparison_cells(row)
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _comparisons_note(comparisons: Mapping[str, Any], baseline: str) -> str:
+    conf = round(100 * comparisons["confidence"])
+    return (f"Turn accuracy, points. arm - start: per seed the end minus the start, their mean with a {conf} % "
+            f"one-sample t interval. arm - {baseline}: the difference of the seed means, with a pooled two-sample "
+            f"{conf} % t interval. MDD: the true difference found at α = {comparisons['alpha']:g} with power "
+            f"{comparisons['power']:g}, as planned (design.json) and at the seed SD and seeds observed. Turns "
+            f"gained / lost against the start, or {baseline}'s run of the same seed: exact McNemar, summed over "
+            "seeds. 'would detect ≥': the MDD at the observed SD, else the planned one.")
+
+
 def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
-    """The study's tables: per eval source the end-of-run metrics (%) and the paired differences
-    (percentage points), then training (reward, degenerate groups, fit, wall time)."""
+    """The study's tables: the design's comparisons (estimate, interval, detectable difference), per
+    eval source the end-of-run metrics (%) and the paired differences (percentage points), then
+    training (reward, degenerate groups, fit, wall time)."""
     conf = round(100 * summary["confidence"])
     base = summary["baseline_arm"]
     lines = [f"# Study {study}".rstrip(), "",
              f"{len(summary['runs'])} finished runs. Cells: mean ± {conf}% Student-t half width over seeds (n runs)."]
-    lines += design_lines(summary.get("design"))
     if any(pooled for s in summary["sources"].values() for pooled in s.get("flips_pooled", {}).values()):
+        # on the intro line, not after the design's table
         lines[-1] += (" Rows 'all seeds, summed': the seeds' turns gained and lost added up, with the exact"
                       " McNemar p of the sums (a sign test stratified by seed).")
+    lines += design_lines(summary.get("design"))
+    comparisons = summary.get("comparisons", {})
+    if comparisons.get("sources"):
+        lines += ["", "## Comparisons", "", _comparisons_note(comparisons, base)]
+        for source in comparisons["sources"]:
+            lines += ["", f"### {source}", "", *_comparisons_table(comparisons, [source], source_column=False)]
     for source, s in summary["sources"].items():
         lines += ["", f"## {source}: end of run (%)", "",
                   "| run | " + " | ".join(f"{METRIC_LABELS[m]} %" for m in EVAL_METRICS) + " |",
@@ -166,8 +213,15 @@ def turns_right_table(results: Sequence[Mapping[str, Any]], source: str, baselin
 
 def readme_tables(summary: Mapping[str, Any], results: Sequence[Mapping[str, Any]],
                   baseline: str = BASELINE_ARM) -> str:
-    """What `--report --readme` writes: the compact table, then the turns-right counts per source."""
+    """What `--report --readme` writes: the comparisons of every held-out source (estimate, interval and
+    detectable difference; when the study has any), the compact table, then the turns-right counts per
+    source."""
     tables = [compact_table(summary)] + [turns_right_table(results, source, baseline) for source in summary["sources"]]
+    comparisons = summary.get("comparisons", {})
+    if comparisons.get("sources"):
+        lines = [_comparisons_note(comparisons, summary["baseline_arm"]), "",
+                 *_comparisons_table(comparisons, list(comparisons["sources"]), source_column=True)]
+        tables.insert(0, "\n".join(lines) + "\n")
     return "\n".join(tables)
 
 
@@ -194,10 +248,8 @@ def write_summary(results_path: str | os.PathLike, baseline: str = BASELINE_ARM,
     """Rebuilds ``summary.json`` and ``report.md`` in ``results_path`` from its result files alone."""
     path = resolve(results_path)
     results = load_results(path)
-    summary = summarize(results, baseline, confidence)
-    design = read_json(path / DESIGN_FILE) if (path / DESIGN_FILE).is_file() else None
-    if design is not None:  # written before the runs (experiments/study/power.py)
-        summary["design"] = design
+    design = read_json(path / DESIGN_FILE) if (path / DESIGN_FILE).is_file() else None  # written before the runs
+    summary = summarize(results, baseline, confidence, design)
     text = markdown_report(summary, path.name)
     write_json_atomic(path / SUMMARY_FILE, summary)
     tmp = path / f".{REPORT_FILE}.{os.getpid()}.tmp"

@@ -2,8 +2,9 @@
 
 Aggregation: mean and a two-sided Student-t interval over seeds per arm (:func:`t_interval`), paired
 differences (per run: end minus its SFT start; per seed: arm minus the baseline arm), and per-turn
-verdict flips with exact McNemar tests (per seed, and pooled over seeds). Pure functions of the
-loaded result dicts: no file is read or written here.
+verdict flips with exact McNemar tests (per seed, and pooled over seeds); and the design's comparisons,
+each with its estimate, interval and detectable difference (:mod:`experiments.study.comparisons`).
+Pure functions of the loaded result dicts: no file is read or written here.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any, Mapping, Sequence
 
 from scipy import stats as scipy_stats
 
+from experiments.study import comparisons as compare
 from experiments.study.collect import reward_rise
 from experiments.study.files import dotted, finite
 from experiments.study.plan import ARMS, BASELINE_ARM, EVAL_METRICS
+from experiments.study.power import ALPHA, POWER
 
 
 def t_critical(df: int, confidence: float = 0.95) -> float:
@@ -45,11 +48,14 @@ def _stat(values: Sequence[Any], confidence: float) -> dict[str, Any]:
     return finite({"mean": mean, "half_width": half, "n": n})
 
 
-def arm_order(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM) -> list[str]:
-    """GRPO arms present: the baseline first, then ARMS order, then the rest by name."""
-    arms = {r["arm"] for r in results if r.get("kind") == "grpo"}
+def _ordered(arms: set[str], baseline: str) -> list[str]:
     known = [baseline, *[a for a in ARMS if a != baseline]]
     return [a for a in known if a in arms] + sorted(arms - set(known))
+
+
+def arm_order(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM) -> list[str]:
+    """GRPO arms present: the baseline first, then ARMS order, then the rest by name."""
+    return _ordered({r["arm"] for r in results if r.get("kind") == "grpo"}, baseline)
 
 
 def eval_sources(results: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -93,6 +99,16 @@ def start_entry(result: Mapping[str, Any], source: str, sft: Mapping[str, Any] |
     return dotted(sft, f"eval.{source}.end") if sft is not None and source in sft.get("eval", {}) else None
 
 
+def _gain(result: Mapping[str, Any], source: str, metric: str, sft: Mapping[str, Any] | None) -> float | None:
+    """A GRPO run's end minus its start on ``source`` (its own step-0 evaluation, else the SFT run's end);
+    None when either is missing."""
+    start = dotted(result, f"eval.{source}.start.{metric}")
+    if start is None and sft is not None:
+        start = end_value(sft, source, metric)
+    after = end_value(result, source, metric)
+    return None if start is None or after is None else after - start
+
+
 def _flip_record(seed: Any, flips: tuple[int, int]) -> dict[str, Any]:
     return {"seed": seed, "gained": flips[0], "lost": flips[1], "p": mcnemar_exact_p(*flips)}
 
@@ -118,7 +134,7 @@ SINGLE_KINDS = {"zero_shot": ("zero_shot",), "sft": ("sft", "start")}
 
 
 def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM,
-              confidence: float = 0.95) -> dict[str, Any]:
+              confidence: float = 0.95, design: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The study's numbers from its result files alone.
 
     Returns::
@@ -134,9 +150,16 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
                                                                     summed over seeds (stratified exact test)
          }},
          train: {<row>: {reward_mean, degenerate_fraction, steps, wall_seconds: {mean, half_width, n}},
-                 fit: ...}}
+                 fit: ...},
+         comparisons: {metric, confidence, alpha, power, planning_seed_sd_points,
+                       sources: {<source>: [row]}},    experiments/study/comparisons.py, in points
+         design: design.json's record, when given}
 
     The SFT start of a GRPO run is its own step-0 evaluation when logged, else the SFT run's.
+    ``comparisons`` covers the design's arms (``design["seeds"]``) and the arms present, on each source
+    where the start is known and some GRPO run has an end: arm - start (the one-sample interval of
+    ``vs_sft``) and arm - baseline as a pooled two-sample t interval of the seed means, not the
+    seed-paired ``vs_baseline``.
     """
     by_arm: dict[str, list[Mapping[str, Any]]] = {}
     for r in results:
@@ -146,7 +169,9 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
     arms = arm_order(results, baseline)
     rows = [k for k in ("zero_shot", "sft") if singles[k] is not None] + arms
     members = {k: [singles[k]] for k in ("zero_shot", "sft") if singles[k] is not None} | {a: by_arm[a] for a in arms}
+    compared = _ordered(set(arms) | set((design or {}).get("seeds", {})), baseline)
     sources: dict[str, Any] = {}
+    comparisons: dict[str, list[dict[str, Any]]] = {}
     for source in eval_sources(results):
         end = {row: {m: _stat([end_value(r, source, m) for r in members[row]], confidence) for m in EVAL_METRICS}
                for row in rows}
@@ -158,12 +183,8 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
             diffs: dict[str, list[float]] = {m: [] for m in EVAL_METRICS}
             for r in by_arm[arm]:
                 for m in EVAL_METRICS:
-                    start = dotted(r, f"eval.{source}.start.{m}")
-                    if start is None and sft is not None:
-                        start = end_value(sft, source, m)
-                    after = end_value(r, source, m)
-                    if start is not None and after is not None:
-                        diffs[m].append(after - start)
+                    if (g := _gain(r, source, m, sft)) is not None:
+                        diffs[m].append(g)
             vs_sft[arm] = {m: _stat(diffs[m], confidence) for m in EVAL_METRICS}
             flips = [(r["seed"], turn_flips(start_entry(r, source, sft), dotted(r, f"eval.{source}.end")))
                      for r in by_arm[arm]]
@@ -186,6 +207,9 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
                   for kind, flips in (("flips_vs_sft", flips_sft), ("flips_vs_baseline", flips_base))}
         sources[source] = {"end": end, "vs_sft": vs_sft, "vs_baseline": vs_base,
                            "flips_vs_sft": flips_sft, "flips_vs_baseline": flips_base, "flips_pooled": pooled}
+        found = _source_comparisons(source, by_arm, sft, compared, baseline, sources[source], design, confidence)
+        if found:
+            comparisons[source] = found
     train = {}
     for row in rows:
         runs = members[row]
@@ -198,5 +222,31 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
             "fit": _stat([dotted(r, "fit.share") for r in runs], confidence),
             "seeds": sorted(r["seed"] for r in runs if r.get("seed") is not None),
         }
-    return {"confidence": confidence, "baseline_arm": baseline, "runs": sorted(r["name"] for r in results),
-            "arms": arms, "sources": sources, "train": train}
+    summary = {"confidence": confidence, "baseline_arm": baseline, "runs": sorted(r["name"] for r in results),
+               "arms": arms, "sources": sources, "train": train,
+               "comparisons": {"metric": compare.METRIC, "confidence": confidence,
+                               "alpha": (design or {}).get("alpha", ALPHA),
+                               "power": (design or {}).get("power", POWER),
+                               "planning_seed_sd_points": (design or {}).get("planning_seed_sd_points"),
+                               "sources": comparisons}}
+    if design is not None:
+        summary["design"] = dict(design)
+    return summary
+
+
+def _source_comparisons(source: str, by_arm: Mapping[str, Sequence[Mapping[str, Any]]], sft: Mapping[str, Any] | None,
+                        arms: Sequence[str], baseline: str, numbers: Mapping[str, Any],
+                        design: Mapping[str, Any] | None, confidence: float) -> list[dict[str, Any]]:
+    """The comparisons of one source (experiments.study.comparisons); [] when the start's accuracy is
+    unknown there or no GRPO run has an end on it."""
+    metric = compare.METRIC
+    ends = {arm: [v for r in by_arm.get(arm, []) if (v := end_value(r, source, metric)) is not None] for arm in arms}
+    gains = {arm: [g for r in by_arm.get(arm, []) if (g := _gain(r, source, metric, sft)) is not None] for arm in arms}
+    start_known = any(gains.values()) or (sft is not None and end_value(sft, source, metric) is not None)
+    if not start_known or not any(ends.values()):
+        return []
+    pooled = numbers["flips_pooled"]
+    flips = {kind: {arm: compare.seed_flips(numbers[kind].get(arm, []), pooled[kind].get(arm)) for arm in arms}
+             for kind in ("flips_vs_sft", "flips_vs_baseline")}
+    return compare.source_comparisons(arms, gains, ends, flips["flips_vs_sft"], flips["flips_vs_baseline"],
+                                      baseline, design, confidence)
