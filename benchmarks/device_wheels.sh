@@ -1,4 +1,4 @@
-# Sourced by the device scripts (benchmarks/gpu_check.sh, experiments/gpu_study.sh) from the repository
+# Sourced by the device scripts (benchmarks/gpu_check.sh; experiments/gpu_study.sh until 82d7784) from the repository
 # root: installs the carried wheels of .whl/ into /tmp/site and puts it, and the repository, on
 # PYTHONPATH. The image's own flax / optax / orbax match its jax; ours are installed only where the
 # image's are older than the versions this project was tested with (or missing). PY: the interpreter.

@@ -1,91 +1,100 @@
 #!/usr/bin/env bash
-# One GRPO run of the decontaminated study at GPU scale, on the device tool's bare CUDA machine (its own
-# jax, no network, at most 64 MiB carried per call; ignored files stay between calls to a warm machine).
-# Carried beside the tree (git-ignored via .git/info/exclude):
-#   .whl/       wheels the image lacks: ml_collections, ijson, tensorflow-datasets + array_record and their
-#               small dependencies (dm-tree, immutabledict, promise, toml, tensorflow-metadata,
-#               googleapis-common-protos), and flax / optax / orbax at the versions pyproject.toml pins
-#   .devdata/   the benchmark's JSON files (../shared/data/complexfuncbench), read as TOOLRL_DATA_DIR
-#   .devstudy/  tfds/toolrl_traces/synthetic of the decontaminated study ($TOOLRL_HOME/study/tfds here)
-#   .devstart/  the SFT start as an HF directory in bf16 (experiments/export_start.py --piece_mb=60):
-#               its model.safetensors.part<k> pieces each moved into a top-level folder .devp<k>/ of
-#               their own, one carried per call (64 MiB per call); `run` joins them in order
-# The working tree, carried folders included, is replaced at every call, but /tmp of a warm machine
-# stays: each call carries what fits and runs `bash experiments/gpu_study.sh stash`, which copies every
-# .whl / .dev* folder present to /tmp/stash; `run` first brings back from there what the tree lacks.
-# Settings (environment): ARM (graduated), SEED (0), GROUP (8), PROMPTS (4), STEPS (96), EVERY (12),
-# EVAL_TURNS (48), TRAIN_S (wall-clock cap of the training process; the last evaluation reached stands),
-# EVAL100_S (0 = no eval_100 pass after training). The config is the CPU study's (configs/study.py)
-# with only the group, the prompts per step, the step count and the evaluation schedule changed.
-#   bash experiments/gpu_study.sh stash    # keep this call's carried folders on the machine
-#   bash experiments/gpu_study.sh env      # install + import + data check only
-#   bash experiments/gpu_study.sh run
-set -u
-OUT=${OUT:-/tmp/gpu_study}
-STASH=${STASH:-/tmp/stash}
-mkdir -p "$OUT" "$STASH"
-if [ "${1:-run}" = stash ]; then
-  for d in .whl .dev*; do [ -d "$d" ] && cp -r "$d" "$STASH/"; done
-  ls -la "$STASH"
-  exit 0
+# The natural reward study on one GPU: the CPU study's design (experiments/results/natural/design.md: arms,
+# seeds, SFT and GRPO steps, held-out sources, evaluation settings, analysis), run by the same resumable
+# study runner (experiments/run_ablation.py) into a study of its own, so its results never mix with the
+# CPU study's. The command comes from experiments/study/gpu_estimate.py (DESIGN, checked against
+# design.md by tests/test_gpu_study.py), which also prints the expected wall time before anything runs.
+#
+#   bash experiments/gpu_study.sh            # on a GPU node: checks, the expected wall time, the study
+#   bash experiments/gpu_study.sh estimate   # the plan's expected wall time only (any machine, no GPU)
+#   bash experiments/gpu_study.sh dry_run    # the command and run_ablation's plan (--dry_run); runs nothing
+#   bash experiments/gpu_study.sh report     # summary.json and report.md again from the result files
+# Further arguments go to run_ablation, e.g. `bash experiments/gpu_study.sh run --max_runs=3`.
+#
+# The node: the repo installed (pip install -e .) with jax[cuda12], the benchmark's data where toolrl
+# finds it (TOOLRL_DATA_DIR). The natural data ($TOOLRL_HOME/study) is built if missing
+# (python -m experiments.study_data, about a minute) and must carry the CPU study's stamp (the same
+# response cache, so the same traces and held-out turns); the run refuses otherwise.
+#
+# Settings (environment):
+#   STUDY       natural_gpu: results in experiments/results/$STUDY, runs in runs/studies/$STUDY
+#   STEPS, LR   GRPO steps per run and learning rate; default the design's (DESIGN). LR=3e-5 runs every arm
+#               as <arm>+lr3e-5 (configs/grpo.py VARIANTS). Changing either mid-study mixes runs: new STUDY.
+#   EVAL_BATCH, PAD, CACHE_DIR   below;  PY  the interpreter (python)
+# Resumable: the same command again skips finished runs (their result files) and continues an unfinished
+# one from its last checkpoint; SIGTERM / Ctrl-C reach the running step, which saves first.
+#
+# What the GPU command sets otherwise than the CPU one. Each changes shapes or speed, not what is computed
+# (padding is masked; results differ by float rounding only, as the GPU's do anyway):
+# * --config.compile.cache_dir=$CACHE_DIR (runs/studies/$STUDY/jax_cache, the directory the runner also
+#   gives JAX): one persistent compilation cache for every process of the study. The GPU pilot spent
+#   nearly all its time compiling (experiments/results/gpu_pilot/README.md); an evaluation's programs are
+#   the same in every run (weights are arguments), so each compiles once per study.
+# * --config.rollout.pad_multiple=$PAD (256; the CPU's 64): the field that bounds padded widths. Prompts
+#   of every generation call, in rollouts and in evaluations (toolrl/policy/runtime.py), are left-padded
+#   to a multiple of it, and the update's width ladder (toolrl/rl/update.py bucket: 2^k and 1.5 * 2^k)
+#   starts at it. Rollout prompts fit max_seq_len - max_new_tokens = 1,792 tokens: 7 widths instead of
+#   28, and 6 update widths up to 2,048 instead of 10. Padding 255 tokens at most costs the GPU little.
+# * --config.eval.batch_size=$EVAL_BATCH (32; the CPU's 8): requests per generate call. An evaluation
+#   call always has this many rows (the last chunk is padded with repeats), so an evaluation compiles one
+#   program per width, and fewer, fuller calls. Memory: the CPU's process reached 18.6 GB at 16 rows on
+#   the longest validation turns (design.md), at most 1.2 GB a row; 32 rows stay under 38 GB, within the
+#   75 % of an 80 GB GPU that XLA preallocates; 64 would not be safe by that bound.
+# No config field buckets the rollout's row count (a round's live rows, 1 to prompts x group = 8) or
+# the update's loss positions (multiples of 16): those stay bounded by the batch, not by a setting.
+# The device tool's one-run pilot version of this script (wheels, carried start) is in git history
+# (commit 82d7784).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-run}
+[ $# -gt 0 ] && shift
+PY=${PY:-python}
+command -v "$PY" > /dev/null || PY=python3
+STUDY=${STUDY:-natural_gpu}
+EST=(--study="$STUDY" --eval_batch="${EVAL_BATCH:-32}" --pad_multiple="${PAD:-256}" --cache_dir="${CACHE_DIR:-}")
+[ -n "${STEPS:-}" ] && EST+=(--steps="$STEPS")
+[ -n "${LR+x}" ] && EST+=(--lr="$LR")
+export PYTHONUNBUFFERED=1
+if [ "$MODE" = estimate ]; then
+  exec "$PY" -m experiments.study.gpu_estimate "${EST[@]}"
 fi
-for d in "$STASH"/.whl "$STASH"/.dev*; do
-  [ -d "$d" ] && [ ! -e "$(basename "$d")" ] && cp -r "$d" .
-done
-# Compiled programs kept between calls to the same machine: the pilot spent most of its minutes in XLA
-# compiling each new padded shape.
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$STASH/jax_cache}
-ARM=${ARM:-graduated} SEED=${SEED:-0} GROUP=${GROUP:-8} PROMPTS=${PROMPTS:-4} STEPS=${STEPS:-96}
-EVERY=${EVERY:-12} EVAL_TURNS=${EVAL_TURNS:-48} TRAIN_S=${TRAIN_S:-420} EVAL100_S=${EVAL100_S:-0}
-PY=${PY:-python3}
-WORK=${WORK:-/tmp/gpu_study_run}
+ARGS=()
+while IFS= read -r line; do ARGS+=("$line"); done < <("$PY" -m experiments.study.gpu_estimate "${EST[@]}" --argv)
+[ ${#ARGS[@]} -gt 0 ] || { echo "gpu_study: no command from experiments.study.gpu_estimate" >&2; exit 2; }
 
-[ -n "${SKIP_WHEELS:-}" ] || source benchmarks/device_wheels.sh
-export PYTHONUNBUFFERED=1 WANDB_MODE=disabled TOOLRL_DATA_DIR=$PWD/.devdata
-export TOOLRL_HOME=${TOOLRL_HOME_DIR:-/tmp/toolrl_home}
-mkdir -p "$TOOLRL_HOME/study"
-ln -sfn "$PWD/.devstudy/tfds" "$TOOLRL_HOME/study/tfds"
-
-case ${1:-run} in
-  env)
-    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
-    $PY - <<'EOF' 2>&1 | tee "$OUT/env.log"
-import os, jax, flax, optax, tensorflow_datasets as tfds
-from toolrl.data.golden import load_samples
-print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, "tfds", tfds.__version__, jax.devices())
-synth = os.path.join(os.environ["TOOLRL_HOME"], "study", "tfds")
-for source in ("synthetic:train", "synthetic:test", "bfcl_training", "eval_100"):
-    print(source, len(load_samples(source, synth_dir=synth)))
-EOF
-    ls -la .devstart ;;
+case $MODE in
+  dry_run)
+    echo "\$ $PY -m experiments.run_ablation ${ARGS[*]} --dry_run $*"
+    exec "$PY" -m experiments.run_ablation "${ARGS[@]}" --dry_run "$@" ;;
+  report)
+    exec "$PY" -m experiments.run_ablation "${ARGS[@]}" --report "$@" ;;
   run)
-    if [ ! -f .devstart/model.safetensors ]; then
-      # Pieces part0, part1, ... in order, wherever each was carried (.devstart/ or a .devp*/ folder).
-      for k in $(seq 0 99); do
-        piece=$(ls .devstart/model.safetensors.part$k .devp*/model.safetensors.part$k 2>/dev/null | head -n 1)
-        [ -n "$piece" ] || break
-        cat "$piece"
-      done > .devstart/model.safetensors
+    "$PY" -m experiments.study.gpu_estimate "${EST[@]}"  # the expected wall time, and the command, first
+    [ $# -eq 0 ] || echo "  with: $*"
+    "$PY" - <<'EOF'
+import os, jax
+devices = jax.devices()
+print("devices:", devices)
+if jax.default_backend() != "gpu" and not os.environ.get("ALLOW_CPU"):
+    raise SystemExit(f"gpu_study: jax's backend is {jax.default_backend()!r}, not a GPU; the CPU study is "
+                     "design.md's command (ALLOW_CPU=1 runs this one anyway)")
+EOF
+    if ! "$PY" -c 'import sys; from toolrl.data import natural; sys.exit(not natural.is_current(natural.natural_dir()))'; then
+      "$PY" -m experiments.study_data --study="$STUDY"
     fi
-    ls -la .devstart/model.safetensors
-    t0=$SECONDS
-    timeout "$TRAIN_S" $PY -m toolrl.main --config=configs/study.py:"$ARM" --config.mode=grpo \
-      --config.model.path="$PWD/.devstart" --config.workdir="$WORK" --config.seed="$SEED" \
-      --config.rollout.group_size="$GROUP" --config.rollout.prompts_per_step="$PROMPTS" \
-      --config.grpo.micro_batches="$PROMPTS" --config.train.num_steps="$STEPS" \
-      --config.train.save_every=100000 --config.train.progress=False --config.sft.num_steps=0 \
-      --config.eval.at_start=True --config.eval.every="$EVERY" --config.eval.max_turns="$EVAL_TURNS" \
-      --config.eval.source=synthetic:test --config.optim.learning_rate=1e-5 ${EXTRA:-} > "$OUT/train.log" 2>&1
-    echo "== train: rc=$? in $((SECONDS - t0)) s"
-    tail -n 30 "$OUT/train.log"
-    if [ "$EVAL100_S" -gt 0 ] && [ -d "$WORK/checkpoints" ]; then
-      t0=$SECONDS
-      timeout "$EVAL100_S" $PY -m toolrl.main --config=configs/study.py:"$ARM" --config.mode=eval \
-        --config.workdir="$WORK" --config.seed="$SEED" --config.eval.source=eval_100 \
-        --config.eval.max_turns="$EVAL_TURNS" --config.eval.output_dir="$WORK/eval_eval_100" > "$OUT/eval_100.log" 2>&1
-      echo "== eval_100: rc=$? in $((SECONDS - t0)) s"
-      tail -n 15 "$OUT/eval_100.log"
-    fi
-    # Everything but the checkpoints comes back (8 files at most).
-    tar -czf "$OUT/run.tar.gz" -C "$WORK" --exclude=checkpoints --exclude=reference . && ls -la "$OUT" ;;
+    "$PY" - <<'EOF'
+import json
+from toolrl.data import natural, provenance
+want = json.load(open("experiments/results/natural/data_report.json"))["stamp"]
+have = provenance.read_stamp(natural.natural_dir()) or {}
+diff = [k for k in ("id", "cache_sha256", "seed", "n_traces", "writer", "bind") if have.get(k) != want.get(k)]
+if diff:
+    raise SystemExit(f"gpu_study: {natural.natural_dir()} is not the CPU study's data: {diff} differ from "
+                     "experiments/results/natural/data_report.json's stamp")
+print(f"data: {natural.natural_dir()} carries the CPU study's stamp ({want['id']}, cache {want['cache_sha256'][:12]})")
+EOF
+    exec "$PY" -m experiments.run_ablation "${ARGS[@]}" "$@" ;;
+  *)
+    echo "usage: bash experiments/gpu_study.sh [run|estimate|dry_run|report] [run_ablation flags]" >&2
+    exit 2 ;;
 esac
