@@ -33,6 +33,8 @@ flags.DEFINE_string("study", "ablation", "Study name: runs under <runs_dir>/<stu
 flags.DEFINE_list("arms", list(sweep.ARMS), "GRPO arms: config variants (configs/grpo.py VARIANTS); '+' combines, "
                   "e.g. turn+binary. Empty: no SFT start and no GRPO runs.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the GRPO runs (--config.seed).")
+flags.DEFINE_list("arm_seeds", [], "ARM:N pairs: that arm runs only the first N of --seeds, e.g. "
+                  "atomic:3,orchestration:3 (empty: every arm every seed).")
 flags.DEFINE_string("variants", "", "Variants applied to every run before the arm, e.g. 'paper' (comma-separated).")
 flags.DEFINE_string("config_file", "configs/grpo.py", "Training config file.")
 flags.DEFINE_integer("sft_seed", 0, "Seed of the SFT start.")
@@ -65,7 +67,19 @@ def settings_from_flags(extra: list[str]) -> sweep.StudySettings:
         sft_seed=FLAGS.sft_seed, sft_steps=FLAGS.sft_steps, grpo_steps=FLAGS.grpo_steps,
         eval_every=FLAGS.eval_every, eval_sources=tuple(FLAGS.eval_sources),
         overrides=tuple(FLAGS.override) + tuple(extra), zero_shot=FLAGS.zero_shot, runs_dir=FLAGS.runs_dir,
-        results_dir=FLAGS.results_dir, sft_study=FLAGS.sft_study, python=sys.executable)
+        results_dir=FLAGS.results_dir, sft_study=FLAGS.sft_study, arm_seeds=arm_seeds(FLAGS.arm_seeds),
+        python=sys.executable)
+
+
+def arm_seeds(pairs: list[str]) -> tuple[tuple[str, int], ...]:
+    """--arm_seeds=atomic:3,orchestration:3 -> (("atomic", 3), ("orchestration", 3))."""
+    out = []
+    for pair in pairs:
+        arm, _, n = pair.rpartition(":")
+        if not arm or not n.isdigit():
+            raise ValueError(f"--arm_seeds entry {pair!r} is not ARM:N")
+        out.append((arm.replace("+", ","), int(n)))
+    return tuple(out)
 
 
 def main(argv: list[str]) -> None:

@@ -103,6 +103,21 @@ def test_plan_order_zero_shot_sft_once_then_seed_major():
     assert sweep.plan(sweep.StudySettings(zero_shot=False))[0].name == "sft"
 
 
+def test_arm_seeds_gives_an_arm_the_first_n_seeds_still_seed_major():
+    settings = sweep.StudySettings(arms=("graduated", "binary", "atomic"), seeds=(0, 1, 2, 3), zero_shot=False,
+                                   arm_seeds=(("atomic", 2),))
+    assert [s.name for s in sweep.plan(settings)] == [
+        "sft", "graduated_seed0", "binary_seed0", "atomic_seed0", "graduated_seed1", "binary_seed1", "atomic_seed1",
+        "graduated_seed2", "binary_seed2", "graduated_seed3", "binary_seed3"]
+    for bad in ((("orchestration", 2),), (("atomic", 0),)):
+        with pytest.raises(ValueError, match="arm_seeds"):
+            sweep.StudySettings(arms=("graduated", "atomic"), arm_seeds=bad)
+    from experiments.run_ablation import arm_seeds
+    assert arm_seeds(["atomic:3", "turn+binary:2"]) == (("atomic", 3), ("turn,binary", 2))
+    with pytest.raises(ValueError, match="ARM:N"):
+        arm_seeds(["atomic"])
+
+
 def test_commands_start_every_arm_from_the_one_sft_checkpoint(tmp_path):
     settings = _settings(tmp_path, variants="paper", grpo_steps=7, eval_sources=("eval_100", "synthetic:test"),
                          overrides=("--config.rollout.group_size=8",))

@@ -66,7 +66,9 @@ def test_estimate_total_is_the_sum_of_its_rows(estimate):
     for item, count, each, row_total, _ in rows:
         assert abs(int(count) * float(each) - int(row_total)) <= 0.005 * int(count) + 0.5, item
     by_item = {r[0].strip(): int(r[1]) for r in rows}
-    assert by_item[f"GRPO steps (20 runs x {G.DESIGN.grpo_steps})"] == 20 * G.DESIGN.grpo_steps
+    runs = G.grpo_runs(G.DESIGN, G.Gpu())
+    assert runs == 16  # graduated and binary 5 seeds each, atomic and orchestration 3 (--arm_seeds)
+    assert by_item[f"GRPO steps ({runs} runs x {G.DESIGN.grpo_steps})"] == runs * G.DESIGN.grpo_steps
     assert by_item["SFT steps (one row each)"] == G.DESIGN.sft_steps
     # Every row's rate is labelled: measured (a gpu_pilot file and field) or assumed.
     notes = dict(re.findall(r"^  \[(\d+)\] (.+)$", estimate.stdout, re.M))
@@ -81,7 +83,7 @@ def test_dry_run_is_the_designs_command_under_its_own_name(dry_run):
     cpu_flags, cpu_fields = parse(design_command())
 
     assert gpu_flags["study"] != "natural" and cpu_flags["study"] == "natural"
-    for flag in ("config_file", "seeds", "sft_steps", "zero_shot"):
+    for flag in ("config_file", "seeds", "arm_seeds", "sft_steps", "zero_shot"):
         assert gpu_flags[flag] == cpu_flags[flag], flag
     # Arms: the design's arms at its learning rate (a variant joined with '+', or none).
     cpu_arms = [a.split("+") for a in cpu_flags["arms"].split(",")]
@@ -103,9 +105,9 @@ def test_dry_run_is_the_designs_command_under_its_own_name(dry_run):
     assert {k for k in GPU_FIELDS if gpu_fields.get(k) != cpu_fields.get(k)} == GPU_FIELDS
     assert int(gpu_fields["eval.batch_size"]) >= int(cpu_fields["eval.batch_size"])
 
-    # run_ablation's own plan: the SFT start and 4 arms x 5 seeds, all under the GPU study.
+    # run_ablation's own plan: the SFT start, graduated and binary x 5 seeds, atomic and orchestration x 3.
     runs = re.findall(r"^(\S+) \[(todo|done)\] -> (\S+)$", dry_run.stdout, re.M)
-    assert len(runs) == 21 and all(f"/{gpu_flags['study']}/" in path for _, _, path in runs)
+    assert len(runs) == 17 and all(f"/{gpu_flags['study']}/" in path for _, _, path in runs)
 
 
 def test_learning_rate_and_steps_are_settable():

@@ -41,6 +41,7 @@ class Design:
     config_file: str
     arms: tuple[str, ...]
     seeds: tuple[int, ...]
+    arm_seeds: tuple[tuple[str, int], ...]  # (arm, n): that arm runs the first n seeds only (--arm_seeds)
     sft_steps: int
     grpo_steps: int
     lr_variant: str  # "" = the config's learning rate; else a configs/grpo.py variant added to every arm
@@ -52,7 +53,7 @@ class Design:
 # The CPU command of design.md. grpo_steps and lr_variant are the pilots' choice (8 or 16; "" or "lr3e-5").
 DESIGN = Design(
     config_file="configs/study.py", arms=("graduated", "binary", "atomic", "orchestration"),
-    seeds=(0, 1, 2, 3, 4), sft_steps=200, grpo_steps=8, lr_variant="", zero_shot=False,
+    seeds=(0, 1, 2, 3, 4), arm_seeds=(("atomic", 3), ("orchestration", 3)), sft_steps=200, grpo_steps=8, lr_variant="", zero_shot=False,
     eval_sources=("synthetic:test", "eval_100", "eval_100@benchmark"),
     overrides=("--config.eval.heldout=novel", "--config.eval.max_turns=0", "--config.eval.complete_only=True",
                "--config.eval.batch_size=8", "--config.compile.cache_dir=runs/studies/xla_cache"))
@@ -90,10 +91,16 @@ def gpu_overrides(design: Design, gpu: Gpu) -> list[str]:
     return out + [f"--config.{k}={v}" for k, v in new.items()]
 
 
+def arm_seeds_flag(design: Design, gpu: Gpu) -> str:
+    """--arm_seeds's value for the GPU's arm names (atomic:3 or atomic+lr3e-5:3)."""
+    return ",".join(f"{a}+{gpu.lr_variant}:{n}" if gpu.lr_variant else f"{a}:{n}" for a, n in design.arm_seeds)
+
+
 def ablation_argv(design: Design, gpu: Gpu) -> list[str]:
     """The flags of ``python -m experiments.run_ablation`` for the GPU study (overrides as --override=...)."""
     return [f"--study={gpu.study}", f"--config_file={design.config_file}", f"--arms={','.join(arms(design, gpu))}",
-            f"--seeds={','.join(map(str, design.seeds))}", f"--sft_steps={design.sft_steps}",
+            f"--seeds={','.join(map(str, design.seeds))}", f"--arm_seeds={arm_seeds_flag(design, gpu)}",
+            f"--sft_steps={design.sft_steps}",
             f"--grpo_steps={gpu.steps}", f"--zero_shot={design.zero_shot}",
             f"--eval_sources={','.join(design.eval_sources)}",
             # The report's baseline is graduated at the study's learning rate (its arm name).
@@ -105,6 +112,7 @@ def settings(design: Design, gpu: Gpu) -> StudySettings:
     """The runner's settings for these flags (as experiments/run_ablation.py builds them)."""
     return StudySettings(study=gpu.study, arms=tuple(a.replace("+", ",") for a in arms(design, gpu)),
                          seeds=design.seeds, config_file=design.config_file, sft_steps=design.sft_steps,
+                         arm_seeds=tuple((f"{a},{gpu.lr_variant}" if gpu.lr_variant else a, n) for a, n in design.arm_seeds),
                          grpo_steps=gpu.steps, eval_sources=design.eval_sources,
                          overrides=tuple(gpu_overrides(design, gpu)), zero_shot=design.zero_shot)
 
@@ -218,6 +226,10 @@ def estimate(design: Design, gpu: Gpu, config: Any, costs: dict[str, Cost], unit
     return rows
 
 
+def grpo_runs(design: Design, gpu: Gpu) -> int:
+    return sum(spec.kind == "grpo" for spec in plan(settings(design, gpu)))
+
+
 def fmt_time(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
 
@@ -237,7 +249,7 @@ def render(rows: Sequence[Row], design: Design, gpu: Gpu, costs: dict[str, Cost]
             f"  Compiled programs are counted at the buckets' bound; eval widths: {ASSUMED_EVAL_PROMPT.source}.",
             f"  Rates are one H200's (the pilot; an H100 computes alike with 70% of its memory bandwidth).",
             f"  Without a cache every step compiled: {cold.value:.1f} s a step ({cold.source}),"
-            f" {fmt_time(cold.value * gpu.steps * len(design.arms) * len(design.seeds))} for the GRPO steps alone."]
+            f" {fmt_time(cold.value * gpu.steps * grpo_runs(design, gpu))} for the GRPO steps alone."]
     return "\n".join(out)
 
 

@@ -95,6 +95,9 @@ class StudySettings:
       runs_dir, results_dir: where heavy artefacts / the small result files go (relative = to the repo root).
       sft_study: start every GRPO run from this other study's SFT run (trained and evaluated there;
         e.g. pilots sharing the study's start) instead of training one ("" = this study's own).
+      arm_seeds: (arm, n) pairs: that arm runs only the first n of ``seeds`` (a design with fewer seeds
+        for some arms, e.g. the natural study's 3 for atomic and orchestration against 5 for the rest;
+        () = every arm every seed).
       python: interpreter of the subprocesses.
       env: extra environment for the subprocesses.
     """
@@ -114,6 +117,7 @@ class StudySettings:
     runs_dir: str = "runs/studies"
     results_dir: str = "experiments/results"
     sft_study: str = ""
+    arm_seeds: tuple[tuple[str, int], ...] = ()
     python: str = sys.executable
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -122,6 +126,9 @@ class StudySettings:
         slugs = [arm_slug(a) for a in self.arms]
         if len(set(slugs)) != len(slugs) or any(s in ("", "zero_shot", "sft", "sft_start") for s in slugs):
             raise ValueError(f"arms must be distinct, non-empty and not 'zero_shot' / 'sft' / 'sft_start': {list(self.arms)}")
+        unknown = [arm for arm, n in self.arm_seeds if arm_slug(arm) not in slugs or int(n) < 1]
+        if unknown:
+            raise ValueError(f"arm_seeds {unknown} name no arm of {list(self.arms)} or give fewer than 1 seed")
         for flag, name in (("--study", self.study), ("--sft_study", self.sft_study)):
             # A plain directory name: "..", "a/b" or an absolute path would put files outside the
             # runs and results directories.
@@ -176,8 +183,9 @@ def plan(settings: StudySettings) -> list[RunSpec]:
     if settings.arms and settings.sft_study:
         # The shared start, evaluated here too: this study's sources and budgets may differ from its own.
         runs.append(RunSpec("start", seed=settings.sft_seed))
-    for seed in settings.seeds:
-        runs += [RunSpec("grpo", arm, int(seed)) for arm in settings.arms]
+    limit = {arm_slug(arm): int(n) for arm, n in settings.arm_seeds}
+    for index, seed in enumerate(settings.seeds):
+        runs += [RunSpec("grpo", arm, int(seed)) for arm in settings.arms if index < limit.get(arm_slug(arm), index + 1)]
     return runs
 
 
