@@ -58,6 +58,8 @@ flags.DEFINE_bool("add_verdicts", False, "Add per-turn verdicts to result files 
                   "(read from the runs' files under --runs_dir; nothing else changes), then stop or --report.")
 flags.DEFINE_string("readme", "", "With --report: also write the compact study table into this file, between "
                     "the study's own study-table markers (e.g. README.md).")
+flags.DEFINE_string("readme_comparisons", "", "With --report: also write only the design's comparisons (estimate, "
+                    "interval, detectable difference) into this file, between the study's study-comparisons markers.")
 
 
 def settings_from_flags(extra: list[str]) -> sweep.StudySettings:
@@ -101,6 +103,13 @@ def main(argv: list[str]) -> None:
             try:
                 tables = sweep.readme_tables(summary, sweep.load_results(settings.results_path()), FLAGS.baseline_arm)
                 print(f"study tables written into {sweep.splice_readme(FLAGS.readme, tables, settings.study)}")
+            except (OSError, ValueError) as err:
+                sys.exit(f"run_ablation: {err}")
+        if FLAGS.readme_comparisons:
+            try:
+                where = sweep.splice_readme(FLAGS.readme_comparisons, sweep.readme_comparisons(summary), settings.study,
+                                            kind="comparisons")
+                print(f"study comparisons written into {where}")
             except (OSError, ValueError) as err:
                 sys.exit(f"run_ablation: {err}")
         return

@@ -458,6 +458,16 @@ def test_compact_table_spliced_into_a_readme(tmp_path):
     (tmp_path / "bare.md").write_text("no markers\n")
     with pytest.raises(ValueError, match="no .* block"):
         sweep.splice_readme(tmp_path / "bare.md", table, "s")
+    # The comparisons-only block of the same study is another block: each kind splices its own.
+    first, last = sweep.readme_markers("s", "comparisons")
+    assert first != begin and "--readme_comparisons=" in first
+    readme.write_text(readme.read_text() + f"{first}\n{last}\n")
+    sweep.splice_readme(readme, "short form\n", "s", kind="comparisons")
+    text = readme.read_text()
+    assert text.count(table) == 1 and f"{first}\nshort form\n{last}" in text
+    with pytest.raises(ValueError, match="kind"):
+        sweep.readme_markers("s", "other")
+    assert sweep.readme_comparisons({"comparisons": {}}) == "No GRPO run of this study has finished yet.\n"
 
 
 def test_report_cli_reads_only_the_result_files(tmp_path):

@@ -143,7 +143,7 @@ def lora() -> str:
 RENDERERS: dict[str, Callable[[], str]] = {"memorisation": memorisation, "results": results, "plans": plans,
                                            "lora": lora}
 # Where each block must appear (at least there).
-HOMES = {"results": "README.md", "memorisation": "docs/evaluation.md", "plans": "README.md", "lora": "README.md"}
+HOMES = {"results": "README.md", "memorisation": "docs/evaluation.md", "plans": "README.md", "lora": "docs/performance.md"}
 
 
 def checked_files() -> list[Path]:
@@ -188,11 +188,30 @@ def test_study_tables_equal_the_committed_result_files():
     assert found >= 2  # decontaminated and long36
 
 
+def test_study_comparisons_equal_the_committed_result_files():
+    """The README's short form of a study (``--readme_comparisons``): each comparison's estimate, interval
+    and detectable difference, as the runner builds them from the study's files and design.json now."""
+    from experiments.sweep import load_results, readme_comparisons, readme_markers, summarize
+
+    found = 0
+    for path in checked_files():
+        text = path.read_text(encoding="utf-8")
+        for study in re.findall(r"<!-- study-comparisons:begin (\S+) ", text):
+            first, last = readme_markers(study, "comparisons")
+            body = text[text.index(first) + len(first):text.index(last)]
+            design_file = RESULTS / study / "design.json"
+            design = json.loads(design_file.read_text(encoding="utf-8")) if design_file.is_file() else None
+            assert body == "\n" + readme_comparisons(summarize(load_results(RESULTS / study), design=design)), \
+                f"{path.relative_to(ROOT)}: study {study}"
+            found += 1
+    assert found >= 1  # the natural study in the README
+
+
 def _prose(text: str) -> str:
     """The README without code blocks, generated blocks, study tables and the main job's block."""
     text = re.sub(r"```.*?```", "", text, flags=re.S)
     text = BLOCK.sub("", text)
-    text = re.sub(r"<!-- study-table:begin.*?<!-- study-table:end \S+ -->", "", text, flags=re.S)
+    text = re.sub(r"<!-- study-(table|comparisons):begin.*?<!-- study-\1:end \S+ -->", "", text, flags=re.S)
     text = re.sub(r"<!-- natural-data:start -->.*?<!-- natural-data:end -->", "", text, flags=re.S)
     return re.sub(r"<!-- main-job:start -->.*?<!-- main-job:end -->", "", text, flags=re.S)
 

@@ -144,11 +144,18 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_markers(study: str) -> tuple[str, str]:
-    """The lines around a study's block of tables in a README: one block per study, so the README can
-    hold several studies (a finished one and the next stage) each rebuilt from its own result files."""
-    return (f"<!-- study-table:begin {study} (python -m experiments.run_ablation --study={study} --report "
-            f"--readme=README.md) -->", f"<!-- study-table:end {study} -->")
+def readme_markers(study: str, kind: str = "table") -> tuple[str, str]:
+    """The lines around a study's block in a README: one block per study and kind, so a file can hold
+    several studies (a finished one and the next stage) each rebuilt from its own result files.
+
+    kind: "table" (what :func:`readme_tables` writes, ``--readme=FILE``) or "comparisons" (only the
+    design's comparisons, :func:`readme_comparisons`, ``--readme_comparisons=FILE``: the project README's
+    short form of a study whose full tables live in its log)."""
+    if kind not in ("table", "comparisons"):
+        raise ValueError(f"unknown study block kind {kind!r}")
+    flag = "readme" if kind == "table" else "readme_comparisons"
+    return (f"<!-- study-{kind}:begin {study} (python -m experiments.run_ablation --study={study} --report "
+            f"--{flag}=README.md) -->", f"<!-- study-{kind}:end {study} -->")
 
 
 def compact_table(summary: Mapping[str, Any]) -> str:
@@ -217,22 +224,30 @@ def readme_tables(summary: Mapping[str, Any], results: Sequence[Mapping[str, Any
     detectable difference; when the study has any), the compact table, then the turns-right counts per
     source."""
     tables = [compact_table(summary)] + [turns_right_table(results, source, baseline) for source in summary["sources"]]
-    comparisons = summary.get("comparisons", {})
-    if comparisons.get("sources"):
-        lines = [_comparisons_note(comparisons, summary["baseline_arm"]), "",
-                 *_comparisons_table(comparisons, list(comparisons["sources"]), source_column=True)]
-        tables.insert(0, "\n".join(lines) + "\n")
+    if summary.get("comparisons", {}).get("sources"):
+        tables.insert(0, readme_comparisons(summary))
     return "\n".join(tables)
 
 
-def splice_readme(readme: str | os.PathLike, table: str, study: str) -> Path:
-    """Replaces the text between ``study``'s markers (:func:`readme_markers`) in ``readme`` with ``table``
-    (atomic write).
+def readme_comparisons(summary: Mapping[str, Any]) -> str:
+    """The design's comparisons on every held-out source (estimate, interval, detectable difference,
+    reading) as one table with its note; a line saying so while no GRPO run has finished."""
+    comparisons = summary.get("comparisons", {})
+    if not comparisons.get("sources"):
+        return "No GRPO run of this study has finished yet.\n"
+    lines = [_comparisons_note(comparisons, summary["baseline_arm"]), "",
+             *_comparisons_table(comparisons, list(comparisons["sources"]), source_column=True)]
+    return "\n".join(lines) + "\n"
+
+
+def splice_readme(readme: str | os.PathLike, table: str, study: str, kind: str = "table") -> Path:
+    """Replaces the text between ``study``'s markers of ``kind`` (:func:`readme_markers`) in ``readme``
+    with ``table`` (atomic write).
 
     Raises ValueError when the markers are missing or out of order: the table has nowhere to go."""
     path = Path(readme)
     text = path.read_text(encoding="utf-8")
-    first, last = readme_markers(study)
+    first, last = readme_markers(study, kind)
     begin, end = text.find(first), text.find(last)
     if begin < 0 or end < begin:
         raise ValueError(f"{path} has no '{first}' ... '{last}' block for the study table")
