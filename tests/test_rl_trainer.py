@@ -134,3 +134,31 @@ def test_evaluation_during_training_and_at_start(tmp_path, at_start):
     steps = [r["step"] for r in read_metrics(info.metrics) if "eval/turn_accuracy" in r]
     assert steps == ([0, 1, 2] if at_start else [1, 2])
     assert [e["step"] for e in info.evaluations] == steps
+
+
+def test_an_evaluation_lost_to_a_stop_is_redone_on_resume(tmp_path, monkeypatch):
+    """A stop during the last evaluation (a second signal abandons it) saves the step before it; the resumed
+    run evaluates that step before anything else, once: the study's end-of-run test evaluation is not lost."""
+    from toolrl.main import train
+    from toolrl.rl.guards import Abandon, TrainingInterrupted
+    from toolrl.rl.metrics import read_metrics
+    from toolrl.rl.trainer import Trainer
+
+    config = _tiny(tmp_path / "run", sft__num_steps=0, train__num_steps=2, eval__every=2, eval__at_start=False,
+                   eval__source="bfcl_training", eval__max_turns=1, eval__max_new_tokens=8)
+    evaluate = Trainer.evaluate
+
+    def stopped(self):
+        raise Abandon()  # what the signal handler raises on a second SIGTERM during the evaluation
+
+    monkeypatch.setattr(Trainer, "evaluate", stopped)
+    with pytest.raises(TrainingInterrupted):
+        train(config)
+    assert not [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval/turn_accuracy" in r]
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    info = train(config)
+    evaluated = [r["step"] for r in read_metrics(info.metrics) if "eval/turn_accuracy" in r]
+    assert evaluated == [2] and [e["step"] for e in info.evaluations] == [2]
+    assert (tmp_path / "run" / "eval" / "step_000002.json").is_file()
+    train(config)  # finished and evaluated: nothing is redone
+    assert [r["step"] for r in read_metrics(info.metrics) if "eval/turn_accuracy" in r] == [2]

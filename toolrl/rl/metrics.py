@@ -95,6 +95,13 @@ class MetricsLog:
             self._file.close()
             self._file = None
 
+    def evaluated_steps(self) -> set[int]:
+        """Steps whose record holds a held-out evaluation (``eval/turn_accuracy``)."""
+        if not self.path.exists():
+            return set()
+        return {int(r["step"]) for r in read_metrics(self.path)
+                if "eval/turn_accuracy" in r and isinstance(r.get("step"), (int, float))}
+
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All records of a metrics file (a torn last line is skipped)."""

@@ -455,12 +455,16 @@ class Trainer(GrpoUpdate):
         end = self.total_steps if stop_after is None else min(self.total_steps, start + stop_after)
         info = RunInfo(self.workdir, self.checkpointer.directory, self.metrics.path, wandb_run.location, start)
         every = int(c.eval.every) if self.evaluation is not None else 0
-        if every and start == 0 and c.eval.at_start:
-            StepRecords(self.total_steps).line("evaluating the start (eval.at_start)")
-            record = {"step": 0, "phase": "start", **self.evaluate()}
+        # A stop during an evaluation (a run's last one takes many minutes on a CPU) loses it: the update
+        # before it was saved, so a resumed run goes on past it. Redo an evaluation due at the restored step.
+        lost = bool(start and (start % every == 0 or start == self.total_steps)) if every else False
+        lost = lost and start not in self.metrics.evaluated_steps()
+        if every and ((start == 0 and c.eval.at_start) or lost):
+            StepRecords(self.total_steps).line(f"evaluating step {start} ({'lost to a stop' if lost else 'eval.at_start'})")
+            record = {"step": start, "phase": self._phase_of(start - 1) if lost else "start", **self.evaluate()}
             self.metrics.write(record)
-            wandb_run.log(0, {k: v for k, v in record.items() if k.startswith(("eval/", "eval_train/"))},
-                          phase="start")
+            wandb_run.log(start, {k: v for k, v in record.items() if k.startswith(("eval/", "eval_train/"))},
+                          phase=record["phase"])
             info.evaluations.append(record)
         columns = [TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
