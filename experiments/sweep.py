@@ -22,7 +22,8 @@ from experiments.study.stats import (POOLED_SEED, SINGLE_KINDS, arm_order, end_v
                                      mcnemar_exact_p, pooled_flips, start_entry, summarize, t_critical,
                                      t_interval, turn_flips)  # noqa: F401
 from experiments.study.plot import curve_bands, plot_curves  # noqa: F401
-from experiments.study.report import (METRIC_LABELS, ROW_LABELS, compact_table, design_lines, fmt_ci, fmt_flips,
+from experiments.study.report import (METRIC_LABELS, ROW_LABELS, compact_table, compute_line, design_lines,
+                                      fmt_ci, fmt_flips,
                                       markdown_report, readme_comparisons, readme_markers, readme_tables, splice_readme,
                                       turns_right_table, write_summary)  # noqa: F401
 from experiments.study.execute import (EVAL_DONE_FILE, RunLock, Stopped, eval_done, execute, latest_checkpoint,

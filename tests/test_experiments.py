@@ -470,6 +470,16 @@ def test_compact_table_spliced_into_a_readme(tmp_path):
     assert sweep.readme_comparisons({"comparisons": {}}) == "No GRPO run of this study has finished yet.\n"
 
 
+def test_compute_is_the_files_wall_seconds_summed():
+    results = [_result("sft", "sft", "", 0, 0.1), _result("graduated_seed0", "grpo", "graduated", 0, 0.2),
+               _result("graduated_seed1", "grpo", "graduated", 1, 0.3), _result("atomic_seed0", "grpo", "atomic", 0, 0.1)]
+    results[1]["wall_seconds"] = {"total": 1800.0}
+    compute = sweep.summarize(results)["compute"]
+    assert compute["files"] == 4 and compute["wall_hours"] == pytest.approx((60 + 1800 + 60 + 60) / 3600)
+    assert compute["by_row"] == {"sft": 60 / 3600, "graduated": 1860 / 3600, "atomic": 60 / 3600}
+    assert sweep.compute_line(sweep.summarize(results)).startswith("Compute: 0.6 h of wall time")
+
+
 def test_report_cli_reads_only_the_result_files(tmp_path):
     import subprocess
 

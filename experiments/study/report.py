@@ -99,6 +99,8 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
         # on the intro line, not after the design's table
         lines[-1] += (" Rows 'all seeds, summed': the seeds' turns gained and lost added up, with the exact"
                       " McNemar p of the sums (a sign test stratified by seed).")
+    if compute_line(summary):
+        lines += ["", compute_line(summary)]
     lines += design_lines(summary.get("design"))
     comparisons = summary.get("comparisons", {})
     if comparisons.get("sources"):
@@ -229,14 +231,27 @@ def readme_tables(summary: Mapping[str, Any], results: Sequence[Mapping[str, Any
     return "\n".join(tables)
 
 
+def compute_line(summary: Mapping[str, Any]) -> str:
+    """The compute line: hours of wall time summed from the result files' wall_seconds, per row."""
+    compute = summary.get("compute")
+    if not compute:
+        return ""
+    rows = ", ".join(f"{ROW_LABELS.get(row, row)} {hours:.1f} h" for row, hours in compute["by_row"].items())
+    return (f"Compute: {compute['wall_hours']:.1f} h of wall time (training and evaluations), summed from "
+            f"{compute['files']} result files' wall_seconds ({rows}).")
+
+
 def readme_comparisons(summary: Mapping[str, Any]) -> str:
     """The design's comparisons on every held-out source (estimate, interval, detectable difference,
-    reading) as one table with its note; a line saying so while no GRPO run has finished."""
+    reading) as one table with its note, then the compute the files record; while no GRPO run has
+    finished, a line saying so."""
     comparisons = summary.get("comparisons", {})
     if not comparisons.get("sources"):
-        return "No GRPO run of this study has finished yet.\n"
+        return "\n".join(x for x in ("No GRPO run of this study has finished yet.", compute_line(summary)) if x) + "\n"
     lines = [_comparisons_note(comparisons, summary["baseline_arm"]), "",
              *_comparisons_table(comparisons, list(comparisons["sources"]), source_column=True)]
+    if compute_line(summary):
+        lines += ["", compute_line(summary)]
     return "\n".join(lines) + "\n"
 
 

@@ -151,6 +151,7 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
          }},
          train: {<row>: {reward_mean, degenerate_fraction, steps, wall_seconds: {mean, half_width, n}},
                  fit: ...},
+         compute: {wall_hours, by_row: {<row>: hours}, files}: the runs' wall_seconds.total summed
          comparisons: {metric, confidence, alpha, power, planning_seed_sd_points,
                        sources: {<source>: [row]}},    experiments/study/comparisons.py, in points
          design: design.json's record, when given}
@@ -222,8 +223,11 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
             "fit": _stat([dotted(r, "fit.share") for r in runs], confidence),
             "seeds": sorted(r["seed"] for r in runs if r.get("seed") is not None),
         }
+    # Compute as the files record it (training plus every evaluation of each run), not as estimated.
+    walls = {row: sum(dotted(r, "wall_seconds.total") or 0.0 for r in members[row]) / 3600 for row in rows}
+    compute = {"wall_hours": sum(walls.values()), "by_row": walls, "files": len(results)}
     summary = {"confidence": confidence, "baseline_arm": baseline, "runs": sorted(r["name"] for r in results),
-               "arms": arms, "sources": sources, "train": train,
+               "arms": arms, "sources": sources, "train": train, "compute": compute,
                "comparisons": {"metric": compare.METRIC, "confidence": confidence,
                                "alpha": (design or {}).get("alpha", ALPHA),
                                "power": (design or {}).get("power", POWER),
