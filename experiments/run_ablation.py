@@ -40,7 +40,8 @@ flags.DEFINE_string("config_file", "configs/grpo.py", "Training config file.")
 flags.DEFINE_integer("sft_seed", 0, "Seed of the SFT start.")
 flags.DEFINE_integer("sft_steps", 0, "SFT steps of the SFT start (0 = the config's sft.num_steps).")
 flags.DEFINE_integer("grpo_steps", 0, "GRPO steps per run (0 = the config's train.num_steps).")
-flags.DEFINE_integer("eval_every", 0, "Evaluate every N GRPO steps (0 = at the start and the end only).")
+flags.DEFINE_integer("eval_every", 0, "Evaluate every N GRPO steps (0 = at the start and the end only; -1 = none "
+                     "during training: every eval source after it, each in its own process).")
 flags.DEFINE_list("eval_sources", [], "Eval sources (config.eval.source values; SOURCE@official for the "
                   "benchmark's own protocol, eval.game=benchmark); the first is evaluated during "
                   "training, the rest after it; empty = the config's eval.source.")

@@ -103,6 +103,17 @@ def test_plan_order_zero_shot_sft_once_then_seed_major():
     assert sweep.plan(sweep.StudySettings(zero_shot=False))[0].name == "sft"
 
 
+def test_eval_every_minus_one_evaluates_every_source_after_training():
+    settings = sweep.StudySettings(arms=("graduated",), seeds=(0,), eval_every=-1, zero_shot=False,
+                                   eval_sources=("synthetic:test", "eval_100", "eval_100@official"))
+    steps = dict(sweep.default_commands(sweep.RunSpec("grpo", "graduated", 0), settings))
+    assert list(steps) == ["train", "eval-synthetic_test", "eval-eval_100", "eval-eval_100_official"]
+    assert "--config.eval.every=0" in steps["train"]  # the training process builds no evaluation
+    assert "--config.eval.source=synthetic:test" in steps["eval-synthetic_test"]
+    with pytest.raises(ValueError, match="eval_every"):
+        sweep.StudySettings(eval_every=-2)
+
+
 def test_arm_seeds_gives_an_arm_the_first_n_seeds_still_seed_major():
     settings = sweep.StudySettings(arms=("graduated", "binary", "atomic"), seeds=(0, 1, 2, 3), zero_shot=False,
                                    arm_seeds=(("atomic", 2),))

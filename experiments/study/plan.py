@@ -87,7 +87,9 @@ class StudySettings:
       config_file: the training config file.
       sft_seed: seed of the one SFT start.
       sft_steps, grpo_steps: --config.sft.num_steps / --config.train.num_steps (0 = the config's).
-      eval_every: --config.eval.every of the GRPO runs (0 = at the start and the end only).
+      eval_every: --config.eval.every of the GRPO runs (0 = at the start and the end only; -1 = no
+        evaluation in the training process: every source in its own evaluation process after training,
+        so an evaluation's memory never adds to the training state's).
       eval_sources: eval sources; the first is evaluated during training, all after the SFT start
         and the zero-shot model, the others after each GRPO run ((): the config's eval.source only).
       overrides: extra ``--config.x=y`` flags for every subprocess (last, so they win).
@@ -126,6 +128,8 @@ class StudySettings:
         slugs = [arm_slug(a) for a in self.arms]
         if len(set(slugs)) != len(slugs) or any(s in ("", "zero_shot", "sft", "sft_start") for s in slugs):
             raise ValueError(f"arms must be distinct, non-empty and not 'zero_shot' / 'sft' / 'sft_start': {list(self.arms)}")
+        if self.eval_every < -1:
+            raise ValueError(f"eval_every must be >= -1 (-1: evaluate only after training), got {self.eval_every}")
         unknown = [arm for arm, n in self.arm_seeds if arm_slug(arm) not in slugs or int(n) < 1]
         if unknown:
             raise ValueError(f"arm_seeds {unknown} name no arm of {list(self.arms)} or give fewer than 1 seed")
@@ -216,7 +220,7 @@ def train_command(spec: RunSpec, settings: StudySettings) -> list[str] | None:
     source = [f"--config.eval.source={settings.eval_sources[0]}"] if settings.eval_sources else []
     return [*_toolrl(settings), config_arg(settings, spec.arm), "--config.mode=grpo", *common,
             f"--config.model.init_checkpoint={sft}", "--config.sft.num_steps=0", *steps,
-            f"--config.eval.every={settings.eval_every or START_AND_END}",
+            f"--config.eval.every={0 if settings.eval_every < 0 else settings.eval_every or START_AND_END}",
             # Step 0 is the SFT checkpoint, already evaluated by the SFT run (greedy decoding: same numbers).
             "--config.eval.at_start=False", *source, *settings.overrides]
 
@@ -224,7 +228,7 @@ def train_command(spec: RunSpec, settings: StudySettings) -> list[str] | None:
 def eval_sources_after(spec: RunSpec, settings: StudySettings) -> list[str]:
     """Sources evaluated after the run ("" = the config's eval.source)."""
     sources = list(settings.eval_sources) or [""]
-    return sources[1:] if spec.kind == "grpo" else sources
+    return sources[1:] if spec.kind == "grpo" and settings.eval_every >= 0 else sources
 
 
 def eval_step_name(source: str) -> str:
