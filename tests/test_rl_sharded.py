@@ -1,7 +1,9 @@
 """One sharded GRPO train step on 8 simulated CPU devices equals the unsharded step.
 
 The device count must be set before jax is imported, so the comparison runs in a subprocess and the
-rest of the test session keeps its single CPU device.
+rest of the test session keeps its single CPU device. One subprocess runs the unsharded step once and
+the sharded step on every mesh of the test's cases (a start of jax and the unsharded step per case
+cost ~7 s of CPU each).
 """
 
 from __future__ import annotations
@@ -28,9 +30,8 @@ from toolrl.models.sharding import make_mesh, shard_model
 from toolrl.rl import grpo, steps
 
 assert jax.device_count() == 8, jax.devices()
-data, fsdp, tensor = (int(x) for x in sys.argv[1].split(","))
+cases = json.loads(sys.argv[1])  # [[mesh "data,fsdp,tensor", remat ("" or "remat")], ...]
 cfg = ModelConfig.tiny()
-sharded_cfg = cfg.replace(remat=len(sys.argv) > 2 and sys.argv[2] == "remat")
 B, T = 8, 32
 rng = np.random.default_rng(0)
 tokens = rng.integers(3, cfg.vocab_size, (B, T)).astype(np.int32)
@@ -61,23 +62,36 @@ def run(mesh, config=cfg):
     return float(metrics["loss"]), float(metrics["clip_fraction"]), params, shardings
 
 loss0, clip0, p0, _ = run(None)
-loss1, clip1, p1, sh = run(make_mesh(data, fsdp, tensor), sharded_cfg)
-diff = max(float(np.max(np.abs(p0[k] - p1[k]))) for k in p0)
 moved = max(float(np.max(np.abs(p0[k] - np.asarray(init)))) for k, init in
             ((k, v) for k, v in {"/".join(map(str, k)): v.get_value() for k, v in nnx.to_flat_state(nnx.state(init_model(cfg, 0), nnx.Param))}.items()))
-print(json.dumps({"loss0": loss0, "loss1": loss1, "clip0": clip0, "clip1": clip1, "max_param_diff": diff,
-                  "max_update": moved, "sharded_specs": sorted(set(sh.values()))}))
+results = {}
+for mesh, remat in cases:
+    data, fsdp, tensor = (int(x) for x in mesh.split(","))
+    loss1, clip1, p1, sh = run(make_mesh(data, fsdp, tensor), cfg.replace(remat=remat == "remat"))
+    diff = max(float(np.max(np.abs(p0[k] - p1[k]))) for k in p0)
+    results[f"{mesh}-{remat}"] = {"loss0": loss0, "loss1": loss1, "clip0": clip0, "clip1": clip1,
+                                  "max_param_diff": diff, "max_update": moved, "sharded_specs": sorted(set(sh.values()))}
+print(json.dumps(results))
 '''
 
 
-@pytest.mark.parametrize("mesh,remat", [("2,4,1", ""), ("2,2,2", ""), ("2,2,2", "remat")])
-def test_sharded_step_equals_unsharded(mesh, remat):
-    """remat: the sharded step scans its blocks under jax.checkpoint; the plain step does not."""
+CASES = [("2,4,1", ""), ("2,2,2", ""), ("2,2,2", "remat")]
+
+
+@pytest.fixture(scope="module")
+def sharded_results():
+    """{"mesh-remat": the subprocess's numbers} for every case, from one subprocess."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run([sys.executable, "-c", SCRIPT, mesh, remat], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES)], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mesh,remat", CASES)
+def test_sharded_step_equals_unsharded(sharded_results, mesh, remat):
+    """remat: the sharded step scans its blocks under jax.checkpoint; the plain step does not."""
+    result = sharded_results[f"{mesh}-{remat}"]
     assert result["loss1"] == pytest.approx(result["loss0"], rel=1e-5, abs=1e-6)
     assert result["clip1"] == pytest.approx(result["clip0"], abs=1e-6)
     assert result["max_update"] > 1e-4  # the step did change the parameters
