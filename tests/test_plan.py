@@ -233,13 +233,22 @@ def test_cache_dir_field():
 
 # ----------------------------------------------------------------------------- FSDP keeps activations sharded
 
-FSDP_SCRIPT = r'''
-import os, re, json
+# One subprocess with 8 simulated devices answers both checks below: the FSDP update's all-gathers and
+# the sharded updates under the mesh context; a start of jax costs ~4 s of CPU.
+EIGHT_DEVICES_SCRIPT = r'''
+import os, re, sys, json
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"; os.environ["JAX_PLATFORMS"] = "cpu"
-from toolrl.models.sharding import make_mesh
+import jax, numpy as np
+from flax import nnx
+from toolrl.models.config import ModelConfig
+from toolrl.models.decoder import init_model
+from toolrl.models.sharding import make_mesh, shard_model, shard_state
 from toolrl.plan_costs import update_shapes
 from toolrl.plan_lowering import abstract_train_state, compile_update, model_config_of
+from toolrl.rl import grpo, steps
 from toolrl.rl.config import base_config
+
+# FSDP keeps activations sharded: the shapes the compiled update all-gathers.
 c = base_config()
 c.model.preset, c.model.remat = "tiny", True
 c.mesh.fsdp, c.plan.num_devices = 8, 8
@@ -247,41 +256,18 @@ c.rollout.max_seq_len, c.rollout.max_new_tokens = 256, 64
 mesh = make_mesh(1, 8, 1)
 graphdef, state, _, _ = abstract_train_state(c, model_config_of(c), mesh)
 text = compile_update(c, graphdef, state, update_shapes(c, 8), mesh).as_text()
-print(json.dumps(sorted(set(re.findall(r"= (\w+\[[\d,]*\])\S* all-gather\(", text)))))
-'''
+gathered = sorted(set(re.findall(r"= (\w+\[[\d,]*\])\S* all-gather\(", text)))
 
-
-def test_fsdp_gathers_weights_not_activations():
-    """Under the mesh (compile_update traces under jax.set_mesh) the decoder pins activations to the
-    batch sharding: the update all-gathers weights ([in, out] and norms), never a [rows, T, D] activation
-    (the partitioner's choice without decoder.constrain_batch, which kept the whole batch on every device)."""
-    out = _run([sys.executable, "-c", FSDP_SCRIPT])
-    assert out.returncode == 0, out.stderr[-3000:]
-    gathered = json.loads(out.stdout.strip().splitlines()[-1])
-    assert gathered and all(shape.count(",") <= 1 for shape in gathered), gathered
-
-
-EQUAL_SCRIPT = r'''
-import os, sys, json
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"; os.environ["JAX_PLATFORMS"] = "cpu"
-import jax, numpy as np
-from flax import nnx
-from toolrl.models.config import ModelConfig
-from toolrl.models.decoder import init_model
-from toolrl.models.sharding import make_mesh, shard_model, shard_state
-from toolrl.rl import grpo, steps
-
-data, fsdp, tensor = (int(x) for x in sys.argv[1].split(","))
-cfg = ModelConfig.tiny(remat=sys.argv[2] == "remat")
+# The sharded update under the mesh context equals the unsharded one.
 rng = np.random.default_rng(0)
 B, T = 8, 32
-tokens = rng.integers(3, cfg.vocab_size, (B, T)).astype(np.int32)
+tokens = rng.integers(3, ModelConfig.tiny().vocab_size, (B, T)).astype(np.int32)
 attn = np.ones((B, T), bool); attn[:, 28:] = False
 loss_mask = np.zeros((B, T), bool); loss_mask[:, 12:] = True; loss_mask &= attn
 batch = {"tokens": tokens, "attention_mask": attn, "loss_mask": loss_mask,
          "advantages": rng.normal(size=B).astype(np.float32), "valid": np.ones(B, bool)}
 
-def run(mesh):
+def run(mesh, cfg):
     model = init_model(cfg, 0)
     if mesh is None:
         opt = steps.make_optimizer(model, 1e-3)
@@ -301,19 +287,38 @@ def run(mesh):
     return float(metrics["loss"]), {"/".join(map(str, k)): np.asarray(v.get_value())
                                     for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
-loss0, p0 = run(None)
-loss1, p1 = run(make_mesh(data, fsdp, tensor))
-print(json.dumps({"loss0": loss0, "loss1": loss1, "diff": max(float(np.abs(p0[k] - p1[k]).max()) for k in p0)}))
+equal = {}
+for mesh, remat in json.loads(sys.argv[1]):
+    cfg = ModelConfig.tiny(remat=remat == "remat")
+    loss0, p0 = run(None, cfg)
+    loss1, p1 = run(make_mesh(*(int(x) for x in mesh.split(","))), cfg)
+    equal[f"{mesh}-{remat}"] = {"loss0": loss0, "loss1": loss1, "diff": max(float(np.abs(p0[k] - p1[k]).max()) for k in p0)}
+print(json.dumps({"fsdp_all_gathers": gathered, "equal": equal}))
 '''
 
+EQUAL_CASES = [("2,4,1", "plain"), ("2,2,2", "remat")]
 
-@pytest.mark.parametrize("mesh,remat", [("2,4,1", "plain"), ("2,2,2", "remat")])
-def test_update_under_mesh_context_equals_unsharded(mesh, remat):
+
+@pytest.fixture(scope="module")
+def eight_devices():
+    out = _run([sys.executable, "-c", EIGHT_DEVICES_SCRIPT, json.dumps(EQUAL_CASES)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_fsdp_gathers_weights_not_activations(eight_devices):
+    """Under the mesh (compile_update traces under jax.set_mesh) the decoder pins activations to the
+    batch sharding: the update all-gathers weights ([in, out] and norms), never a [rows, T, D] activation
+    (the partitioner's choice without decoder.constrain_batch, which kept the whole batch on every device)."""
+    gathered = eight_devices["fsdp_all_gathers"]
+    assert gathered and all(shape.count(",") <= 1 for shape in gathered), gathered
+
+
+@pytest.mark.parametrize("mesh,remat", EQUAL_CASES)
+def test_update_under_mesh_context_equals_unsharded(eight_devices, mesh, remat):
     """With the mesh in context (the wiring that activates decoder.constrain_batch) the sharded GRPO
     update still equals the unsharded one."""
-    out = _run([sys.executable, "-c", EQUAL_SCRIPT, mesh, remat])
-    assert out.returncode == 0, out.stderr[-3000:]
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = eight_devices["equal"][f"{mesh}-{remat}"]
     assert abs(r["loss0"] - r["loss1"]) < 1e-5 and r["diff"] < 1e-5, r
 
 
