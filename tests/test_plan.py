@@ -292,7 +292,8 @@ for mesh, remat in json.loads(sys.argv[1]):
     cfg = ModelConfig.tiny(remat=remat == "remat")
     loss0, p0 = run(None, cfg)
     loss1, p1 = run(make_mesh(*(int(x) for x in mesh.split(","))), cfg)
-    equal[f"{mesh}-{remat}"] = {"loss0": loss0, "loss1": loss1, "diff": max(float(np.abs(p0[k] - p1[k]).max()) for k in p0)}
+    diff = max(float(np.abs(p0[k] - p1[k]).max()) for k in p0)
+    equal[f"{mesh}-{remat}"] = {"loss0": loss0, "loss1": loss1, "diff": diff}
 print(json.dumps({"fsdp_all_gathers": gathered, "equal": equal}))
 '''
 

@@ -69,8 +69,8 @@ for mesh, remat in cases:
     data, fsdp, tensor = (int(x) for x in mesh.split(","))
     loss1, clip1, p1, sh = run(make_mesh(data, fsdp, tensor), cfg.replace(remat=remat == "remat"))
     diff = max(float(np.max(np.abs(p0[k] - p1[k]))) for k in p0)
-    results[f"{mesh}-{remat}"] = {"loss0": loss0, "loss1": loss1, "clip0": clip0, "clip1": clip1,
-                                  "max_param_diff": diff, "max_update": moved, "sharded_specs": sorted(set(sh.values()))}
+    results[f"{mesh}-{remat}"] = {"loss0": loss0, "loss1": loss1, "clip0": clip0, "clip1": clip1, "max_param_diff": diff,
+                                  "max_update": moved, "sharded_specs": sorted(set(sh.values()))}
 print(json.dumps(results))
 '''
 
