@@ -1,4 +1,5 @@
-"""Shared fixtures: the real benchmark files (read in place) and a cache built from them once per run."""
+"""Shared fixtures: the real benchmark files (read in place), a cache built from them once per run, and
+one persistent XLA compilation cache for the session's runs of the tiny config."""
 
 from __future__ import annotations
 
@@ -55,3 +56,21 @@ def booking_env(response_cache, tool_schemas):
     from toolrl.env.booking import BookingEnvironment
 
     return BookingEnvironment(response_cache, tool_schemas)
+
+
+@pytest.fixture(scope="session")
+def xla_cache(tmp_path_factory):
+    """One persistent XLA compilation cache (`compile.cache_dir`) for the session's runs of configs/tiny.py,
+    in-process and `toolrl.main` subprocesses alike. Each run otherwise compiles the same sampler,
+    initialisers and SFT / GRPO steps again into its own <workdir>/xla_cache (a run of the tiny config:
+    16 CPU-s cold, 7 warm). A hit is the executable XLA made for the same program (the key covers the
+    HLO, the compile options, the devices and the jax version), so what a test checks is unchanged."""
+    return tmp_path_factory.mktemp("xla_cache")
+
+
+@pytest.fixture(scope="session")
+def compile_flags(xla_cache):
+    """`toolrl.main` flags that point a run at the session's compilation cache, every program written
+    (a tiny program compiles in well under the default 1 s threshold)."""
+    return [f"--config.compile.cache_dir={xla_cache}", "--config.compile.min_compile_time_secs=0"]
+

@@ -18,8 +18,9 @@ ARGS = ["--config=configs/tiny.py", "--config.sft.num_steps=2", "--config.train.
         "--config.train.save_every=2"]
 
 
-def _cmd(workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "toolrl.main", *ARGS, f"--config.workdir={workdir}"]
+def _cmd(workdir: Path, compile_flags: list[str]) -> list[str]:
+    # The session's compilation cache: the three runs compile the same programs.
+    return [sys.executable, "-m", "toolrl.main", *ARGS, *compile_flags, f"--config.workdir={workdir}"]
 
 
 def _env() -> dict[str, str]:
@@ -32,12 +33,13 @@ def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_sigkill_then_resume(tmp_path):
+def test_sigkill_then_resume(tmp_path, compile_flags):
     killed = tmp_path / "killed"
     metrics = killed / "metrics.jsonl"
     # Its own session: the kill takes the run's helper processes (the W&B service) with it, as a job
     # scheduler's would.
-    proc = subprocess.Popen(_cmd(killed), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    command = _cmd(killed, compile_flags)
+    proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.time() + 240
     # Kill as soon as step 5 is logged: the last checkpoint is step 4, so record 5 must be dropped.
@@ -55,7 +57,7 @@ def test_sigkill_then_resume(tmp_path):
     before = _records(metrics)
     assert max(r["step"] for r in before) >= 5
 
-    resumed = subprocess.run(_cmd(killed), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = _records(metrics)
     assert [r["step"] for r in after] == [1, 2, 3, 4, 5, 6]  # each step exactly once
@@ -63,7 +65,8 @@ def test_sigkill_then_resume(tmp_path):
     assert after[:4] == [r for r in before if r["step"] <= 4]
 
     straight = tmp_path / "straight"
-    ref = subprocess.run(_cmd(straight), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    ref = subprocess.run(_cmd(straight, compile_flags), cwd=REPO, env=_env(), capture_output=True, text=True,
+                         timeout=300)
     assert ref.returncode == 0, ref.stderr[-3000:]
     expected = _records(straight / "metrics.jsonl")
     # Same data order, and the resumed steps reproduce the uninterrupted run (RNG, params, optimizer).
