@@ -81,11 +81,11 @@ SFT_NAN = ["--config.mode=sft", "--config.sft.num_steps=3", "--config.train.num_
            "--config.sft.learning_rate=1e9", "--config.train.save_every=1", "--config.train.keep=5"]
 
 
-def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, compile_flags):
     from toolrl.policy.checkpoint import Checkpointer
 
     run = tmp_path / "run"
-    proc = _main(f"--config.workdir={run}", *SFT_NAN)
+    proc = _main(f"--config.workdir={run}", *SFT_NAN, *compile_flags)
     assert proc.returncode != 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     [line] = _error_lines(proc.stderr)
@@ -97,9 +97,9 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pat
     assert [r["step"] for r in records] == [1]
 
 
-def test_skip_nonfinite_skips_and_counts_the_steps(tmp_path):
+def test_skip_nonfinite_skips_and_counts_the_steps(tmp_path, compile_flags):
     run = tmp_path / "run"
-    proc = _main(f"--config.workdir={run}", *SFT_NAN, "--config.train.skip_nonfinite=True")
+    proc = _main(f"--config.workdir={run}", *SFT_NAN, "--config.train.skip_nonfinite=True", *compile_flags)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["train/skipped_nonfinite"] for r in records] == [0, 1, 2]
@@ -115,11 +115,12 @@ def _one_nan_reward(batch):
     return RewardOutput(reward, {}, np.zeros((n, 1), np.int32), np.zeros(n, np.int32))
 
 
-def test_a_nan_reward_stops_before_the_update(tmp_path):
+def test_a_nan_reward_stops_before_the_update(tmp_path, xla_cache):
     from toolrl.main import train
     from toolrl.rl.trainer import NonFiniteError
 
-    config = _tiny(tmp_path / "run", sft__num_steps=1, train__num_steps=2, train__save_every=1)
+    config = _tiny(tmp_path / "run", sft__num_steps=1, train__num_steps=2, train__save_every=1,
+                   compile__cache_dir=str(xla_cache), compile__min_compile_time_secs=0.0)
     with pytest.raises(NonFiniteError, match=r"step 2 \(grpo\): non-finite reward = nan \(1 of 8\).*"
                                              r"latest checkpoint: step 1"):
         train(config, reward_fn=_one_nan_reward)
@@ -148,13 +149,13 @@ def _wait_for_step(metrics: Path, proc: subprocess.Popen, step: int, seconds: fl
     pytest.fail("run did not reach the step in time")
 
 
-def test_sigterm_saves_the_step_and_exits_with_one_line(tmp_path):
+def test_sigterm_saves_the_step_and_exits_with_one_line(tmp_path, compile_flags):
     from toolrl.policy.checkpoint import Checkpointer
 
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "toolrl.main", "--config=configs/tiny.py", "--config.wandb.mode=disabled",
            f"--config.workdir={run}", "--config.mode=sft", "--config.sft.num_steps=200",
-           "--config.train.num_steps=0", "--config.train.save_every=1000"]
+           "--config.train.num_steps=0", "--config.train.save_every=1000", *compile_flags]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait_for_step(run / "metrics.jsonl", proc, 2)
     proc.send_signal(signal.SIGTERM)
@@ -561,9 +562,9 @@ def test_a_read_only_workdir_is_one_line(tmp_path):
     _one_line(_injected(tmp_path, READ_ONLY), "Read-only file system", ".lock")
 
 
-def test_a_disk_full_save_is_one_line(tmp_path):
+def test_a_disk_full_save_is_one_line(tmp_path, compile_flags):
     proc = _injected(tmp_path, DISK_FULL, "--config.mode=sft", "--config.sft.num_steps=1",
-                     "--config.train.num_steps=0")
+                     "--config.train.num_steps=0", *compile_flags)
     _one_line(proc, "step 1: could not save the checkpoint", "No space left on device")
 
 
