@@ -19,10 +19,12 @@ from toolrl.rl.config import config_from_file, validate
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _tiny(workdir: Path, **fields):
+def _tiny(workdir: Path, xla_cache: Path, **fields):
+    """configs/tiny.py in `workdir`, the session's compilation cache, the `fields` (section__key=value)."""
     config = config_from_file(REPO / "configs" / "tiny.py")
     config.workdir = str(workdir)
     config.wandb.mode = "disabled"
+    config.compile.cache_dir, config.compile.min_compile_time_secs = str(xla_cache), 0.0
     config.data.tool_view = "signature"
     for dotted, value in fields.items():
         if "__" in dotted:
@@ -39,13 +41,14 @@ def _constant_reward(batch) -> RewardOutput:
     return RewardOutput(np.full(n, 0.5, np.float32), {}, np.zeros((n, 1), np.int32), np.zeros(n, np.int32))
 
 
-def test_update_without_signal_is_skipped(tmp_path):
+def test_update_without_signal_is_skipped(tmp_path, xla_cache):
     """Every group degenerate: no update runs (AdamW would still move the weights on momentum)."""
     from toolrl.main import train
     from toolrl.policy.runtime import Policy
     from toolrl.rl.metrics import read_metrics
 
-    config = _tiny(tmp_path / "run", sft__num_steps=1, train__num_steps=2, train__save_every=1, train__keep=5)
+    config = _tiny(tmp_path / "run", xla_cache, sft__num_steps=1, train__num_steps=2, train__save_every=1,
+                   train__keep=5)
     info = train(config, reward_fn=_constant_reward)
     records = read_metrics(info.metrics)
     grpo = [r for r in records if r["phase"] == "grpo"]
@@ -59,11 +62,12 @@ def test_update_without_signal_is_skipped(tmp_path):
     assert run_config.data.tool_view == "signature"  # the run's own settings come back with it
 
 
-def test_a_run_restores_with_its_own_model_and_settings(tmp_path):
+def test_a_run_restores_with_its_own_model_and_settings(tmp_path, xla_cache):
     from toolrl.main import train
     from toolrl.policy.runtime import Policy
 
-    config = _tiny(tmp_path / "sft", mode="sft", sft__num_steps=2, train__num_steps=0, model__dtype="bfloat16")
+    config = _tiny(tmp_path / "sft", xla_cache, mode="sft", sft__num_steps=2, train__num_steps=0,
+                   model__dtype="bfloat16")
     train(config)
     policy, run_config = Policy.from_run(tmp_path / "sft")
     assert run_config.model.dtype == "bfloat16" and policy.model_config.dtype == "bfloat16"
@@ -89,11 +93,12 @@ def test_mode_check_prints_the_fit_line_and_a_bad_budget_is_one_line(tmp_path):
     assert "rollout.max_new_tokens" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_mode_eval_evaluates_a_run_with_its_own_settings(tmp_path):
+def test_mode_eval_evaluates_a_run_with_its_own_settings(tmp_path, xla_cache):
+    from toolrl.main import train
+
     run = tmp_path / "run"
-    trained = _main("--config=configs/tiny.py", f"--config.workdir={run}", "--config.mode=sft",
-                    "--config.sft.num_steps=1", "--config.train.num_steps=0", "--config.data.tool_view=signature")
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    # The run to evaluate, trained in-process (the command line under test is the evaluation's).
+    train(_tiny(run, xla_cache, mode="sft", sft__num_steps=1, train__num_steps=0, data__tool_view="signature"))
     cache = tmp_path / "shared_cache"  # e.g. one for every run of a study
     evaluated = _main("--config=configs/tiny.py", "--config.mode=eval", f"--config.eval.checkpoint={run}",
                       "--config.eval.source=bfcl_training", "--config.eval.max_turns=2",
@@ -122,21 +127,21 @@ def test_unknown_config_field_is_one_line():
 
 
 @pytest.mark.parametrize("at_start", [True, False])
-def test_evaluation_during_training_and_at_start(tmp_path, at_start):
+def test_evaluation_during_training_and_at_start(tmp_path, xla_cache, at_start):
     """eval.every=1 evaluates after each step, and at step 0 unless eval.at_start=False (a study's GRPO
     runs: their start is the SFT run's checkpoint, already evaluated)."""
     from toolrl.main import train
     from toolrl.rl.metrics import read_metrics
 
-    config = _tiny(tmp_path / "run", sft__num_steps=0, train__num_steps=2, eval__every=1, eval__at_start=at_start,
-                   eval__source="bfcl_training", eval__max_turns=1, eval__max_new_tokens=8)
+    config = _tiny(tmp_path / "run", xla_cache, sft__num_steps=0, train__num_steps=2, eval__every=1,
+                   eval__at_start=at_start, eval__source="bfcl_training", eval__max_turns=1, eval__max_new_tokens=8)
     info = train(config)
     steps = [r["step"] for r in read_metrics(info.metrics) if "eval/turn_accuracy" in r]
     assert steps == ([0, 1, 2] if at_start else [1, 2])
     assert [e["step"] for e in info.evaluations] == steps
 
 
-def test_an_evaluation_lost_to_a_stop_is_redone_on_resume(tmp_path, monkeypatch):
+def test_an_evaluation_lost_to_a_stop_is_redone_on_resume(tmp_path, xla_cache, monkeypatch):
     """A stop during the last evaluation (a second signal abandons it) saves the step before it; the resumed
     run evaluates that step before anything else, once: the study's end-of-run test evaluation is not lost."""
     from toolrl.main import train
@@ -144,8 +149,8 @@ def test_an_evaluation_lost_to_a_stop_is_redone_on_resume(tmp_path, monkeypatch)
     from toolrl.rl.metrics import read_metrics
     from toolrl.rl.trainer import Trainer
 
-    config = _tiny(tmp_path / "run", sft__num_steps=0, train__num_steps=2, eval__every=2, eval__at_start=False,
-                   eval__source="bfcl_training", eval__max_turns=1, eval__max_new_tokens=8)
+    config = _tiny(tmp_path / "run", xla_cache, sft__num_steps=0, train__num_steps=2, eval__every=2,
+                   eval__at_start=False, eval__source="bfcl_training", eval__max_turns=1, eval__max_new_tokens=8)
     evaluate = Trainer.evaluate
 
     def stopped(self):
