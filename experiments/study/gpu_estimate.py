@@ -50,10 +50,11 @@ class Design:
     overrides: tuple[str, ...]
 
 
-# The CPU command of design.md. grpo_steps and lr_variant are the pilots' choice (8 or 16; "" or "lr3e-5").
+# The CPU command of design.md, with the pilots' choice: 16 GRPO steps at the config's learning rate (1e-5).
 DESIGN = Design(
     config_file="configs/study.py", arms=("graduated", "binary", "atomic", "orchestration"),
-    seeds=(0, 1, 2, 3, 4), arm_seeds=(("atomic", 3), ("orchestration", 3)), sft_steps=200, grpo_steps=8, lr_variant="", zero_shot=False,
+    seeds=(0, 1, 2, 3, 4), arm_seeds=(("atomic", 3), ("orchestration", 3)), sft_steps=200, grpo_steps=16,
+    lr_variant="", zero_shot=False,
     eval_sources=("synthetic:test", "eval_100", "eval_100@benchmark"),
     overrides=("--config.eval.heldout=novel", "--config.eval.max_turns=0", "--config.eval.complete_only=True",
                "--config.eval.batch_size=8", "--config.compile.cache_dir=runs/studies/xla_cache"))
