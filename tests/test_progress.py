@@ -28,12 +28,12 @@ def test_step_lines_only_when_not_a_terminal():
     assert terminal.getvalue() == ""
 
 
-def test_a_training_run_writes_one_record_per_step_to_a_file(tmp_path):
+def test_a_training_run_writes_one_record_per_step_to_a_file(tmp_path, compile_flags):
     log = tmp_path / "log"
     with log.open("w") as out:
         run = subprocess.run([sys.executable, "-m", "toolrl.main", "--config=configs/tiny.py",
                               f"--config.workdir={tmp_path / 'run'}", "--config.wandb.mode=disabled",
-                              "--config.eval.every=0"], stdout=out, stderr=subprocess.PIPE, text=True, timeout=600,
+                              "--config.eval.every=0", *compile_flags], stdout=out, stderr=subprocess.PIPE, text=True, timeout=600,
                              cwd=Path(__file__).resolve().parents[1])
     assert run.returncode == 0, run.stderr[-2000:]
     text = log.read_text()
