@@ -276,7 +276,7 @@ def _varied_reward(batch):
     return RewardOutput(reward, {}, np.zeros((n, 1), np.int32), np.zeros(n, np.int32))
 
 
-def test_trainer_update_paths_agree(tmp_path):
+def test_trainer_update_paths_agree(tmp_path, xla_cache):
     """One GRPO step of the tiny run through the plain, loss-positions and shared-prefix updates."""
     from pathlib import Path
 
@@ -290,6 +290,7 @@ def test_trainer_update_paths_agree(tmp_path):
         config = config_from_file(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
         config.workdir = str(tmp_path / name)
         config.wandb.mode = "disabled"
+        config.compile.cache_dir, config.compile.min_compile_time_secs = str(xla_cache), 0.0  # the session's
         config.sft.num_steps, config.train.num_steps, config.eval.every = 0, 1, 0
         config.rollout.max_turns, config.rollout.max_new_tokens, config.data.drop_unfit = 1, 48, False
         config.grpo.loss_positions_only, config.grpo.shared_prefix = positions, shared
@@ -310,7 +311,7 @@ def test_trainer_update_paths_agree(tmp_path):
     assert results["positions"][0]["grpo/shared_prefix"] == 0.0
 
 
-def test_lora_trainer_update_paths_agree_and_touch_only_adapters(tmp_path):
+def test_lora_trainer_update_paths_agree_and_touch_only_adapters(tmp_path, xla_cache):
     """model.lora.rank > 0: SFT and one GRPO step of the tiny run through the plain, loss-positions and
     shared-prefix updates give the same numbers, and only the adapters move (the base stays the seed's)."""
     from pathlib import Path
@@ -326,6 +327,7 @@ def test_lora_trainer_update_paths_agree_and_touch_only_adapters(tmp_path):
         config = config_from_file(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
         config.workdir = str(tmp_path / name)
         config.wandb.mode = "disabled"
+        config.compile.cache_dir, config.compile.min_compile_time_secs = str(xla_cache), 0.0  # the session's
         config.model.lora.rank, config.model.lora.alpha = 4, 8.0
         config.sft.num_steps, config.train.num_steps, config.eval.every = 1, 1, 0
         config.rollout.max_turns, config.rollout.max_new_tokens, config.data.drop_unfit = 1, 48, False
