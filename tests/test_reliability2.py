@@ -417,18 +417,19 @@ def test_judge_timeout_and_retries_come_from_the_config():
 # ----------------------------------------------------------------------------- 6. refusal state
 
 
-def test_a_run_refused_before_step_1_leaves_no_state(tmp_path):
+def test_a_run_refused_before_step_1_leaves_no_state(tmp_path, compile_flags):
     run = tmp_path / "run"
-    # Nothing fits 64 tokens: refused (exit 2, one line).
-    refused = _main(f"--config.workdir={run}", "--config.rollout.max_seq_len=64", "--config.rollout.max_new_tokens=32")
+    # Nothing fits 64 tokens: refused (exit 2, one line). The model is initialised before the fit check:
+    # its initialisers come from the session's compilation cache.
+    budget = ["--config.rollout.max_seq_len=64", "--config.rollout.max_new_tokens=32", *compile_flags]
+    refused = _main(f"--config.workdir={run}", *budget)
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert not run.exists()
     # The corrected command is not refused as "a run with other settings".
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "notes.txt").write_text("mine")
-    again = _main(f"--config.workdir={existing}", "--config.rollout.max_seq_len=64",
-                  "--config.rollout.max_new_tokens=32")
+    again = _main(f"--config.workdir={existing}", *budget)
     assert again.returncode == 2
     assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
 

@@ -83,11 +83,13 @@ def _main(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
                           timeout=timeout, env={**__import__("os").environ, "WANDB_MODE": "disabled"})
 
 
-def test_mode_check_prints_the_fit_line_and_a_bad_budget_is_one_line(tmp_path):
+def test_mode_check_prints_the_fit_line_and_a_bad_budget_is_one_line(tmp_path, compile_flags):
     ok = _main("--config=configs/tiny.py", "--config.mode=check")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert ok.stdout.strip().splitlines()[-1] == "fit: 2/4 tasks (50%)"  # 2 need an id the view cuts
-    bad = _main("--config=configs/tiny.py", "--config.rollout.max_new_tokens=32", f"--config.workdir={tmp_path / 'x'}")
+    # Refused after the model's initialisation (from the session's compilation cache).
+    bad = _main("--config=configs/tiny.py", "--config.rollout.max_new_tokens=32", f"--config.workdir={tmp_path / 'x'}",
+                *compile_flags)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("toolrl.main: error: only 0/4 episodes")
     assert "rollout.max_new_tokens" in bad.stderr and "Traceback" not in bad.stderr
