@@ -85,7 +85,7 @@ def test_log_evaluation_disabled_writes_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "eval").exists()
 
 
-def test_eval_mode_logs_the_evaluation_of_a_run(tmp_path, monkeypatch):
+def test_eval_mode_logs_the_evaluation_of_a_run(tmp_path, monkeypatch, xla_cache):
     """`--config.mode=eval` of a trained run: the W&B record holds the numbers eval_results.json holds,
     at the checkpoint's step, though the run itself trained with W&B disabled (this command decides)."""
     from toolrl.main import evaluate, train
@@ -93,6 +93,7 @@ def test_eval_mode_logs_the_evaluation_of_a_run(tmp_path, monkeypatch):
 
     config = config_from_file(REPO / "configs" / "tiny.py")
     config.workdir = str(tmp_path / "run")
+    config.compile.cache_dir, config.compile.min_compile_time_secs = str(xla_cache), 0.0  # the session's
     config.mode, config.sft.num_steps, config.train.num_steps = "sft", 1, 0
     config.wandb.mode = "disabled"
     validate(config)
