@@ -55,8 +55,9 @@ flags.DEFINE_string("sft_study", "", "Start the GRPO runs from this other study'
 flags.DEFINE_integer("max_runs", None, "Stop after this many executed runs.")
 flags.DEFINE_bool("dry_run", False, "Print the plan and the commands, run nothing.")
 flags.DEFINE_bool("report", False, "Rebuild summary.json and report.md from the result files, print the report, exit.")
-flags.DEFINE_bool("add_verdicts", False, "Add per-turn verdicts to result files written before they were kept "
-                  "(read from the runs' files under --runs_dir; nothing else changes), then stop or --report.")
+flags.DEFINE_bool("add_details", False, "Add the evaluation details kept since (per-turn verdicts, per-domain "
+                  "counts) to result files written before, read from the runs' files under --runs_dir (nothing "
+                  "else changes), then stop or --report.")
 flags.DEFINE_string("readme", "", "With --report: also write the compact study table into this file, between "
                     "the study's own study-table markers (e.g. README.md).")
 flags.DEFINE_string("readme_comparisons", "", "With --report: also write only the design's comparisons (estimate, "
@@ -91,9 +92,9 @@ def main(argv: list[str]) -> None:
     except ValueError as err:  # a bad flag value: one line, exit 2 like any usage error
         print(f"run_ablation: error: {err}", file=sys.stderr)
         sys.exit(2)
-    if FLAGS.add_verdicts:
-        names = sweep.add_missing_verdicts(settings)
-        print(f"per-turn verdicts added to {len(names)} result files: {', '.join(names) or '-'}")
+    if FLAGS.add_details:
+        names = sweep.add_missing_details(settings)
+        print(f"evaluation details added to {len(names)} result files: {', '.join(names) or '-'}")
         if not FLAGS.report:
             return
     if FLAGS.report:

@@ -14,7 +14,7 @@ from experiments.study.plan import (ARMS, BASELINE_ARM, CURVES_FILE, EVAL_METRIC
                                     StudySettings, arm_slug, check_overrides, config_arg, default_commands,
                                     eval_command, eval_output_dir, eval_sources_after, eval_step_name, plan,
                                     planned_flags, settings_changed, source_slug, train_command)  # noqa: F401
-from experiments.study.collect import (ATTEMPTS_FILE, FIT_RE, KEY_FIELDS, add_missing_verdicts,
+from experiments.study.collect import (ATTEMPTS_FILE, FIT_RE, KEY_FIELDS, add_missing_details,
                                        attempt_seconds, collect_evals, collect_result, learning_curves,
                                        load_results, parse_fit, record_attempt, report_overall, reward_rise,
                                        train_summary, training_evals)  # noqa: F401

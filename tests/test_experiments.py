@@ -52,9 +52,11 @@ if step.startswith("eval-"):
     out.mkdir(parents=True, exist_ok=True)
     name, _, protocol = (source or "eval_100").partition("@")
     turns = [{"sample_id": f"s{i}", "turn": 0, "complete": True, "correct": i < round(end * 8)} for i in range(8)]
+    domains = {"A": turns[:5], "B": turns[5:]}  # per-domain counts beside overall, as the evaluator writes them
+    domains = {d: {"turns": len(ts), "turns_correct": sum(t["correct"] for t in ts)} for d, ts in domains.items()}
     (out / "eval_results.json").write_text(json.dumps(
         {"protocol": protocol or "turn", "settings": {"source": name},
-         "metrics": {"complete": {"overall": overall}}, "turns": turns}))
+         "metrics": {"complete": {"overall": overall, **domains}}, "turns": turns}))
 """
 
 
@@ -532,6 +534,17 @@ def test_report_keeps_per_turn_verdicts_of_the_counted_turns():
     assert "verdicts" not in sweep.report_overall({**report, "turns": turns[:1]})  # count mismatch: none kept
 
 
+def test_report_keeps_per_domain_counts_of_the_counted_bucket():
+    complete = {"overall": {"turns": 3, "turns_correct": 1}, "Hotels": {"turns": 2, "turns_correct": 1},
+                "Flights": {"turns": 1, "turns_correct": 0}, "Cross": {"turns": 0, "turns_correct": 0}}
+    every = {"overall": {"turns": 4, "turns_correct": 2}, "Hotels": {"turns": 4, "turns_correct": 2}}
+    out = sweep.report_overall({"metrics": {"complete": complete, "all": every}})
+    assert out["by_domain"] == {"Flights": {"right": 0, "turns": 1}, "Hotels": {"right": 1, "turns": 2}}  # no empty domain
+    out = sweep.report_overall({"metrics": {"complete": {"overall": {"turns": 0}}, "all": every}})
+    assert out["by_domain"] == {"Hotels": {"right": 2, "turns": 4}}  # no complete-history turn: all turns
+    assert "by_domain" not in sweep.report_overall({"metrics": {"all": {"overall": {"turns": 1}}}})
+
+
 def _verdict_run(arm, seed, start, end):
     """A GRPO result on source "x" from per-turn verdict strings; start None: no step-0 evaluation."""
     ev = lambda v: {"turn_accuracy": v.count("1") / len(v), "turns": len(v), "verdicts": v, "turn_ids": "t"}
@@ -570,24 +583,27 @@ def test_flips_pooled_over_seeds_by_hand():
     assert "| all seeds, summed | +5 −1 (p 0.219) | – |" in report and "stratified by seed" in report
 
 
-def test_verdicts_added_to_older_result_files_from_the_run_files(tmp_path, fake_commands):
+def test_details_added_to_older_result_files_from_the_run_files(tmp_path, fake_commands):
     settings = _settings(tmp_path, arms=("graduated",), seeds=(0, 1), eval_sources=("eval_100", "eval_100@official"))
     sweep.run_study(settings, fake_commands, log=_quiet)
     path = tmp_path / "results" / "s" / "graduated_seed1.json"
     fresh = json.loads(path.read_text())
     assert fresh["eval"]["eval_100@official"]["end"]["verdicts"] == "10000000"  # seed 1: 0.1 of 8 turns -> 1 right
+    assert fresh["eval"]["eval_100@official"]["end"]["by_domain"] == {"A": {"right": 1, "turns": 5},
+                                                                      "B": {"right": 0, "turns": 3}}
     old = json.loads(path.read_text())
     del old["eval"]["eval_100@official"]["end"]["verdicts"], old["eval"]["eval_100@official"]["end"]["turn_ids"]
+    del old["eval"]["eval_100@official"]["end"]["by_domain"]
     sweep.write_json_atomic(path, old)
     tampered = tmp_path / "results" / "s" / "graduated_seed0.json"
     other = json.loads(tampered.read_text())
     del other["eval"]["eval_100@official"]["end"]["verdicts"]
     other["eval"]["eval_100@official"]["end"]["turn_accuracy"] = 0.5  # no longer what the run's files say
     sweep.write_json_atomic(tampered, other)
-    assert sweep.add_missing_verdicts(settings) == ["graduated_seed1"]
+    assert sweep.add_missing_details(settings) == ["graduated_seed1"]
     assert json.loads(path.read_text()) == fresh  # restored exactly; nothing else changed
     assert "verdicts" not in json.loads(tampered.read_text())["eval"]["eval_100@official"]["end"]
-    assert sweep.add_missing_verdicts(settings) == []  # idempotent
+    assert sweep.add_missing_details(settings) == []  # idempotent
 
 
 def test_a_resumed_run_keeps_its_finished_evaluations(tmp_path, fake_commands, monkeypatch):
@@ -609,3 +625,25 @@ def test_a_resumed_run_keeps_its_finished_evaluations(tmp_path, fake_commands, m
     (tmp_path / "runs" / "s" / "zero_shot" / "work" / "checkpoints" / "7").mkdir(parents=True)  # a newer model
     sweep.run_study(settings, fake_commands, log=_quiet)
     assert _ledger(tmp_path)[3:] == ["zero_shot:eval-eval_100", "zero_shot:eval-synthetic_test"]
+
+
+def test_turn_accuracy_by_domain_over_seeds_hand_computed():
+    def run(kind, seed, counts):
+        by_domain = {d: {"right": k, "turns": n} for d, (k, n) in counts.items()}
+        return {"kind": kind, "name": f"{kind}_seed{seed}", "arm": "graduated" if kind == "grpo" else kind,
+                "seed": seed, "eval": {"x": {"start": None, "end": {"turn_accuracy": 0.0, "turns": 3,
+                                                                      "by_domain": by_domain}}}}
+    results = [run("sft", None, {"Hotels": (0, 2), "Flights": (1, 1)}),
+               run("grpo", 0, {"Hotels": (1, 2), "Flights": (0, 1)}),
+               run("grpo", 1, {"Hotels": (2, 2), "Flights": (1, 1)})]
+    domains = sweep.summarize(results)["sources"]["x"]["by_domain"]
+    hotels = domains["graduated"]["Hotels"]
+    # seeds 0.5 and 1.0: mean 0.75, s = 0.3536, half width t(0.975, 1) * s / sqrt(2) = 12.706 * 0.25
+    assert hotels["accuracy"]["mean"] == pytest.approx(0.75) and hotels["turns"] == 2
+    assert hotels["accuracy"]["half_width"] == pytest.approx(12.7062 * 0.25, rel=1e-4)
+    assert domains["sft"]["Flights"] == {"accuracy": {"mean": 1.0, "half_width": None, "n": 1}, "turns": 1}
+    report = sweep.markdown_report(sweep.summarize(results))
+    assert "| run | Flights (1 turns) | Hotels (2 turns) |" in report
+    assert "| graduated | 50.0 ± 635.3 (n=2) | 75.0 ± 317.7 (n=2) |" in report
+    results.append(run("grpo", 2, {"Hotels": (1, 3)}))  # other turns: no common count
+    assert sweep.summarize(results)["sources"]["x"]["by_domain"]["graduated"]["Hotels"]["turns"] is None

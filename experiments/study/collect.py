@@ -72,16 +72,31 @@ def reward_rise(train_curve: Sequence[Sequence[Any]]) -> float | None:
     return _mean(rewards[-half:]) - _mean(rewards[:half])
 
 
+def domain_counts(bucket: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """{domain: {"right": turns right, "turns": turns scored}} of one bucket of an evaluator report's
+    metrics (its per-domain entries beside ``overall``), domains with no turn left out."""
+    out = {}
+    for domain, entry in sorted(bucket.items()):
+        if domain != "overall" and isinstance(entry, Mapping) and entry.get("turns"):
+            out[domain] = {"right": int(entry.get("turns_correct") or 0), "turns": int(entry["turns"])}
+    return out
+
+
 def report_overall(report: Mapping[str, Any]) -> dict[str, Any]:
     """The metrics kept of an evaluator report (eval_results.json / eval/step_*.json): the complete-
-    history bucket when it has turns (as the trainer logs it), else all turns."""
+    history bucket when it has turns (as the trainer logs it), else all turns; ``by_domain`` holds
+    that bucket's turns right and scored per domain (:func:`domain_counts`)."""
     metrics = report.get("metrics", {})
     complete = (metrics.get("complete") or {}).get("overall") or {}
-    overall = complete if complete.get("turns") else (metrics.get("all") or {}).get("overall") or {}
+    bucket = (metrics.get("complete") if complete.get("turns") else metrics.get("all")) or {}
+    overall = bucket.get("overall") or {}
     free = overall.get("free_calls") or 0
     out = {k: overall.get(k) for k in (*EVAL_METRICS, "turns")}
     out["free_call_match_rate"] = overall.get("free_calls_matched", 0) / free if free else None
     out["errors"] = {k: v for k, v in (overall.get("errors") or {}).items() if v}
+    by_domain = domain_counts(bucket)
+    if by_domain:
+        out["by_domain"] = by_domain
     # Per-turn verdicts, so two evaluations of the same turns can be compared turn by turn (McNemar).
     turns = [t for t in report.get("turns") or [] if t.get("complete") or overall is not complete]
     if turns and len(turns) == overall.get("turns"):
@@ -180,11 +195,16 @@ def collect_evals(run_dir: Path, work: Path, metrics: Sequence[Mapping[str, Any]
     return evals
 
 
-def add_missing_verdicts(settings: StudySettings) -> list[str]:
-    """Adds per-turn verdicts (``verdicts``, ``turn_ids``) to the finished result files written before
-    they were kept, from the runs' own files under ``runs_dir``; every other number stays as written,
-    and an evaluation whose recomputed accuracy or turn count differs from the file is left alone.
-    Returns the names of the files changed."""
+# What a result file's evaluation entry gained after the first studies were run, each added to older
+# files by :func:`add_missing_details` from the runs' own files: field -> the fields it comes with.
+DETAILS = {"verdicts": ("verdicts", "turn_ids"), "by_domain": ("by_domain",)}
+
+
+def add_missing_details(settings: StudySettings) -> list[str]:
+    """Adds the evaluation details kept since (:data:`DETAILS`: per-turn verdicts with their turn ids,
+    per-domain counts) to the finished result files written before, from the runs' own files under
+    ``runs_dir``; every other number stays as written, and an evaluation whose recomputed accuracy or
+    turn count differs from the file is left alone. Returns the names of the files changed."""
     changed = []
     for path in sorted(settings.results_path().glob("*.json")):
         result = read_result(path)
@@ -205,12 +225,14 @@ def add_missing_verdicts(settings: StudySettings) -> list[str]:
         for source, entries in (result.get("eval") or {}).items():
             for when, entry in entries.items():
                 new = (fresh.get(source) or {}).get(when)
-                if not entry or not new or "verdicts" in entry or "verdicts" not in new:
+                if not entry or not new:
                     continue
                 if new.get("turns") != entry.get("turns") or new.get("turn_accuracy") != entry.get("turn_accuracy"):
                     continue
-                entry["verdicts"], entry["turn_ids"] = new["verdicts"], new["turn_ids"]
-                updated = True
+                for field, fields in DETAILS.items():
+                    if field not in entry and field in new:
+                        entry.update({f: new[f] for f in fields})
+                        updated = True
         if updated:
             write_json_atomic(path, result)
             changed.append(result.get("name", path.stem))
@@ -226,7 +248,8 @@ def collect_result(spec: RunSpec, settings: StudySettings, argvs: Mapping[str, l
                  (the --config.* flags of its training command), key (selected resolved fields)},
         steps: last step logged,
         eval: {<source>: {start: M | null, end: M | null}} with M = {step?, turn_accuracy,
-               call_accuracy, success_rate, turns, free_call_match_rate?, errors?},
+               call_accuracy, success_rate, turns, free_call_match_rate?, errors?, verdicts?,
+               turn_ids?, by_domain?: {domain: {right, turns}}},
         train: {grpo_steps, sft_steps, reward_mean, reward_first, reward_last, degenerate_fraction,
                 sft_nll_first, sft_nll_last, step_seconds_mean},
         curves: {train: [[step, reward_mean, degenerate_fraction]], eval: [[step, turn, call, success]]},

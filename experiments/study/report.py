@@ -113,6 +113,8 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
                   "|---|" + "---|" * len(EVAL_METRICS)]
         for row, per in s["end"].items():
             lines.append(f"| {ROW_LABELS.get(row, row)} | " + " | ".join(fmt_ci(per[m]) for m in EVAL_METRICS) + " |")
+        if s.get("by_domain"):
+            lines += ["", f"## {source}: turn accuracy by domain, end of run (%)", "", *domain_table(s["by_domain"])]
         if s["vs_sft"]:
             cols = [(f"Δ {METRIC_LABELS[m]} vs SFT start", "vs_sft", m) for m in EVAL_METRICS]
             cols += [(f"Δ {METRIC_LABELS[m]} vs {base}", "vs_baseline", m) for m in EVAL_METRICS]
@@ -144,6 +146,19 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
                      f"{fmt_ci(t['degenerate_fraction'])} | "
                      f"{fmt_ci(t['fit'], 100.0, 0)} | {fmt_ci(t['wall_seconds'], 1 / 60, 1)} |")
     return "\n".join(lines) + "\n"
+
+
+def domain_table(by_domain: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Rows (start, arms) by domains (columns, with their turn counts): end-of-run turn accuracy, mean ±
+    t half width over seeds (summarize's ``by_domain`` of one source), as markdown lines."""
+    domains = sorted({d for per in by_domain.values() for d in per})
+    sizes = {d: {per[d]["turns"] for per in by_domain.values() if d in per} for d in domains}
+    header = [f"{d} ({sizes[d].pop()} turns)" if len(sizes[d]) == 1 else d for d in domains]
+    lines = ["| run | " + " | ".join(header) + " |", "|---|" + "---|" * len(domains)]
+    for row, per in by_domain.items():
+        cells = [fmt_ci(per[d]["accuracy"]) if d in per else "–" for d in domains]
+        lines.append(f"| {ROW_LABELS.get(row, row)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def readme_markers(study: str, kind: str = "table") -> tuple[str, str]:
@@ -223,9 +238,11 @@ def turns_right_table(results: Sequence[Mapping[str, Any]], source: str, baselin
 def readme_tables(summary: Mapping[str, Any], results: Sequence[Mapping[str, Any]],
                   baseline: str = BASELINE_ARM) -> str:
     """What `--report --readme` writes: the comparisons of every held-out source (estimate, interval and
-    detectable difference; when the study has any), the compact table, then the turns-right counts per
-    source."""
+    detectable difference; when the study has any), the compact table, the turns-right counts per
+    source, then each source's turn accuracy by domain (where the result files keep it)."""
     tables = [compact_table(summary)] + [turns_right_table(results, source, baseline) for source in summary["sources"]]
+    tables += [f"Turn accuracy by domain on {source}, end of run (%):\n\n" + "\n".join(domain_table(s["by_domain"])) + "\n"
+               for source, s in summary["sources"].items() if s.get("by_domain")]
     if summary.get("comparisons", {}).get("sources"):
         tables.insert(0, readme_comparisons(summary))
     return "\n".join(tables)

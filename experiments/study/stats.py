@@ -133,6 +133,20 @@ def pooled_flips(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
 SINGLE_KINDS = {"zero_shot": ("zero_shot",), "sft": ("sft", "start")}
 
 
+def domain_stats(runs: Sequence[Mapping[str, Any]], source: str, confidence: float = 0.95) -> dict[str, Any]:
+    """{domain: {accuracy: {mean, half_width, n}, turns}}: each domain's end-of-run turn accuracy over the
+    ``runs`` (seeds) whose evaluation on ``source`` kept per-domain counts (``by_domain``); ``turns`` is the
+    domain's turn count, or None when the runs scored different counts (then their means do not compare)."""
+    counts = [found for r in runs if (found := dotted(r, f"eval.{source}.end.by_domain"))]
+    out = {}
+    for domain in sorted({d for c in counts for d in c}):
+        cells = [c[domain] for c in counts if domain in c]
+        sizes = {cell["turns"] for cell in cells}
+        out[domain] = {"accuracy": _stat([cell["right"] / cell["turns"] for cell in cells], confidence),
+                       "turns": sizes.pop() if len(sizes) == 1 else None}
+    return out
+
+
 def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM,
               confidence: float = 0.95, design: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The study's numbers from its result files alone.
@@ -148,6 +162,7 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
              flips_vs_baseline: {<arm>: [{seed, gained, lost, p}]}  per seed, arm end vs baseline end
              flips_pooled: {flips_vs_sft | flips_vs_baseline: {<arm>: {seed: "all", gained, lost, p}}}
                                                                     summed over seeds (stratified exact test)
+             by_domain?: {<row>: {<domain>: {accuracy: {...}, turns}}}   end turn accuracy per domain
          }},
          train: {<row>: {reward_mean, degenerate_fraction, steps, wall_seconds: {mean, half_width, n}},
                  fit: ...},
@@ -208,6 +223,9 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
                   for kind, flips in (("flips_vs_sft", flips_sft), ("flips_vs_baseline", flips_base))}
         sources[source] = {"end": end, "vs_sft": vs_sft, "vs_baseline": vs_base,
                            "flips_vs_sft": flips_sft, "flips_vs_baseline": flips_base, "flips_pooled": pooled}
+        domains = {row: found for row in rows if (found := domain_stats(members[row], source, confidence))}
+        if domains:
+            sources[source]["by_domain"] = domains
         found = _source_comparisons(source, by_arm, sft, compared, baseline, sources[source], design, confidence)
         if found:
             comparisons[source] = found
