@@ -143,7 +143,7 @@ def lora() -> str:
 RENDERERS: dict[str, Callable[[], str]] = {"memorisation": memorisation, "results": results, "plans": plans,
                                            "lora": lora}
 # Where each block must appear (at least there).
-HOMES = {"results": "README.md", "memorisation": "docs/evaluation.md", "plans": "README.md", "lora": "docs/performance.md"}
+HOMES = {"results": "README.md", "memorisation": "docs/evaluation.md", "plans": "docs/training.md", "lora": "docs/performance.md"}
 
 
 def checked_files() -> list[Path]:
