@@ -67,15 +67,16 @@ def _arms_cell(summary: dict, source: str) -> str:
 
 
 def results() -> str:
-    """The README's results at a glance: the memorisation check, the natural SFT start, long36."""
+    """The README's results at a glance: the memorisation check, the natural SFT start, the natural study."""
     mem_path = RESULTS / "memorisation.json"
     m = _json(mem_path)
     natural = RESULTS / "natural"
     start = _json(natural / "sft.json")
     ends = {source: entry["end"] for source, entry in start["eval"].items()}
-    long36 = RESULTS / "long36" / "summary.json"
-    summary = _json(long36)
-    arms = [a for a in summary["train"] if a != "sft"]
+    study = natural / "summary.json"
+    summary = _json(study)
+    runs = sum(len(t["seeds"]) for row, t in summary["train"].items() if row not in ("sft", "zero_shot"))
+    planned = sum(summary["design"]["seeds"].values())
     rows = [
         ("the memorisation check: SFT on a few training samples, then the evaluator on them",
          f"{m['turns_right']}/{m['turns']} turns right after {m['sft_steps']} SFT steps", _rel(mem_path)),
@@ -86,11 +87,9 @@ def results() -> str:
          f"{100 * ends['eval_100@official']['success_rate']:.1f} % of samples solved; "
          f"{100 * ends['eval_100@official']['turn_accuracy']:.1f} % of {ends['eval_100@official']['turns']} turns right",
          _rel(natural / "sft.json")),
-        (f"reward ablation `long36` ({len(arms)} rewards × {len(summary['train'][arms[0]]['seeds'])} seeds, "
-         f"{summary['train'][arms[0]]['steps']['mean']:.0f} GRPO steps from one SFT start), held-out synthesized "
-         "turn accuracy, mean ± 95 % t half width",
-         _arms_cell(summary, "synthetic:test"), _rel(long36)),
-        ("the same runs, eval_100 turn accuracy", _arms_cell(summary, "eval_100"), _rel(long36)),
+        (f"the `natural` reward study so far ({runs} of {planned} planned GRPO runs), novel synthesized test turn "
+         "accuracy, mean ± 95 % t half width over seeds", _arms_cell(summary, "synthetic:test"), _rel(study)),
+        ("the same runs, eval_100 turn accuracy (turn protocol)", _arms_cell(summary, "eval_100"), _rel(study)),
     ]
     lines = ["| result | number | from |", "|---|---|---|"]
     lines += [f"| {what} | {number} | {source} |" for what, number, source in rows]
