@@ -96,6 +96,12 @@ class ModelConfig:
       attention_impl: ``"xla"`` (explicit einsum + softmax; scores materialised in the compute
         dtype, softmax statistics in float32) or ``"dot_product_attention"``
         (``jax.nn.dot_product_attention``: cuDNN flash attention on GPU, XLA elsewhere).
+      attention_query_chunk: C > 0 makes ``"xla"`` attention take the queries C rows at a time (a
+        loop), so a prefill of T tokens holds [B, K, G, C, S] scores instead of [B, K, G, T, S] (and a
+        gradient keeps one chunk's probabilities: each chunk is recomputed in the backward pass).
+        Same outputs (each query row's softmax is its own); 0 = whole (the default), C >= T = whole.
+        ``"xla"`` only: with ``"dot_product_attention"`` a chunk > 0 is rejected (its flash kernel
+        never holds the scores). See ``decoder.attend`` and docs/performance.md.
       remat: rematerialise each decoder block in the backward pass (the blocks run as a
         ``lax.scan`` under ``jax.checkpoint``, see ``decoder.run_blocks``): activation memory of one
         block plus each block's input instead of L blocks, for about one extra forward of compute.
@@ -121,6 +127,7 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     attention_impl: str = "xla"
+    attention_query_chunk: int = 0
     remat: bool = False
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
@@ -136,6 +143,12 @@ class ModelConfig:
                 raise ValueError(f"{field}={getattr(self, field)!r}; expected one of {sorted(_DTYPES)}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl={self.attention_impl!r}; expected one of {ATTENTION_IMPLS}")
+        chunk = self.attention_query_chunk
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+            raise ValueError(f"attention_query_chunk={chunk!r}; expected an int >= 0 (0 = no chunking)")
+        if chunk and self.attention_impl != "xla":
+            raise ValueError(f"attention_query_chunk={chunk} applies to attention_impl='xla' only, "
+                             f"not {self.attention_impl!r} (set it to 0)")
         if self.arch not in ARCHITECTURES:
             raise UnknownArchitectureError(f"arch={self.arch!r}; expected one of {ARCHITECTURES}")
 

@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx, struct
 
 from toolrl.models.config import ModelConfig
+from toolrl.models.query_chunks import map_query_chunks
 
 Array = jax.Array
 
@@ -94,7 +95,7 @@ def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
     return rotate(x, cos, sin)
 
 
-def attend(q: Array, keys: Array, values: Array, mask: Array, impl: str = "xla") -> Array:
+def attend(q: Array, keys: Array, values: Array, mask: Array, impl: str = "xla", query_chunk: int = 0) -> Array:
     """Grouped-query attention on the KV-cache layout.
 
     q: [B, T, H, Dh]; keys, values: [B, K, S, Dh] (heads before slots: the layout the two batched
@@ -107,17 +108,25 @@ def attend(q: Array, keys: Array, values: Array, mask: Array, impl: str = "xla")
     probabilities are cast back to the compute dtype for the value product. A query row with no
     visible key (padding) gets a uniform softmax instead of NaNs.
 
+    ``query_chunk`` C (``ModelConfig.attention_query_chunk``), 0 < C < T: "xla" takes the queries C rows
+    at a time in a loop (``query_chunks.map_query_chunks``), holding [B, K, G, C, S] scores instead of
+    [B, K, G, T, S]; each row's softmax is its own, so the outputs are the same. 0 or C >= T: as above.
+
     ``impl="dot_product_attention"``: ``jax.nn.dot_product_attention`` (cuDNN flash attention on
     GPU when shapes / dtypes allow, which never materialises scores; its XLA fallback elsewhere).
-    Same numbers as ``"xla"`` in float32.
+    Same numbers as ``"xla"`` in float32. A ``query_chunk`` with it is a ValueError.
     """
     b, t, h, dh = q.shape
     kv = keys.shape[1]
     if impl == "dot_product_attention":
+        if query_chunk:
+            raise ValueError(f"query_chunk={query_chunk} applies to impl='xla' only, not {impl!r}")
         return jax.nn.dot_product_attention(q, keys.swapaxes(1, 2), values.swapaxes(1, 2),
                                             mask=mask[:, None, :, :], scale=1.0 / math.sqrt(dh))
     if impl != "xla":
         raise ValueError(f"unknown attention impl {impl!r}")
+    if 0 < query_chunk < t:
+        return map_query_chunks(lambda rows, visible: attend(rows, keys, values, visible), q, mask, query_chunk)
     qg = q.reshape(b, t, kv, h // kv, dh).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, Dh]
     scores = jnp.einsum("bkgtd,bksd->bkgts", qg, keys, preferred_element_type=q.dtype)
     scores = scores.astype(jnp.float32) * (1.0 / math.sqrt(dh))
@@ -266,7 +275,7 @@ class Attention(nnx.Module):
             cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, 0, index, 0))
             new_kv = (ck, cv)
             k, v = ck.astype(dt), cv.astype(dt)
-        out = attend(q, k, v, mask, c.attention_impl)
+        out = attend(q, k, v, mask, c.attention_impl, c.attention_query_chunk)
         return jnp.dot(out.reshape(b, t, h * dh), self.o_kernel[...].reshape(h * dh, d).astype(dt)), new_kv
 
 
