@@ -24,7 +24,8 @@ def model_config_of(config: Any) -> Any:
     m = config.model
     base = ModelConfig.from_hf_config(m.path) if m.path else ModelConfig.preset(m.preset)
     return base.with_dtype(m.dtype, "float32").replace(attention_impl=m.get("attention_impl", "xla"),
-                                                       remat=bool(m.get("remat", False)))
+                                                       remat=bool(m.get("remat", False)),
+                                                       attention_query_chunk=int(m.get("attention_query_chunk", 0)))
 
 
 

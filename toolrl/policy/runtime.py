@@ -116,11 +116,13 @@ class Policy:
 
     @classmethod
     def load(cls, preset: str = "", path: str = "", dtype: str = "float32", mesh: Mesh | None = None,
-             seed: int = 0, attention_impl: str = "xla", remat: bool = False, lora: Any = None) -> "Policy":
+             seed: int = 0, attention_impl: str = "xla", remat: bool = False, lora: Any = None,
+             attention_query_chunk: int = 0) -> "Policy":
         """A preset (``tiny*`` = random init with the character tokenizer) or a local HF directory.
 
-        Parameters are float32; ``dtype`` is the compute dtype. ``attention_impl`` and ``remat`` are the
-        decoder's execution options (`ModelConfig`): they change memory and speed, not the numbers."""
+        Parameters are float32; ``dtype`` is the compute dtype. ``attention_impl``, ``attention_query_chunk``
+        and ``remat`` are the decoder's execution options (`ModelConfig`): they change memory and speed,
+        not the numbers."""
         if not path and preset.startswith("tiny"):
             from toolrl.models.decoder import init_model
             from toolrl.models.sharding import shard_model
@@ -139,7 +141,8 @@ class Policy:
             if tokenizer is None:
                 raise FileNotFoundError(f"model {path or preset!r} has no tokenizer files")
             name = str(path or preset)
-        config = dataclasses.replace(config, attention_impl=attention_impl, remat=bool(remat))
+        config = dataclasses.replace(config, attention_impl=attention_impl, remat=bool(remat),
+                                     attention_query_chunk=int(attention_query_chunk))
         for _, module in model.iter_modules():  # every layer reads its execution options at call time
             if getattr(module, "config", None) is not None:
                 module.config = config
@@ -154,11 +157,11 @@ class Policy:
 
     @classmethod
     def from_model_config(cls, m: Any, mesh: Mesh | None = None, seed: int = 0) -> "Policy":
-        """From a training config's ``model`` section (preset / path / dtype / attention_impl / remat)."""
+        """From a training config's ``model`` section (preset / path / dtype / execution options / lora)."""
         from toolrl.models.lora import LoraSpec
 
         return cls.load(m.preset, m.path, m.dtype, mesh, seed, m.get("attention_impl", "xla"), m.get("remat", False),
-                        LoraSpec.from_config(m.get("lora")))
+                        LoraSpec.from_config(m.get("lora")), m.get("attention_query_chunk", 0))
 
     @classmethod
     def from_config(cls, config: Any, mesh: Mesh | None = None) -> "Policy":

@@ -138,9 +138,9 @@ def fingerprint_fields(config: ml_collections.ConfigDict | Mapping[str, Any]) ->
 # resume may change them. Each one has a test that it gives the same numbers as the plain path.
 # data.build_missing only decides whether absent data is built before the run; what a run reads is
 # checked by its stamp (toolrl/data/provenance.py), so turning it on or off cannot change its numbers.
-EXECUTION_FIELDS = frozenset({"model.attention_impl", "model.remat", "grpo.micro_batches",
-                              "grpo.loss_positions_only", "grpo.shared_prefix", "sft.micro_batches",
-                              "data.build_missing"})
+EXECUTION_FIELDS = frozenset({"model.attention_impl", "model.attention_query_chunk", "model.remat",
+                              "grpo.micro_batches", "grpo.loss_positions_only", "grpo.shared_prefix",
+                              "sft.micro_batches", "data.build_missing"})
 
 
 # Fields renamed since runs were saved: old dotted name -> new (the old stays as a deprecated alias).
