@@ -146,7 +146,9 @@ def evaluate(config: Any):
     enable_compilation_cache(config if str(config.compile.cache_dir) else str((run / "xla_cache").absolute()))
     mesh = build_mesh(config)
     if (run / "config.json").is_file():
-        policy, run_config = Policy.from_run(run, mesh)
+        # The command's model.attention_query_chunk (> 0) replaces the run's: memory, not numbers.
+        chunk = config.model.get("attention_query_chunk") or None
+        policy, run_config = Policy.from_run(run, mesh, attention_query_chunk=chunk)
         run_config.unlock()
         run_config.eval = config.eval  # what to evaluate comes from this command; prompts from the run
         run_config.wandb = config.wandb  # and where its record goes

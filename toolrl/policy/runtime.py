@@ -156,12 +156,15 @@ class Policy:
         return cls(model, tokenizer, config, mesh, name)
 
     @classmethod
-    def from_model_config(cls, m: Any, mesh: Mesh | None = None, seed: int = 0) -> "Policy":
-        """From a training config's ``model`` section (preset / path / dtype / execution options / lora)."""
+    def from_model_config(cls, m: Any, mesh: Mesh | None = None, seed: int = 0,
+                          attention_query_chunk: int | None = None) -> "Policy":
+        """From a training config's ``model`` section (preset / path / dtype / execution options / lora);
+        ``attention_query_chunk`` (not None) replaces the section's."""
         from toolrl.models.lora import LoraSpec
 
+        chunk = m.get("attention_query_chunk", 0) if attention_query_chunk is None else attention_query_chunk
         return cls.load(m.preset, m.path, m.dtype, mesh, seed, m.get("attention_impl", "xla"), m.get("remat", False),
-                        LoraSpec.from_config(m.get("lora")), m.get("attention_query_chunk", 0))
+                        LoraSpec.from_config(m.get("lora")), chunk)
 
     @classmethod
     def from_config(cls, config: Any, mesh: Mesh | None = None) -> "Policy":
@@ -177,13 +180,15 @@ class Policy:
         return policy
 
     @classmethod
-    def from_run(cls, workdir: str | Path, mesh: Mesh | None = None, step: int | None = None) -> tuple["Policy", Any]:
+    def from_run(cls, workdir: str | Path, mesh: Mesh | None = None, step: int | None = None,
+                 attention_query_chunk: int | None = None) -> tuple["Policy", Any]:
         """A training run's own model: its saved config (model, dtype, data view) and its parameters at
-        `step` (None = the latest checkpoint). Returns (policy, the run's config)."""
+        `step` (None = the latest checkpoint). Returns (policy, the run's config). ``attention_query_chunk``
+        (not None) replaces the run's: an execution option of this process (memory), not of the run."""
         from toolrl.rl.workdir import load_run_config
 
         run_config = load_run_config(workdir)
-        policy = cls.from_model_config(run_config.model, mesh, int(run_config.seed))
+        policy = cls.from_model_config(run_config.model, mesh, int(run_config.seed), attention_query_chunk)
         policy.restore_params(workdir, step)
         policy.name = str(workdir)
         return policy, run_config
