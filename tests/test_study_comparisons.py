@@ -189,14 +189,14 @@ def test_report_summary_file_and_readme_state_every_comparison(tmp_path):
     assert json.loads((results / "summary.json").read_text()) == summary
     assert summary == json.loads(json.dumps(stats.summarize(sweep.load_results(results), design=design)))
     assert text.index("## Design") < text.index("## Comparisons") < text.index("## eval_100: end of run")
-    assert "| comparison | seeds | estimate (points) | 95 % interval | seed SD | MDD planned (SD 3) |" in text
+    assert "| comparison | seeds | estimate | 95 % interval | seed SD | MDD planned (SD 3) |" in text
     ci = scipy_stats.ttest_ind([20.0, 20.0, 50.0], [10.0, 20.0, 30.0]).confidence_interval(0.95)
     mdd = power.mdd_between_arms(math.sqrt(200), 3, 3)
     assert (f"| binary - graduated | 3 vs 3 | +10.0 | {ci.low:+.1f} to {ci.high:+.1f} | 14.1 | 7.4 | {mdd:.1f} | – | "
             f"not detected; would detect ≥ {mdd:.1f} |") in text
     assert "| orchestration - start | 3 | +26.0 |" in text and "| detected: +26.0 (interval excludes 0) |" in text
     tables = sweep.readme_tables(summary, sweep.load_results(results))
-    assert tables.startswith("Turn accuracy, points. arm - start:")
-    assert "| source | comparison | seeds | estimate (points) |" in tables
-    assert "| eval_100 | graduated - start | 3 | +15.0 | -9.8 to +39.8 | 10.0 | – |" in tables
+    assert tables.startswith("Turn accuracy, points; 95 % intervals: one-sample t")
+    assert "| source | comparison | seeds | estimate |" in tables
+    assert "| eval_100 | graduated - start | 3 | +15.0 | -9.8 to +39.8 | – |" in tables  # no seed SD here
     assert tables.index("| source | comparison") < tables.index("| run | seeds |")  # comparisons first

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from experiments.study.collect import load_results
+from experiments.study.comparisons import TOO_FEW
 from experiments.study.files import dotted, read_json, resolve, write_json_atomic
 from experiments.study.plan import BASELINE_ARM, CURVES_FILE, EVAL_METRICS, REPORT_FILE, SUMMARY_FILE
 from experiments.study.plot import plot_curves
@@ -51,34 +52,47 @@ def _points(value: float | None, sign: bool = True) -> str:
     return "–" if value is None else f"{value:{'+' if sign else ''}.1f}"
 
 
-def _comparison_cells(row: Mapping[str, Any]) -> list[str]:
+def _comparison_cells(row: Mapping[str, Any], short: bool = False) -> list[str]:
+    """One comparison's cells; ``short`` (the README's form): no seed SD, and the reading without the
+    detectable difference, which its own column gives."""
     seeds = f"{row['n']}" if row["reference"] == "start" else f"{row['n']} vs {row['n_reference']}"
     interval = row["interval_points"]
-    return [row["comparison"], seeds, _points(row["estimate_points"]),
-            "–" if interval is None else f"{interval[0]:+.1f} to {interval[1]:+.1f}",
-            _points(row["seed_sd_points"], sign=False), _points(row["mdd_planned_points"], sign=False),
-            _points(row["mdd_observed_points"], sign=False), fmt_flips(row["flips"]), row["reading"]]
+    cells = [row["comparison"], seeds, _points(row["estimate_points"]),
+             "–" if interval is None else f"{interval[0]:+.1f} to {interval[1]:+.1f}",
+             _points(row["seed_sd_points"], sign=False), _points(row["mdd_planned_points"], sign=False),
+             _points(row["mdd_observed_points"], sign=False), fmt_flips(row["flips"]), row["reading"]]
+    if short:
+        reading = "too few seeds" if row["reading"] == TOO_FEW else row["reading"].split(";")[0]
+        cells = cells[:4] + cells[5:-1] + [reading]
+    return cells
 
 
-def _comparisons_table(comparisons: Mapping[str, Any], sources: Sequence[str], source_column: bool) -> list[str]:
+def _comparisons_table(comparisons: Mapping[str, Any], sources: Sequence[str], source_column: bool,
+                       short: bool = False) -> list[str]:
     """The comparisons of ``sources`` as one markdown table (lines); a first column names the source
-    when ``source_column``."""
+    when ``source_column``; ``short``: :func:`_comparison_cells`' README form."""
     conf = round(100 * comparisons["confidence"])
     sd = comparisons.get("planning_seed_sd_points")
     header = (["source"] if source_column else []) + [
-        "comparison", "seeds", "estimate (points)", f"{conf} % interval", "seed SD",
-        "MDD planned" + (f" (SD {sd:g})" if sd is not None else ""), "MDD at observed SD",
-        "turns gained / lost (McNemar p)", "reading"]
+        "comparison", "seeds", "estimate", f"{conf} % interval"] + ([] if short else ["seed SD"]) + [
+        "MDD planned" + (f" (SD {sd:g})" if sd is not None else ""), "MDD observed",
+        "turns gained / lost (p)", "reading"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for source in sources:
         for row in comparisons["sources"][source]:
-            cells = ([source] if source_column else []) + _comparison_cells(row)
+            cells = ([source] if source_column else []) + _comparison_cells(row, short)
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _comparisons_note(comparisons: Mapping[str, Any], baseline: str) -> str:
+def _comparisons_note(comparisons: Mapping[str, Any], baseline: str, short: bool = False) -> str:
+    """How to read the comparisons table; ``short``: the README's form (the report keeps the long one)."""
     conf = round(100 * comparisons["confidence"])
+    if short:
+        return (f"Turn accuracy, points; {conf} % intervals: one-sample t over the seeds' gains (arm - start), pooled "
+                f"two-sample t (arm - {baseline}). MDD at α = {comparisons['alpha']:g}, power {comparisons['power']:g}: "
+                "planned, and at the seed SD observed (the study's report.md has the seed SDs and the readings in "
+                "full). Turns gained / lost: exact McNemar, summed over seeds.")
     return (f"Turn accuracy, points. arm - start: per seed the end minus the start, their mean with a {conf} % "
             f"one-sample t interval. arm - {baseline}: the difference of the seed means, with a pooled two-sample "
             f"{conf} % t interval. MDD: the true difference found at α = {comparisons['alpha']:g} with power "
@@ -265,8 +279,8 @@ def readme_comparisons(summary: Mapping[str, Any]) -> str:
     comparisons = summary.get("comparisons", {})
     if not comparisons.get("sources"):
         return "\n".join(x for x in ("No GRPO run of this study has finished yet.", compute_line(summary)) if x) + "\n"
-    lines = [_comparisons_note(comparisons, summary["baseline_arm"]), "",
-             *_comparisons_table(comparisons, list(comparisons["sources"]), source_column=True)]
+    lines = [_comparisons_note(comparisons, summary["baseline_arm"], short=True), "",
+             *_comparisons_table(comparisons, list(comparisons["sources"]), source_column=True, short=True)]
     if compute_line(summary):
         lines += ["", compute_line(summary)]
     return "\n".join(lines) + "\n"
