@@ -6,8 +6,8 @@ softmax and probabilities of that size) instead of [B, K, G, T, S]. Measured wit
 analysis of the compiled program (``benchmarks/attention_memory.py``).
 
 Why a ``lax.map`` and not a Python loop of slices: XLA schedules the unrolled chunks side by side,
-so their scores coexist (XLA:CPU planned 5.4 GB of temporaries for 16 chunks of a 4096-token prefill
-at batch 8 on SmolLM2-135M's heads, against 9.7 GB whole; the loop plans 0.9 GB).
+so their scores coexist (XLA:CPU plans 5,184 MiB of temporaries for 16 chunks of a 4096-token prefill
+at batch 8 on SmolLM2-135M's heads, against 9,216 MiB whole; the loop plans 648 MiB).
 
 Why every chunk has C rows (the last one starts at T - C and overlaps its predecessor, whose rows are
 kept): one dot shape for every row. XLA:CPU (YNNPACK) rounds a dot of few rows (below about 50)
