@@ -54,12 +54,9 @@ SETS = {
 
 def wilson(right: int, total: int) -> list[float] | None:
     """The 95 % Wilson score interval of right/total (None for no trials)."""
-    if not total:
-        return None
-    from scipy.stats import binomtest
+    from experiments.study.stats import wilson_interval
 
-    interval = binomtest(right, total).proportion_ci(confidence_level=0.95, method="wilson")
-    return [float(interval.low), float(interval.high)]
+    return wilson_interval(right, total)
 
 
 def summarize(name: str, results: dict, seconds: float) -> dict:

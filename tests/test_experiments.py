@@ -641,9 +641,15 @@ def test_turn_accuracy_by_domain_over_seeds_hand_computed():
     # seeds 0.5 and 1.0: mean 0.75, s = 0.3536, half width t(0.975, 1) * s / sqrt(2) = 12.706 * 0.25
     assert hotels["accuracy"]["mean"] == pytest.approx(0.75) and hotels["turns"] == 2
     assert hotels["accuracy"]["half_width"] == pytest.approx(12.7062 * 0.25, rel=1e-4)
-    assert domains["sft"]["Flights"] == {"accuracy": {"mean": 1.0, "half_width": None, "n": 1}, "turns": 1}
+    flights = domains["sft"]["Flights"]  # one run: its count and Wilson interval
+    assert flights["accuracy"] == {"mean": 1.0, "half_width": None, "n": 1} and (flights["right"], flights["turns"]) == (1, 1)
+    # Wilson, z = 1.96: 1/1 -> low (1 + z²/2 - z·sqrt(z²/4)) / (1 + z²) = 1 / (1 + z²); 0/2 -> high z² / (2 + z²)
+    assert flights["wilson"] == pytest.approx([1 / (1 + 1.959964 ** 2), 1.0], abs=1e-6)
+    assert domains["sft"]["Hotels"]["wilson"] == pytest.approx([0.0, 1.959964 ** 2 / (2 + 1.959964 ** 2)], abs=1e-6)
+    assert "wilson" not in hotels  # seeds: the t interval of their accuracies
     report = sweep.markdown_report(sweep.summarize(results))
     assert "| run | Flights (1 turns) | Hotels (2 turns) |" in report
     assert "| graduated | 50.0 ± 635.3 (n=2) | 75.0 ± 317.7 (n=2) |" in report
+    assert "| SFT start | 100.0 (1/1; 20.7–100.0) | 0.0 (0/2; 0.0–65.8) |" in report
     results.append(run("grpo", 2, {"Hotels": (1, 3)}))  # other turns: no common count
     assert sweep.summarize(results)["sources"]["x"]["by_domain"]["graduated"]["Hotels"]["turns"] is None

@@ -162,15 +162,25 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _domain_cell(cell: Mapping[str, Any]) -> str:
+    """"mean ± t (n=k)" over seeds; one run: "acc (right/turns; Wilson low–high)"."""
+    if cell.get("wilson") and cell.get("turns"):
+        low, high = cell["wilson"]
+        return (f"{100 * cell['accuracy']['mean']:.1f} ({cell['right']}/{cell['turns']}; "
+                f"{100 * low:.1f}–{100 * high:.1f})")
+    return fmt_ci(cell["accuracy"])
+
+
 def domain_table(by_domain: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Rows (start, arms) by domains (columns, with their turn counts): end-of-run turn accuracy, mean ±
-    t half width over seeds (summarize's ``by_domain`` of one source), as markdown lines."""
+    t half width over seeds, or for a single run its count and Wilson interval (summarize's ``by_domain``
+    of one source), as markdown lines."""
     domains = sorted({d for per in by_domain.values() for d in per})
     sizes = {d: {per[d]["turns"] for per in by_domain.values() if d in per} for d in domains}
     header = [f"{d} ({sizes[d].pop()} turns)" if len(sizes[d]) == 1 else d for d in domains]
     lines = ["| run | " + " | ".join(header) + " |", "|---|" + "---|" * len(domains)]
     for row, per in by_domain.items():
-        cells = [fmt_ci(per[d]["accuracy"]) if d in per else "–" for d in domains]
+        cells = [_domain_cell(per[d]) if d in per else "–" for d in domains]
         lines.append(f"| {ROW_LABELS.get(row, row)} | " + " | ".join(cells) + " |")
     return lines
 

@@ -133,10 +133,21 @@ def pooled_flips(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
 SINGLE_KINDS = {"zero_shot": ("zero_shot",), "sft": ("sft", "start")}
 
 
+def wilson_interval(right: int, total: int, confidence: float = 0.95) -> list[float] | None:
+    """The Wilson score interval [low, high] of the proportion right / total; None without trials."""
+    if not total:
+        return None
+    interval = scipy_stats.binomtest(right, total).proportion_ci(confidence_level=confidence, method="wilson")
+    return [float(interval.low), float(interval.high)]
+
+
 def domain_stats(runs: Sequence[Mapping[str, Any]], source: str, confidence: float = 0.95) -> dict[str, Any]:
-    """{domain: {accuracy: {mean, half_width, n}, turns}}: each domain's end-of-run turn accuracy over the
-    ``runs`` (seeds) whose evaluation on ``source`` kept per-domain counts (``by_domain``); ``turns`` is the
-    domain's turn count, or None when the runs scored different counts (then their means do not compare)."""
+    """{domain: {accuracy: {mean, half_width, n}, turns, right?, wilson?}}: each domain's end-of-run turn
+    accuracy over the ``runs`` (seeds) whose evaluation on ``source`` kept per-domain counts (``by_domain``);
+    ``turns`` is the domain's turn count, or None when the runs scored different counts (then their means
+    do not compare). A single run (the start) also gets its count ``right`` and the Wilson interval of
+    right / turns: over several seeds the interval is the t interval of the seed accuracies, since a Wilson
+    interval of the pooled counts would count the same turns once per seed as if independent."""
     counts = [found for r in runs if (found := dotted(r, f"eval.{source}.end.by_domain"))]
     out = {}
     for domain in sorted({d for c in counts for d in c}):
@@ -144,6 +155,9 @@ def domain_stats(runs: Sequence[Mapping[str, Any]], source: str, confidence: flo
         sizes = {cell["turns"] for cell in cells}
         out[domain] = {"accuracy": _stat([cell["right"] / cell["turns"] for cell in cells], confidence),
                        "turns": sizes.pop() if len(sizes) == 1 else None}
+        if len(cells) == 1:
+            out[domain] |= {"right": cells[0]["right"],
+                            "wilson": wilson_interval(cells[0]["right"], cells[0]["turns"], confidence)}
     return out
 
 
@@ -162,7 +176,7 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
              flips_vs_baseline: {<arm>: [{seed, gained, lost, p}]}  per seed, arm end vs baseline end
              flips_pooled: {flips_vs_sft | flips_vs_baseline: {<arm>: {seed: "all", gained, lost, p}}}
                                                                     summed over seeds (stratified exact test)
-             by_domain?: {<row>: {<domain>: {accuracy: {...}, turns}}}   end turn accuracy per domain
+             by_domain?: {<row>: {<domain>: {accuracy: {...}, turns, right?, wilson?}}}  per domain
          }},
          train: {<row>: {reward_mean, degenerate_fraction, steps, wall_seconds: {mean, half_width, n}},
                  fit: ...},
