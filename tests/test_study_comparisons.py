@@ -200,3 +200,35 @@ def test_report_summary_file_and_readme_state_every_comparison(tmp_path):
     assert "| source | comparison | seeds | estimate |" in tables
     assert "| eval_100 | graduated - start | 3 | +15.0 | -9.8 to +39.8 | – |" in tables  # no seed SD here
     assert tables.index("| source | comparison") < tables.index("| run | seeds |")  # comparisons first
+
+
+def test_without_the_pilot_seeds_drops_them_from_the_gains_and_flips(tmp_path):
+    design = {"seeds": {"graduated": 3}, "alpha": 0.05, "power": 0.8, "pilot_seeds": {"graduated": [0]},
+              "heldout_novel_turns": 4, "eval_100_turns": 4, "eval_100_samples": 4,
+              "min_detectable_difference_points": {"graduated - start (seed level, SD 3)": 5.0}}
+    summary = stats.summarize(_study(), design=design)
+    (row,) = summary["comparisons"]["without_pilot_seeds"]["eval_100"]
+    # gains without seed 0: 15, 25 points -> mean 20, s = 7.07, half = t_{0.975,1} * 7.07 / sqrt(2)
+    assert row["comparison"] == "graduated - start, without seed 0" and row["excluded_seeds"] == [0]
+    assert row["n"] == 2 and row["estimate_points"] == pytest.approx(20.0)
+    assert row["half_width_points"] == pytest.approx(scipy_stats.t.ppf(0.975, 1) * math.sqrt(50) / math.sqrt(2))
+    assert row["mdd_planned_points"] is None  # not planned
+    assert row["seed_sd_points"] == pytest.approx(math.sqrt(50))
+    # at 2 seeds the MDD's root finder is flat: equal to 1e-3 (the planned rows' tests use n >= 3)
+    assert row["mdd_observed_points"] == pytest.approx(power.mdd_gain_over_start(math.sqrt(50), 2), rel=1e-3)
+    assert _rows(summary)["graduated - start"]["n"] == 3  # the planned row keeps every seed
+    flips = stats.summarize([_result("start", 0, 0.25, verdicts=(None, "1000")),
+                             _result("graduated", 0, 0.75, start=0.0, verdicts=("0000", "1110")),
+                             _result("graduated", 1, 0.5, start=0.25, verdicts=("1000", "0110")),
+                             _result("graduated", 2, 0.25, start=0.25, verdicts=("1000", "0100"))], design=design)
+    (row,) = flips["comparisons"]["without_pilot_seeds"]["eval_100"]
+    assert row["flips"] == {"gained": 3, "lost": 2, "p": 1.0, "seeds": 2}  # seeds 1 (+2 -1) and 2 (+1 -1)
+    assert "without_pilot_seeds" not in stats.summarize(_study())["comparisons"]  # no design, no row
+    assert "### Without the seeds the pilots already ran" in report.markdown_report(summary)
+
+
+def test_pilot_seeds_are_the_pilots_runs_of_the_studys_own_arms(tmp_path):
+    for name, arm, seed in (("graduated_seed0", "graduated", 0), ("graduated+lr3e-5_seed0", "graduated,lr3e-5", 0)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"kind": "grpo", "arm": arm, "seed": seed}))
+    (tmp_path / "sft_start.json").write_text(json.dumps({"kind": "sft_start", "arm": "sft_start", "seed": None}))
+    assert power.pilot_seeds(tmp_path, {"graduated": 5, "binary": 5}) == {"graduated": [0]}

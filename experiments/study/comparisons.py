@@ -172,3 +172,18 @@ def source_comparisons(arms: Sequence[str], gains: Mapping[str, Sequence[Any]], 
         rows += [_row(arm, baseline, two_sample(ends.get(arm, []), ends.get(baseline, []), confidence), design,
                       flips_vs_baseline.get(arm), alpha, power_) for arm in arms if arm != baseline]
     return finite(rows)
+
+
+def without_seeds(arm: str, gains: Mapping[Any, Any], excluded: Sequence[Any], flips: Mapping[str, Any] | None,
+                  design: Mapping[str, Any] | None = None, confidence: float = 0.95) -> dict[str, Any]:
+    """``arm - start`` again without the ``excluded`` seeds (a sensitivity row: the design names seeds
+    its pilots already ran, ``pilot_seeds``). ``gains``: {seed: end minus start (0-1)}; ``flips``:
+    :func:`seed_flips` of the kept seeds. No MDD was planned for this row (``mdd_planned_points`` None);
+    the one at the observed SD and the kept seeds is given."""
+    alpha = design.get("alpha", power.ALPHA) if design else power.ALPHA
+    power_ = design.get("power", power.POWER) if design else power.POWER
+    kept = [g for seed, g in gains.items() if seed not in excluded]
+    row = _row(arm, START, one_sample(kept, confidence), None, flips, alpha, power_)
+    row["comparison"] = f"{arm} - start, without seed {', '.join(str(s) for s in excluded)}"
+    row["excluded_seeds"] = list(excluded)
+    return finite(row)

@@ -136,17 +136,37 @@ DESIGN_FILE = "design.json"
 
 
 def design_record(table: dict, heldout_novel_turns: int, eval_100_turns: int, eval_100_samples: int,
-                  planning_sd: float) -> dict:
+                  planning_sd: float, pilot_seeds: dict[str, list[int]] | None = None) -> dict:
     """The design a study's summary.json carries (``design``): its held-out sizes, seeds per arm, and the
     minimum detectable difference (points, at the table's alpha and power) of each comparison: seed level
-    at the planning seed SD, turn level (McNemar, one run against the start) per held-out set."""
+    at the planning seed SD, turn level (McNemar, one run against the start) per held-out set; with
+    ``pilot_seeds`` ({arm: [seed]}: runs the pilots already made with the study's own config), also
+    those, which the report then leaves out in a sensitivity row."""
     seed_level = table["seed_level"][f"sd={planning_sd:g}"]
     mdd = {f"{name} (seed level, SD {planning_sd:g})": value for name, value in seed_level.items()}
     mdd.update({f"one run - start (turn level, {name})": row["mdd_points"] for name, row in table["turn_level"].items()})
     return {"heldout_novel_turns": heldout_novel_turns, "eval_100_turns": eval_100_turns,
             "eval_100_samples": eval_100_samples, "seeds": dict(table["seeds"]),
             "planning_seed_sd_points": planning_sd, "alpha": table["alpha"], "power": table["power"],
-            "min_detectable_difference_points": mdd}
+            "min_detectable_difference_points": mdd} | ({"pilot_seeds": pilot_seeds} if pilot_seeds else {})
+
+
+def pilot_seeds(pilot_dir, arms) -> dict[str, list[int]]:
+    """{arm: [seed]} of the pilots' GRPO result files in ``pilot_dir`` whose arm is one of the study's
+    ``arms`` exactly (the study's own config: a variant such as ``graduated,lr3e-5`` is another config),
+    so the main run of that arm and seed repeats the pilot's run."""
+    import json
+    from pathlib import Path
+
+    out: dict[str, list[int]] = {}
+    for path in sorted(Path(pilot_dir).glob("*.json")):
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(result, dict) and result.get("kind") == "grpo" and result.get("arm") in arms:
+            out.setdefault(result["arm"], []).append(result["seed"])
+    return {arm: sorted(seeds) for arm, seeds in out.items()}
 
 
 def main(argv: list[str]) -> None:
@@ -167,7 +187,8 @@ def main(argv: list[str]) -> None:
                          {"novel_test": (test_turns, round(test_accuracy, 4)),
                           "eval_100": (turns_100_n, round(accuracy_100, 4))})
     # SD 3: the middle of the planning range (design.md, "Power"); the runs' own SD replaces it in the report.
-    design = design_record(table, test_turns, turns_100_n, samples_100, 3.0)
+    design = design_record(table, test_turns, turns_100_n, samples_100, 3.0,
+                           pilot_seeds(natural.parent / "natural_pilot", table["seeds"]))
     for name, data in (("power.json", table), (DESIGN_FILE, design)):
         (out_dir / name).write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(design, indent=2))

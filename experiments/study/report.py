@@ -121,6 +121,13 @@ def markdown_report(summary: Mapping[str, Any], study: str = "") -> str:
         lines += ["", "## Comparisons", "", _comparisons_note(comparisons, base)]
         for source in comparisons["sources"]:
             lines += ["", f"### {source}", "", *_comparisons_table(comparisons, [source], source_column=False)]
+        if comparisons.get("without_pilot_seeds"):
+            lines += ["", "### Without the seeds the pilots already ran", "",
+                      "The same arm - start comparison without the seeds whose run is a pilot's run again (the "
+                      "design's `pilot_seeds`: same arm, seed and config, so the run chose the steps on "
+                      "validation). Not planned: no planned MDD.", "",
+                      *_comparisons_table({**comparisons, "sources": comparisons["without_pilot_seeds"]},
+                                          list(comparisons["without_pilot_seeds"]), source_column=True)]
     for source, s in summary["sources"].items():
         lines += ["", f"## {source}: end of run (%)", "",
                   "| run | " + " | ".join(f"{METRIC_LABELS[m]} %" for m in EVAL_METRICS) + " |",

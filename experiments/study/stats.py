@@ -182,7 +182,8 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
                  fit: ...},
          compute: {wall_hours, by_row: {<row>: hours}, files}: the runs' wall_seconds.total summed
          comparisons: {metric, confidence, alpha, power, planning_seed_sd_points,
-                       sources: {<source>: [row]}},    experiments/study/comparisons.py, in points
+                       sources: {<source>: [row]},     experiments/study/comparisons.py, in points
+                       without_pilot_seeds?: {<source>: [row]}},  arm - start without design["pilot_seeds"]
          design: design.json's record, when given}
 
     The SFT start of a GRPO run is its own step-0 evaluation when logged, else the SFT run's.
@@ -202,6 +203,7 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
     compared = _ordered(set(arms) | set((design or {}).get("seeds", {})), baseline)
     sources: dict[str, Any] = {}
     comparisons: dict[str, list[dict[str, Any]]] = {}
+    sensitivity: dict[str, list[dict[str, Any]]] = {}
     for source in eval_sources(results):
         end = {row: {m: _stat([end_value(r, source, m) for r in members[row]], confidence) for m in EVAL_METRICS}
                for row in rows}
@@ -243,6 +245,9 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
         found = _source_comparisons(source, by_arm, sft, compared, baseline, sources[source], design, confidence)
         if found:
             comparisons[source] = found
+            rows_without = _without_pilot_seeds(source, by_arm, sft, sources[source], design, confidence)
+            if rows_without:
+                sensitivity[source] = rows_without
     train = {}
     for row in rows:
         runs = members[row]
@@ -265,6 +270,8 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
                                "power": (design or {}).get("power", POWER),
                                "planning_seed_sd_points": (design or {}).get("planning_seed_sd_points"),
                                "sources": comparisons}}
+    if sensitivity:
+        summary["comparisons"]["without_pilot_seeds"] = sensitivity
     if design is not None:
         summary["design"] = dict(design)
     return summary
@@ -286,3 +293,20 @@ def _source_comparisons(source: str, by_arm: Mapping[str, Sequence[Mapping[str, 
              for kind in ("flips_vs_sft", "flips_vs_baseline")}
     return compare.source_comparisons(arms, gains, ends, flips["flips_vs_sft"], flips["flips_vs_baseline"],
                                       baseline, design, confidence)
+
+
+def _without_pilot_seeds(source: str, by_arm: Mapping[str, Sequence[Mapping[str, Any]]], sft: Mapping[str, Any] | None,
+                         numbers: Mapping[str, Any], design: Mapping[str, Any] | None,
+                         confidence: float) -> list[dict[str, Any]]:
+    """``arm - start`` without the seeds the design's pilots already ran (``design["pilot_seeds"]``:
+    {arm: [seed]}), for each such arm with a run of one of those seeds here; [] otherwise."""
+    rows = []
+    for arm, excluded in ((design or {}).get("pilot_seeds") or {}).items():
+        runs = by_arm.get(arm, [])
+        if not any(r["seed"] in excluded for r in runs):
+            continue
+        gains = {r["seed"]: g for r in runs if (g := _gain(r, source, compare.METRIC, sft)) is not None}
+        records = [f for f in numbers["flips_vs_sft"].get(arm, []) if f["seed"] not in excluded]
+        flips = compare.seed_flips(records, pooled_flips(records))
+        rows.append(compare.without_seeds(arm, gains, excluded, flips, design, confidence))
+    return rows
