@@ -14,16 +14,16 @@ from experiments.study.plan import (ARMS, BASELINE_ARM, CURVES_FILE, EVAL_METRIC
                                     StudySettings, arm_slug, check_overrides, config_arg, default_commands,
                                     eval_command, eval_output_dir, eval_sources_after, eval_step_name, plan,
                                     planned_flags, settings_changed, source_slug, train_command)  # noqa: F401
-from experiments.study.collect import (ATTEMPTS_FILE, FIT_RE, KEY_FIELDS, add_missing_details,
-                                       attempt_seconds, collect_evals, collect_result, learning_curves,
+from experiments.study.collect import (ATTEMPTS_FILE, DETAILS, FIT_RE, KEY_FIELDS, add_missing_details,
+                                       attempt_seconds, collect_evals, domain_counts, collect_result, learning_curves,
                                        load_results, parse_fit, record_attempt, report_overall, reward_rise,
                                        train_summary, training_evals)  # noqa: F401
-from experiments.study.stats import (POOLED_SEED, SINGLE_KINDS, arm_order, end_value, eval_sources,
-                                     mcnemar_exact_p, pooled_flips, start_entry, summarize, t_critical,
-                                     t_interval, turn_flips)  # noqa: F401
+from experiments.study.stats import (POOLED_SEED, SINGLE_KINDS, arm_order, domain_stats, end_value,
+                                     eval_sources, mcnemar_exact_p, pooled_flips, start_entry, summarize,
+                                     t_critical, t_interval, turn_flips, wilson_interval)  # noqa: F401
 from experiments.study.plot import curve_bands, plot_curves  # noqa: F401
 from experiments.study.report import (METRIC_LABELS, ROW_LABELS, compact_table, compute_line, design_lines,
-                                      fmt_ci, fmt_flips,
+                                      domain_table, fmt_ci, fmt_flips,
                                       markdown_report, readme_comparisons, readme_markers, readme_tables, splice_readme,
                                       turns_right_table, write_summary)  # noqa: F401
 from experiments.study.execute import (EVAL_DONE_FILE, RunLock, Stopped, eval_done, execute, latest_checkpoint,
