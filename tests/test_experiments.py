@@ -453,7 +453,8 @@ def test_compact_table_spliced_into_a_readme(tmp_path):
             "0.500 ± 0.000 (n=2) | 50.0 ± 0.0 (n=2) | 1.0 ± 0.0 (n=2) |") in table
     assert "| atomic | 0,1 | 20.0 ± 0.0 (n=2) |" in table and "| +0.0 ± 127.1 (n=2) |" in table
     assert table.startswith("| run | seeds | eval_100 turn acc % |")
-    assert "(the SFT start: –)" in sweep.turns_right_table(sweep.load_results(results), "eval_100")  # no turn counts
+    no_counts = sweep.turns_right_table(sweep.load_results(results), "eval_100")  # no turn counts: no empty table
+    assert no_counts == "Turns right per run on eval_100 (the SFT start: –): no GRPO run has a count on it.\n"
     loaded = sweep.load_results(results)
     for r in loaded:
         r["eval"]["eval_100"]["end"]["turns"] = 20

@@ -258,6 +258,8 @@ def turns_right_table(results: Sequence[Mapping[str, Any]], source: str, baselin
             flips = turn_flips(start_entry(r, source, sft), dotted(r, f"eval.{source}.end"))
             cells[(r["seed"], r["arm"])] = count + (f" (+{flips[0]} −{flips[1]})" if flips else "")
     start = turns_right(sft) or "–"
+    if not cells:  # only the start was evaluated here (e.g. the validation set of a study's pilots)
+        return f"Turns right per run on {source} (the SFT start: {start}): no GRPO run has a count on it.\n"
     note = "; in brackets the turns gained and lost against the run's start" if any("(+" in c for c in cells.values()) else ""
     lines = [f"Turns right per run on {source} (the SFT start: {start}{note}):", "",
              "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
