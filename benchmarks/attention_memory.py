@@ -19,7 +19,6 @@ times (medians and fastest calls; the outputs compared bit for bit). Writes
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import statistics
@@ -36,11 +35,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from bench_common import load_note, write_record, xla_memory  # noqa: E402
 from toolrl.models.decoder import attend  # noqa: E402
-
-MEMORY_FIELDS = ("argument", "output", "alias", "temp")
-# A 1-minute load average at or above this share of the cores means another job shared the CPU.
-BUSY_LOAD_PER_CPU = 0.5
 
 
 def define_flags() -> None:
@@ -85,14 +81,6 @@ def chunked(chunk: int):
     return lambda q, keys, values, mask: attend(q, keys, values, mask, query_chunk=chunk)
 
 
-def memory(compiled: Any) -> dict[str, int]:
-    """XLA's memory analysis of a compiled program, bytes, with ``peak`` (module docstring)."""
-    m = compiled.memory_analysis()
-    out = {name: int(getattr(m, f"{name}_size_in_bytes", 0) or 0) for name in MEMORY_FIELDS}
-    out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
-    return out
-
-
 def inputs(b: int, t: int, h: int, k: int, dh: int, dtype: Any) -> tuple[jax.Array, ...]:
     """Random q, keys, values and a causal mask (the first 100 slots of row 0 padding)."""
     rng = np.random.default_rng(0)
@@ -118,8 +106,8 @@ def sampler_memory(preset: str, dtype: str, chunk: int, b: int, p: int, new_toke
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Decoder(config, nnx.Rngs(0))))
     params = SamplingParams(max_new_tokens=new_tokens, greedy=True)
     program = jax.jit(functools.partial(generate_arrays, params=params), static_argnums=0)
-    return memory(program.lower(graphdef, state, jax.ShapeDtypeStruct((b, p), jnp.int32),
-                                jax.ShapeDtypeStruct((b, p), bool), jax.ShapeDtypeStruct((2,), jnp.uint32)).compile())
+    return xla_memory(program.lower(graphdef, state, jax.ShapeDtypeStruct((b, p), jnp.int32),
+                                    jax.ShapeDtypeStruct((b, p), bool), jax.ShapeDtypeStruct((2,), jnp.uint32)).compile())
 
 
 def timed(compiled: Any, args: tuple[jax.Array, ...]) -> tuple[float, jax.Array]:
@@ -160,7 +148,7 @@ def main(argv: list[str]) -> None:
         whole_temp = None
         for c in chunks:
             program = jax.jit(chunked(c)).lower(*args).compile()
-            m = memory(program)
+            m = xla_memory(program)
             whole_temp = m["temp"] if c == 0 else whole_temp
             ratio = m["temp"] / whole_temp if whole_temp else None
             record["memory"].append({"T": t, "chunk": c, "whole_program": c == 0 or c >= t, **m,
@@ -170,7 +158,7 @@ def main(argv: list[str]) -> None:
             if t == lengths[0]:
                 compiled[c] = program
         if f.slices_chunk:
-            m = memory(jax.jit(sliced(f.slices_chunk)).lower(*args).compile())
+            m = xla_memory(jax.jit(sliced(f.slices_chunk)).lower(*args).compile())
             record["slices"].append({"T": t, "chunk": f.slices_chunk, **m})
             ratio = m["temp"] / whole_temp if whole_temp else None
             record["slices"][-1]["temp_over_whole"] = ratio
@@ -218,17 +206,9 @@ def main(argv: list[str]) -> None:
               f"{f'{min(times[c]) / fastest:.2f}' if fastest else ''} | {equal} |")
     record["time_T"] = t
     load_after = os.getloadavg()[0]
-    busy = max(load_before, load_after) >= BUSY_LOAD_PER_CPU * cpus
     record.update(load_before=round(load_before, 2), load_after=round(load_after, 2),
-                  load_note=(f"measured on a loaded machine (1-minute load average {load_before:.1f} before, "
-                             f"{load_after:.1f} after, on {cpus} cores): times are slower than idle, the "
-                             "variants alike (they alternate)") if busy else None)
-    if record["load_note"]:
-        print(record["load_note"], file=sys.stderr)
-    out = Path(f.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}; re-run: {record['command']}")
+                  load_note=load_note(load_before, load_after, cpus, variants="the variants"))
+    write_record(record, f.out)
 
 
 if __name__ == "__main__":

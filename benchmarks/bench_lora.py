@@ -16,12 +16,10 @@ machine's load average before and after: times taken on a busy machine are marke
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import optax
 from absl import app, flags
 from flax import nnx
 
+from bench_common import load_note, write_record, xla_memory
 from toolrl.models.config import ModelConfig
 from toolrl.models.decoder import init_model, sequence_logprobs
 from toolrl.models.lora import LoraSpec, apply_lora
@@ -49,8 +48,6 @@ def define_flags() -> None:
     flags.DEFINE_string("out", str(Path(__file__).resolve().parent / "results" / "lora.json"), "Result JSON.")
 
 MEMORY_FIELDS = ("argument", "output", "alias", "temp", "generated_code")
-# A 1-minute load average at or above this share of the cores means another job shared the CPU.
-BUSY_LOAD_PER_CPU = 0.5
 
 
 class Variant:
@@ -81,10 +78,7 @@ class Variant:
     def memory(self) -> dict[str, int]:
         """XLA's memory analysis of the update, bytes; ``peak`` = argument + output - alias + temp (the
         CPU backend's own peak leaves the temporaries out)."""
-        m = self.compiled.memory_analysis()
-        out = {name: int(getattr(m, f"{name}_size_in_bytes", 0) or 0) for name in MEMORY_FIELDS}
-        out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
-        return out
+        return xla_memory(self.compiled, MEMORY_FIELDS)
 
     def run(self) -> float:
         """One update; its wall-clock seconds (the loss read back, so the work is done)."""
@@ -123,14 +117,6 @@ def command(preset: str, rank: int, rows: int, width: int, repeats: int) -> str:
                        f"--rows={rows}", f"--width={width}", f"--repeats={repeats}"])
 
 
-def load_note(before: float, after: float, cpus: int) -> str | None:
-    """A sentence when another job shared the CPU (either load average over BUSY_LOAD_PER_CPU x cores)."""
-    if max(before, after) < BUSY_LOAD_PER_CPU * cpus:
-        return None
-    return (f"measured on a loaded machine (1-minute load average {before:.1f} before, {after:.1f} after, on "
-            f"{cpus} cores): the times are slower than idle, the two variants alike (they alternate)")
-
-
 def main(argv: list[str]) -> None:
     del argv
     f = flags.FLAGS
@@ -152,12 +138,7 @@ def main(argv: list[str]) -> None:
         print(f"| {name} | {r['seconds']:.2f} | {r['trainable']:,} | {r['moment_bytes'] / mib:.0f} MiB | "
               f"{m['argument'] / mib:.0f} MiB | {m['output'] / mib:.0f} MiB | {m['temp'] / mib:.0f} MiB | "
               f"{m['peak'] / mib:.0f} MiB |")
-    if record["load_note"]:
-        print(record["load_note"], file=sys.stderr)
-    out = Path(f.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}; re-run: {record['command']}")
+    write_record(record, f.out)
 
 
 if __name__ == "__main__":
