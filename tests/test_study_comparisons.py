@@ -229,6 +229,9 @@ def test_without_the_pilot_seeds_drops_them_from_the_gains_and_flips(tmp_path):
 
 def test_pilot_seeds_are_the_pilots_runs_of_the_studys_own_arms(tmp_path):
     for name, arm, seed in (("graduated_seed0", "graduated", 0), ("graduated+lr3e-5_seed0", "graduated,lr3e-5", 0)):
-        (tmp_path / f"{name}.json").write_text(json.dumps({"kind": "grpo", "arm": arm, "seed": seed}))
-    (tmp_path / "sft_start.json").write_text(json.dumps({"kind": "sft_start", "arm": "sft_start", "seed": None}))
+        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "status": "done", "kind": "grpo", "arm": arm,
+                                                           "seed": seed}))
+    (tmp_path / "sft_start.json").write_text(json.dumps({"name": "sft_start", "status": "done", "kind": "sft_start",
+                                                         "arm": "sft_start", "seed": None}))
+    (tmp_path / "binary_seed1.json").write_text("{\"name\": \"binary_seed1\", \"kind\"")  # torn: not a finished run
     assert power.pilot_seeds(tmp_path, {"graduated": 5, "binary": 5}) == {"graduated": [0]}

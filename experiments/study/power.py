@@ -155,16 +155,11 @@ def pilot_seeds(pilot_dir, arms) -> dict[str, list[int]]:
     """{arm: [seed]} of the pilots' GRPO result files in ``pilot_dir`` whose arm is one of the study's
     ``arms`` exactly (the study's own config: a variant such as ``graduated,lr3e-5`` is another config),
     so the main run of that arm and seed repeats the pilot's run."""
-    import json
-    from pathlib import Path
+    from experiments.study.collect import load_results  # the study's result files (a tolerant read)
 
     out: dict[str, list[int]] = {}
-    for path in sorted(Path(pilot_dir).glob("*.json")):
-        try:
-            result = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(result, dict) and result.get("kind") == "grpo" and result.get("arm") in arms:
+    for result in load_results(pilot_dir):
+        if result.get("kind") == "grpo" and result.get("arm") in arms:
             out.setdefault(result["arm"], []).append(result["seed"])
     return {arm: sorted(seeds) for arm, seeds in out.items()}
 
