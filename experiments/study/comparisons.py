@@ -154,6 +154,11 @@ def _row(arm: str, reference: str, stat: Mapping[str, Any], design: Mapping[str,
     return row
 
 
+def alpha_and_power(design: Mapping[str, Any] | None) -> tuple[float, float]:
+    """(alpha, power) of the design, else the defaults of :mod:`experiments.study.power`."""
+    return (design or {}).get("alpha", power.ALPHA), (design or {}).get("power", power.POWER)
+
+
 def source_comparisons(arms: Sequence[str], gains: Mapping[str, Sequence[Any]], ends: Mapping[str, Sequence[Any]],
                        flips_vs_start: Mapping[str, Any], flips_vs_baseline: Mapping[str, Any],
                        baseline: str, design: Mapping[str, Any] | None = None,
@@ -164,8 +169,7 @@ def source_comparisons(arms: Sequence[str], gains: Mapping[str, Sequence[Any]], 
     ``gains[arm]``: per seed, end minus start (accuracy, 0-1); ``ends[arm]``: per seed, the end accuracy;
     ``flips_vs_start`` / ``flips_vs_baseline``: per arm, :func:`seed_flips`' record or None. Arms with
     no values get rows with n = 0 (the design's comparisons not yet run)."""
-    alpha = design.get("alpha", power.ALPHA) if design else power.ALPHA
-    power_ = design.get("power", power.POWER) if design else power.POWER
+    alpha, power_ = alpha_and_power(design)
     rows = [_row(arm, START, one_sample(gains.get(arm, []), confidence), design, flips_vs_start.get(arm), alpha, power_)
             for arm in arms]
     if baseline in arms:
@@ -180,8 +184,7 @@ def without_seeds(arm: str, gains: Mapping[Any, Any], excluded: Sequence[Any], f
     its pilots already ran, ``pilot_seeds``). ``gains``: {seed: end minus start (0-1)}; ``flips``:
     :func:`seed_flips` of the kept seeds. No MDD was planned for this row (``mdd_planned_points`` None);
     the one at the observed SD and the kept seeds is given."""
-    alpha = design.get("alpha", power.ALPHA) if design else power.ALPHA
-    power_ = design.get("power", power.POWER) if design else power.POWER
+    alpha, power_ = alpha_and_power(design)
     kept = [g for seed, g in gains.items() if seed not in excluded]
     row = _row(arm, START, one_sample(kept, confidence), None, flips, alpha, power_)
     row["comparison"] = f"{arm} - start, without seed {', '.join(str(s) for s in excluded)}"

@@ -18,7 +18,6 @@ from experiments.study import comparisons as compare
 from experiments.study.collect import reward_rise
 from experiments.study.files import dotted, finite
 from experiments.study.plan import ARMS, BASELINE_ARM, EVAL_METRICS
-from experiments.study.power import ALPHA, POWER
 
 
 def t_critical(df: int, confidence: float = 0.95) -> float:
@@ -263,11 +262,11 @@ def summarize(results: Sequence[Mapping[str, Any]], baseline: str = BASELINE_ARM
     # Compute as the files record it (training plus every evaluation of each run), not as estimated.
     walls = {row: sum(dotted(r, "wall_seconds.total") or 0.0 for r in members[row]) / 3600 for row in rows}
     compute = {"wall_hours": sum(walls.values()), "by_row": walls, "files": len(results)}
+    alpha, power_ = compare.alpha_and_power(design)
     summary = {"confidence": confidence, "baseline_arm": baseline, "runs": sorted(r["name"] for r in results),
                "arms": arms, "sources": sources, "train": train, "compute": compute,
                "comparisons": {"metric": compare.METRIC, "confidence": confidence,
-                               "alpha": (design or {}).get("alpha", ALPHA),
-                               "power": (design or {}).get("power", POWER),
+                               "alpha": alpha, "power": power_,
                                "planning_seed_sd_points": (design or {}).get("planning_seed_sd_points"),
                                "sources": comparisons}}
     if sensitivity:
